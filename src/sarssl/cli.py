@@ -1,0 +1,80 @@
+"""The ``sarssl`` command line: one subcommand per workflow stage.
+
+Every stage module exposes ``add_arguments(parser)`` and ``run(args) -> int``; this file
+only wires them together, so ``sarssl STAGE --help`` documents each stage where it lives.
+Modules are imported lazily so that ``sarssl --help`` stays fast (no torch import).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from . import __version__
+from .errors import SarsslError
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "simulate": ("sarssl.simulate", "synthesise demo Sentinel-1 GRD products with known truth"),
+    "catalogue": ("sarssl.catalogue", "list and filter Sentinel-1 products into a scene catalogue"),
+    "preprocess": ("sarssl.preprocess", "raw GRD product -> calibrated, terrain-corrected GeoTIFF"),
+    "composite": ("sarssl.composite", "seasonal 12-channel composites from preprocessed scenes"),
+    "chips": ("sarssl.chips", "cut composites into labelled chips with spatial splits"),
+    "stats": ("sarssl.chips", "per-channel normalisation statistics from training chips"),
+    "pretrain": ("sarssl.pretrain", "self-supervised pretraining (MAE or DINO)"),
+    "finetune": ("sarssl.finetune", "fine-tune / linear-probe on a task at a label fraction"),
+    "tables": ("sarssl.tables", "collect fine-tuning metrics into tidy tables"),
+    "plot": ("sarssl.plots", "figures (learning curves and more)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sarssl",
+        description=(
+            "Reproducible self-supervised learning on Sentinel-1 SAR: every stage of the "
+            "Snakemake workflow as a command you can also run by hand."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"sarssl {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_module, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, description=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Parse the global options and the command name first; the command's own parser
+    # (built by its module) parses the rest.
+    top, rest = parser.parse_known_args(argv)
+    if top.command is None:
+        parser.print_help()
+        return 0
+    module_name, help_text = COMMANDS[top.command]
+    module = importlib.import_module(module_name)
+    sub = argparse.ArgumentParser(prog=f"sarssl {top.command}", description=help_text)
+    if top.command == "stats":
+        module.add_stats_arguments(sub)
+        runner = module.run_stats
+    else:
+        module.add_arguments(sub)
+        runner = module.run
+    args = sub.parse_args(rest)
+    logging.basicConfig(
+        level=logging.DEBUG if top.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(runner(args) or 0)
+    except SarsslError as exc:
+        print(f"sarssl {top.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
