@@ -1,0 +1,257 @@
+"""Scene catalogue: list Sentinel-1 products and keep those that fit an area and period.
+
+``sarssl catalogue PRODUCT_OR_DIR... --aoi W,S,E,N --start DATE --end DATE
+[--orbit-direction ascending|descending|any] [--relative-orbits 15,88]
+[--polarisations VV,VH] --out results/catalogue/A.csv``
+
+Only each product's ``manifest.safe`` is read (through :func:`sarssl.safe.open_product`), so
+scanning hundreds of zipped products takes seconds. A product is kept when its footprint
+(the manifest's ``gml:coordinates``, lon/lat) intersects the AOI box, its start time falls
+on a date in ``[start, end]`` (inclusive, UTC), its pass direction and relative orbit match
+the filters and it holds every required polarisation. Every excluded product is logged
+with its reason. The same product found twice (e.g. as ``.zip`` and as ``.SAFE``) is kept
+once, from the first path given, with a warning.
+
+Footprints are treated as plain lon/lat polygons (no antimeridian handling).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from shapely.geometry import box
+from tqdm import tqdm
+
+from .errors import InputError, SarsslError
+from .io import atomic_path, parse_bbox
+from .safe import Product, open_product
+
+log = logging.getLogger(__name__)
+
+COLUMNS = [
+    "product_id",
+    "path",
+    "mission",
+    "start_time",
+    "stop_time",
+    "date",
+    "pass_direction",
+    "relative_orbit",
+    "absolute_orbit",
+    "polarisations",
+    "ipf_version",
+    "footprint_wkt",
+]
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What a product must satisfy to enter the catalogue."""
+
+    aoi: tuple[float, float, float, float]
+    start: np.datetime64  # first date, inclusive
+    end: np.datetime64  # last date, inclusive
+    orbit_direction: str | None = None  # ASCENDING / DESCENDING / None = any
+    relative_orbits: tuple[int, ...] = ()
+    polarisations: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        parts = [
+            f"AOI {','.join(f'{v:g}' for v in self.aoi)}",
+            f"dates {self.start}..{self.end}",
+            f"orbit direction {self.orbit_direction.lower() if self.orbit_direction else 'any'}",
+            f"relative orbits {','.join(map(str, self.relative_orbits)) or 'any'}",
+            f"polarisations {'+'.join(self.polarisations) or 'any'}",
+        ]
+        return ", ".join(parts)
+
+
+def find_products(inputs: Iterable[str | Path]) -> list[Path]:
+    """Product paths from files and directories (searched recursively for ``*.zip`` and
+    ``*.SAFE``; a SAFE folder is not searched inside). Order: as given, sorted per folder."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if not p.exists():
+            raise InputError(f"catalogue input {p}: no such file or directory")
+        if p.is_file() or p.suffix.upper() == ".SAFE" or (p / "manifest.safe").is_file():
+            out.append(p)
+            continue
+        found = sorted(
+            q
+            for q in p.rglob("*")
+            if (q.is_file() and q.suffix.lower() == ".zip")
+            or (q.is_dir() and q.suffix.upper() == ".SAFE")
+        )
+        # skip anything inside a SAFE folder
+        found = [q for q in found if not any(a.suffix.upper() == ".SAFE" for a in q.parents)]
+        if not found:
+            log.warning("catalogue input %s: no .zip or .SAFE products inside", p)
+        out.extend(found)
+    return out
+
+
+def _reason(product: Product, f: Filters, aoi_poly) -> str | None:
+    """Why ``product`` is excluded, or None when it is kept."""
+    if not product.footprint.intersects(aoi_poly):
+        return "footprint does not intersect the AOI"
+    day = product.start_time.astype("datetime64[D]")
+    if day < f.start or day > f.end:
+        return f"date {day} outside {f.start}..{f.end}"
+    if f.orbit_direction and product.pass_direction != f.orbit_direction:
+        return f"pass {product.pass_direction.lower()}, wanted {f.orbit_direction.lower()}"
+    if f.relative_orbits and product.relative_orbit not in f.relative_orbits:
+        return f"relative orbit {product.relative_orbit} not in {list(f.relative_orbits)}"
+    missing = [p for p in f.polarisations if p not in product.polarisations]
+    if missing:
+        return f"lacks polarisation {'+'.join(missing)} (has {'+'.join(product.polarisations)})"
+    return None
+
+
+def _iso(t: np.datetime64) -> str:
+    return str(t.astype("datetime64[us]")) + "Z"
+
+
+def build_catalogue(
+    inputs: Sequence[str | Path], filters: Filters
+) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """The catalogue table (columns :data:`COLUMNS`, sorted by start time) and the excluded
+    products as (path, reason) pairs."""
+    aoi_poly = box(*filters.aoi)
+    rows: list[dict] = []
+    excluded: list[tuple[str, str]] = []
+    seen: dict[str, str] = {}
+    for path in tqdm(find_products(inputs), desc="catalogue", unit="product", leave=False):
+        try:
+            prod = open_product(path)
+        except SarsslError as exc:
+            log.warning("excluded %s: unreadable: %s", path, exc)
+            excluded.append((str(path), f"unreadable: {exc}"))
+            continue
+        if prod.id in seen:
+            log.warning("duplicate product %s: %s ignored, keeping %s", prod.id, path, seen[prod.id])
+            excluded.append((str(path), f"duplicate of {seen[prod.id]}"))
+            continue
+        seen[prod.id] = str(path)
+        reason = _reason(prod, filters, aoi_poly)
+        if reason is not None:
+            log.info("excluded %s: %s", prod.id, reason)
+            excluded.append((str(path), reason))
+            continue
+        rows.append(
+            {
+                "product_id": prod.id,
+                "path": str(path),
+                "mission": prod.mission,
+                "start_time": _iso(prod.start_time),
+                "stop_time": _iso(prod.stop_time),
+                "date": prod.date,
+                "pass_direction": prod.pass_direction,
+                "relative_orbit": prod.relative_orbit,
+                "absolute_orbit": prod.absolute_orbit,
+                "polarisations": "+".join(prod.polarisations),
+                "ipf_version": prod.ipf_version,
+                "footprint_wkt": prod.footprint.wkt,
+            }
+        )
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    if len(table):
+        table = table.sort_values(["start_time", "product_id"], kind="stable").reset_index(drop=True)
+    return table, excluded
+
+
+def parse_date(text: str, what: str) -> np.datetime64:
+    try:
+        return np.datetime64(str(text).strip()[:10], "D")
+    except ValueError as exc:
+        raise SarsslError(f"{what} {text!r}: expected a date YYYY-MM-DD") from exc
+
+
+def make_filters(
+    aoi: str | Sequence[float],
+    start: str,
+    end: str,
+    orbit_direction: str | None = None,
+    relative_orbits: str | Sequence[int] | None = None,
+    polarisations: str | Sequence[str] | None = None,
+) -> Filters:
+    """Validated :class:`Filters` from CLI-style values."""
+    bbox = parse_bbox(aoi)
+    t0, t1 = parse_date(start, "--start"), parse_date(end, "--end")
+    if t1 < t0:
+        raise SarsslError(f"--end {end} is before --start {start}")
+    direction = (orbit_direction or "any").strip().upper()
+    if direction not in ("ASCENDING", "DESCENDING", "ANY", ""):
+        raise SarsslError(f"--orbit-direction {orbit_direction!r}: ascending, descending or any")
+    if isinstance(relative_orbits, str):
+        relative_orbits = [v for v in relative_orbits.split(",") if v.strip()]
+    try:
+        rel = tuple(sorted({int(v) for v in (relative_orbits or [])}))
+    except ValueError as exc:
+        raise SarsslError(f"--relative-orbits {relative_orbits!r}: expected integers") from exc
+    if any(not 1 <= r <= 175 for r in rel):
+        raise SarsslError(f"--relative-orbits {list(rel)}: relative orbits are 1..175")
+    if isinstance(polarisations, str):
+        polarisations = polarisations.replace("+", ",").split(",")
+    pols = tuple(p.strip().upper() for p in (polarisations or []) if p.strip())
+    bad = [p for p in pols if p not in ("VV", "VH", "HH", "HV")]
+    if bad:
+        raise SarsslError(f"--polarisations {bad}: use VV, VH, HH, HV")
+    return Filters(
+        aoi=bbox,
+        start=t0,
+        end=t1,
+        orbit_direction=None if direction in ("ANY", "") else direction,
+        relative_orbits=rel,
+        polarisations=pols,
+    )
+
+
+def write_catalogue(table: pd.DataFrame, out: str | Path) -> None:
+    """Write the catalogue CSV atomically."""
+    with atomic_path(out, suffix=".csv") as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("products", nargs="+", metavar="PRODUCT_OR_DIR",
+                        help=".zip / .SAFE products, or directories searched for them")
+    parser.add_argument("--aoi", required=True, help="area of interest W,S,E,N (lon/lat degrees)")
+    parser.add_argument("--start", required=True, help="first acquisition date YYYY-MM-DD (inclusive)")
+    parser.add_argument("--end", required=True, help="last acquisition date YYYY-MM-DD (inclusive)")
+    parser.add_argument("--orbit-direction", default="any",
+                        help="ascending, descending or any (default)")
+    parser.add_argument("--relative-orbits", default="",
+                        help="comma-separated relative orbits to keep (default: any)")
+    parser.add_argument("--polarisations", default="",
+                        help="polarisations every product must hold, e.g. VV,VH (default: any)")
+    parser.add_argument("--out", required=True, help="catalogue CSV to write")
+
+
+def run(args: argparse.Namespace) -> int:
+    filters = make_filters(
+        args.aoi, args.start, args.end, args.orbit_direction, args.relative_orbits,
+        args.polarisations,
+    )
+    table, excluded = build_catalogue(args.products, filters)
+    for path, reason in excluded:
+        log.debug("reason %s: %s", path, reason)
+    counts = Counter(r.split(":")[0] if r.startswith("unreadable") else r.split(" ")[0]
+                     for _, r in excluded)
+    log.info("catalogue: %d kept, %d excluded (%s)", len(table), len(excluded),
+             ", ".join(f"{k}: {v}" for k, v in counts.items()) or "none")
+    if table.empty:
+        raise InputError(
+            f"no product kept for {filters.describe()} among {len(excluded)} found in "
+            f"{', '.join(map(str, args.products))}"
+        )
+    write_catalogue(table, args.out)
+    log.info("wrote %s (%d products)", args.out, len(table))
+    return 0
