@@ -102,6 +102,7 @@ def write_geotiff(
     tiled GTiff. Band descriptions come from ``band_names``; dataset tags from ``tags``.
     """
     import rasterio
+    import rasterio.shutil
     from rasterio.io import MemoryFile
 
     if data.ndim == 2:

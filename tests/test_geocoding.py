@@ -1,0 +1,149 @@
+"""Terrain correction: point targets at real GCPs land on the GCP position."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pyproj import Transformer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_geometry import ANNOTATIONS  # noqa: E402
+
+from sarssl.dem import Dem, constant_dem, read_dem, vertical_datum  # noqa: E402
+from sarssl.errors import InputError  # noqa: E402
+from sarssl.geocoding import MASK_LAYOVER, MASK_SHADOW, GeocodingLUT  # noqa: E402
+from sarssl.geometry import RadarGeometry  # noqa: E402
+from sarssl.grid import area_grid  # noqa: E402
+
+DEM = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dem" / "Rome-30m-DEM.tif"
+
+
+def _geom(prefix: str) -> RadarGeometry:
+    key = next(k for k in ANNOTATIONS if k.startswith(prefix))
+    return RadarGeometry.from_annotation(ANNOTATIONS[key])
+
+
+def _blob(shape, centre, sigma=2.5):
+    r, c = np.mgrid[0 : shape[0], 0 : shape[1]]
+    return np.exp(-((r - centre[0]) ** 2 + (c - centre[1]) ** 2) / (2 * sigma**2)).astype(np.float32)
+
+
+@pytest.mark.parametrize("prefix", ["s1b-iw-g0211223", "s1a-iw-g0210119"])
+def test_point_targets_at_gcps(prefix):
+    geom = _geom(prefix)
+    g = geom.gcps
+    inner = np.flatnonzero(
+        (g.line > 0) & (g.line < geom.number_of_lines - 1) & (g.pixel > 0) & (g.pixel < geom.number_of_samples - 1)
+    )
+    errs = []
+    for idx in inner[::4]:
+        lon, lat, h = g.lon[idx], g.lat[idx], g.height[idx]
+        bbox = (lon - 0.004, lat - 0.003, lon + 0.004, lat + 0.003)
+        grid = area_grid(bbox, 10.0)
+        lut = GeocodingLUT.compute(geom, grid, constant_dem(bbox, h))
+        l0, p0, nl, npx = lut.radar_bounds(geom)
+        img = _blob((nl, npx), (g.line[idx] - l0, g.pixel[idx] - p0))
+        out = lut.sample(img, (l0, p0))
+        w = np.nan_to_num(out) * (np.nan_to_num(out) > 0.05)
+        xs, ys = grid.xy()
+        gx, gy = np.meshgrid(xs, ys)
+        cx, cy = (w * gx).sum() / w.sum(), (w * gy).sum() / w.sum()
+        tx, ty = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True).transform(lon, lat)
+        errs.append(np.hypot(cx - tx, cy - ty) / grid.resolution)
+    errs = np.array(errs)
+    assert len(errs) >= 30
+    assert np.median(errs) <= 0.5, errs
+    assert errs.max() <= 1.0, errs
+
+
+def test_lut_interpolation_matches_exact_model():
+    geom = _geom("s1b-iw-g0211223")
+    bbox = (12.46, 41.96, 12.54, 42.04)
+    grid = area_grid(bbox, 10.0)
+    dem = read_dem(DEM, bbox)
+    t = time.perf_counter()
+    lut = GeocodingLUT.compute(geom, grid, dem)
+    elapsed = time.perf_counter() - t
+    sub = slice(None, None, 7)
+    lut_small = GeocodingLUT(grid, lut.line, lut.pixel, lut.height, lut.look)
+    el, ep = lut_small.exact(geom)
+    assert np.nanmax(np.abs(el - lut.line)[sub, sub]) < 0.01
+    assert np.nanmax(np.abs(ep - lut.pixel)[sub, sub]) < 0.01
+    assert np.isfinite(lut.line).all()
+    # terrain: Rome heights 0..~150 m orthometric + ~47-48 m geoid
+    assert 40 < np.nanmin(lut.height) < 60 and 100 < np.nanmax(lut.height) < 260
+    print(f"LUT {grid.shape}: {elapsed:.2f}s")
+
+
+def test_dem_vertical_datum_and_coverage():
+    import rasterio
+    from pyproj import CRS
+
+    with rasterio.open(DEM) as ds:
+        crs = CRS.from_user_input(ds.crs.to_wkt())
+        raw = ds.read(1).astype(float)
+    assert vertical_datum(crs) in ("EGM96", "EGM2008")
+    assert vertical_datum(CRS.from_epsg(4326)) == "EGM2008"  # nothing stated: Copernicus
+    assert vertical_datum(CRS.from_epsg(4979)) == "ellipsoid"
+    assert vertical_datum(CRS.from_epsg(9518)) == "EGM2008"
+    dem = read_dem(DEM, (12.48, 41.98, 12.52, 42.02))
+    # geoid undulation around Rome is ~ +46..48 m (EGM96/EGM2008)
+    diff = np.nanmean(dem.height) - np.nanmean(raw[raw > -1000])
+    assert 40 < diff < 55
+    with pytest.raises(InputError, match="does not cover"):
+        read_dem(DEM, (12.0, 41.0, 12.1, 41.1))
+
+
+def test_flat_terrain_flattening_is_tan_theta_and_no_masks():
+    geom = _geom("s1b-iw-g0211223")
+    bbox = (12.46, 41.96, 12.50, 41.99)
+    grid = area_grid(bbox, 10.0)
+    lut = GeocodingLUT.compute(geom, grid, constant_dem(bbox, 100.0))
+    l0, p0, nl, npx = lut.radar_bounds(geom)
+    f = lut.flattening_factor(geom, (nl, npx), (l0, p0))
+    fg = lut.sample(f, (l0, p0))
+    inc = geom.incidence_angle(lut.line[5:-5, 5:-5], lut.pixel[5:-5, 5:-5])
+    ratio = fg[5:-5, 5:-5] / np.tan(np.radians(inc))
+    assert abs(np.nanmedian(ratio) - 1) < 0.03
+    assert np.nanpercentile(np.abs(ratio - 1), 90) < 0.1
+    m = lut.mask(fg)
+    assert ((m[5:-5, 5:-5] & (MASK_LAYOVER | MASK_SHADOW)) == 0).all()
+
+
+def test_layover_and_shadow_on_a_ridge():
+    """A steep ridge: its fore-slope (facing the sensor) lays over, its back-slope shadows."""
+    geom = _geom("s1b-iw-g0211223")
+    bbox = (12.46, 41.96, 12.50, 41.99)
+    grid = area_grid(bbox, 10.0)
+    flat = constant_dem(bbox, 0.0)
+    lut0 = GeocodingLUT.compute(geom, grid, flat)
+    le, ln, _ = lut0.look[:, 0, 0]
+    # ridge crest through the centre, perpendicular to the ground-range direction
+    step = 0.0002
+    flat = constant_dem(bbox, 0.0, step=step)
+    rows, cols = flat.height.shape
+    lon = flat.transform.c + (np.arange(cols) + 0.5) * step
+    lat = flat.transform.f - (np.arange(rows) + 0.5) * step
+    LON, LAT = np.meshgrid(lon, lat)
+    clon, clat = np.mean(bbox[::2]), np.mean(bbox[1::2])
+    e = (LON - clon) * 111320 * np.cos(np.radians(clat))
+    n = (LAT - clat) * 110540
+    d = (e * le + n * ln) / np.hypot(le, ln)  # distance towards the sensor (m)
+    hgt = np.clip(1500 - 3.0 * np.abs(d), 0, None)  # 71.6 deg slopes
+    dem = Dem(hgt, flat.transform, flat.crs, "ridge", "ellipsoid")
+    lut = GeocodingLUT.compute(geom, grid, dem)
+    m = lut.mask(np.zeros(grid.shape, np.float32))
+    xs, ys = grid.xy()
+    tr = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
+    GLON, GLAT = tr.transform(*np.meshgrid(xs, ys))
+    dd = ((GLON - clon) * 111320 * np.cos(np.radians(clat)) * le + (GLAT - clat) * 110540 * ln) / np.hypot(le, ln)
+    fore = (dd > 50) & (dd < 400)  # slope facing the sensor
+    back = (dd < -50) & (dd > -400)
+    assert (m[fore] & MASK_LAYOVER).mean() > 0.95
+    assert (m[back] & MASK_SHADOW).mean() > 0.95
+    far = np.abs(dd) > 700
+    assert ((m[far] & (MASK_LAYOVER | MASK_SHADOW)) == 0).mean() > 0.95

@@ -1,0 +1,159 @@
+"""`sarssl preprocess` end to end on a real product's metadata with a synthetic measurement,
+plus the SNAP backend plumbing (without SNAP)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from lxml import etree
+from rasterio.windows import Window
+
+from sarssl import snap
+from sarssl.cli import main
+from sarssl.errors import SarsslError
+from sarssl.geometry import RadarGeometry
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+SAFE = SHARED / "sentinel1" / "S1B_IW_GRDH_1SDV_20211223T051122_20211223T051147_030148_039993_5371.SAFE"
+DEM = SHARED / "dem" / "Rome-30m-DEM.tif"
+AOI = (12.48, 41.98, 12.52, 42.01)
+
+
+@pytest.fixture(scope="module")
+def product(tmp_path_factory) -> Path:
+    """The real Rome SAFE with sparse synthetic measurements around the AOI: VV DN such
+    that sigma0 = 0.05 (-13 dB) in the west half, 0.2 (-7 dB) in the east, with speckle;
+    VH (annotation copied from VV, as this trimmed product ships VV only) 8 dB lower."""
+    from sarssl.calibration import calibration_lut, noise_lut
+    from sarssl.safe import open_product
+
+    root = tmp_path_factory.mktemp("prod") / SAFE.name
+    shutil.copytree(SAFE, root)
+    for f in list((root / "annotation").rglob("*-vv-*.xml")):
+        shutil.copy(f, f.with_name(f.name.replace("-vv-", "-vh-").replace("-001.xml", "-002.xml")))
+    ann = next((root / "annotation").glob("s1b-*-vv-*.xml"))
+    geom = RadarGeometry.from_annotation(etree.parse(str(ann)).getroot())
+    lines, pixels = geom.lonlat_to_radar(np.array([AOI[0], AOI[2], AOI[0], AOI[2]]),
+                                         np.array([AOI[1], AOI[1], AOI[3], AOI[3]]), 60.0)
+    r0, r1 = int(lines.min()) - 60, int(lines.max()) + 60
+    c0, c1 = int(pixels.min()) - 60, int(pixels.max()) + 60
+    r0, c0 = r0 - r0 % 256, c0 - c0 % 256
+    r1, c1 = r1 + 256 - r1 % 256, c1 + 256 - c1 % 256
+    (root / "measurement").mkdir()
+    rows, cols = np.arange(r0, r1), np.arange(c0, c1)
+    rng = np.random.default_rng(0)
+    _, pmid = geom.lonlat_to_radar(np.array([12.5]), np.array([41.995]), 60.0)
+    for pol, scale in (("vv", 1.0), ("vh", 10 ** -0.8)):
+        name = ann.name.replace("-vv-", f"-{pol}-").replace(".xml", ".tiff")
+        if pol == "vh":
+            name = name.replace("-001.tiff", "-002.tiff")
+        prod = open_product(root)
+        a = calibration_lut(prod.calibration(pol.upper()), "sigmaNought", rows, cols)
+        eta = noise_lut(prod.noise(pol.upper()), rows, cols)  # thermal noise the chain removes
+        sigma = scale * np.where(cols[None, :] < pmid[0], 0.05, 0.2) * rng.gamma(4.4, 1 / 4.4, (len(rows), len(cols)))
+        dn = np.sqrt(sigma * np.asarray(a, dtype=float) ** 2 + eta)
+        with rasterio.open(root / "measurement" / name, "w", driver="GTiff", width=geom.number_of_samples,
+                           height=geom.number_of_lines, count=1, dtype="uint16", tiled=True, blockxsize=256,
+                           blockysize=256, SPARSE_OK="TRUE") as ds:
+            ds.write(np.clip(np.round(dn), 1, 65535).astype(np.uint16), 1,
+                     window=Window(c0, r0, c1 - c0, r1 - r0))
+    return root
+
+
+def test_preprocess_cli_outputs_contract(product, tmp_path):
+    out = tmp_path / "scene.tif"
+    aoi = ",".join(str(v) for v in AOI)
+    rc = main(["preprocess", str(product), "--dem", str(DEM), "--out", str(out), "--aoi", aoi,
+               "--speckle-filter", "refined_lee", "--backend", "python"])
+    assert rc == 0
+    with rasterio.open(out) as ds:
+        assert ds.count == 2 and ds.dtypes[0] == "float32"
+        assert ds.descriptions == ("VV", "VH")
+        assert np.isnan(ds.nodata)
+        assert ds.res == (10.0, 10.0) and ds.crs.to_epsg() == 32633
+        tags = ds.tags()
+        for k in ("PRODUCT_ID", "ACQUISITION_START", "PASS", "RELATIVE_ORBIT", "ORBIT_SOURCE", "CALIBRATION",
+                  "TERRAIN_FLATTENING", "SPECKLE_FILTER", "UNITS", "BACKEND", "SARSSL_VERSION"):
+            assert k in tags, k
+        assert tags["ORBIT_SOURCE"] == "annotation" and tags["UNITS"] == "db" and tags["BACKEND"] == "python"
+        data = ds.read(1)
+        vh = ds.read(2)
+        xs = ds.transform.c + (np.arange(ds.width) + 0.5) * 10.0
+    with rasterio.open(out.with_name("scene.mask.tif")) as ds:
+        mask = ds.read(1)
+    assert mask.dtype == np.uint8 and (mask > 0).mean() > 0.99
+    # the two calibrated levels come back in dB (-13 and -7), with speckle reduced
+    from pyproj import Transformer
+
+    xm, _ = Transformer.from_crs("EPSG:4326", "EPSG:32633", always_xy=True).transform(12.5, 41.995)
+    west = data[:, xs < xm - 200]
+    east = data[:, xs > xm + 200]
+    # descending pass, right-looking: the radar looks west, so near range (low pixel,
+    # sigma0 0.05 = -13 dB) is the east half
+    lin_w = np.nanmean(10 ** (west / 10))
+    lin_e = np.nanmean(10 ** (east / 10))
+    assert abs(10 * np.log10(lin_e) + 13.01) < 0.3
+    assert abs(10 * np.log10(lin_w) + 6.99) < 0.3
+    assert np.nanstd(east) < 2.0  # raw 4.4-look speckle has ~2.9 dB std
+    lin_vh = np.nanmean(10 ** (vh[:, xs > xm + 200] / 10))
+    assert abs(10 * np.log10(lin_vh) + 21.01) < 0.5
+    # the step between the halves is sharp in map geometry (geocoding puts it in place)
+    prof = np.nanmean(10 ** (data / 10), axis=0)
+    edge_x = xs[np.argmax(prof < 0.5 * (lin_w + lin_e))]
+    assert abs(edge_x - xm) < 30
+
+
+def test_errors_write_nothing(product, tmp_path):
+    out = tmp_path / "x.tif"
+    rc = main(["preprocess", str(product), "--dem", str(DEM), "--out", str(out), "--aoi", "0,0,0.1,0.1",
+               "--backend", "python"])
+    assert rc == 2 and not out.exists()
+    # AOI inside the scene but outside the DEM
+    rc = main(["preprocess", str(product), "--dem", str(DEM), "--out", str(out), "--aoi", "12.7,41.9,12.75,41.95",
+               "--backend", "python"])
+    assert rc == 2 and not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_backend_selection(monkeypatch):
+    monkeypatch.setattr(snap, "gpt_path", lambda: None)
+    assert snap.select_backend("auto") == "python"
+    assert snap.select_backend("python") == "python"
+    with pytest.raises(SarsslError, match="gpt"):
+        snap.select_backend("snap")
+    monkeypatch.setattr(snap, "gpt_path", lambda: "/opt/snap/bin/gpt")
+    monkeypatch.setattr(snap, "pyrosar_available", lambda: True)
+    assert snap.select_backend("auto") == "snap"
+    monkeypatch.setattr(snap, "pyrosar_available", lambda: False)
+    assert snap.select_backend("auto") == "python"
+    with pytest.raises(SarsslError, match="pyroSAR"):
+        snap.select_backend("snap")
+
+
+def test_geocode_kwargs_mapping():
+    kw = snap.geocode_kwargs("p.zip", "/tmp/o", "dem.tif", grid_bounds=(100.0, 200.0, 300.0, 400.0), epsg=32633,
+                             resolution=20, calibration="sigma0", terrain_flattening=True,
+                             speckle_filter="lee_sigma", dem_is_geoid=False)
+    assert kw["t_srs"] == 32633 and kw["spacing"] == 20.0
+    assert kw["refarea"] == "gamma0" and kw["terrainFlattening"] is True
+    assert kw["speckleFilter"] == "Lee Sigma"
+    assert kw["externalDEMApplyEGM"] is False and kw["externalDEMFile"] == "dem.tif"
+    assert kw["standardGridOriginX"] == 100.0 and kw["standardGridOriginY"] == 400.0
+    assert kw["scaling"] == "linear" and kw["removeS1ThermalNoise"] is True
+    assert "speckleFilter" not in snap.geocode_kwargs("p", "o", "d", grid_bounds=(0, 0, 1, 1), epsg=4326,
+                                                       speckle_filter="none")
+    with pytest.raises(SarsslError):
+        snap.geocode_kwargs("p", "o", "d", grid_bounds=(0, 0, 1, 1), epsg=4326, speckle_filter="median")
+
+
+def test_error_log_detection(tmp_path):
+    snap.check_error_logs(tmp_path)  # nothing to report
+    wf = tmp_path / "S1B_IW_GRDH_x"
+    wf.mkdir()
+    (wf / "S1B__IW___D_20211223T051122_VV_NR_Orb_Cal_TC_error.log").write_text(
+        "Error: [NodeId: Terrain-Correction] The DEM 'x.tif' does not cover the scene")
+    with pytest.raises(SarsslError, match="does not cover"):
+        snap.check_error_logs(tmp_path)
