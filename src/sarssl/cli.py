@@ -17,6 +17,10 @@ from .errors import SarsslError
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "acquire": (
+        "sarssl.acquire.cli",
+        "download real inputs: Sentinel-1 GRD, orbit files, DEM, WorldCover, MOD44B",
+    ),
     "simulate": ("sarssl.simulate", "synthesise demo Sentinel-1 GRD products with known truth"),
     "catalogue": ("sarssl.catalogue", "list and filter Sentinel-1 products into a scene catalogue"),
     "preprocess": ("sarssl.preprocess", "raw GRD product -> calibrated, terrain-corrected GeoTIFF"),
