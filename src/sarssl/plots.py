@@ -514,3 +514,4 @@ def run(args: argparse.Namespace) -> int:
         fig = spec.build(args)
     save_figure(fig, args.out, dpi=args.dpi)
     return 0
+from . import figures as _figures  # noqa: F401  (registers the map and model figures)

@@ -1,0 +1,83 @@
+# sarssl: one-command set-up, run and test.
+#   make run    create .venv if needed, then run the whole workflow (snakemake --cores all)
+#   make test   create .venv if needed, then run the test suite
+#   make lint   snakemake --lint and snakefmt --check
+#   make dag    docs/rulegraph.svg (the rule graph shown in the README)
+#   make clean  remove workflow outputs (results/, resources/, logs/, benchmarks/*/)
+# The environment is built once: a stamp file records a successful install and depends
+# on pyproject.toml and requirements.txt, so a second `make run` installs nothing.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := .venv
+STAMP := $(VENV)/.sarssl-installed
+# Debian's system Python when present: its sqlite3 can load extensions (SpatiaLite),
+# which pyroSAR's scene archive needs; otherwise whatever python3 is on PATH.
+PYTHON ?= $(shell if [ -x /usr/bin/python3 ]; then echo /usr/bin/python3; else command -v python3; fi)
+CORES ?= all
+# pytest-xdist workers: 0 = serial (measured faster on 2 cores, where the workflow test
+# already uses both); `make test PYTEST_WORKERS=4` on bigger machines.
+PYTEST_WORKERS ?= 0
+SNAKEMAKE := $(VENV)/bin/snakemake
+APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -y -q
+
+.PHONY: help env run test lint dag clean
+
+help:
+	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
+
+# Python itself and the venv module (Debian ships `venv` in python3-venv).
+$(VENV)/bin/python:
+	@if [ -z "$(PYTHON)" ] || ! "$(PYTHON)" -c 'import venv, ensurepip' 2>/dev/null; then \
+	  echo "python3 with venv missing: installing python3 python3-venv with apt-get"; \
+	  $(APT_GET) update && $(APT_GET) install python3 python3-venv python3-dev; \
+	fi
+	$(or $(PYTHON),/usr/bin/python3) -m venv $(VENV)
+
+# System data the Python packages cannot ship: the EGM96 geoid grid (Debian proj-data)
+# that converts DEM heights to ellipsoidal heights offline. Skipped when already present.
+GEOID := /usr/share/proj/egm96_15.gtx
+$(GEOID):
+	@echo "geoid grid missing: installing Debian's proj-data"
+	$(APT_GET) update && $(APT_GET) install proj-data
+
+# Exact pins (requirements.txt) as constraints, the package editable with its extras.
+$(STAMP): $(VENV)/bin/python pyproject.toml requirements.txt | $(GEOID)
+	$(VENV)/bin/python -m pip install --quiet -c requirements.txt -r requirements.txt \
+	  -e ".[workflow,test]"
+	$(VENV)/bin/python -c "import sarssl, torch, timm, rasterio, snakemake"
+	touch $@
+
+env: $(STAMP)
+
+run: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SNAKEMAKE) --cores $(CORES)
+
+# The tests are independent (each workflow test works in its own tmp directory), so
+# they may run in parallel with PYTEST_WORKERS > 0.
+test: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS)
+
+lint: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SNAKEMAKE) --lint
+	$(VENV)/bin/snakefmt --check workflow/
+
+# The scenes to preprocess come from the catalogue checkpoint, so the graph is drawn after
+# running the tiny config up to the catalogues in a scratch directory (else the
+# preprocess rule would be missing from it).
+dag: $(STAMP)
+	@command -v dot >/dev/null || { $(APT_GET) update && $(APT_GET) install graphviz; }
+	mkdir -p docs
+	work=$$(mktemp -d); trap 'rm -rf "$$work"' EXIT; \
+	sm="$(CURDIR)/$(SNAKEMAKE) --snakefile $(CURDIR)/workflow/Snakefile --directory $$work \
+	  --configfile $(CURDIR)/config/test.yaml --replace-workflow-config --cores 2"; \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $$sm --until catalogue --quiet all; \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $$sm --rulegraph --quiet all \
+	  | dot -Tsvg > docs/rulegraph.svg.tmp
+	mv docs/rulegraph.svg.tmp docs/rulegraph.svg
+
+clean:
+	rm -rf results resources logs .snakemake
+	find benchmarks -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +

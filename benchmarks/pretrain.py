@@ -1,0 +1,145 @@
+"""Pretraining throughput benchmark: images/s, tokens/s, model FLOPs utilisation (MFU),
+peak memory and the data loader's share of the step time.
+
+Runs the real training step of :mod:`sarssl.pretrain` (forward, backward, AdamW step; for
+DINO also the multi-crop augmentation and the EMA teacher update) on synthetic
+normalised 12-channel chips fed through a ``DataLoader``.
+
+FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` on one training step
+(matmuls/convolutions/attention, forward + backward), so MFU = counted FLOPs per second /
+the device's peak (``--peak-tflops``; default 989 for an H100 in bf16 dense, unknown on
+CPU unless given).
+
+Examples::
+
+    python benchmarks/pretrain.py --device cuda --dtype bf16 --batch-size 64 --steps 20
+    python benchmarks/pretrain.py --device cpu --tiny --batch-size 8 --steps 3   # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from sarssl.dino import MultiCropAugment, teacher_momentum
+from sarssl.engine import autocast, param_groups, step_generator
+from sarssl.pretrain import build_model, resolve_hparams
+
+STUDY = {
+    "mae": {"model_name": "vit_base_patch16_224", "patch_size": 16, "img_size": 448,
+            "decoder_dim": 512, "decoder_depth": 1, "decoder_heads": 16},
+    "dino": {"model_name": "vit_small_patch16_224", "patch_size": 16, "img_size": 448},
+}
+TINY = {"model_name": "vit_tiny_patch16_224", "patch_size": 8, "embed_dim": 96, "depth": 4, "num_heads": 3,
+        "img_size": 64, "decoder_dim": 64, "decoder_depth": 1, "decoder_heads": 4}
+
+
+class Synthetic(torch.utils.data.Dataset):
+    def __init__(self, n: int, size: int):
+        self.n, self.size = n, size
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(i)
+        return torch.randn(12, self.size, self.size, generator=g)
+
+
+def bench(method: str, args: argparse.Namespace) -> dict:
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    arch = dict(TINY if args.tiny else STUDY[method])
+    if args.img_size:
+        arch["img_size"] = args.img_size
+    size = int(arch["img_size"])
+    hp = resolve_hparams(method, {**arch, "head_out_dim": 1024})
+    torch.manual_seed(0)
+    model, trainable, _, kwargs = build_model(method, hp, size)
+    model.to(device)
+    opt = torch.optim.AdamW(param_groups(trainable, 0.05), lr=1e-4, fused=device.type == "cuda")
+    dtype = args.dtype if device.type == "cuda" else "fp32"
+    aug = MultiCropAugment(size, n_local=int(hp["local_crops"])) if method == "dino" else None
+    loader = torch.utils.data.DataLoader(
+        Synthetic(args.batch_size * (args.steps + args.warmup), size), batch_size=args.batch_size,
+        num_workers=args.num_workers, pin_memory=device.type == "cuda", drop_last=True,
+    )
+
+    def step(images: torch.Tensor, i: int) -> torch.Tensor:
+        with autocast(device, dtype):
+            if method == "mae":
+                loss, _, _ = model(images, noise=torch.rand(images.shape[0], model.num_patches, generator=step_generator(0, i)))
+            else:
+                loss = model(aug(images, step_generator(0, i)), 0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if method == "dino":
+            model.update_teacher(teacher_momentum(i, 100))
+        return loss
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    it = iter(loader)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    with FlopCounterMode(display=False) as counter:
+        step(next(it).to(device), 0)
+    flops_per_step = counter.get_total_flops()
+    for i in range(1, args.warmup):
+        step(next(it).to(device), i)
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    data_s = 0.0
+    t0 = time.perf_counter()
+    for i in range(args.steps):
+        td = time.perf_counter()
+        images = next(it).to(device, non_blocking=True)
+        data_s += time.perf_counter() - td
+        step(images, args.warmup + i)
+    sync()
+    wall = time.perf_counter() - t0
+    ips = args.batch_size * args.steps / wall
+    tokens = (size // int(kwargs["patch_size"])) ** 2
+    peak = args.peak_tflops if args.peak_tflops else (989.0 if device.type == "cuda" and dtype == "bf16" else None)
+    achieved = flops_per_step * args.steps / wall
+    return {
+        "method": method,
+        "model": arch["model_name"],
+        "img_size": size,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "dtype": dtype,
+        "batch_size": args.batch_size,
+        "images_per_s": round(ips, 2),
+        "tokens_per_s": round(ips * tokens, 1),
+        "tflops_per_s": round(achieved / 1e12, 4),
+        "gflops_per_image": round(flops_per_step / args.batch_size / 1e9, 2),
+        "mfu": round(achieved / (peak * 1e12), 4) if peak else None,
+        "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
+        "data_loader_share": round(data_s / wall, 4),
+        "step_s": round(wall / args.steps, 4),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--method", choices=["mae", "dino", "both"], default="both")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps (the first one counts FLOPs)")
+    p.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
+    p.add_argument("--img-size", type=int, default=None, help="override the chip size (448 in the study)")
+    p.add_argument("--tiny", action="store_true", help="the demo's tiny ViT at 64 px (CPU smoke test)")
+    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU")
+    args = p.parse_args()
+    args.warmup = max(1, args.warmup)
+    for method in (["mae", "dino"] if args.method == "both" else [args.method]):
+        print(json.dumps(bench(method, args)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,372 @@
+"""Training-loop utilities shared by pretraining and fine-tuning.
+
+- seeding and per-step random generators that are a pure function of (seed, step, rank):
+  a resumed run draws exactly the numbers an uninterrupted run would;
+- AdamW parameter groups (no weight decay on norms, biases, position embeddings and the
+  class token; optional layer-wise learning-rate decay for ViTs);
+- linear warm-up + cosine learning-rate schedule;
+- a seeded data order: epoch ``e`` visits the samples in
+  ``numpy.random.default_rng([seed, e]).permutation(n)``; global batches are consecutive
+  slices of it and each DDP rank takes its contiguous share of every global batch (the
+  DistributedSampler idea, but aligned with the single-process batches), so resuming at
+  step ``k`` just recomputes the order and skips the consumed batches;
+- atomic checkpoints with every RNG state, metrics as JSON lines (+ TensorBoard if
+  installed), signal handling for preemption, distributed set-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import SarsslError
+from .io import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------
+# seeding
+# --------------------------------------------------------------------------------------
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and torch (all devices); optionally ask for deterministic kernels
+    (CPU runs are then bit-reproducible; on GPU some kernels only warn)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        if torch.backends.cudnn.is_available():
+            torch.backends.cudnn.benchmark = False
+
+
+def derive_seed(*keys: int) -> int:
+    """A 63-bit seed that is a pure function of the integer ``keys`` (NumPy SeedSequence)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def step_generator(*keys: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A torch Generator seeded from ``keys`` (e.g. seed, step, rank)."""
+    g = torch.Generator(device=device)
+    g.manual_seed(derive_seed(*keys))
+    return g
+
+
+def capture_rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------------------
+# optimiser and schedule
+# --------------------------------------------------------------------------------------
+NO_DECAY_KEYS = ("pos_embed", "cls_token", "reg_token", "mask_token", "dist_token")
+
+
+def vit_layer_id(name: str, num_layers: int) -> int:
+    """Depth of a parameter for layer-wise lr decay: embeddings 0, ``blocks.i`` -> i + 1,
+    everything after the blocks (final norm, heads, decoders) ``num_layers + 1``."""
+    name = name.removeprefix("module.").removeprefix("backbone.").removeprefix("encoder.")
+    if name.startswith(("patch_embed", "cls_token", "pos_embed", "reg_token")):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return num_layers + 1
+
+
+def param_groups(
+    model: nn.Module,
+    weight_decay: float,
+    layer_decay: float = 1.0,
+    num_layers: int | None = None,
+    backbone_prefix: str = "backbone.",
+) -> list[dict[str, Any]]:
+    """AdamW parameter groups; each carries ``lr_scale`` for the scheduler.
+
+    No weight decay on 1-D parameters (norm weights, biases) and on position
+    embeddings/tokens. With ``layer_decay < 1`` (fine-tuning a ViT), parameters under
+    ``backbone_prefix`` get ``lr_scale = layer_decay ** (num_layers + 1 - layer_id)``
+    (BEiT/MAE fine-tuning recipe); all other parameters (the head) keep scale 1.
+    """
+    groups: dict[tuple[bool, float], dict[str, Any]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_decay = p.ndim <= 1 or any(k in name for k in NO_DECAY_KEYS)
+        scale = 1.0
+        if layer_decay < 1.0 and num_layers is not None and name.startswith(backbone_prefix):
+            scale = layer_decay ** (num_layers + 1 - vit_layer_id(name[len(backbone_prefix):], num_layers))
+        key = (no_decay, scale)
+        if key not in groups:
+            groups[key] = {"params": [], "weight_decay": 0.0 if no_decay else weight_decay, "lr_scale": scale}
+        groups[key]["params"].append(p)
+    return list(groups.values())
+
+
+class WarmupCosine:
+    """Learning rate at optimiser step ``t``: ``base * t / warmup`` during the warm-up,
+    then a half cosine from ``base`` to ``base * min_ratio`` at ``total`` steps; each
+    parameter group is further multiplied by its ``lr_scale``."""
+
+    def __init__(self, base_lr: float, warmup_steps: int, total_steps: int, min_ratio: float = 0.0):
+        self.base_lr = float(base_lr)
+        self.warmup_steps = int(warmup_steps)
+        self.total_steps = max(1, int(total_steps))
+        self.min_ratio = float(min_ratio)
+        self.step_count = 0
+
+    def lr_at(self, step: int) -> float:
+        if self.warmup_steps > 0 and step < self.warmup_steps:
+            return self.base_lr * (step + 1) / self.warmup_steps
+        span = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        return self.base_lr * (self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
+        lr = self.lr_at(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        self.step_count = step
+        return lr
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+# --------------------------------------------------------------------------------------
+# data order
+# --------------------------------------------------------------------------------------
+class SeededBatchOrder:
+    """Deterministic, resumable, shardable order of micro-batches.
+
+    ``global_batch`` samples per optimiser step, split over ``world`` ranks and
+    ``accum`` accumulation micro-steps (so each micro-batch holds
+    ``global_batch / (world * accum)`` samples). Epoch ``e`` uses the permutation drawn
+    from ``default_rng([seed, e])``; incomplete final batches are dropped.
+    """
+
+    def __init__(self, n: int, global_batch: int, seed: int, rank: int = 0, world: int = 1, accum: int = 1):
+        if global_batch % (world * accum):
+            raise SarsslError(
+                f"batch size {global_batch} must be divisible by world size {world} x accumulation steps {accum}"
+            )
+        self.n, self.global_batch, self.seed = int(n), int(global_batch), int(seed)
+        self.rank, self.world, self.accum = int(rank), int(world), int(accum)
+        self.micro = global_batch // (world * accum)
+        self.steps_per_epoch = self.n // self.global_batch
+        if self.steps_per_epoch == 0:
+            raise SarsslError(f"{n} samples are fewer than one batch of {global_batch}")
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, int(epoch)]).permutation(self.n)
+
+    def global_indices(self, step: int) -> np.ndarray:
+        """Sample indices of the whole global batch of optimiser step ``step``."""
+        epoch, i = divmod(int(step), self.steps_per_epoch)
+        return self.epoch_order(epoch)[i * self.global_batch : (i + 1) * self.global_batch]
+
+    def positions(self, micro_step: int) -> slice:
+        """Positions inside the global batch owned by this rank at accumulation ``micro_step``."""
+        share = self.global_batch // self.world
+        start = self.rank * share + micro_step * self.micro
+        return slice(start, start + self.micro)
+
+    def micro_batches(self, start_step: int, end_step: int) -> Iterator[list[int]]:
+        """Index lists of this rank's micro-batches from ``start_step`` (inclusive)."""
+        for step in range(start_step, end_step):
+            g = self.global_indices(step)
+            for a in range(self.accum):
+                yield g[self.positions(a)].tolist()
+
+
+# --------------------------------------------------------------------------------------
+# distributed
+# --------------------------------------------------------------------------------------
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """``(rank, world_size)``; initialises the process group when launched by torchrun
+    (``WORLD_SIZE > 1``): gloo on CPU, nccl on GPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda (the local rank's GPU under torchrun) if available, else cpu."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise SarsslError("--device cuda: no CUDA device is available")
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    if name != "cpu":
+        raise SarsslError(f"--device {name!r}: expected auto, cpu or cuda")
+    return torch.device("cpu")
+
+
+def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
+    """bf16/fp16 autocast on CUDA; plain fp32 elsewhere (CPU results stay bit-reproducible)."""
+    if device.type == "cuda" and dtype in ("bf16", "fp16"):
+        return torch.autocast("cuda", dtype=torch.bfloat16 if dtype == "bf16" else torch.float16)
+    return contextlib.nullcontext()
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> str:
+    if dtype == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if dtype not in ("bf16", "fp16", "fp32"):
+        raise SarsslError(f"dtype {dtype!r}: expected auto, bf16, fp16 or fp32")
+    return dtype if device.type == "cuda" else "fp32"
+
+
+# --------------------------------------------------------------------------------------
+# checkpoints, metrics, signals
+# --------------------------------------------------------------------------------------
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """``torch.save`` through a temporary file and an atomic rename."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # corrupt/truncated file
+        raise SarsslError(f"{path}: cannot read checkpoint ({exc})") from exc
+
+
+class MetricsLog:
+    """Append-only ``metrics.jsonl`` (one JSON object per logged step) + TensorBoard.
+
+    On resume, lines of steps after the checkpoint (``step`` = optimiser steps completed) are dropped first so the file reads as
+    one uninterrupted run.
+    """
+
+    def __init__(self, path: str | os.PathLike, resume_step: int | None = None, tensorboard: bool = True):
+        self.path = Path(path)
+        if resume_step is None:
+            self.path.write_text("")
+        elif self.path.exists():
+            keep = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", -1) <= resume_step
+            ]
+            with atomic_path(self.path) as tmp:
+                tmp.write_text("".join(k + "\n" for k in keep))
+        self.fh = open(self.path, "a")
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(self.path.parent / "tensorboard"))
+            except Exception:  # tensorboard not installed: optional
+                self.tb = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.fh.write(json.dumps(record) + "\n")
+        self.fh.flush()
+        if self.tb is not None:
+            for k, v in record.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, record["step"])
+
+    def close(self) -> None:
+        self.fh.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+class PreemptionFlags:
+    """Context manager: SIGTERM requests checkpoint-and-exit, SIGUSR1 checkpoint-and-continue.
+
+    The handlers only set flags; the training loop acts on them between steps, so a
+    checkpoint is never taken in the middle of an update.
+    """
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.save = False
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, _frame: Any) -> None:
+        log.warning("received signal %d: checkpointing at the end of this step", signum)
+        self.save = True
+        if signum == signal.SIGTERM:
+            self.stop = True
+
+    def __enter__(self) -> PreemptionFlags:
+        for sig in (signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
+            if sig is None:
+                continue
+            try:
+                self._old[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def load_hparams(text: str) -> dict[str, Any]:
+    """``--hparams``: a JSON object string, or the path of a JSON or YAML file."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SarsslError(f"--hparams: invalid JSON ({exc})") from exc
+    else:
+        path = Path(text)
+        if not path.is_file():
+            raise SarsslError(f"--hparams {text}: neither a JSON object nor an existing file")
+        try:
+            if path.suffix in (".yaml", ".yml"):
+                import yaml
+
+                obj = yaml.safe_load(path.read_text())
+            else:
+                obj = json.loads(path.read_text())
+        except Exception as exc:
+            raise SarsslError(f"{path}: cannot parse hyper-parameters ({exc})") from exc
+    if not isinstance(obj, dict):
+        raise SarsslError(f"--hparams: expected a mapping, got {type(obj).__name__}")
+    return obj
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,111 @@
+"""Evaluation metrics for the two downstream tasks (torchmetrics-based).
+
+Land cover (segmentation, 11 ESA WorldCover classes, 255 = ignore):
+
+- per-class IoU = TP / (TP + FP + FN), from a confusion matrix accumulated over the whole
+  split (not averaged per chip);
+- mIoU = mean IoU over the classes that occur in the target *or* the prediction (a class
+  absent from both has an undefined IoU and is left out, so a small test split is not
+  penalised for classes it does not contain);
+- overall accuracy = correctly classified labelled pixels / labelled pixels.
+
+Tree cover (chip-level regression, percent): RMSE, MAE and the coefficient of
+determination R2 = 1 - SS_res / SS_tot. Chips with an unknown (NaN) target are skipped.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+IGNORE_INDEX = 255
+LANDCOVER_CLASSES = (
+    "tree_cover",
+    "shrubland",
+    "grassland",
+    "cropland",
+    "built_up",
+    "bare_sparse",
+    "snow_ice",
+    "water",
+    "herbaceous_wetland",
+    "mangroves",
+    "moss_lichen",
+)
+"""WorldCover 2020 codes 10, 20, ..., 90, 95, 100 mapped to classes 0..10, in order."""
+
+
+class SegmentationMeter:
+    """Accumulates a confusion matrix over batches; :meth:`compute` returns the scores."""
+
+    def __init__(self, num_classes: int = len(LANDCOVER_CLASSES), ignore_index: int = IGNORE_INDEX):
+        from torchmetrics.classification import MulticlassConfusionMatrix
+
+        self.num_classes = num_classes
+        self.metric = MulticlassConfusionMatrix(num_classes=num_classes, ignore_index=ignore_index)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """``pred``: class map (B, H, W) or logits (B, C, H, W); ``target`` (B, H, W)."""
+        if pred.dim() == target.dim() + 1:
+            pred = pred.argmax(dim=1)
+        self.metric.update(pred.detach().to("cpu").long().flatten(), target.detach().to("cpu").long().flatten())
+
+    @property
+    def confusion(self) -> torch.Tensor:
+        """(C, C) counts, rows = target class, columns = predicted class."""
+        return self.metric.compute()
+
+    def compute(self) -> dict[str, Any]:
+        return scores_from_confusion(self.confusion)
+
+
+def scores_from_confusion(cm: torch.Tensor) -> dict[str, Any]:
+    """``{"miou", "overall_accuracy", "iou": [per class, NaN where undefined]}``."""
+    cm = cm.to(torch.float64)
+    tp = cm.diag()
+    support = cm.sum(1) + cm.sum(0) - tp  # TP + FN + FP
+    iou = torch.where(support > 0, tp / support.clamp(min=1), torch.full_like(tp, float("nan")))
+    present = support > 0
+    total = cm.sum()
+    return {
+        "miou": float(iou[present].mean()) if present.any() else float("nan"),
+        "overall_accuracy": float(tp.sum() / total) if total > 0 else float("nan"),
+        "iou": [float(v) for v in iou],
+    }
+
+
+def segmentation_scores(pred: torch.Tensor, target: torch.Tensor, num_classes: int = len(LANDCOVER_CLASSES)) -> dict[str, Any]:
+    """Scores of one set of predicted class maps (or logits) against targets."""
+    meter = SegmentationMeter(num_classes)
+    meter.update(pred, target)
+    return meter.compute()
+
+
+def regression_scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """RMSE, MAE (target units, here percent) and R2 over the chips with a known target."""
+    from torchmetrics.functional import mean_absolute_error, mean_squared_error, r2_score
+
+    pred = torch.as_tensor(pred, dtype=torch.float64).flatten()
+    target = torch.as_tensor(target, dtype=torch.float64).flatten()
+    ok = torch.isfinite(target)
+    pred, target = pred[ok], target[ok]
+    if target.numel() == 0:
+        return {"rmse": float("nan"), "mae": float("nan"), "r2": float("nan")}
+    rmse = math.sqrt(float(mean_squared_error(pred, target)))
+    mae = float(mean_absolute_error(pred, target))
+    r2 = float(r2_score(pred, target)) if target.numel() > 1 and float(target.var()) > 0 else float("nan")
+    return {"rmse": rmse, "mae": mae, "r2": r2}
+
+
+def metric_rows(task: str, scores: dict[str, Any]) -> list[tuple[str, float]]:
+    """``(metric, value)`` pairs for the tidy metrics table (undefined per-class IoUs are
+    left out rather than written as NaN)."""
+    if task == "landcover":
+        rows = [("miou", scores["miou"]), ("overall_accuracy", scores["overall_accuracy"])]
+        rows += [
+            (f"iou_{name}", v) for name, v in zip(LANDCOVER_CLASSES, scores["iou"]) if not math.isnan(v)
+        ]
+        return rows
+    return [("rmse", scores["rmse"]), ("mae", scores["mae"]), ("r2", scores["r2"])]

@@ -1,0 +1,427 @@
+"""``sarssl finetune``: train a task model at one label fraction and score it on the test split.
+
+Protocol (the study's, made leak-proof):
+
+- **train** on exactly the ``fractions.json`` subset for ``--fraction`` (TRAIN split
+  only; the subsets are nested and seeded by the chip stage);
+- **select** the checkpoint and stop early on the VAL split only (land cover: mIoU,
+  higher is better; tree cover: RMSE, lower is better; ``patience`` epochs);
+- **score** once, with the selected checkpoint, on the TEST split only.
+
+Initialisations: ``scratch`` (random ViT, same architecture as ``--encoder`` when given,
+else the ``backbone`` hyper-parameters), ``mae`` / ``dino`` / any ``PATH`` (an exported
+``encoder.safetensors``; its channel order and normalisation statistics must equal the
+store's and ``--stats``), ``unet`` (the from-scratch U-Net baseline). ``--protocol
+linear`` freezes the encoder so only the head trains (a linear/decoder probe);
+``finetune`` trains everything, optionally with layer-wise lr decay (``layer_decay < 1``).
+
+Outputs in ``--out-dir``: ``metrics.json`` (tidy rows, columns of
+``docs/architecture.md``), ``predictions.npz`` (test rows, ids, predictions, targets),
+``run.json`` (configuration, chip ids used per split, best epoch, timings) and
+``checkpoint.pt`` (the selected model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import CHANNELS
+from .engine import (
+    WarmupCosine,
+    autocast,
+    load_hparams,
+    param_groups,
+    resolve_device,
+    resolve_dtype,
+    save_checkpoint,
+    seed_everything,
+)
+from .errors import InputError, SarsslError
+from .evaluation import SegmentationMeter, metric_rows, regression_scores
+from .io import atomic_path, run_record, write_json
+
+log = logging.getLogger(__name__)
+
+TASKS = ("landcover", "treecover")
+PROTOCOLS = ("finetune", "linear")
+DEFAULTS: dict[str, Any] = {
+    "epochs": 15,
+    "batch_size": 16,
+    "lr": 1e-3,
+    "weight_decay": 0.05,
+    "layer_decay": 1.0,
+    "patience": 5,
+    "warmup_epochs": 1,
+    "unet_width": 16,
+    "unet_depth": 3,
+    "seg_width": 64,
+    "dtype": "auto",
+}
+STATS_RTOL = 1e-4
+
+
+def resolve_hparams(raw: dict[str, Any]) -> dict[str, Any]:
+    """Config ``finetune`` block (+ optional nested ``backbone``) with defaults filled."""
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "backbone" and isinstance(value, dict):
+            flat["backbone"] = dict(value)
+        elif key in ("pretrain", "mae", "dino") and isinstance(value, dict):
+            continue
+        else:
+            flat[key] = value
+    out = {**DEFAULTS, **flat}
+    for key in ("epochs", "batch_size"):
+        if int(out[key]) < 1:
+            raise SarsslError(f"--hparams: {key} must be >= 1, got {out[key]}")
+    if not 0 < float(out["layer_decay"]) <= 1:
+        raise SarsslError(f"--hparams: layer_decay must be in (0, 1], got {out['layer_decay']}")
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# model construction
+# --------------------------------------------------------------------------------------
+def check_encoder_compatible(meta: dict[str, Any], encoder_path: Path, store_channels: list[str], stats_path: Path) -> None:
+    """The encoder must have been trained on the same channels in the same order and
+    normalised with the same statistics as the data it is now fed."""
+    from .datasets import load_stats
+
+    if list(meta["channels"]) != list(store_channels):
+        raise InputError(
+            f"{encoder_path}: encoder channels {meta['channels']} differ from the chip store's {store_channels}"
+        )
+    mean, std = load_stats(stats_path, store_channels)
+    try:
+        emean, estd = load_stats(meta["stats"], list(meta["channels"]))
+    except SarsslError as exc:
+        raise InputError(f"{encoder_path}: encoder.json stats unusable ({exc})") from exc
+    if not (np.allclose(mean, emean, rtol=STATS_RTOL, atol=1e-6) and np.allclose(std, estd, rtol=STATS_RTOL, atol=1e-6)):
+        raise InputError(
+            f"{encoder_path}: the encoder was pretrained with normalisation statistics that differ from "
+            f"{stats_path} (mean {np.round(emean, 3).tolist()} vs {np.round(mean, 3).tolist()}); "
+            "fine-tune with the stats.json used for pretraining"
+        )
+
+
+def build_model(
+    task: str, init: str, encoder: str | None, hp: dict[str, Any], chip_size: int, store_channels: list[str], stats: Path
+) -> tuple[nn.Module, dict[str, Any]]:
+    """(task model, description of the initialisation for run.json)."""
+    from .models import backbone_kwargs, build_task_model, create_backbone, load_encoder, read_encoder_meta
+
+    if init == "unet":
+        model = build_task_model(task, None, unet_width=int(hp["unet_width"]), unet_depth=int(hp["unet_depth"]))
+        return model, {"init": "unet"}
+    if init == "scratch":
+        if encoder:
+            meta = read_encoder_meta(encoder)
+            kwargs = {**meta["model_kwargs"], "img_size": chip_size}
+            name = meta["model_name"]
+        elif "backbone" in hp or "model_name" in hp:
+            name, kwargs = backbone_kwargs(hp.get("backbone", hp), chip_size, len(store_channels))
+        else:
+            raise SarsslError("--init scratch needs --encoder (for its architecture) or a 'backbone' block in --hparams")
+        backbone = create_backbone(name, **kwargs)
+        desc = {"init": "scratch", "model_name": name, "model_kwargs": kwargs}
+    else:
+        path = Path(encoder if init in ("mae", "dino") else init)
+        if init in ("mae", "dino") and not encoder:
+            raise SarsslError(f"--init {init} needs --encoder encoder.safetensors")
+        meta = read_encoder_meta(path)
+        if init in ("mae", "dino") and meta.get("method") not in (None, init):
+            raise InputError(f"{path}: encoder was pretrained with {meta.get('method')}, not {init}")
+        check_encoder_compatible(meta, path, store_channels, stats)
+        override = {"img_size": chip_size} if int(meta["model_kwargs"].get("img_size", chip_size)) != chip_size else {}
+        backbone, meta = load_encoder(path, **override)
+        desc = {"init": init, "encoder": str(path), "model_name": meta["model_name"], "method": meta.get("method")}
+    model = build_task_model(task, backbone, seg_width=int(hp["seg_width"]))
+    return model, desc
+
+
+# --------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------
+def split_rows(store: Any, fraction: float, task: str) -> dict[str, np.ndarray]:
+    """Rows of the training subset for ``fraction`` and of the val and test splits.
+
+    Raises if the fraction's ids are not all TRAIN chips (a corrupt or foreign
+    fractions.json would otherwise leak val/test chips into training). For tree cover,
+    chips without a known tree cover are dropped from every split.
+    """
+    table = store.fractions["fractions"]
+    key = store._fraction_key(table, fraction)
+    ids = set(table[key])
+    train_ids = set(store.index.loc[store.index["split"] == "train", "id"])
+    if not ids <= train_ids:
+        bad = sorted(ids - train_ids)[:5]
+        raise InputError(f"{store.path / 'fractions.json'}: fraction {key} lists non-training chips {bad}")
+    rows = {"train": store.rows("train", fraction), "val": store.rows("val"), "test": store.rows("test")}
+    if task == "treecover":
+        known = store.index.set_index("row")["treecover_mean"].notna()
+        rows = {k: v[known.loc[v].to_numpy()] if v.size else v for k, v in rows.items()}
+    if rows["train"].size == 0:
+        raise InputError(f"chip store {store.path}: no training chips for fraction {fraction} ({task})")
+    for split in ("val", "test"):
+        if rows[split].size == 0:
+            raise InputError(f"chip store {store.path}: the {split} split is empty")
+    return rows
+
+
+def _batches(n: int, batch_size: int, seed: int | None, epoch: int) -> list[np.ndarray]:
+    order = np.arange(n) if seed is None else np.random.default_rng([seed, epoch]).permutation(n)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def _fetch(ds: Any, idx: np.ndarray, device: torch.device) -> dict[str, Any]:
+    from .datasets import collate_chips
+
+    batch = collate_chips(ds.__getitems__(idx.tolist()))
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _loss(task: str, out: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor | None:
+    from .models import TREECOVER_SCALE
+
+    if task == "landcover":
+        target = batch["landcover"]
+        if not (target != 255).any():
+            return None
+        return F.cross_entropy(out.float(), target, ignore_index=255)
+    target = batch["treecover"].float()
+    ok = torch.isfinite(target)
+    if not ok.any():
+        return None
+    return F.mse_loss(out.float()[ok] / TREECOVER_SCALE, target[ok] / TREECOVER_SCALE)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, ds: Any, task: str, batch_size: int, device: torch.device, dtype: str) -> dict[str, Any]:
+    """Predictions and scores of ``model`` on every chip of ``ds`` (in order)."""
+    model.eval()
+    meter = SegmentationMeter() if task == "landcover" else None
+    preds, targets = [], []
+    for idx in _batches(len(ds), batch_size, None, 0):
+        batch = _fetch(ds, idx, device)
+        with autocast(device, dtype):
+            out = model(batch["image"])
+        if task == "landcover":
+            cls = out.float().argmax(1)
+            meter.update(cls, batch["landcover"])
+            preds.append(cls.to(torch.uint8).cpu())
+            targets.append(batch["landcover"].to(torch.uint8).cpu())
+        else:
+            preds.append(out.float().cpu())
+            targets.append(batch["treecover"].float().cpu())
+    pred, target = torch.cat(preds), torch.cat(targets)
+    scores = meter.compute() if meter is not None else regression_scores(pred, target)
+    return {"pred": pred.numpy(), "target": target.numpy(), "scores": scores}
+
+
+def selection_score(task: str, scores: dict[str, Any]) -> float:
+    """Higher is better: mIoU for land cover, -RMSE for tree cover (NaN -> -inf)."""
+    v = scores["miou"] if task == "landcover" else -scores["rmse"]
+    return -math.inf if v is None or math.isnan(v) else float(v)
+
+
+# --------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------
+def finetune(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Run one fine-tuning job; returns the run summary (also written to run.json)."""
+    from tqdm import tqdm
+
+    from .datasets import ChipDataset, ChipStore
+
+    t0 = time.time()
+    task, protocol, seed = cfg["task"], cfg["protocol"], int(cfg["seed"])
+    hp = cfg["hparams"]
+    out_dir = Path(cfg["out_dir"])
+    device = resolve_device(cfg.get("device", "auto"))
+    dtype = resolve_dtype(str(hp["dtype"]), device)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
+    seed_everything(seed)
+
+    store = ChipStore(cfg["chips_dir"])
+    if list(store.channels) != list(CHANNELS):
+        raise InputError(f"chip store {store.path}: channels {store.channels} differ from {list(CHANNELS)}")
+    rows = split_rows(store, float(cfg["fraction"]), task)
+    data = {k: ChipDataset(store, v, cfg["stats"]) for k, v in rows.items()}
+
+    model, init_desc = build_model(
+        task, cfg["init"], cfg.get("encoder"), hp, store.chip_size, store.channels, Path(cfg["stats"])
+    )
+    if protocol == "linear":
+        if cfg["init"] == "unet":
+            raise SarsslError("--protocol linear needs a ViT encoder; --init unet is trained end to end")
+        for p in model.backbone.parameters():
+            p.requires_grad_(False)
+    model.to(device)
+
+    epochs = int(cfg.get("max_epochs") or hp["epochs"])
+    bs = int(hp["batch_size"])
+    n_train = len(data["train"])
+    steps_per_epoch = math.ceil(n_train / bs)
+    depth = len(model.backbone.blocks) if hasattr(model, "backbone") else None
+    groups = param_groups(model, float(hp["weight_decay"]), float(hp["layer_decay"]), depth)
+    optimizer = torch.optim.AdamW(groups, lr=float(hp["lr"]))
+    schedule = WarmupCosine(
+        float(hp["lr"]), min(int(hp["warmup_epochs"]) * steps_per_epoch, steps_per_epoch * epochs // 2), steps_per_epoch * epochs
+    )
+
+    best_score, best_state, best_epoch, bad_epochs = -math.inf, None, -1, 0
+    history = []
+    step = 0
+    epochs_run = 0
+    for epoch in tqdm(range(epochs), desc=f"finetune {task} {cfg['init']} {protocol} f={cfg['fraction']}", unit="epoch",
+                      disable=cfg.get("quiet", False)):
+        model.train()
+        if protocol == "linear":
+            model.backbone.eval()  # frozen: no dropout/drop-path in the features
+        losses = []
+        for idx in _batches(n_train, bs, seed, epoch):
+            batch = _fetch(data["train"], idx, device)
+            schedule.apply(optimizer, step)
+            step += 1
+            with autocast(device, dtype):
+                out = model(batch["image"])
+            loss = _loss(task, out, batch)
+            if loss is None:
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        val = predict(model, data["val"], task, bs, device, dtype)["scores"]
+        score = selection_score(task, val)
+        epochs_run = epoch + 1
+        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None, "val": {k: v for k, v in val.items() if k != "iou"}})
+        if score > best_score:
+            best_score, best_epoch, bad_epochs = score, epoch, 0
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        else:
+            bad_epochs += 1
+            if bad_epochs >= int(hp["patience"]):
+                log.info("early stop after epoch %d (best %d)", epoch, best_epoch)
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    test = predict(model, data["test"], task, bs, device, dtype)
+    wall = time.time() - t0
+
+    metric_list = [
+        {
+            "task": task,
+            "init": cfg["init_label"],
+            "protocol": protocol,
+            "fraction": float(cfg["fraction"]),
+            "seed": seed,
+            "pretrain_area": cfg.get("pretrain_area"),
+            "finetune_area": cfg.get("finetune_area"),
+            "n_train_chips": n_train,
+            "metric": name,
+            "value": float(value),
+            "epochs": epochs_run,
+            "wall_s": round(wall, 3),
+        }
+        for name, value in metric_rows(task, test["scores"])
+    ]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "metrics.json", metric_list)
+    with atomic_path(out_dir / "predictions.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(
+                fh,
+                rows=rows["test"],
+                ids=np.asarray(data["test"].ids, dtype=str),
+                pred=test["pred"],
+                target=test["target"],
+            )
+    save_checkpoint(
+        out_dir / "checkpoint.pt",
+        {"model": model.state_dict(), "task": task, "init": init_desc, "protocol": protocol, "best_epoch": best_epoch,
+         "hparams": hp},
+    )
+    summary = {
+        "best_epoch": best_epoch,
+        "best_val_score": best_score,
+        "epochs_run": epochs_run,
+        "test_scores": test["scores"],
+        "history": history,
+        "ids": {k: [str(i) for i in data[k].ids] for k in ("train", "val", "test")},
+        "init_detail": init_desc,
+        "wall_s": wall,
+    }
+    write_json(out_dir / "run.json", run_record({k: v for k, v in cfg.items() if k != "quiet"}, **summary))
+    log.info("%s %s %s f=%s: test %s in %.1f s (%d epochs)", task, cfg["init_label"], protocol, cfg["fraction"],
+             {k: round(v, 4) for k, v in test["scores"].items() if k != "iou"}, wall, epochs_run)
+    return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--init", required=True, help="scratch | mae | dino | unet | PATH to encoder.safetensors")
+    parser.add_argument("--encoder", default=None, help="encoder.safetensors (for --init mae/dino; gives scratch its architecture)")
+    parser.add_argument("--protocol", default="finetune", choices=PROTOCOLS)
+    parser.add_argument("--fraction", type=float, required=True, help="label fraction (a key of fractions.json)")
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--chips-dir", required=True, help="chip store of the fine-tuning area")
+    parser.add_argument("--stats", required=True, help="stats.json used for normalisation (and pretraining)")
+    parser.add_argument("--hparams", required=True, help="JSON object or JSON/YAML file: the config's finetune block")
+    parser.add_argument("--pretrain-area", default=None, help="label recorded in metrics (area the encoder saw)")
+    parser.add_argument("--finetune-area", default=None, help="label recorded in metrics")
+    parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--max-epochs", type=int, default=None, help="override hparams epochs")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: fine-tuning jobs run side by side; 0 = torch default)")
+
+
+def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    if not Path(args.chips_dir).is_dir():
+        raise SarsslError(f"--chips-dir {args.chips_dir}: not a directory")
+    if not Path(args.stats).is_file():
+        raise SarsslError(f"--stats {args.stats}: file not found")
+    init = args.init
+    if init not in ("scratch", "mae", "dino", "unet") and not Path(init).is_file():
+        raise SarsslError(f"--init {init}: not scratch/mae/dino/unet nor an existing encoder file")
+    if args.encoder and not Path(args.encoder).is_file():
+        raise SarsslError(f"--encoder {args.encoder}: file not found")
+    if not 0 < args.fraction <= 1:
+        raise SarsslError(f"--fraction {args.fraction}: must be in (0, 1]")
+    return {
+        "task": args.task,
+        "init": init,
+        "init_label": init if init in ("scratch", "mae", "dino", "unet") else Path(init).parent.name or Path(init).stem,
+        "encoder": args.encoder,
+        "protocol": args.protocol,
+        "fraction": args.fraction,
+        "seed": args.seed,
+        "chips_dir": str(Path(args.chips_dir).resolve()),
+        "stats": str(Path(args.stats).resolve()),
+        "hparams": resolve_hparams(load_hparams(args.hparams)),
+        "pretrain_area": args.pretrain_area,
+        "finetune_area": args.finetune_area,
+        "out_dir": args.out_dir,
+        "device": args.device,
+        "max_epochs": args.max_epochs,
+        "threads": args.threads,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    finetune(config_from_args(args))
+    return 0

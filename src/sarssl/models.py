@@ -1,0 +1,323 @@
+"""Backbones, task heads and encoder export for the SAR self-supervised study.
+
+- :func:`create_backbone`: a timm ``VisionTransformer`` with 12 input channels (the
+  :data:`sarssl.CHANNELS` order) and no classifier (``num_classes=0``). timm's attention
+  uses the fused ``F.scaled_dot_product_attention`` kernel by default.
+- :class:`SegmentationHead`: the study's decoder for land cover. Patch tokens are laid
+  back on their ``(H/P, W/P)`` grid and upsampled by ``log2(P)`` blocks of
+  conv3x3 + BatchNorm + ReLU + x2 bilinear upsampling to the chip size, then a 1x1 conv
+  gives per-pixel logits of the 11 WorldCover classes.
+- :class:`RegressionHead`: mean of the patch tokens -> MLP -> chip-mean tree cover (%).
+- :class:`UNet`: a small from-scratch convolutional baseline for both tasks.
+- :func:`export_encoder` / :func:`load_encoder`: ``encoder.safetensors`` + ``encoder.json``
+  that plain timm loads with
+  ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=PATH),
+  num_classes=0, **model_kwargs)`` (see ``docs/architecture.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import CHANNELS
+from .errors import InputError, SarsslError
+from .io import atomic_path, write_json
+
+log = logging.getLogger(__name__)
+
+N_LANDCOVER_CLASSES = 11
+TREECOVER_SCALE = 100.0
+"""Regression outputs are in percent; the network works in fractions (x / 100)."""
+
+BACKBONE_KEYS = ("model_name", "patch_size", "embed_dim", "depth", "num_heads", "img_size")
+
+
+def backbone_kwargs(hparams: dict[str, Any], img_size: int, in_chans: int = len(CHANNELS)) -> tuple[str, dict[str, Any]]:
+    """Split a config ``backbone`` block into ``(timm model name, model kwargs)``.
+
+    The kwargs are exactly what ``timm.create_model`` needs besides ``num_classes=0``,
+    so they can be stored in ``encoder.json`` and reused by anyone with timm.
+    """
+    if "model_name" not in hparams:
+        raise SarsslError("hyper-parameters: backbone needs 'model_name' (a timm ViT name)")
+    kwargs: dict[str, Any] = {"in_chans": int(in_chans), "img_size": int(hparams.get("img_size", img_size))}
+    for key in ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "drop_path_rate"):
+        if key in hparams and hparams[key] is not None:
+            kwargs[key] = hparams[key]
+    if hparams.get("dynamic_img_size"):
+        kwargs["dynamic_img_size"] = True
+    return str(hparams["model_name"]), kwargs
+
+
+def create_backbone(
+    model_name: str,
+    in_chans: int = len(CHANNELS),
+    img_size: int = 64,
+    patch_size: int | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """A timm Vision Transformer without classifier for ``in_chans``-channel SAR chips.
+
+    ``patch_size=None`` keeps the architecture's own patch size. Extra ``kwargs``
+    (``embed_dim``, ``depth``, ``num_heads``, ``dynamic_img_size``...) go to timm, e.g.
+    ``create_backbone("vit_tiny_patch16_224", img_size=64, patch_size=8, embed_dim=96,
+    depth=4, num_heads=3)`` or the study's ``create_backbone("vit_base_patch16_224",
+    img_size=448)``.
+    """
+    import timm
+
+    if patch_size is not None:
+        kwargs["patch_size"] = int(patch_size)
+    try:
+        model = timm.create_model(model_name, in_chans=in_chans, img_size=img_size, num_classes=0, **kwargs)
+    except RuntimeError as exc:  # unknown model name
+        raise SarsslError(f"backbone {model_name!r}: {exc}") from exc
+    if not hasattr(model, "blocks") or not hasattr(model, "patch_embed"):
+        raise SarsslError(f"backbone {model_name!r}: only timm VisionTransformer models are supported")
+    return model
+
+
+def patch_grid(backbone: nn.Module, img_size: int | tuple[int, int]) -> tuple[int, int]:
+    """Token grid ``(H/P, W/P)`` of a ViT for an input of ``img_size`` pixels."""
+    p = backbone.patch_embed.patch_size
+    h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
+    return h // p[0], w // p[1]
+
+
+def patch_tokens(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Final-norm patch tokens ``(B, N, D)`` (class/register tokens removed)."""
+    feats = backbone.forward_features(images)
+    return feats[:, backbone.num_prefix_tokens :]
+
+
+class SegmentationHead(nn.Module):
+    """Progressive upsampling decoder from ViT patch tokens to per-pixel logits.
+
+    ``(B, N, D)`` tokens -> ``(B, D, H/P, W/P)`` -> ``log2(P)`` x [conv3x3 + BN + ReLU +
+    x2 bilinear upsample] -> 1x1 conv to ``num_classes``. Channel width halves at each
+    block starting from ``width`` (never below 16).
+    """
+
+    def __init__(self, embed_dim: int, patch_size: int, num_classes: int = N_LANDCOVER_CLASSES, width: int = 128):
+        super().__init__()
+        n_up = int(round(math.log2(patch_size)))
+        if 2**n_up != patch_size:
+            raise SarsslError(f"segmentation head: patch size {patch_size} must be a power of two")
+        blocks: list[nn.Module] = []
+        cin = embed_dim
+        for i in range(n_up):
+            cout = max(16, width // (2**i))
+            blocks += [
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            ]
+            cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.classifier = nn.Conv2d(cin, num_classes, 1)
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        b, n, d = tokens.shape
+        if n != grid[0] * grid[1]:
+            raise ValueError(f"{n} tokens do not fill a {grid} grid")
+        x = tokens.transpose(1, 2).reshape(b, d, grid[0], grid[1])
+        return self.classifier(self.blocks(x))
+
+
+class RegressionHead(nn.Module):
+    """Mean-pooled patch tokens -> LayerNorm -> MLP -> one value (tree cover, percent)."""
+
+    def __init__(self, embed_dim: int, hidden: int = 256, scale: float = TREECOVER_SCALE):
+        super().__init__()
+        self.norm = nn.LayerNorm(embed_dim)
+        self.mlp = nn.Sequential(nn.Linear(embed_dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        self.scale = float(scale)
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        return self.mlp(self.norm(tokens.mean(dim=1))).squeeze(-1) * self.scale
+
+
+class TaskModel(nn.Module):
+    """A ViT backbone plus a task head; ``forward(images)`` gives logits or percent."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        tokens = patch_tokens(self.backbone, images)
+        return self.head(tokens, patch_grid(self.backbone, tuple(images.shape[-2:])))
+
+
+def _conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class UNet(nn.Module):
+    """Small from-scratch U-Net baseline (Ronneberger et al. 2015) for both tasks.
+
+    ``depth`` down-sampling levels with ``width * 2**level`` channels. ``task="landcover"``
+    returns ``(B, num_classes, H, W)`` logits; ``task="treecover"`` pools the bottleneck
+    and returns ``(B,)`` tree cover in percent. H and W must be divisible by ``2**depth``.
+    """
+
+    def __init__(
+        self,
+        in_chans: int = len(CHANNELS),
+        task: str = "landcover",
+        num_classes: int = N_LANDCOVER_CLASSES,
+        width: int = 16,
+        depth: int = 3,
+    ):
+        super().__init__()
+        if task not in ("landcover", "treecover"):
+            raise SarsslError(f"UNet: unknown task {task!r}")
+        self.task = task
+        self.depth = depth
+        widths = [width * 2**i for i in range(depth + 1)]
+        self.down = nn.ModuleList([_conv_block(in_chans, widths[0])])
+        self.down.extend(_conv_block(widths[i], widths[i + 1]) for i in range(depth))
+        if task == "landcover":
+            self.up = nn.ModuleList(
+                nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in reversed(range(depth))
+            )
+            self.dec = nn.ModuleList(_conv_block(2 * widths[i], widths[i]) for i in reversed(range(depth)))
+            self.out = nn.Conv2d(widths[0], num_classes, 1)
+        else:
+            self.out = RegressionHead(widths[-1], hidden=4 * width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            if i > 0:
+                x = F.max_pool2d(x, 2)
+            x = block(x)
+            skips.append(x)
+        if self.task == "treecover":
+            return self.out(x.flatten(2).transpose(1, 2))
+        for up, dec, skip in zip(self.up, self.dec, reversed(skips[:-1])):
+            x = dec(torch.cat([up(x), skip], dim=1))
+        return self.out(x)
+
+
+def build_task_model(
+    task: str,
+    backbone: nn.Module | None,
+    *,
+    unet_width: int = 16,
+    unet_depth: int = 3,
+    seg_width: int = 128,
+    in_chans: int = len(CHANNELS),
+) -> nn.Module:
+    """Task model for ``task`` on ``backbone`` (``None`` -> the U-Net baseline)."""
+    if backbone is None:
+        return UNet(in_chans=in_chans, task=task, width=unet_width, depth=unet_depth)
+    d = backbone.embed_dim
+    if task == "landcover":
+        head: nn.Module = SegmentationHead(d, backbone.patch_embed.patch_size[0], width=seg_width)
+    elif task == "treecover":
+        head = RegressionHead(d)
+    else:
+        raise SarsslError(f"unknown task {task!r}; expected landcover or treecover")
+    return TaskModel(backbone, head)
+
+
+# --------------------------------------------------------------------------------------
+# encoder export / import
+# --------------------------------------------------------------------------------------
+def export_encoder(
+    backbone: nn.Module,
+    path: str | os.PathLike,
+    *,
+    model_name: str,
+    model_kwargs: dict[str, Any],
+    method: str,
+    stats: dict[str, Any],
+    channels: list[str] | tuple[str, ...] = CHANNELS,
+    extra: dict[str, Any] | None = None,
+) -> tuple[Path, Path]:
+    """Write ``path`` (safetensors state dict of the encoder) and ``encoder.json`` beside it.
+
+    Both files are written atomically. Returns ``(weights path, json path)``.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in backbone.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", "model_name": model_name, "method": method})
+    meta = {
+        "model_name": model_name,
+        "model_kwargs": model_kwargs,
+        "channels": list(channels),
+        "stats": stats,
+        "method": method,
+        "img_size": int(model_kwargs.get("img_size", 0)),
+        "patch_size": int(backbone.patch_embed.patch_size[0]),
+        "weights": path.name,
+    }
+    if extra:
+        meta.update(extra)
+    json_path = path.with_name("encoder.json")
+    write_json(json_path, meta)
+    return path, json_path
+
+
+def read_encoder_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``encoder.json`` beside an ``encoder.safetensors`` file (InputError if absent)."""
+    path = Path(path)
+    json_path = path.with_name("encoder.json") if path.suffix != ".json" else path
+    if not json_path.is_file():
+        raise InputError(f"{path}: encoder.json not found beside it")
+    try:
+        meta = json.loads(json_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{json_path}: invalid JSON ({exc})") from exc
+    for key in ("model_name", "model_kwargs", "channels", "stats"):
+        if key not in meta:
+            raise InputError(f"{json_path}: missing key {key!r}")
+    return meta
+
+
+def load_encoder(path: str | os.PathLike, **override: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the exported encoder with plain timm (the documented contract) + its metadata.
+
+    ``override`` replaces model kwargs (e.g. ``dynamic_img_size=True``).
+    """
+    import timm
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: encoder weights not found")
+    meta = read_encoder_meta(path)
+    kwargs = dict(meta["model_kwargs"])
+    kwargs.update(override)
+    try:
+        model = timm.create_model(
+            meta["model_name"],
+            pretrained=True,
+            pretrained_cfg_overlay=dict(file=str(path)),
+            num_classes=0,
+            **kwargs,
+        )
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise InputError(f"{path}: cannot load encoder {meta['model_name']} ({exc})") from exc
+    return model, meta

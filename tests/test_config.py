@@ -1,0 +1,239 @@
+"""Configuration schema and parse-time checks of the workflow.
+
+Every invalid config must stop ``snakemake --dry-run`` before any job starts, with a message
+that names the offending key or file; valid configs must expand to the expected DAG.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from conftest import DEMO_CONFIG, ROOT, TEST_CONFIG, run_snakemake
+
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    """Parse the 'Job stats' table of a dry run into {rule: count}."""
+    counts = {}
+    table = stdout.split("Job stats:", 1)[1]
+    for line in table.splitlines():
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if m:
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+# ---------------------------------------------------------------------------- schema only
+
+
+def test_demo_and_test_configs_validate():
+    for path in (DEMO_CONFIG, TEST_CONFIG):
+        cfg = yaml.safe_load(path.read_text())
+        validate(cfg, str(SCHEMA))  # raises on any error
+
+
+def test_defaults_are_filled_in():
+    cfg = {
+        "areas": {"a": {"bbox": [0, 0, 0.1, 0.1], "source": "simulate", "template": "S1B_rome"}},
+        "pretrain": {"areas": ["a"]},
+        "finetune": {"areas": ["a"]},
+    }
+    validate(cfg, str(SCHEMA))
+    assert cfg["seed"] == 42
+    assert cfg["areas"]["a"]["crs"] == "auto"
+    assert cfg["preprocess"]["speckle_filter"] == "refined_lee"
+    assert cfg["preprocess"]["calibration"] == "sigma0"
+    assert cfg["composite"]["method"] == "mean"
+    assert cfg["composite"]["seasons"]["winter"] == ["12-01", "02-end"]
+    assert cfg["chips"]["split_pattern"] == ["train", "train", "train", "test", "val"]
+    assert cfg["pretrain"]["backbone"]["patch_size"] == 8
+    assert cfg["pretrain"]["mae"]["mask_ratio"] == 0.75
+    assert cfg["pretrain"]["dino"]["teacher_temp"] == 0.04
+    assert cfg["finetune"]["inits"] == ["scratch", "mae", "dino"]
+
+
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        (lambda c: c["finetune"].__setitem__("fractions", [0.0, 1.0]), "0.0"),
+        (lambda c: c["finetune"].__setitem__("fractions", [1.5]), "1.5"),
+        (lambda c: c["finetune"].__setitem__("inits", ["imagenet"]), "imagenet"),
+        (lambda c: c["pretrain"].__setitem__("methods", ["simclr"]), "simclr"),
+        (lambda c: c["composite"].__setitem__("method", "max"), "max"),
+        (lambda c: c["composite"]["seasons"].__setitem__("winter", ["13-01", "02-end"]), "13-01"),
+        (lambda c: c["areas"]["rome"].__setitem__("source", "s3"), "s3"),
+        (lambda c: c["areas"]["rome"].__setitem__("bbox", [1, 2, 3]), "bbox"),
+        (lambda c: c["areas"]["rome"].__setitem__("tempalte", "S1B_rome"), "tempalte"),
+        (lambda c: c["catalogue"].__setitem__("orbit_direction", "up"), "up"),
+    ],
+)
+def test_schema_rejects(demo_config, edit, fragment):
+    cfg = copy.deepcopy(demo_config)
+    edit(cfg)
+    with pytest.raises(Exception) as info:
+        validate(cfg, str(SCHEMA))
+    text = str(info.value)
+    if info.value.__cause__ is not None:
+        text += str(info.value.__cause__)
+    for arg in getattr(info.value, "args", ()):
+        text += str(arg)
+    assert fragment in text
+
+
+def test_external_encoder_init_plans_runs(tmp_path, demo_config, write_config):
+    encoder = tmp_path / "models" / "ssl4eo" / "encoder.safetensors"
+    encoder.parent.mkdir(parents=True)
+    encoder.write_bytes(b"")
+    demo_config["finetune"]["inits"] = ["scratch", str(encoder)]
+    validate(copy.deepcopy(demo_config), str(SCHEMA))
+    res = run_snakemake(tmp_path, write_config(demo_config), "--dry-run", "--cores", "1", "-p")
+    assert res.returncode == 0, res.stderr + res.stdout
+    counts = job_counts(res.stdout)
+    assert counts["finetune"] == 48  # 2 tasks x 2 inits x 2 protocols x 2 areas x 3 fractions
+    assert counts["pretrain"] == 2  # pretrain.methods are still targets of rule all
+    assert f"--init {encoder} --pretrain-area external" in res.stdout
+
+
+# ------------------------------------------------------------------- through snakemake -n
+
+
+def test_demo_config_dry_run_expands_the_study(tmp_path):
+    res = run_snakemake(tmp_path, DEMO_CONFIG, "--dry-run", "--cores", "1", "--printshellcmds")
+    assert res.returncode == 0, res.stderr + res.stdout
+    counts = job_counts(res.stdout)
+    # 2 tasks x 3 inits x 2 protocols x 2 areas x 3 fractions x 1 seed
+    assert counts["finetune"] == 72
+    assert counts["pretrain"] == 2
+    assert counts["simulate"] == counts["catalogue"] == counts["chips"] == 2
+    assert counts["stats"] == counts["tables"] == counts["plot_learning_curves"] == 1
+    out = res.stdout
+    # season windows of year 2021 -> catalogue dates; filters from config
+    assert "--start 2020-12-01 --end 2021-11-30" in out
+    assert "--orbit-direction descending" in out
+    # scratch runs do not load an encoder; MAE runs do, with the pretraining area recorded
+    assert re.search(r"--init scratch --pretrain-area none", out)
+    assert re.search(
+        r"--init mae --encoder results/pretrain/mae/encoder.safetensors --pretrain-area rome", out
+    )
+    assert "results/finetune/treecover/dino/linear/chimoio/f0.05_s0/metrics.json" in out
+    # hyper-parameters from config reach the training commands as JSON
+    assert '"mask_ratio": 0.75' in out and '"img_size": 64' in out
+
+
+def test_custom_seasons_and_filters_reach_the_catalogue(tmp_path, demo_config, write_config):
+    demo_config["year"] = 2024
+    demo_config["composite"]["seasons"] = {
+        "winter": ["11-15", "02-end"],
+        "spring": ["03-01", "05-31"],
+        "summer": ["06-01", "08-31"],
+        "fall": ["09-01", "10-31"],
+    }
+    demo_config["catalogue"] = {
+        "orbit_direction": "any",
+        "relative_orbits": [15, 88],
+        "polarisations": ["VV"],
+    }
+    res = run_snakemake(
+        tmp_path, write_config(demo_config), "--dry-run", "--cores", "1", "--printshellcmds"
+    )
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert "--start 2023-11-15 --end 2024-10-31" in res.stdout
+    assert "--relative-orbits 15,88" in res.stdout
+    assert "--polarisations VV " in res.stdout
+    assert "--orbit-direction" not in res.stdout
+
+
+def _dry_run_fails(tmp_path, cfg_path) -> str:
+    res = run_snakemake(tmp_path, cfg_path, "--dry-run", "--cores", "1")
+    assert res.returncode != 0, "invalid config was accepted:\n" + res.stdout
+    assert "Job stats" not in res.stdout  # stopped before scheduling anything
+    return res.stdout + res.stderr
+
+
+def test_misspelt_key_is_named(tmp_path, demo_config, write_config):
+    demo_config["preprocess"]["speckle_filtr"] = demo_config["preprocess"].pop("speckle_filter")
+    msg = _dry_run_fails(tmp_path, write_config(demo_config))
+    assert "'speckle_filtr' was unexpected" in msg
+
+
+def test_misspelt_top_level_section_is_named(tmp_path, demo_config, write_config):
+    demo_config["finetunes"] = demo_config["finetune"]
+    msg = _dry_run_fails(tmp_path, write_config(demo_config))
+    assert "'finetunes' was unexpected" in msg
+
+
+def test_wrong_type_is_named(tmp_path, demo_config, write_config):
+    demo_config["chips"]["size"] = "big"
+    msg = _dry_run_fails(tmp_path, write_config(demo_config))
+    assert "'big' is not of type 'integer'" in msg
+    assert "['chips']['size']" in msg
+
+
+def test_unknown_option_value_is_named(tmp_path, demo_config, write_config):
+    demo_config["preprocess"]["speckle_filter"] = "foo"
+    msg = _dry_run_fails(tmp_path, write_config(demo_config))
+    assert "'foo' is not one of" in msg
+    assert "['preprocess']['speckle_filter']" in msg
+
+
+def test_chip_size_must_be_a_multiple_of_the_patch_size(tmp_path, demo_config, write_config):
+    demo_config["chips"]["size"] = 60  # patch size 8
+    msg = _dry_run_fails(tmp_path, write_config(demo_config))
+    assert "chips.size" in msg and "patch_size" in msg
+
+
+def test_unknown_area_in_finetune_is_named(tmp_path, demo_config, write_config):
+    demo_config["finetune"]["areas"] = ["rome", "paris"]
+    msg = _dry_run_fails(tmp_path, write_config(demo_config))
+    assert "finetune.areas[1]" in msg and "'paris'" in msg
+
+
+def _directory_area(tmp_path: Path) -> dict:
+    """A `source: directory` area whose every input exists under tmp_path/data."""
+    data = tmp_path / "data"
+    (data / "products").mkdir(parents=True)
+    for name in ("dem.tif", "landcover.tif", "treecover.tif"):
+        (data / name).write_bytes(b"")
+    return {
+        "bbox": [12.46, 41.96, 12.54, 42.04],
+        "source": "directory",
+        "products": str(data / "products"),
+        "dem": str(data / "dem.tif"),
+        "landcover": str(data / "landcover.tif"),
+        "treecover": str(data / "treecover.tif"),
+    }
+
+
+def test_directory_area_with_existing_inputs_plans(tmp_path, demo_config, write_config):
+    demo_config["areas"]["real"] = _directory_area(tmp_path)
+    demo_config["finetune"]["areas"] = ["real"]
+    res = run_snakemake(tmp_path, write_config(demo_config), "--dry-run", "--cores", "1", "-p")
+    assert res.returncode == 0, res.stderr + res.stdout
+    counts = job_counts(res.stdout)
+    assert counts["simulate"] == 1  # only rome (pretraining) is simulated
+    assert f"sarssl catalogue {tmp_path / 'data' / 'products'}" in res.stdout
+
+
+@pytest.mark.parametrize("key", ["dem", "products", "landcover"])
+def test_missing_input_file_stops_the_run(tmp_path, demo_config, write_config, key):
+    area = _directory_area(tmp_path)
+    missing = tmp_path / "nowhere" / f"missing_{key}"
+    area[key] = str(missing)
+    demo_config["areas"]["real"] = area
+    demo_config["finetune"]["areas"] = ["real"]
+    msg = _dry_run_fails(tmp_path, write_config(demo_config))
+    assert f"areas.real.{key}" in msg
+    assert str(missing) in msg
+
+
+def test_missing_external_encoder_stops_the_run(tmp_path, demo_config, write_config):
+    demo_config["finetune"]["inits"] = ["scratch", "nowhere/encoder.safetensors"]
+    msg = _dry_run_fails(tmp_path, write_config(demo_config))
+    assert "finetune.inits[1]" in msg and "nowhere/encoder.safetensors" in msg

@@ -1,0 +1,48 @@
+"""Hand-computed checks of the segmentation and regression metrics."""
+
+import math
+
+import pytest
+import torch
+
+from sarssl.evaluation import metric_rows, regression_scores, segmentation_scores
+
+
+def test_segmentation_scores_by_hand():
+    # target / prediction on 6 pixels, 255 ignored; classes 0, 1, 2 of 11
+    target = torch.tensor([[0, 0, 1, 1, 2, 255]])
+    pred = torch.tensor([[0, 1, 1, 1, 0, 2]])
+    s = segmentation_scores(pred, target)
+    # class 0: TP 1, FP 1 (pixel 4), FN 1 (pixel 1) -> 1/3
+    # class 1: TP 2, FP 1, FN 0 -> 2/3 ; class 2: TP 0, FN 1 -> 0 (ignored pixel does not count as FP)
+    assert s["iou"][0] == pytest.approx(1 / 3)
+    assert s["iou"][1] == pytest.approx(2 / 3)
+    assert s["iou"][2] == pytest.approx(0.0)
+    assert all(math.isnan(v) for v in s["iou"][3:])  # absent from target and prediction
+    assert s["miou"] == pytest.approx((1 / 3 + 2 / 3 + 0) / 3)
+    assert s["overall_accuracy"] == pytest.approx(3 / 5)
+
+
+def test_segmentation_accepts_logits_and_rows():
+    target = torch.tensor([[[3, 3], [4, 255]]])
+    logits = torch.zeros(1, 11, 2, 2)
+    logits[0, 3] = 1.0  # predicts class 3 everywhere
+    s = segmentation_scores(logits, target)
+    assert s["iou"][3] == pytest.approx(2 / 3)
+    assert s["iou"][4] == pytest.approx(0.0)
+    names = dict(metric_rows("landcover", s))
+    assert names["miou"] == pytest.approx(1 / 3)
+    assert "iou_cropland" in names and "iou_built_up" in names and "iou_tree_cover" not in names
+
+
+def test_regression_scores_by_hand():
+    pred = torch.tensor([10.0, 20.0, 30.0, 99.0])
+    target = torch.tensor([12.0, 18.0, 33.0, float("nan")])  # NaN target skipped
+    s = regression_scores(pred, target)
+    err = torch.tensor([-2.0, 2.0, -3.0])
+    assert s["rmse"] == pytest.approx(math.sqrt(float((err**2).mean())))
+    assert s["mae"] == pytest.approx(7 / 3)
+    t = torch.tensor([12.0, 18.0, 33.0])
+    r2 = 1 - float((err**2).sum()) / float(((t - t.mean()) ** 2).sum())
+    assert s["r2"] == pytest.approx(r2)
+    assert [m for m, _ in metric_rows("treecover", s)] == ["rmse", "mae", "r2"]

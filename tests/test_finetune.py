@@ -1,0 +1,122 @@
+"""Fine-tuning: exact label subsets, no test leakage, reproducibility, encoder checks."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import sarssl.finetune as ft
+from sarssl.cli import main as cli_main
+from sarssl.datasets import ChipStore
+from sarssl.errors import InputError
+from sarssl.finetune import finetune, resolve_hparams
+from sarssl.pretrain import resolve_hparams as pre_hparams
+from sarssl.pretrain import train
+
+from test_pretrain import BACKBONE, MAE_HP, make_store
+
+FT_HP = {"epochs": 6, "batch_size": 8, "lr": 3e-3, "weight_decay": 0.05, "layer_decay": 0.8, "patience": 3,
+         "backbone": BACKBONE, "unet_width": 4, "unet_depth": 2, "seg_width": 16}
+COLUMNS = ["task", "init", "protocol", "fraction", "seed", "pretrain_area", "finetune_area", "n_train_chips",
+           "metric", "value", "epochs", "wall_s"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ft")
+    store, stats = make_store(root, n=50)
+    enc_dir = root / "mae"
+    c = {"method": "mae", "hparams": pre_hparams("mae", MAE_HP), "seed": 1, "chips_dirs": [str(store)],
+         "stats": str(stats), "out_dir": str(enc_dir), "device": "cpu", "quiet": True, "max_steps": 4, "threads": 1}
+    assert train(c) == 0
+    return store, stats, enc_dir / "encoder.safetensors"
+
+
+def job(setup, out, **kw):
+    store, stats, enc = setup
+    c = {"task": "landcover", "init": "mae", "init_label": "mae", "encoder": str(enc), "protocol": "finetune",
+         "fraction": 0.25, "seed": 0, "chips_dir": str(store), "stats": str(stats), "hparams": resolve_hparams(FT_HP),
+         "pretrain_area": "a", "finetune_area": "a", "out_dir": str(out), "device": "cpu", "quiet": True, "threads": 1}
+    c.update(kw)
+    if c["init"] in ("scratch", "unet"):
+        c["init_label"] = c["init"]
+    return c
+
+
+def test_exact_subset_and_no_test_leak(setup, tmp_path, monkeypatch):
+    store_dir = setup[0]
+    store = ChipStore(store_dir)
+    split = dict(zip(store.index["id"], store.index["split"]))
+    seen: list[tuple[str, list[str]]] = []
+    real_fetch = ft._fetch
+
+    def spy(ds, idx, device):
+        seen.append((ds.rows.tobytes(), [str(ds.ids[i]) for i in idx]))
+        return real_fetch(ds, idx, device)
+
+    monkeypatch.setattr(ft, "_fetch", spy)
+    summary = finetune(job(setup, tmp_path / "a"))
+    frac_ids = store.fractions["fractions"]["0.25"]
+    assert sorted(summary["ids"]["train"]) == sorted(frac_ids)
+    assert all(split[i] == "val" for i in summary["ids"]["val"])
+    assert all(split[i] == "test" for i in summary["ids"]["test"])
+    test_ids = set(summary["ids"]["test"])
+    # the test chips are read only in the final pass, after training and model selection
+    first_test = next(k for k, (_, ids) in enumerate(seen) if set(ids) & test_ids)
+    assert all(not (set(ids) & test_ids) for _, ids in seen[:first_test])
+    assert all(set(ids) <= test_ids for _, ids in seen[first_test:])
+    trained = {i for _, ids in seen[:first_test] for i in ids if split[i] == "train"}
+    assert trained == set(frac_ids)
+    rows = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert all(list(r) == COLUMNS for r in rows)
+    assert {r["metric"] for r in rows} >= {"miou", "overall_accuracy"}
+    assert rows[0]["n_train_chips"] == len(frac_ids)
+    pred = np.load(tmp_path / "a" / "predictions.npz")
+    assert pred["pred"].dtype == np.uint8 and pred["pred"].shape == (len(test_ids), 16, 16)
+    assert set(pred["ids"]) == test_ids
+
+
+def test_reproducible_from_seed(setup, tmp_path):
+    a = finetune(job(setup, tmp_path / "a", task="treecover", init="scratch", fraction=1.0, seed=3))
+    b = finetune(job(setup, tmp_path / "b", task="treecover", init="scratch", fraction=1.0, seed=3))
+    c = finetune(job(setup, tmp_path / "c", task="treecover", init="scratch", fraction=1.0, seed=4))
+    assert a["test_scores"] == b["test_scores"]
+    assert np.array_equal(np.load(tmp_path / "a/predictions.npz")["pred"], np.load(tmp_path / "b/predictions.npz")["pred"])
+    assert a["test_scores"] != c["test_scores"]
+    names = [r["metric"] for r in json.loads((tmp_path / "a/metrics.json").read_text())]
+    assert names == ["rmse", "mae", "r2"]
+
+
+def test_learns_landcover_and_linear_freezes(setup, tmp_path):
+    s = finetune(job(setup, tmp_path / "s", init="scratch", fraction=1.0, max_epochs=6))
+    assert s["test_scores"]["overall_accuracy"] > 0.8  # 4 balanced classes: chance ~0.25
+    u = finetune(job(setup, tmp_path / "u", init="unet", fraction=1.0, max_epochs=2))
+    assert u["epochs_run"] == 2 and 0 <= u["test_scores"]["miou"] <= 1
+    lin = finetune(job(setup, tmp_path / "lin", protocol="linear", max_epochs=2))
+    from safetensors.torch import load_file
+
+    enc = load_file(setup[2])
+    state = torch.load(tmp_path / "lin" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(state[f"backbone.{k}"], v) for k, v in enc.items())
+    assert lin["epochs_run"] == 2
+
+
+def test_encoder_stats_mismatch_is_clear(setup, tmp_path):
+    store, stats, enc = setup
+    other = json.loads(stats.read_text())
+    other["mean"] = [m + 1.0 for m in other["mean"]]
+    bad = tmp_path / "stats_other.json"
+    bad.write_text(json.dumps(other))
+    with pytest.raises(InputError, match="normalisation statistics"):
+        finetune(job(setup, tmp_path / "x", stats=str(bad)))
+    hp = tmp_path / "hp.json"
+    hp.write_text(json.dumps(FT_HP))
+    rc = cli_main(["finetune", "--task", "landcover", "--init", "dino", "--encoder", str(enc), "--fraction", "0.25",
+                   "--seed", "0", "--chips-dir", str(store), "--stats", str(stats), "--hparams", str(hp),
+                   "--out-dir", str(tmp_path / "y"), "--device", "cpu"])
+    assert rc == 2  # an MAE encoder passed as --init dino
+    rc = cli_main(["finetune", "--task", "landcover", "--init", "mae", "--encoder", str(enc), "--fraction", "0.25",
+                   "--seed", "0", "--chips-dir", str(store), "--stats", str(stats), "--hparams", str(hp),
+                   "--out-dir", str(tmp_path / "z"), "--device", "cpu", "--max-epochs", "1"])
+    assert rc == 0 and (tmp_path / "z" / "checkpoint.pt").is_file()

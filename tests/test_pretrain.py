@@ -1,0 +1,147 @@
+"""Pretraining: learning, exact resume, DDP equivalence, export, no test chips."""
+
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+from sarssl import CHANNELS
+from sarssl.cli import main as cli_main
+from sarssl.datasets import write_store
+from sarssl.models import load_encoder
+from sarssl.pretrain import PretrainImages, train
+
+BACKBONE = {"model_name": "vit_tiny_patch16_224", "patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2}
+MAE_HP = {"backbone": BACKBONE, "mae": {"decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2, "epochs": 50,
+                                        "batch_size": 8, "lr": 3e-3, "warmup_epochs": 1}}
+
+
+def make_store(root, n=40, s=16, seed=0, noise=0.3):
+    """Tiny chip store whose images are blocky class patterns (learnable structure)."""
+    rng = np.random.default_rng(seed)
+    cls_mean = rng.normal(-12, 4, size=(11, 12))
+    coarse = rng.integers(0, 4, size=(n, 1, 1))  # one class per chip: visible patches predict masked ones
+    lc = np.kron(coarse, np.ones((1, s, s), np.int64)).astype(np.uint8)
+    x = cls_mean[lc].transpose(0, 3, 1, 2) + rng.normal(0, noise, size=(n, 12, s, s))
+    tc = np.where(lc == 0, 80.0, 5.0) + rng.uniform(0, 5, size=lc.shape)
+    store = write_store(root / "store", x.astype(np.float32), lc, tc.astype(np.float32), area="a",
+                        fractions=[0.25, 1.0], seed=seed)
+    xs = x[np.arange(n) % 5 < 3]
+    stats = {"channels": list(CHANNELS), "mean": xs.mean((0, 2, 3)).tolist(), "std": xs.std((0, 2, 3)).tolist(),
+             "areas": ["a"], "n_chips": n}
+    (root / "stats.json").write_text(json.dumps(stats))
+    return store, root / "stats.json"
+
+
+def cfg(store, stats, out, method="mae", hp=None, **kw):
+    from sarssl.pretrain import resolve_hparams
+
+    c = {"method": method, "hparams": resolve_hparams(method, hp or MAE_HP), "seed": 7, "chips_dirs": [str(store)],
+         "stats": str(stats), "out_dir": str(out), "device": "cpu", "quiet": True, "threads": 1}
+    c.update(kw)
+    return c
+
+
+def losses(out):
+    return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("chips"))
+
+
+def test_no_test_chips_in_pretraining(tiny_store):
+    store, stats = tiny_store
+    data = PretrainImages([str(store)], str(stats))
+    assert len(data) == 32  # 40 chips, pattern train,train,train,test,val -> 8 test chips excluded
+    used = {str(i) for d in data.datasets for i in d.ids}
+    assert not any(int(i.removeprefix("chip")) % 5 == 3 for i in used)
+
+
+def test_mae_loss_falls(tiny_store, tmp_path):
+    store, stats = tiny_store
+    assert train(cfg(store, stats, tmp_path / "mae", max_steps=60)) == 0
+    ls = losses(tmp_path / "mae")
+    assert len(ls) == 60
+    assert np.mean(ls[-5:]) < 0.5 * np.mean(ls[:5]), ls
+    for name in ("checkpoint.pt", "run.json", "encoder.safetensors", "encoder.json"):
+        assert (tmp_path / "mae" / name).is_file()
+    meta = json.loads((tmp_path / "mae" / "encoder.json").read_text())
+    assert meta["channels"] == list(CHANNELS) and meta["method"] == "mae"
+    assert meta["stats"]["mean"] == json.loads(stats.read_text())["mean"]
+
+
+def test_resume_is_exact(tiny_store, tmp_path):
+    store, stats = tiny_store
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert train(cfg(store, stats, full, max_steps=8)) == 0
+    assert train(cfg(store, stats, part, max_steps=8, stop_after_steps=4)) == 0
+    assert not (part / "encoder.safetensors").exists()  # interrupted: no final outputs
+    assert torch.load(part / "checkpoint.pt", weights_only=False)["step"] == 4
+    assert train(cfg(store, stats, part, max_steps=8)) == 0  # resumes at step 4
+    a, b = load_file(full / "encoder.safetensors"), load_file(part / "encoder.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert losses(full) == losses(part)
+    # a changed configuration refuses to resume from the old checkpoint
+    from sarssl.errors import SarsslError
+
+    other = {**MAE_HP, "mae": {**MAE_HP["mae"], "lr": 1e-3}}
+    with pytest.raises(SarsslError, match="different run"):
+        train(cfg(store, stats, part, hp=other, max_steps=8))
+
+
+def test_dino_resume_exact_and_cli(tiny_store, tmp_path):
+    store, stats = tiny_store
+    hp = {"backbone": BACKBONE, "dino": {"head_hidden_dim": 16, "head_bottleneck_dim": 8, "head_out_dim": 32,
+                                         "batch_size": 8, "epochs": 2, "lr": 1e-3, "local_crops": 2}}
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert train(cfg(store, stats, full, method="dino", hp=hp)) == 0
+    assert train(cfg(store, stats, part, method="dino", hp=hp, stop_after_steps=3)) == 0
+    assert train(cfg(store, stats, part, method="dino", hp=hp)) == 0
+    a, b = load_file(full / "encoder.safetensors"), load_file(part / "encoder.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    enc, meta = load_encoder(full / "encoder.safetensors")
+    assert meta["method"] == "dino" and enc.patch_embed.proj.in_channels == 12
+    # the command line
+    hp_file = tmp_path / "hp.json"
+    hp_file.write_text(json.dumps(hp))
+    rc = cli_main(["pretrain", "--method", "dino", "--chips-dir", str(store), "--stats", str(stats), "--hparams",
+                   str(hp_file), "--seed", "7", "--out-dir", str(tmp_path / "cli"), "--device", "cpu",
+                   "--max-steps", "2", "--threads", "1"])
+    assert rc == 0 and len(losses(tmp_path / "cli")) == 2
+    assert cli_main(["pretrain", "--method", "mae", "--chips-dir", str(tmp_path / "nope"), "--stats", str(stats),
+                     "--hparams", str(hp_file), "--seed", "1", "--out-dir", str(tmp_path / "x")]) == 2
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, c):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    try:
+        train(c)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_processes_match_one(tiny_store, tmp_path):
+    store, stats = tiny_store
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert train(cfg(store, stats, one, max_steps=3)) == 0
+    mp.spawn(_ddp_worker, args=(2, _free_port(), cfg(store, stats, two, max_steps=3)), nprocs=2, join=True)
+    a, b = load_file(one / "encoder.safetensors"), load_file(two / "encoder.safetensors")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=2e-6, rtol=1e-5), k
+    assert np.allclose(losses(one), losses(two), rtol=1e-5)
+    assert json.loads((two / "run.json").read_text())["config"]["world_size"] == 2

@@ -1,0 +1,50 @@
+rule chips:
+    """Cut the composite into labelled chips (land cover classes, tree cover %), assign
+    spatial-band splits and the nested label-fraction subsets."""
+    input:
+        composite="results/composites/{area}.tif",
+        landcover=landcover_input,
+        treecover=treecover_input,
+    output:
+        index="results/chips/{area}/index.parquet",
+        x="results/chips/{area}/x.npy",
+        landcover="results/chips/{area}/landcover.npy",
+        treecover="results/chips/{area}/treecover.npy",
+        fractions="results/chips/{area}/fractions.json",
+        qa="results/chips/{area}/qa.csv",
+        store="results/chips/{area}/store.json",
+    log:
+        "logs/chips/{area}.log",
+    benchmark:
+        "benchmarks/chips/{area}.tsv"
+    conda:
+        "../envs/geo.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        options=chips_args(),
+        seed=chips_seed,
+        out_dir=out_dir,
+    shell:
+        "sarssl chips --composite {input.composite} --landcover {input.landcover}"
+        " --treecover {input.treecover} --area {wildcards.area} {params.options}"
+        " --seed {params.seed} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule stats:
+    """Per-channel mean and standard deviation of the training chips of the
+    pretraining areas: the normalisation every model uses."""
+    input:
+        stores=pretrain_stores,
+    output:
+        stats="results/chips/stats.json",
+    log:
+        "logs/stats/stats.log",
+    conda:
+        "../envs/geo.yaml"
+    threads: 1
+    params:
+        chips_dirs=stats_args(),
+    shell:
+        "sarssl stats {params.chips_dirs} --out {output.stats} > {log} 2>&1"

@@ -1,0 +1,484 @@
+"""Helpers shared by the rules: config checks, target lists, input functions, CLI args.
+
+Everything the rules need beyond literal paths is computed here from the validated config,
+so that the rule files stay declarative (no lambdas in rules) and the same logic is
+exercised by every rule that needs it.
+"""
+
+import calendar
+import datetime
+import json
+import os
+import re
+import shlex
+from pathlib import Path
+
+import pandas as pd
+from snakemake.exceptions import WorkflowError
+
+SEASON_NAMES = ("winter", "spring", "summer", "fall")  # = sarssl.SEASONS
+BUILTIN_INITS = ("scratch", "mae", "dino", "unet")
+PRETRAINED_INITS = ("mae", "dino")
+
+
+wildcard_constraints:
+    area=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    scene=r"[^/]+",
+    method=r"mae|dino",
+    task=r"landcover|treecover",
+    init=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    protocol=r"finetune|linear",
+    fraction=r"[0-9.]+",
+    seed=r"[0-9]+",
+
+
+# --------------------------------------------------------------------------------------
+# Config checks the JSON schema cannot express (cross-references, files on disk).
+# They run at parse time, so a bad config stops the run before any job starts.
+# --------------------------------------------------------------------------------------
+
+
+def config_error(key, problem):
+    """Raise a WorkflowError naming the config key (dotted path) and the problem."""
+    raise WorkflowError(f"Invalid configuration: {key}: {problem}")
+
+
+def check_config(cfg):
+    """Check cross-key constraints and that every input file named in the config exists.
+
+    * every area named in ``pretrain.areas`` / ``finetune.areas`` is defined in ``areas``;
+    * ``chips.size`` is a multiple of ``pretrain.backbone.patch_size`` (a ViT tokenises the
+      chip into non-overlapping patches);
+    * ``composite.seasons`` windows are valid calendar days;
+    * ``source: directory`` areas: the product directory and the DEM, land-cover and
+      tree-cover rasters exist (paths relative to the working directory);
+    * external encoder inits (``*.safetensors``) exist.
+    """
+    for section in ("pretrain", "finetune"):
+        for i, area in enumerate(cfg[section]["areas"]):
+            if area not in cfg["areas"]:
+                config_error(
+                    f"{section}.areas[{i}]",
+                    f"area {area!r} is not defined under 'areas' "
+                    f"(defined: {', '.join(sorted(cfg['areas']))})",
+                )
+    size = cfg["chips"]["size"]
+    patch = cfg["pretrain"]["backbone"]["patch_size"]
+    if size % patch:
+        config_error(
+            "chips.size",
+            f"{size} px is not a multiple of pretrain.backbone.patch_size ({patch} px)",
+        )
+    for name, (start, end) in cfg["composite"]["seasons"].items():
+        for md in (start, end):
+            month_day(md, 2021)  # raises on 02-30, 04-31, ...
+    for name, area in cfg["areas"].items():
+        if area["source"] != "directory":
+            continue
+        for key in ("products", "dem", "landcover", "treecover"):
+            path = Path(area[key])
+            if not path.exists():
+                config_error(
+                    f"areas.{name}.{key}",
+                    f"{path} does not exist (relative paths are relative to the "
+                    f"working directory {os.getcwd()})",
+                )
+        if not Path(area["products"]).is_dir():
+            config_error(
+                f"areas.{name}.products", f"{area['products']} is not a directory"
+            )
+    for i, init in enumerate(cfg["finetune"]["inits"]):
+        if init not in BUILTIN_INITS and not Path(init).is_file():
+            config_error(f"finetune.inits[{i}]", f"encoder file {init} does not exist")
+
+
+# --------------------------------------------------------------------------------------
+# Seasons and dates
+# --------------------------------------------------------------------------------------
+
+
+def month_day(text, year):
+    """Parse ``MM-DD`` (or ``02-end``, the last day of February) into a date of ``year``."""
+    month, day = text.split("-")
+    month = int(month)
+    if day == "end":
+        day = calendar.monthrange(year, month)[1]
+    try:
+        return datetime.date(year, month, int(day))
+    except ValueError as exc:
+        config_error("composite.seasons", f"{text!r} is not a calendar day ({exc})")
+
+
+def season_dates(year, seasons):
+    """Season name -> (first day, last day), both inclusive, for composite year ``year``.
+
+    A window whose start comes after its end in the calendar (winter: 12-01 .. 02-end)
+    starts in the previous year, so winter of 2021 is 2020-12-01 .. 2021-02-28.
+    """
+    dates = {}
+    for name in SEASON_NAMES:
+        start, end = seasons[name]
+        last = month_day(end, year)
+        first = month_day(start, year)
+        if first > last:
+            first = month_day(start, year - 1)
+        dates[name] = (first, last)
+    return dates
+
+
+def acquisition_window(year, seasons):
+    """First and last day (inclusive) of the union of the season windows."""
+    dates = season_dates(year, seasons)
+    return (
+        min(first for first, _ in dates.values()),
+        max(last for _, last in dates.values()),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Areas, seeds, labels
+# --------------------------------------------------------------------------------------
+
+
+def area_cfg(wildcards):
+    """The config block of the wildcard's area (a clear error for an unknown area)."""
+    try:
+        return config["areas"][wildcards.area]
+    except KeyError:
+        raise WorkflowError(f"area {wildcards.area!r} is not defined under 'areas'")
+
+
+def area_seed(area):
+    """Per-area seed: the global seed plus a stable offset from the area's position.
+
+    Areas are numbered in the order of the config file, so two areas never share a seed
+    and re-running with the same config reproduces every draw.
+    """
+    return config["seed"] + 1000 * list(config["areas"]).index(area)
+
+
+def bbox_arg(wildcards):
+    """``W,S,E,N`` of the area for ``--bbox`` / ``--aoi``."""
+    return ",".join(repr(float(v)) for v in area_cfg(wildcards)["bbox"])
+
+
+def crs_arg(wildcards):
+    """``--crs`` value: ``auto`` or ``EPSG:NNNN``."""
+    crs = area_cfg(wildcards).get("crs", "auto")
+    return f"EPSG:{crs}" if isinstance(crs, int) else crs
+
+
+def simulated_areas():
+    return [a for a, c in config["areas"].items() if c["source"] == "simulate"]
+
+
+def simulate_template(wildcards):
+    return area_cfg(wildcards)["template"]
+
+
+def truth_dir(wildcards, output):
+    """The truth directory of ``simulate`` (the folder of its land-cover output)."""
+    return os.path.dirname(output.landcover)
+
+
+def simulate_dem_arg(wildcards):
+    """``--dem PATH`` when a simulated area names a real DEM, else nothing."""
+    dem = area_cfg(wildcards).get("dem")
+    return f"--dem {shlex.quote(dem)}" if dem else ""
+
+
+def simulate_dem_input(wildcards):
+    dem = area_cfg(wildcards).get("dem")
+    return [dem] if dem else []
+
+
+def _area_file(wildcards, key, truth_name):
+    cfg = area_cfg(wildcards)
+    if cfg["source"] == "simulate":
+        return f"resources/truth/{wildcards.area}/{truth_name}"
+    return cfg[key]
+
+
+def products_input(wildcards):
+    """The product directory of an area: simulated or the config's ``products``."""
+    cfg = area_cfg(wildcards)
+    if cfg["source"] == "simulate":
+        return f"resources/products/{wildcards.area}"
+    return cfg["products"]
+
+
+def dem_input(wildcards):
+    return _area_file(wildcards, "dem", "dem.tif")
+
+
+def landcover_input(wildcards):
+    return _area_file(wildcards, "landcover", "landcover.tif")
+
+
+def treecover_input(wildcards):
+    return _area_file(wildcards, "treecover", "treecover.tif")
+
+
+# --------------------------------------------------------------------------------------
+# Catalogue (checkpoint) -> scenes
+# --------------------------------------------------------------------------------------
+
+
+def catalogue_args(wildcards):
+    """Filters of ``sarssl catalogue`` from ``catalogue:`` and the season windows."""
+    first, last = acquisition_window(config["year"], config["composite"]["seasons"])
+    cat = config["catalogue"]
+    args = [
+        f"--aoi {bbox_arg(wildcards)}",
+        f"--start {first.isoformat()}",
+        f"--end {last.isoformat()}",
+        f"--polarisations {','.join(cat['polarisations'])}",
+    ]
+    if cat["orbit_direction"] != "any":
+        args.append(f"--orbit-direction {cat['orbit_direction']}")
+    if cat["relative_orbits"]:
+        args.append(
+            "--relative-orbits " + ",".join(str(o) for o in cat["relative_orbits"])
+        )
+    return " ".join(args)
+
+
+def _catalogue_column(frame, names, csv):
+    for name in names:
+        if name in frame.columns:
+            return name
+    raise WorkflowError(
+        f"{csv}: catalogue has none of the columns {', '.join(names)} "
+        f"(columns: {', '.join(frame.columns)})"
+    )
+
+
+def catalogue_scenes(area):
+    """Product id -> product path of the scenes kept by the area's catalogue.
+
+    Reads the checkpoint's CSV, so every rule calling this is re-evaluated after the
+    catalogue of the area has been written.
+    """
+    csv = checkpoints.catalogue.get(area=area).output.csv
+    frame = pd.read_csv(csv)
+    if frame.empty:
+        return {}
+    id_col = _catalogue_column(frame, ("id", "product_id"), csv)
+    path_col = _catalogue_column(frame, ("path", "product_path"), csv)
+    return dict(zip(frame[id_col].astype(str), frame[path_col].astype(str)))
+
+
+def preprocess_product(wildcards):
+    """Input function of ``preprocess``: the product file of one scene."""
+    scenes = catalogue_scenes(wildcards.area)
+    try:
+        return scenes[wildcards.scene]
+    except KeyError:
+        raise WorkflowError(
+            f"scene {wildcards.scene!r} is not in results/catalogue/{wildcards.area}.csv"
+        )
+
+
+def composite_scenes(wildcards):
+    """Input function of ``composite``: every preprocessed scene of the area."""
+    scenes = sorted(catalogue_scenes(wildcards.area))
+    if not scenes:
+        raise WorkflowError(
+            f"results/catalogue/{wildcards.area}.csv keeps no product: no scene "
+            f"matches the area, the year {config['year']} and the catalogue filters"
+        )
+    return expand(
+        "results/preprocessed/{area}/{scene}.tif", area=wildcards.area, scene=scenes
+    )
+
+
+def preprocess_args(wildcards):
+    """Options of ``sarssl preprocess`` from ``preprocess:``."""
+    pre = config["preprocess"]
+    args = [
+        f"--aoi {bbox_arg(wildcards)}",
+        f"--crs {crs_arg(wildcards)}",
+        f"--resolution {pre['resolution']}",
+        f"--calibration {pre['calibration']}",
+        f"--speckle-filter {pre['speckle_filter']}",
+        f"--speckle-window {pre['speckle_window']}",
+        f"--units {pre['units']}",
+        f"--backend {pre['backend']}",
+    ]
+    if pre["terrain_flattening"]:
+        args.append("--terrain-flattening")
+    return " ".join(args)
+
+
+def seasons_json():
+    """``--seasons`` of ``sarssl composite``: the season windows as shell-quoted JSON."""
+    return shlex.quote(json.dumps(config["composite"]["seasons"]))
+
+
+# --------------------------------------------------------------------------------------
+# Chips, statistics, training
+# --------------------------------------------------------------------------------------
+
+CHIP_FILES = ("index.parquet", "x.npy", "landcover.npy", "treecover.npy")
+
+
+def fraction_label(fraction):
+    """Canonical text of a label fraction (``0.05``, ``1.0``), used in paths and keys."""
+    return repr(float(fraction))
+
+
+def chips_args():
+    ch = config["chips"]
+    fractions = sorted({float(f) for f in config["finetune"]["fractions"]} | {1.0})
+    return " ".join(
+        [
+            f"--size {ch['size']}",
+            f"--overlap {ch['overlap']}",
+            f"--max-nodata {ch['max_nodata']}",
+            f"--split-angle {ch['split_angle']}",
+            f"--split-band-width {ch['split_band_width']}",
+            f"--split-pattern {','.join(ch['split_pattern'])}",
+            f"--fractions {','.join(fraction_label(f) for f in fractions)}",
+        ]
+    )
+
+
+def chips_dir(wildcards):
+    """The chip store directory of the wildcard's area."""
+    return f"results/chips/{wildcards.area}"
+
+
+def chips_seed(wildcards):
+    return area_seed(wildcards.area)
+
+
+def store_files(areas):
+    """The chip-store files of ``areas`` (what a consumer of the stores depends on)."""
+    return expand("results/chips/{area}/{file}", area=areas, file=CHIP_FILES)
+
+
+def pretrain_stores(wildcards):
+    return store_files(config["pretrain"]["areas"])
+
+
+def chips_dirs_args(areas, option="--chips-dir"):
+    return " ".join(f"{option} results/chips/{a}" for a in areas)
+
+
+def stats_args():
+    """``--chips-dir D --chips-dir ...`` of ``sarssl stats`` (the option repeats)."""
+    return chips_dirs_args(config["pretrain"]["areas"])
+
+
+def pretrain_chips_args():
+    """``--chips-dir DIR...`` of ``sarssl pretrain`` (one option, several directories)."""
+    return "--chips-dir " + " ".join(
+        f"results/chips/{a}" for a in config["pretrain"]["areas"]
+    )
+
+
+def out_dir(wildcards, output):
+    """The directory of a rule's first output (for ``--out-dir`` options)."""
+    return os.path.dirname(output[0])
+
+
+def backbone():
+    """ViT backbone settings shared by pretraining and fine-tuning (with the chip size)."""
+    return dict(config["pretrain"]["backbone"], img_size=config["chips"]["size"])
+
+
+def pretrain_hparams(wildcards):
+    """``--hparams`` of ``sarssl pretrain``: backbone + the method's section, as JSON."""
+    hp = backbone()
+    hp.update(config["pretrain"][wildcards.method])
+    return shlex.quote(json.dumps(hp, sort_keys=True))
+
+
+def finetune_hparams():
+    """``--hparams`` of ``sarssl finetune``: optimiser settings + backbone, as JSON."""
+    ft = config["finetune"]
+    hp = backbone()
+    for key in (
+        "epochs",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "layer_decay",
+        "patience",
+    ):
+        hp[key] = ft[key]
+    return shlex.quote(json.dumps(hp, sort_keys=True))
+
+
+def init_label(init):
+    """Wildcard value of an init: its name, or a path flattened to ``file-...``."""
+    if init in BUILTIN_INITS:
+        return init
+    stem = re.sub(r"[^A-Za-z0-9]+", "-", str(Path(init).with_suffix(""))).strip("-")
+    return f"file-{stem}"
+
+
+def init_path(label):
+    """Inverse of :func:`init_label` for external encoders (None for built-in inits)."""
+    for init in config["finetune"]["inits"]:
+        if init not in BUILTIN_INITS and init_label(init) == label:
+            return init
+    return None
+
+
+def finetune_encoder(wildcards):
+    """Encoder weights a fine-tuning run starts from ([] for scratch and unet)."""
+    if wildcards.init in PRETRAINED_INITS:
+        return f"results/pretrain/{wildcards.init}/encoder.safetensors"
+    path = init_path(wildcards.init)
+    return path if path else []
+
+
+def finetune_init_args(wildcards, input):
+    """``--init`` / ``--encoder`` / ``--pretrain-area`` of ``sarssl finetune``.
+
+    ``pretrain_area`` records where the encoder was pretrained: the pretraining areas
+    joined by '+' for MAE/DINO, ``none`` for scratch and U-Net, ``external`` for an
+    encoder file from elsewhere.
+    """
+    init = wildcards.init
+    if init in PRETRAINED_INITS:
+        area = "+".join(config["pretrain"]["areas"])
+        return f"--init {init} --encoder {input.encoder} --pretrain-area {area}"
+    if init in BUILTIN_INITS:
+        return f"--init {init} --pretrain-area none"
+    return f"--init {shlex.quote(input.encoder)} --pretrain-area external"
+
+
+# --------------------------------------------------------------------------------------
+# Targets
+# --------------------------------------------------------------------------------------
+
+
+def finetune_metrics():
+    """Every fine-tuning run of the study design: tasks x inits x protocols x areas x
+    fractions x seeds."""
+    ft = config["finetune"]
+    return expand(
+        "results/finetune/{task}/{init}/{protocol}/{area}/f{fraction}_s{seed}/metrics.json",
+        task=ft["tasks"],
+        init=[init_label(i) for i in ft["inits"]],
+        protocol=ft["protocols"],
+        area=ft["areas"],
+        fraction=[fraction_label(f) for f in ft["fractions"]],
+        seed=ft["seeds"],
+    )
+
+
+def final_targets():
+    return [
+        "results/tables/finetune_metrics.csv",
+        "results/tables/finetune_summary.csv",
+        "results/figures/learning_curves.png",
+    ] + expand(
+        "results/pretrain/{method}/encoder.safetensors",
+        method=config["pretrain"]["methods"],
+    )
+
+
+check_config(config)

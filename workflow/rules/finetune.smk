@@ -1,0 +1,34 @@
+rule finetune:
+    """Fine-tune (or linear-probe) an encoder on one task at one label fraction and seed,
+    on one area's chips; evaluate on its test split."""
+    input:
+        stores=expand("results/chips/{{area}}/{file}", file=CHIP_FILES),
+        fractions="results/chips/{area}/fractions.json",
+        stats="results/chips/stats.json",
+        encoder=finetune_encoder,
+    output:
+        metrics="results/finetune/{task}/{init}/{protocol}/{area}/f{fraction}_s{seed}/metrics.json",
+        predictions="results/finetune/{task}/{init}/{protocol}/{area}/f{fraction}_s{seed}/predictions.npz",
+        run="results/finetune/{task}/{init}/{protocol}/{area}/f{fraction}_s{seed}/run.json",
+        checkpoint="results/finetune/{task}/{init}/{protocol}/{area}/f{fraction}_s{seed}/checkpoint.pt",
+    log:
+        "logs/finetune/{task}/{init}/{protocol}/{area}/f{fraction}_s{seed}.log",
+    benchmark:
+        "benchmarks/finetune/{task}/{init}/{protocol}/{area}/f{fraction}_s{seed}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    params:
+        init=finetune_init_args,
+        hparams=finetune_hparams(),
+        chips_dir=chips_dir,
+        out_dir=out_dir,
+    shell:
+        "OMP_NUM_THREADS={threads} sarssl finetune --task {wildcards.task} --threads {threads}"
+        " {params.init} --protocol {wildcards.protocol} --fraction {wildcards.fraction}"
+        " --seed {wildcards.seed} --chips-dir {params.chips_dir}"
+        " --stats {input.stats} --hparams {params.hparams}"
+        " --finetune-area {wildcards.area} --out-dir {params.out_dir} > {log} 2>&1"

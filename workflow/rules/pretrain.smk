@@ -1,0 +1,31 @@
+rule pretrain:
+    """Self-supervised pretraining of the ViT encoder (MAE or DINO) on the chips of the
+    pretraining areas; exports the encoder as safetensors loadable by timm."""
+    input:
+        stores=pretrain_stores,
+        stats="results/chips/stats.json",
+    output:
+        encoder="results/pretrain/{method}/encoder.safetensors",
+        encoder_json="results/pretrain/{method}/encoder.json",
+        checkpoint="results/pretrain/{method}/checkpoint.pt",
+        metrics="results/pretrain/{method}/metrics.jsonl",
+        run="results/pretrain/{method}/run.json",
+    log:
+        "logs/pretrain/{method}.log",
+    benchmark:
+        "benchmarks/pretrain/{method}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=720,
+    params:
+        chips_dirs=pretrain_chips_args(),
+        hparams=pretrain_hparams,
+        seed=config["seed"],
+        out_dir=out_dir,
+    shell:
+        "OMP_NUM_THREADS={threads} sarssl pretrain --method {wildcards.method} --threads {threads}"
+        " {params.chips_dirs} --stats {input.stats} --hparams {params.hparams}"
+        " --seed {params.seed} --out-dir {params.out_dir} > {log} 2>&1"

@@ -1,0 +1,34 @@
+rule simulate:
+    """Synthesise demo Sentinel-1 GRD products (zipped SAFE) and their truth rasters
+    from a bundled real product template (`source: simulate` areas only)."""
+    input:
+        dem=simulate_dem_input,
+    output:
+        products=directory("resources/products/{area}"),
+        landcover="resources/truth/{area}/landcover.tif",
+        treecover="resources/truth/{area}/treecover.tif",
+        dem="resources/truth/{area}/dem.tif",
+        sigma0="resources/truth/{area}/sigma0_table.csv",
+        acquisitions="resources/truth/{area}/acquisitions.csv",
+    log:
+        "logs/simulate/{area}.log",
+    benchmark:
+        "benchmarks/simulate/{area}.tsv"
+    conda:
+        "../envs/geo.yaml"
+    threads: 1
+    params:
+        template=simulate_template,
+        bbox=bbox_arg,
+        seed=chips_seed,
+        dem=simulate_dem_arg,
+        truth_dir=truth_dir,
+        year=config["year"],
+        per_season=config["simulate"]["per_season"],
+        enl=config["simulate"]["enl"],
+    shell:
+        "sarssl simulate --template {params.template} --area {wildcards.area}"
+        " --bbox {params.bbox} --year {params.year} --per-season {params.per_season}"
+        " --enl {params.enl} --seed {params.seed} {params.dem}"
+        " --products-dir {output.products} --truth-dir {params.truth_dir}"
+        " > {log} 2>&1"
