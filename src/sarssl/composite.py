@@ -1,0 +1,381 @@
+"""Seasonal 12-channel composites from preprocessed Sentinel-1 scenes.
+
+``sarssl composite SCENE.tif... --year Y [--method mean|median] [--seasons JSON]
+--out C.tif --count-out C_count.tif``
+
+Every input is a preprocessed scene on the area grid (two bands VV/VH, dB unless its
+``UNITS`` tag says ``linear``, NaN = no data, ``ACQUISITION_START`` tag = acquisition
+time in UTC). Each scene is assigned to a season of year ``Y`` by its acquisition date
+(the default windows are winter = (Y-1)-12-01 .. Y-02-28/29, spring = 03-01..05-31,
+summer = 06-01..08-31, fall = 09-01..11-30; ``"MM-end"`` means the last day of month MM,
+so ``"02-end"`` is Feb 29 in leap years). Scenes outside every season of Y are skipped.
+
+Per season and polarisation the composite is taken in **linear power**
+(sigma0 = 10**(dB/10)): the NaN-aware mean (default; the 2023 study) or median (the later
+M3LEO release) over the scenes where the pixel has data in both polarisations, then
+converted back to dB. The cross-polarisation ratio channel is ``vvvh = dB(VV composite) -
+dB(VH composite)`` (a ratio in linear terms). Bands follow :data:`sarssl.CHANNELS`. A
+second raster counts the observations per pixel and season.
+
+The work streams over blocks of rows: for the mean only running sums and counts of one
+block are held, so peak memory does not depend on the number of scenes; for the median
+the block height shrinks with the number of scenes of a season so the stack of one block
+stays within a fixed memory budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import calendar
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from . import CHANNELS, SEASONS
+from .errors import InputError, SarsslError
+from .io import write_geotiff
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SEASONS: dict[str, tuple[str, str]] = {
+    "winter": ("12-01", "02-end"),
+    "spring": ("03-01", "05-31"),
+    "summer": ("06-01", "08-31"),
+    "fall": ("09-01", "11-30"),
+}
+METHODS = ("mean", "median")
+DEFAULT_BLOCK_ROWS = 512
+DEFAULT_MEDIAN_BUDGET = 256 * 2**20  # bytes for one block's stack of scenes (median)
+GDAL_CACHE_MB = 64
+
+
+# --------------------------------------------------------------------------------------
+# seasons
+# --------------------------------------------------------------------------------------
+def _month_day(text: str, year: int, where: str) -> dt.date:
+    """'MM-DD' or 'MM-end' -> the date in ``year`` (``end`` = last day of that month)."""
+    try:
+        mm, dd = str(text).strip().split("-")
+        month = int(mm)
+        day = calendar.monthrange(year, month)[1] if dd.lower() == "end" else int(dd)
+        return dt.date(year, month, day)
+    except (ValueError, calendar.IllegalMonthError) as exc:
+        raise SarsslError(f"{where}: bad month-day {text!r} (expected 'MM-DD' or 'MM-end')") from exc
+
+
+def season_windows(
+    year: int, seasons: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, tuple[dt.date, dt.date]]:
+    """Inclusive (first day, last day) of each season of year ``year``.
+
+    A window ends in ``year``; when its start month-day lies after its end (winter:
+    12-01 .. 02-end) it starts in ``year - 1``. Seasons must be exactly
+    :data:`sarssl.SEASONS` and must not overlap.
+    """
+    seasons = DEFAULT_SEASONS if seasons is None else seasons
+    if set(seasons) != set(SEASONS):
+        raise SarsslError(f"seasons: expected exactly {list(SEASONS)}, got {list(seasons)}")
+    out: dict[str, tuple[dt.date, dt.date]] = {}
+    for name in SEASONS:
+        win = seasons[name]
+        if len(win) != 2:
+            raise SarsslError(f"seasons.{name}: expected [start, end], got {win!r}")
+        # Decide the start year on a leap year so '02-29' style days always parse.
+        s_md = _month_day(win[0], 2000, f"seasons.{name}")
+        e_md = _month_day(win[1], 2000, f"seasons.{name}")
+        start_year = year - 1 if (s_md.month, s_md.day) > (e_md.month, e_md.day) else year
+        end = _month_day(win[1], year, f"seasons.{name}")
+        start = _month_day(win[0], start_year, f"seasons.{name}")
+        out[name] = (start, end)
+    spans = sorted(out.items(), key=lambda kv: kv[1][0])
+    for (n1, (_, e1)), (n2, (s2, _)) in zip(spans, spans[1:]):
+        if s2 <= e1:
+            raise SarsslError(f"seasons: {n1} and {n2} overlap ({e1} >= {s2})")
+    return out
+
+
+def assign_season(date: dt.date | dt.datetime, windows: Mapping[str, tuple[dt.date, dt.date]]) -> str | None:
+    """The season whose window contains ``date`` (UTC calendar day), or None."""
+    day = date.date() if isinstance(date, dt.datetime) else date
+    for name, (start, end) in windows.items():
+        if start <= day <= end:
+            return name
+    return None
+
+
+def parse_seasons(text: str | None) -> dict[str, tuple[str, str]] | None:
+    """``--seasons``: a JSON object (inline or a path to a JSON file) or None."""
+    if text is None:
+        return None
+    path = Path(text)
+    try:
+        raw = path.read_text() if not text.lstrip().startswith("{") and path.is_file() else text
+        obj = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SarsslError(f"--seasons {text!r}: not valid JSON ({exc})") from exc
+    if not isinstance(obj, dict):
+        raise SarsslError(f"--seasons {text!r}: expected a JSON object season -> [start, end]")
+    return {k: tuple(v) for k, v in obj.items()}
+
+
+def parse_acquisition_time(text: str, where: str) -> dt.datetime:
+    """ISO 8601 time (UTC when no offset is given) from an ``ACQUISITION_START`` tag."""
+    try:
+        t = dt.datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InputError(f"{where}: ACQUISITION_START {text!r} is not an ISO 8601 time") from exc
+    if t.tzinfo is not None:
+        t = t.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return t
+
+
+# --------------------------------------------------------------------------------------
+# scenes
+# --------------------------------------------------------------------------------------
+@dataclass
+class Scene:
+    """Header of one preprocessed scene."""
+
+    path: Path
+    time: dt.datetime
+    product_id: str
+    vv_band: int  # 1-based
+    vh_band: int
+    linear: bool
+
+
+def read_scene_header(path: str | os.PathLike) -> tuple[Scene, Any]:
+    """Open a preprocessed scene and check it; returns (Scene, rasterio profile-ish grid)."""
+    import rasterio
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: scene not found")
+    try:
+        src = rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError(f"{path}: not a readable raster ({exc})") from exc
+    with src:
+        tags = src.tags()
+        if "ACQUISITION_START" not in tags:
+            raise InputError(f"{path}: missing ACQUISITION_START tag (not a preprocessed scene?)")
+        time = parse_acquisition_time(tags["ACQUISITION_START"], str(path))
+        desc = [(d or "").upper() for d in src.descriptions]
+        if src.count < 2:
+            raise InputError(f"{path}: needs two bands (VV, VH), has {src.count}")
+        if "VV" in desc and "VH" in desc:
+            vv, vh = desc.index("VV") + 1, desc.index("VH") + 1
+        elif any(desc):
+            raise InputError(f"{path}: band descriptions {src.descriptions} lack VV and VH")
+        else:
+            vv, vh = 1, 2
+        units = tags.get("UNITS", "db").lower()
+        if units not in ("db", "linear"):
+            raise InputError(f"{path}: UNITS tag {units!r} is neither 'db' nor 'linear'")
+        grid = (src.crs, src.transform, src.width, src.height)
+    return Scene(path, time, tags.get("PRODUCT_ID", path.stem), vv, vh, units == "linear"), grid
+
+
+def _same_grid(a: tuple, b: tuple) -> bool:
+    crs_a, tr_a, w_a, h_a = a
+    crs_b, tr_b, w_b, h_b = b
+    if (w_a, h_a) != (w_b, h_b) or crs_a != crs_b:
+        return False
+    tol = 1e-6 * abs(tr_a.a)
+    return all(abs(p - q) <= tol for p, q in zip(tuple(tr_a)[:6], tuple(tr_b)[:6]))
+
+
+def _to_linear(block: np.ndarray, linear: bool) -> np.ndarray:
+    """(2, h, w) dB (or linear) -> float64 linear power, NaN where unusable (<= 0, NaN)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        lin = block.astype(np.float64) if linear else np.power(10.0, block.astype(np.float64) / 10.0)
+        lin[~(lin > 0) | ~np.isfinite(lin)] = np.nan
+    # An observation needs both polarisations (keeps vvvh consistent with vv and vh).
+    lin[:, ~np.isfinite(lin).all(axis=0)] = np.nan
+    return lin
+
+
+def _db(lin: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = 10.0 * np.log10(lin)
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# compositing
+# --------------------------------------------------------------------------------------
+def composite(
+    scenes: Sequence[str | os.PathLike],
+    year: int,
+    out: str | os.PathLike,
+    count_out: str | os.PathLike,
+    *,
+    method: str = "mean",
+    seasons: Mapping[str, Sequence[str]] | None = None,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    median_budget_bytes: int = DEFAULT_MEDIAN_BUDGET,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Composite ``scenes`` into the 12-band seasonal composite ``out`` and the 4-band
+    count raster ``count_out``; returns a summary (scenes per season, ignored scenes)."""
+    import rasterio
+    import rasterio.shutil  # noqa: F401  (sarssl.io.write_geotiff uses rasterio.shutil.copy)
+    from rasterio.windows import Window
+
+    if method not in METHODS:
+        raise SarsslError(f"--method {method!r}: expected one of {list(METHODS)}")
+    if not scenes:
+        raise SarsslError("composite: no input scenes")
+    windows = season_windows(year, seasons)
+    headers = [read_scene_header(p) for p in scenes]
+    ref_grid = headers[0][1]
+    for scene, grid in headers[1:]:
+        if not _same_grid(ref_grid, grid):
+            raise InputError(
+                f"{scene.path}: grid {grid[0]}, {tuple(grid[1])[:6]}, {grid[2]}x{grid[3]} differs from "
+                f"{headers[0][0].path} ({ref_grid[0]}, {tuple(ref_grid[1])[:6]}, {ref_grid[2]}x{ref_grid[3]}); "
+                "every scene must be on the same area grid"
+            )
+    by_season: dict[str, list[Scene]] = {s: [] for s in SEASONS}
+    ignored: list[str] = []
+    for scene, _ in headers:
+        season = assign_season(scene.time, windows)
+        if season is None:
+            log.info("%s: acquired %s, outside every season of %d: ignored", scene.path, scene.time, year)
+            ignored.append(str(scene.path))
+        else:
+            by_season[season].append(scene)
+    n_used = sum(len(v) for v in by_season.values())
+    if n_used == 0:
+        raise InputError(f"composite: none of the {len(scenes)} scenes falls in a season of {year}")
+    for season, lst in by_season.items():
+        if not lst:
+            log.warning("season %s of %d has no scene: its channels will be all no data", season, year)
+        lst.sort(key=lambda s: (s.time, str(s.path)))
+
+    crs, transform, width, height = ref_grid
+    kmax = max(len(v) for v in by_season.values())
+    rows = max(1, int(block_rows))
+    if method == "median":
+        rows = max(1, min(rows, median_budget_bytes // max(1, kmax * 2 * width * 8)))
+    ch = {name: i for i, name in enumerate(CHANNELS)}
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Bound GDAL's block cache (default: 5% of RAM), which otherwise grows with the
+    # number of scene blocks read and makes peak memory depend on the number of scenes.
+    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix=".composite.", dir=out.parent) as tmpd:
+        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
+        # Results go to disk-backed arrays so memory does not scale with the area either.
+        result = np.lib.format.open_memmap(Path(tmpd) / "c.npy", "w+", np.float32, (len(CHANNELS), height, width))
+        counts = np.lib.format.open_memmap(Path(tmpd) / "n.npy", "w+", np.uint16, (len(SEASONS), height, width))
+        handles = {id(s): stack.enter_context(rasterio.open(s.path)) for lst in by_season.values() for s in lst}
+        blocks = range(0, height, rows)
+        for r0 in tqdm(blocks, desc=f"composite {out.name}", unit="block", disable=not progress):
+            h = min(rows, height - r0)
+            win = Window(0, r0, width, h)
+            for si, season in enumerate(SEASONS):
+                lst = by_season[season]
+                if method == "mean":
+                    total = np.zeros((2, h, width), np.float64)
+                    n = np.zeros((h, width), np.uint16)
+                    for scene in lst:
+                        lin = _to_linear(handles[id(scene)].read([scene.vv_band, scene.vh_band], window=win), scene.linear)
+                        ok = np.isfinite(lin[0])
+                        total += np.where(ok, lin, 0.0)
+                        n += ok
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        comp = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+                else:
+                    stack_arr = np.full((max(1, len(lst)), 2, h, width), np.nan, np.float64)
+                    for k, scene in enumerate(lst):
+                        stack_arr[k] = _to_linear(
+                            handles[id(scene)].read([scene.vv_band, scene.vh_band], window=win), scene.linear
+                        )
+                    n = np.isfinite(stack_arr[:, 0]).sum(axis=0).astype(np.uint16)
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
+                        comp = np.nanmedian(stack_arr, axis=0)
+                vv_db, vh_db = _db(comp[0]), _db(comp[1])
+                result[ch[f"vv_{season}"], r0 : r0 + h] = vv_db
+                result[ch[f"vh_{season}"], r0 : r0 + h] = vh_db
+                result[ch[f"vvvh_{season}"], r0 : r0 + h] = vv_db - vh_db
+                counts[si, r0 : r0 + h] = n
+
+        season_json = {s: [str(a), str(b)] for s, (a, b) in windows.items()}
+        config_json = {s: list(v) for s, v in (seasons or DEFAULT_SEASONS).items()}
+        per_season = {s: [x.product_id for x in lst] for s, lst in by_season.items()}
+        tags = {
+            "COMPOSITE_METHOD": method,
+            "COMPOSITE_DOMAIN": "linear power",
+            "YEAR": int(year),
+            "SEASONS": json.dumps(config_json),
+            "SEASON_DATES": json.dumps(season_json),
+            "CHANNELS": json.dumps(list(CHANNELS)),
+            "N_SCENES": n_used,
+            "SCENES": json.dumps(per_season),
+            "UNITS": "db",
+        }
+        write_geotiff(out, result, crs=crs, transform=transform, nodata=float("nan"), band_names=list(CHANNELS), tags=tags)
+        write_geotiff(
+            count_out,
+            counts,
+            crs=crs,
+            transform=transform,
+            nodata=None,
+            band_names=[f"count_{s}" for s in SEASONS],
+            tags={**tags, "UNITS": "observations"},
+        )
+        del result, counts
+    summary = {
+        "year": int(year),
+        "method": method,
+        "n_scenes": n_used,
+        "per_season": {s: len(v) for s, v in by_season.items()},
+        "ignored": ignored,
+        "shape": [len(CHANNELS), height, width],
+    }
+    log.info("composite %s: %s", out, summary["per_season"])
+    return summary
+
+
+# --------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scenes", nargs="+", metavar="SCENE.tif", help="preprocessed scenes of one area grid")
+    parser.add_argument("--year", type=int, required=True, help="composite year Y (winter starts Y-1-12-01)")
+    parser.add_argument("--method", choices=METHODS, default="mean", help="mean or median of linear power")
+    parser.add_argument(
+        "--seasons",
+        default=None,
+        help='JSON (inline or file): {"winter": ["12-01", "02-end"], ...}; "MM-end" = last day of month',
+    )
+    parser.add_argument("--block-rows", type=int, default=DEFAULT_BLOCK_ROWS, help="rows per streamed block")
+    parser.add_argument("--out", required=True, help="12-band composite GeoTIFF")
+    parser.add_argument("--count-out", required=True, help="4-band observation count GeoTIFF")
+
+
+def run(args: argparse.Namespace) -> int:
+    composite(
+        args.scenes,
+        args.year,
+        args.out,
+        args.count_out,
+        method=args.method,
+        seasons=parse_seasons(args.seasons),
+        block_rows=args.block_rows,
+    )
+    return 0
