@@ -23,7 +23,7 @@ PYTEST_WORKERS ?= 0
 SNAKEMAKE := $(VENV)/bin/snakemake
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -y -q
 
-.PHONY: help env run test lint dag clean
+.PHONY: help env pyrosar-env run test lint dag clean
 
 help:
 	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
@@ -52,13 +52,22 @@ $(STAMP): $(VENV)/bin/python pyproject.toml requirements.txt | $(GEOID)
 
 env: $(STAMP)
 
-run: $(STAMP)
+# pyroSAR's scene archive (SQLite/SpatiaLite or PostGIS) in its own environment: its
+# GDAL 3.6 / numpy<2 pins must not constrain .venv (see tools/pyrosar-env.sh).
+PYROSAR_STAMP := .venv-pyrosar/.sarssl-pyrosar-installed
+CATALOGUE_BACKEND ?= builtin
+$(PYROSAR_STAMP): tools/pyrosar-env.sh
+	bash tools/pyrosar-env.sh --postgis
+
+pyrosar-env: $(PYROSAR_STAMP)
+
+run: $(STAMP) $(if $(filter pyrosar,$(CATALOGUE_BACKEND)),$(PYROSAR_STAMP))
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SNAKEMAKE) --cores $(CORES)
 
 # The tests are independent (each workflow test works in its own tmp directory), so
 # they may run in parallel with PYTEST_WORKERS > 0.
-test: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS)
+test: $(STAMP) $(PYROSAR_STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SARSSL_REQUIRE_PYROSAR=1 $(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS)
 
 lint: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SNAKEMAKE) --lint

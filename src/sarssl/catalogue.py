@@ -13,6 +13,12 @@ with its reason. The same product found twice (e.g. as ``.zip`` and as ``.SAFE``
 once, from the first path given, with a warning.
 
 Footprints are treated as plain lon/lat polygons (no antimeridian handling).
+
+``--backend pyrosar --db scenes.db`` (or ``--db postgresql://USER@HOST:PORT/DB``) makes the
+same selection through pyroSAR's scene archive in a SpatiaLite/PostGIS database instead
+(:mod:`sarssl.archive`): the products given are ingested into the database, the database is
+queried, and the CSV has the same columns. With that backend the products may be omitted to
+query everything the database holds.
 """
 
 from __future__ import annotations
@@ -119,6 +125,32 @@ def _iso(t: np.datetime64) -> str:
     return str(t.astype("datetime64[us]")) + "Z"
 
 
+def product_row(prod: Product, path: str | Path) -> dict:
+    """One catalogue row (:data:`COLUMNS`) for an opened product found at ``path``."""
+    return {
+        "product_id": prod.id,
+        "path": str(path),
+        "mission": prod.mission,
+        "start_time": _iso(prod.start_time),
+        "stop_time": _iso(prod.stop_time),
+        "date": prod.date,
+        "pass_direction": prod.pass_direction,
+        "relative_orbit": prod.relative_orbit,
+        "absolute_orbit": prod.absolute_orbit,
+        "polarisations": "+".join(prod.polarisations),
+        "ipf_version": prod.ipf_version,
+        "footprint_wkt": prod.footprint.wkt,
+    }
+
+
+def table_from_rows(rows: list[dict]) -> pd.DataFrame:
+    """The catalogue table from :func:`product_row` rows, sorted by start time."""
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    if len(table):
+        table = table.sort_values(["start_time", "product_id"], kind="stable").reset_index(drop=True)
+    return table
+
+
 def build_catalogue(
     inputs: Sequence[str | Path], filters: Filters
 ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
@@ -145,26 +177,8 @@ def build_catalogue(
             log.info("excluded %s: %s", prod.id, reason)
             excluded.append((str(path), reason))
             continue
-        rows.append(
-            {
-                "product_id": prod.id,
-                "path": str(path),
-                "mission": prod.mission,
-                "start_time": _iso(prod.start_time),
-                "stop_time": _iso(prod.stop_time),
-                "date": prod.date,
-                "pass_direction": prod.pass_direction,
-                "relative_orbit": prod.relative_orbit,
-                "absolute_orbit": prod.absolute_orbit,
-                "polarisations": "+".join(prod.polarisations),
-                "ipf_version": prod.ipf_version,
-                "footprint_wkt": prod.footprint.wkt,
-            }
-        )
-    table = pd.DataFrame(rows, columns=COLUMNS)
-    if len(table):
-        table = table.sort_values(["start_time", "product_id"], kind="stable").reset_index(drop=True)
-    return table, excluded
+        rows.append(product_row(prod, path))
+    return table_from_rows(rows), excluded
 
 
 def parse_date(text: str, what: str) -> np.datetime64:
@@ -221,8 +235,9 @@ def write_catalogue(table: pd.DataFrame, out: str | Path) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("products", nargs="+", metavar="PRODUCT_OR_DIR",
-                        help=".zip / .SAFE products, or directories searched for them")
+    parser.add_argument("products", nargs="*", metavar="PRODUCT_OR_DIR",
+                        help=".zip / .SAFE products, or directories searched for them (at least "
+                             "one; with --backend pyrosar, none = query the whole database)")
     parser.add_argument("--aoi", required=True, help="area of interest W,S,E,N (lon/lat degrees)")
     parser.add_argument("--start", required=True, help="first acquisition date YYYY-MM-DD (inclusive)")
     parser.add_argument("--end", required=True, help="last acquisition date YYYY-MM-DD (inclusive)")
@@ -233,6 +248,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--polarisations", default="",
                         help="polarisations every product must hold, e.g. VV,VH (default: any)")
     parser.add_argument("--out", required=True, help="catalogue CSV to write")
+    parser.add_argument("--backend", choices=("builtin", "pyrosar"), default="builtin",
+                        help="builtin: scan the manifests (default); pyrosar: ingest into and "
+                             "select from pyroSAR's scene archive (needs --db and the "
+                             "environment built by tools/pyrosar-env.sh)")
+    parser.add_argument("--db", default=None, metavar="PATH_OR_URL",
+                        help="scene database for --backend pyrosar: a SQLite/SpatiaLite file "
+                             "(e.g. results/catalogue/scenes.db) or postgresql://USER@HOST:PORT/DB "
+                             "(PostGIS; password from $PGPASSWORD)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -240,7 +263,20 @@ def run(args: argparse.Namespace) -> int:
         args.aoi, args.start, args.end, args.orbit_direction, args.relative_orbits,
         args.polarisations,
     )
-    table, excluded = build_catalogue(args.products, filters)
+    backend = getattr(args, "backend", "builtin")
+    db = getattr(args, "db", None)
+    if backend == "pyrosar":
+        from .archive import build_catalogue_pyrosar
+
+        if not db:
+            raise SarsslError("--backend pyrosar needs --db PATH_OR_URL (the scene database)")
+        table, excluded = build_catalogue_pyrosar(args.products, filters, db)
+    else:
+        if db:
+            raise SarsslError("--db is only used with --backend pyrosar")
+        if not args.products:
+            raise SarsslError("no PRODUCT_OR_DIR given (only --backend pyrosar may omit them)")
+        table, excluded = build_catalogue(args.products, filters)
     for path, reason in excluded:
         log.debug("reason %s: %s", path, reason)
     counts = Counter(r.split(":")[0] if r.startswith("unreadable") else r.split(" ")[0]
@@ -250,7 +286,7 @@ def run(args: argparse.Namespace) -> int:
     if table.empty:
         raise InputError(
             f"no product kept for {filters.describe()} among {len(excluded)} found in "
-            f"{', '.join(map(str, args.products))}"
+            f"{', '.join(map(str, args.products)) or db}"
         )
     write_catalogue(table, args.out)
     log.info("wrote %s (%d products)", args.out, len(table))
