@@ -23,6 +23,7 @@ No grid at all raises :class:`~sarssl.errors.SarsslError` rather than guess.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -56,6 +57,22 @@ class Dem:
     @property
     def shape(self) -> tuple[int, int]:
         return self.height.shape
+
+    def crop(self, xs: np.ndarray, ys: np.ndarray, margin: int = 3) -> "Dem":
+        """The sub-window covering points (``xs``, ``ys``, in the DEM's horizontal CRS)
+        plus ``margin`` DEM pixels: a view, no copy (per-tile terrain correction)."""
+        inv = ~self.transform
+        cols = inv.a * np.asarray(xs) + inv.b * np.asarray(ys) + inv.c
+        rows = inv.d * np.asarray(xs) + inv.e * np.asarray(ys) + inv.f
+        rows_n, cols_n = self.height.shape
+        c0 = max(int(np.floor(np.nanmin(cols))) - margin, 0)
+        c1 = min(int(np.ceil(np.nanmax(cols))) + margin + 1, cols_n)
+        r0 = max(int(np.floor(np.nanmin(rows))) - margin, 0)
+        r1 = min(int(np.ceil(np.nanmax(rows))) + margin + 1, rows_n)
+        if c1 - c0 < 2 or r1 - r0 < 2:
+            c0, c1, r0, r1 = 0, cols_n, 0, rows_n
+        return Dem(self.height[r0:r1, c0:c1], self.transform @ Affine.translation(c0, r0), self.crs,
+                   self.path, self.vertical_datum)
 
 
 def vertical_datum(crs: CRS) -> str:
@@ -102,8 +119,10 @@ def find_geoid_grid(model: str) -> Path | None:
     return None
 
 
-def geoid_undulation(lon: np.ndarray, lat: np.ndarray, model: str = "EGM2008") -> np.ndarray:
-    """Geoid height N (m) above WGS84 at lon/lat (degrees), bilinear in the PROJ grid."""
+@functools.lru_cache(maxsize=4)
+def _load_geoid(model: str, search: tuple[str, ...]) -> tuple[np.ndarray, Affine, Path, str]:
+    """(undulation grid, transform, path, model used) of a local geoid grid, read once per
+    model and search path (``search`` only keys the cache)."""
     import rasterio
 
     path = find_geoid_grid(model)
@@ -122,8 +141,12 @@ def geoid_undulation(lon: np.ndarray, lat: np.ndarray, model: str = "EGM2008") -
             f"{', '.join(str(d) for d in _grid_dirs())}: {INSTALL_HINT}"
         )
     with rasterio.open(path) as ds:
-        grid = ds.read(1).astype(np.float64)
-        t = ds.transform
+        return ds.read(1).astype(np.float64), ds.transform, path, used
+
+
+def geoid_undulation(lon: np.ndarray, lat: np.ndarray, model: str = "EGM2008") -> np.ndarray:
+    """Geoid height N (m) above WGS84 at lon/lat (degrees), bilinear in the PROJ grid."""
+    grid, t, path, used = _load_geoid(model, tuple(str(d) for d in _grid_dirs()))
     lon = np.asarray(lon, dtype=np.float64)
     lat = np.asarray(lat, dtype=np.float64)
     x0 = t.c + 0.5 * t.a  # first pixel centre longitude
@@ -196,16 +219,22 @@ def read_dem(
     if not np.isfinite(data).any():
         raise InputError(f"DEM {path}: only no data over the {what} {bbox}")
     if datum != "ellipsoid":
-        rows, cols = np.mgrid[0 : data.shape[0], 0 : data.shape[1]]
+        # in row chunks: a full-scene 30 m DEM has ~1e8 px and the undulation needs a few
+        # float64 temporaries per pixel
         t = transform
-        xs = t.c + t.a * (cols + 0.5) + t.b * (rows + 0.5)
-        ys = t.f + t.d * (cols + 0.5) + t.e * (rows + 0.5)
+        tr = None
         if not crs.is_geographic:
             from pyproj import Transformer
 
             tr = Transformer.from_crs(crs.sub_crs_list[0] if crs.is_compound else crs, "EPSG:4326", always_xy=True)
-            xs, ys = tr.transform(xs, ys)
-        data = data + geoid_undulation(xs, ys, datum)
+        chunk = max(1, 2_000_000 // max(data.shape[1], 1))
+        for a in range(0, data.shape[0], chunk):
+            rows, cols = np.mgrid[a : min(a + chunk, data.shape[0]), 0 : data.shape[1]]
+            xs = t.c + t.a * (cols + 0.5) + t.b * (rows + 0.5)
+            ys = t.f + t.d * (cols + 0.5) + t.e * (rows + 0.5)
+            if tr is not None:
+                xs, ys = tr.transform(xs, ys)
+            data[a : a + chunk] += geoid_undulation(xs, ys, datum)
     log.info("DEM %s: %dx%d window, %s heights -> ellipsoidal", path, data.shape[0], data.shape[1], datum)
     return Dem(height=data, transform=transform, crs=crs, path=path, vertical_datum=datum)
 

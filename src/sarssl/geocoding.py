@@ -144,19 +144,28 @@ class GeocodingLUT:
         return l0, p0, l1 - l0, p1 - p0
 
     # -- products ------------------------------------------------------------------------
-    def sample(self, image: np.ndarray, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+    def sample(
+        self,
+        image: np.ndarray,
+        offset: tuple[int, int] = (0, 0),
+        rows: slice = slice(None),
+        cols: slice = slice(None),
+    ) -> np.ndarray:
         """Bilinearly sample a radar-geometry image (2-D, or bands first) on the grid.
 
-        ``offset`` = (row_off, col_off) of ``image`` in the full GRD image. NaN where the
-        point falls outside ``image`` or where nodata neighbours hold > half the weight.
+        ``offset`` = (row_off, col_off) of ``image`` in the full GRD image; ``rows``/``cols``
+        select a sub-window of the grid (default all). NaN where the point falls outside
+        ``image`` or where nodata neighbours hold > half the weight.
         """
         img = np.asarray(image, dtype=np.float32)
         squeeze = img.ndim == 2
         if squeeze:
             img = img[None]
-        out = np.empty((img.shape[0],) + self.line.shape, dtype=np.float32)
+        line = self.line[rows, cols] - offset[0]
+        pixel = self.pixel[rows, cols] - offset[1]
+        out = np.empty((img.shape[0],) + line.shape, dtype=np.float32)
         for b in range(img.shape[0]):
-            _sample_kernel(np.ascontiguousarray(img[b]), self.line - offset[0], self.pixel - offset[1], out[b])
+            _sample_kernel(np.ascontiguousarray(img[b]), line, pixel, out[b])
         return out[0] if squeeze else out
 
     def slopes(self) -> tuple[np.ndarray, np.ndarray]:
@@ -172,8 +181,12 @@ class GeocodingLUT:
         le, ln, lu = self.look
         return (-hx * le - hy * ln + lu) / norm
 
-    def mask(self, sampled: np.ndarray) -> np.ndarray:
-        """uint8 mask: 0 no data, 1 valid (+2 layover, +4 shadow) for valid pixels."""
+    def mask(self, sampled: np.ndarray, rows: slice = slice(None), cols: slice = slice(None)) -> np.ndarray:
+        """uint8 mask: 0 no data, 1 valid (+2 layover, +4 shadow) for valid pixels.
+
+        ``sampled`` is the image sampled on the ``rows``/``cols`` sub-window of the grid
+        (default the whole grid); slopes and shadows use the whole grid around it.
+        """
         valid = np.isfinite(sampled)
         if valid.ndim == 3:
             valid = valid.all(axis=0)
@@ -182,12 +195,48 @@ class GeocodingLUT:
         lh = np.hypot(le, ln)
         # slope along the ground-range direction (away from the sensor)
         s = -(hx * le + hy * ln) / np.maximum(lh, 1e-12)
-        layover = s * lu > lh
-        shadow = self.cos_local_incidence() <= 0.0
+        layover = (s * lu > lh)[rows, cols]
+        shadow = (self.cos_local_incidence() <= 0.0) | self.cast_shadow()
+        shadow = shadow[rows, cols]
         m = np.where(valid, MASK_VALID, MASK_NODATA).astype(np.uint8)
         m[valid & layover] |= MASK_LAYOVER
         m[valid & shadow] |= MASK_SHADOW
         return m
+
+    def cast_shadow(self) -> np.ndarray:
+        """Shadow cast by terrain nearer to the sensor (ray casting along the look direction).
+
+        A ground point P is shadowed when some point Q nearer to the sensor along the same
+        range line rises above the ray from the sensor to P: with x the horizontal distance
+        away from the sensor and tan(e) = up / horizontal of the unit look vector (e the
+        elevation angle of the sensor seen from the ground, 90 deg - incidence), P is in
+        shadow when ``h_Q - h_P > (x_P - x_Q) tan(e)``, i.e. when the running maximum of
+        ``h_Q + x_Q tan(e)`` over nearer points exceeds ``h_P + x_P tan(e)``; equivalently the
+        look angle to P is smaller than the largest look angle to the nearer-range points.
+        Range lines are traced on the grid as straight rays along the mean horizontal look
+        direction (sensor rays are parallel to within ~0.1 deg over a tile), one pass per ray,
+        so the cost is O(1) per pixel. Terrain beyond the grid is not seen: callers grow the
+        grid by a margin (``relief / tan(e)``) on every side.
+        """
+        le, ln, lu = (np.nanmean(v) for v in self.look)
+        if not np.isfinite(le) or (le == 0 and ln == 0):
+            return np.zeros(self.height.shape, dtype=bool)
+        lh = float(np.hypot(le, ln))
+        tan_e = float(lu) / lh  # the mean over the grid: rays from one sensor, one angle
+        # direction away from the sensor in (col, row) px: east = +col, north = -row
+        dcol, drow = -le / lh, ln / lh
+        h = np.ascontiguousarray(self.height, dtype=np.float64)
+        out = np.zeros(h.shape, dtype=np.bool_)
+        res = self.grid.resolution
+        if abs(dcol) >= abs(drow):
+            slope = drow / abs(dcol)
+            _cast_shadow_kernel(h, tan_e, slope, dcol > 0, res * np.hypot(1.0, slope), out)
+        else:  # steps along rows (a look direction closer to north-south)
+            slope = dcol / abs(drow)
+            out_t = np.zeros(h.T.shape, dtype=np.bool_)
+            _cast_shadow_kernel(np.ascontiguousarray(h.T), tan_e, slope, drow > 0, res * np.hypot(1.0, slope), out_t)
+            out = out_t.T.copy()
+        return out
 
     def illuminated_area(
         self, geom: RadarGeometry, shape: tuple[int, int], offset: tuple[int, int] = (0, 0)
@@ -340,6 +389,35 @@ def _sample_kernel(img, line, pixel, out):
                         s += w * v
                         ws += w
             out[r, c] = s / ws if ws >= 0.5 else np.nan
+
+
+@numba.njit(cache=True, parallel=True)
+def _cast_shadow_kernel(h, tan_e, slope, forward, step, out):
+    """Running-maximum shadow sweep along rays of ``slope`` rows per column step.
+
+    Ray j holds the pixels (j + off(k), c(k)), off(k) = floor(slope * k + 0.5), k the step
+    count from the near-range edge (``forward``: near range is column 0, else the last
+    column), so every pixel lies on exactly one ray; ``step`` is the horizontal distance
+    per step (m) and ``tan_e`` the tangent of the sensor elevation angle.
+    """
+    H, W = h.shape
+    max_off = int(np.floor(abs(slope) * (W - 1) + 0.5)) + 1
+    for j in numba.prange(-max_off, H + max_off):
+        best = -np.inf
+        for k in range(W):
+            c = k if forward else W - 1 - k
+            r = j + int(np.floor(slope * k + 0.5))
+            if r < 0 or r >= H:
+                continue
+            z = h[r, c]
+            if z != z:
+                continue
+            g = z + k * step * tan_e
+            if g < best - 1e-3:
+                out[r, c] = True
+            elif g > best:
+                best = g
+    return out
 
 
 @numba.njit(cache=True)

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .errors import InputError, SarsslError
-from .io import parse_bbox, write_geotiff
+from .io import parse_bbox
 from .speckle import FILTERS
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,31 @@ def _pols(product) -> list[str]:
     return sorted(pols, key=lambda p: POL_ORDER.index(p) if p in POL_ORDER else 99)
 
 
+TILE = 2048
+"""Output grid tile (px): each tile has its own LUT and radar window, bounding memory."""
+
+
+def _tiles(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:
+    """(row_off, col_off, h, w) of the output tiles, row-major."""
+    return [(r, c, min(tile, height - r), min(tile, width - c))
+            for r in range(0, height, tile) for c in range(0, width, tile)]
+
+
+def _subgrid(grid, r0: int, c0: int, h: int, w: int):
+    from affine import Affine
+
+    from .grid import Grid
+
+    return Grid(crs=grid.crs, transform=grid.transform @ Affine.translation(c0, r0), width=w, height=h)
+
+
+def _tile_margin(dem, resolution: float) -> int:
+    """LUT margin (px) around a tile: enough for slopes, terrain-flattening splats and the
+    shadow cast by terrain up-range (relief / tan(min elevation ~ 44 deg), capped)."""
+    relief = float(np.nanmax(dem.height) - np.nanmin(dem.height)) if np.isfinite(dem.height).any() else 0.0
+    return int(np.clip(np.ceil(relief / 0.9 / resolution), 8, 256))
+
+
 def preprocess(
     product_path: str | Path,
     dem_path: str | Path,
@@ -75,17 +100,28 @@ def preprocess(
     speckle_window: int = 7,
     orbit_dir: str | Path | None = None,
     units: str = "db",
+    tile: int = TILE,
 ) -> dict:
-    """Run the Python chain; returns a small summary (timings, sizes)."""
+    """Run the Python chain; returns a small summary (timings, sizes).
+
+    The output grid is processed in ``tile`` x ``tile`` tiles. For each tile the LUT is
+    computed on the tile plus a margin (slopes, shadow, flattening see their neighbours),
+    the radar window it needs (+ a speckle-window halo) is read, calibrated, filtered and
+    sampled; results go block by block to the output COGs (:mod:`sarssl.rasterio_blocks`),
+    so memory stays bounded by one tile whatever the scene size. The speckle filter's ENL
+    is estimated once per polarisation (on the central tile's window) so tiles match.
+    """
     from pyproj import Transformer
     from shapely.geometry import box
 
     from .calibration import calibrate_window, find_border_limits
     from .dem import read_dem
-    from .geocoding import GeocodingLUT, check_overlap
+    from .geocoding import MASK_NODATA, GeocodingLUT
     from .geometry import apply_orbit_dir
     from .grid import area_grid
+    from .rasterio_blocks import BlockWriter
     from .safe import open_product
+    from .speckle import estimate_enl
     from .speckle import speckle_filter as run_filter
 
     t_start = time.perf_counter()
@@ -114,49 +150,60 @@ def preprocess(
     tr = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
     bx, by = tr.transform([gx0, gx1, gx0, gx1], [gy0, gy0, gy1, gy1])
     dem = read_dem(dem_path, (min(bx), min(by), max(bx), max(by)), what=f"area {aoi}")
-
-    t0 = time.perf_counter()
-    lut = GeocodingLUT.compute(geom, grid, dem)
-    t_lut = time.perf_counter() - t0
-    margin = speckle_window + 2
-    win = check_overlap(lut, geom, str(product_path), aoi)
-    r0, c0, nl, npx = win
-    # grow the window by the speckle margin (clipped to the image)
-    r0m, c0m = max(r0 - margin, 0), max(c0 - margin, 0)
-    r1m = min(r0 + nl + margin, geom.number_of_lines)
-    c1m = min(c0 + npx + margin, geom.number_of_samples)
-    window = (c0m, r0m, c1m - c0m, r1m - r0m)
-    offset = (r0m, c0m)
-    shape = (r1m - r0m, c1m - c0m)
-    log.info("radar window lines %d..%d samples %d..%d", r0m, r1m, c0m, c1m)
+    dem_h_crs = dem.crs.sub_crs_list[0] if dem.crs.is_compound else dem.crs
+    to_dem = Transformer.from_crs(grid.crs, dem_h_crs, always_xy=True)
+    margin_px = _tile_margin(dem, resolution)
+    halo = speckle_window + 2
 
     target = "beta0" if terrain_flattening else calibration
     if terrain_flattening and calibration != "gamma0":
         log.warning("--terrain-flattening outputs gamma0_T (terrain-flattened gamma0), not %s", calibration)
-    flat = lut.flattening_factor(geom, shape, offset) if terrain_flattening else None
+    borders = {}
+    for pol in pols:
+        borders[pol] = find_border_limits(product, pol, remove_noise=product.has("noise", pol))
 
-    bands = []
-    t_speckle = 0.0
-    for pol in tqdm(pols, desc="polarisations", leave=False):
-        has_noise = product.has("noise", pol)
-        border = find_border_limits(product, pol, remove_noise=has_noise)
-        img = calibrate_window(product, pol, window, target=target, remove_noise=has_noise, border=border)
-        if flat is not None:
-            img = img * flat
-        t1 = time.perf_counter()
-        img = run_filter(img, speckle_filter, speckle_window)
-        t_speckle += time.perf_counter() - t1
-        bands.append(img)
-    t2 = time.perf_counter()
-    data = lut.sample(np.stack(bands), offset)
-    mask = lut.mask(data)
-    data[:, mask == 0] = np.nan
-    t_geocode = time.perf_counter() - t2 + t_lut
-    if not (mask > 0).any():
-        raise InputError(f"product {product_path}: no valid data over the area {aoi} (all no data)")
-    if units == "db":
-        with np.errstate(divide="ignore", invalid="ignore"):
-            data = np.where(data > 0, 10.0 * np.log10(data), np.nan).astype(np.float32)
+    def tile_lut(r0: int, c0: int, h: int, w: int):
+        """LUT of the tile grown by the margin, the margin offsets and the tile's DEM crop."""
+        er0, ec0 = r0 - margin_px, c0 - margin_px
+        eg = _subgrid(grid, er0, ec0, h + 2 * margin_px, w + 2 * margin_px)
+        x0, y0, x1, y1 = eg.bounds
+        xs = np.linspace(x0, x1, 9)
+        ys = np.linspace(y0, y1, 9)
+        gx, gy = np.meshgrid(xs, ys)
+        dx, dy = to_dem.transform(gx, gy)
+        return GeocodingLUT.compute(geom, eg, dem.crop(dx, dy))
+
+    def radar(lut, pol: str, win, enl, flat_cache: dict):
+        """Calibrated, flattened, filtered radar window ``win`` = (row, col, h, w)."""
+        r0, c0, nl, npx = win
+        img = calibrate_window(product, pol, (c0, r0, npx, nl), target=target,
+                               remove_noise=product.has("noise", pol), border=borders[pol])
+        if terrain_flattening:
+            if "f" not in flat_cache:
+                flat_cache["f"] = lut.flattening_factor(geom, (nl, npx), (r0, c0))
+            img *= flat_cache["f"]
+        return img if enl is None else run_filter(img, speckle_filter, speckle_window, enl=enl)
+
+    def window_of(lut) -> tuple[int, int, int, int] | None:
+        win = lut.radar_bounds(geom, margin=halo)
+        return win
+
+    tiles = _tiles(grid.height, grid.width, tile)
+    # ENL per polarisation from the central tile's radar window (consistent across tiles)
+    enls: dict[str, float | None] = {p: None for p in pols}
+    if speckle_filter not in ("none", "boxcar"):
+        order = sorted(tiles, key=lambda t: (t[0] + t[2] / 2 - grid.height / 2) ** 2 + (t[1] + t[3] / 2 - grid.width / 2) ** 2)
+        for t in order:
+            lut = tile_lut(*t)
+            win = window_of(lut)
+            if win is None:
+                continue
+            for pol in pols:
+                enls[pol] = estimate_enl(radar(lut, pol, win, None, {}))
+            break
+        log.info("ENL estimates: %s", {p: round(v, 2) for p, v in enls.items() if v is not None})
+    if speckle_filter in ("none", "boxcar"):
+        enls = {p: 1.0 for p in pols}  # unused by these filters
 
     tags = {
         "PRODUCT_ID": product.id,
@@ -173,26 +220,72 @@ def preprocess(
         "DEM": Path(dem_path).name,
         "DEM_VERTICAL_DATUM": dem.vertical_datum,
     }
-    import rasterio.shutil  # noqa: F401  (sarssl.io.write_geotiff uses rasterio.shutil.copy)
-
     out = Path(out)
     mask_path = out.with_name(out.stem + ".mask.tif")
-    write_geotiff(mask_path, mask, crs=grid.crs, transform=grid.transform, nodata=None, band_names=["mask"],
-                  tags={k: tags[k] for k in ("PRODUCT_ID", "SARSSL_VERSION")})
-    write_geotiff(out, data, crs=grid.crs, transform=grid.transform, nodata=float("nan"), band_names=pols, tags=tags)
+    t_lut = t_radar = t_geo = 0.0
+    n_valid = 0
+    radar_px = 0
+    with BlockWriter(out, count=len(pols), height=grid.height, width=grid.width, dtype="float32",
+                     crs=grid.crs, transform=grid.transform, nodata=float("nan"), band_names=pols,
+                     tags=tags) as data_w, \
+         BlockWriter(mask_path, count=1, height=grid.height, width=grid.width, dtype="uint8",
+                     crs=grid.crs, transform=grid.transform, nodata=None, band_names=["mask"],
+                     tags={k: tags[k] for k in ("PRODUCT_ID", "SARSSL_VERSION")}) as mask_w:
+        for r0, c0, h, w in tqdm(tiles, desc="preprocess tiles", leave=False):
+            t0 = time.perf_counter()
+            lut = tile_lut(r0, c0, h, w)
+            win = window_of(lut)
+            t_lut += time.perf_counter() - t0
+            if win is None:
+                continue
+            wr0, wc0, nl, npx = win
+            radar_px += nl * npx
+            flat_cache: dict = {}
+            inner = (slice(margin_px, margin_px + h), slice(margin_px, margin_px + w))
+            bands = []
+            for pol in pols:
+                t1 = time.perf_counter()
+                img = radar(lut, pol, win, enls[pol], flat_cache)
+                t_radar += time.perf_counter() - t1
+                t2 = time.perf_counter()
+                bands.append(lut.sample(img, (wr0, wc0), rows=inner[0], cols=inner[1]))
+                t_geo += time.perf_counter() - t2
+            t2 = time.perf_counter()
+            data = np.stack(bands)
+            m = lut.mask(data, rows=inner[0], cols=inner[1])
+            data[:, m == MASK_NODATA] = np.nan
+            if units == "db":
+                data = _to_db(data)
+            n_valid += int((m > 0).sum())
+            data_w.write(data, r0, c0)
+            mask_w.write(m, r0, c0)
+            t_geo += time.perf_counter() - t2
+        if n_valid == 0:
+            raise InputError(f"product {product_path}: no valid data over the area {aoi} (all no data)")
+        t3 = time.perf_counter()
+    t_write = time.perf_counter() - t3
     total = time.perf_counter() - t_start
     npx_out = grid.width * grid.height
     summary = {
         "grid": grid.shape,
-        "radar_window": shape,
+        "tiles": len(tiles),
+        "radar_px_processed": radar_px,
         "seconds_total": total,
-        "seconds_speckle": t_speckle,
-        "seconds_geocode": t_geocode,
-        "geocode_mpx_per_s": npx_out * len(pols) / max(t_geocode, 1e-9) / 1e6,
-        "valid_fraction": float((mask > 0).mean()),
+        "seconds_lut": t_lut,
+        "seconds_radar": t_radar,
+        "seconds_geocode": t_geo,
+        "seconds_write": t_write,
+        "geocode_mpx_per_s": npx_out * len(pols) / max(t_geo + t_lut, 1e-9) / 1e6,
+        "valid_fraction": n_valid / npx_out,
     }
     log.info("preprocess %s -> %s: %s", product.id, out, summary)
     return summary
+
+
+def _to_db(data: np.ndarray) -> np.ndarray:
+    """10 log10 of positive values, NaN elsewhere (float32)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(data > 0, 10.0 * np.log10(data), np.nan).astype(np.float32)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -151,83 +151,129 @@ def _lee(img, w, sv2):
     return out
 
 
+@numba.njit(cache=True, parallel=True, fastmath=True)
+def _box_mean(img, sub):
+    """NaN-aware ``sub`` x ``sub`` window mean (clipped at the image edges; NaN if empty).
+
+    Separable: a vertical running sum per column, then a horizontal one per row, so the
+    cost is O(1) per pixel whatever the window.
+    """
+    rows, cols = img.shape
+    h = sub // 2
+    vs = np.empty((rows, cols), dtype=np.float32)
+    vn = np.empty((rows, cols), dtype=np.int32)
+    for r in numba.prange(rows):
+        i0 = max(r - h, 0)
+        i1 = min(r + h + 1, rows)
+        for c in range(cols):
+            s = np.float32(0.0)
+            n = 0
+            for i in range(i0, i1):
+                v = img[i, c]
+                if v == v:
+                    s += v
+                    n += 1
+            vs[r, c] = s
+            vn[r, c] = n
+    out = np.empty((rows, cols), dtype=np.float32)
+    for r in numba.prange(rows):
+        for c in range(cols):
+            j0 = max(c - h, 0)
+            j1 = min(c + h + 1, cols)
+            s = np.float32(0.0)
+            n = 0
+            for j in range(j0, j1):
+                s += vs[r, j]
+                n += vn[r, j]
+            out[r, c] = s / n if n > 0 else np.nan
+    return out
+
+
 @numba.njit(cache=True, parallel=True)
-def _refined_lee(img, w, sub, stride, masks, sv2):
+def _refined_lee(img, w, sub, stride, offsets, sv2):
+    """Refined Lee on a float32 image; ``offsets`` (8, K, 2): (row, col) offsets of the K
+    pixels of each edge-aligned half window (:func:`edge_masks`)."""
     rows, cols = img.shape
     h = w // 2
-    sh = sub // 2
+    means = _box_mean(img, sub)
+    nk = offsets.shape[1]
     out = np.empty_like(img)
     for r in numba.prange(rows):
-        means = np.empty((3, 3))
+        interior_r = r - h >= 0 and r + h < rows
         for c in range(cols):
             y = img[r, c]
             if y != y:
                 out[r, c] = np.nan
                 continue
-            # 3 x 3 array of sub-window means (centres at -stride, 0, +stride)
-            ok = True
-            for a in range(3):
-                for b in range(3):
-                    rc = r + (a - 1) * stride
-                    cc = c + (b - 1) * stride
-                    s = 0.0
-                    n = 0
-                    for i in range(max(rc - sh, 0), min(rc + sh + 1, rows)):
-                        for j in range(max(cc - sh, 0), min(cc + sh + 1, cols)):
-                            v = img[i, j]
-                            if v == v:
-                                s += v
-                                n += 1
-                    if n == 0:
-                        ok = False
-                        means[a, b] = np.nan
-                    else:
-                        means[a, b] = s / n
+            # 3 x 3 array of sub-window means (centres at -stride, 0, +stride); a centre
+            # outside the image or an all-NaN sub-window means no direction (full window)
             k = -1
-            if ok:
-                g0 = abs(means[1, 2] - means[1, 0])  # along columns: vertical edge
-                g1 = abs(means[2, 1] - means[0, 1])  # along rows: horizontal edge
-                g2 = abs(means[2, 2] - means[0, 0])  # diagonal
-                g3 = abs(means[2, 0] - means[0, 2])  # anti-diagonal
-                d = 0
-                gmax = g0
-                if g1 > gmax:
-                    d = 1
-                    gmax = g1
-                if g2 > gmax:
-                    d = 2
-                    gmax = g2
-                if g3 > gmax:
-                    d = 3
-                    gmax = g3
-                mc = means[1, 1]
-                if d == 0:
-                    plus, minus = means[1, 2], means[1, 0]
-                elif d == 1:
-                    plus, minus = means[2, 1], means[0, 1]
-                elif d == 2:
-                    plus, minus = means[2, 2], means[0, 0]
-                else:
-                    plus, minus = means[2, 0], means[0, 2]
-                k = 2 * d + (0 if abs(plus - mc) <= abs(minus - mc) else 1)
+            if r - stride >= 0 and r + stride < rows and c - stride >= 0 and c + stride < cols:
+                m00 = means[r - stride, c - stride]
+                m01 = means[r - stride, c]
+                m02 = means[r - stride, c + stride]
+                m10 = means[r, c - stride]
+                mc = means[r, c]
+                m12 = means[r, c + stride]
+                m20 = means[r + stride, c - stride]
+                m21 = means[r + stride, c]
+                m22 = means[r + stride, c + stride]
+                if (m00 == m00 and m01 == m01 and m02 == m02 and m10 == m10 and mc == mc
+                        and m12 == m12 and m20 == m20 and m21 == m21 and m22 == m22):
+                    g0 = abs(m12 - m10)  # along columns: vertical edge
+                    g1 = abs(m21 - m01)  # along rows: horizontal edge
+                    g2 = abs(m22 - m00)  # diagonal
+                    g3 = abs(m20 - m02)  # anti-diagonal
+                    d = 0
+                    gmax = g0
+                    plus = m12
+                    minus = m10
+                    if g1 > gmax:
+                        d = 1
+                        gmax = g1
+                        plus = m21
+                        minus = m01
+                    if g2 > gmax:
+                        d = 2
+                        gmax = g2
+                        plus = m22
+                        minus = m00
+                    if g3 > gmax:
+                        d = 3
+                        gmax = g3
+                        plus = m20
+                        minus = m02
+                    k = 2 * d + (0 if abs(plus - mc) <= abs(minus - mc) else 1)
             s = 0.0
             s2 = 0.0
             n = 0
-            for i in range(-h, h + 1):
-                ri = r + i
-                if ri < 0 or ri >= rows:
-                    continue
-                for j in range(-h, h + 1):
-                    cj = c + j
-                    if cj < 0 or cj >= cols:
-                        continue
-                    if k >= 0 and not masks[k, i + h, j + h]:
+            if k >= 0 and interior_r and c - h >= 0 and c + h < cols:
+                # fast path: the half window lies inside the image
+                for q in range(nk):
+                    v = img[r + offsets[k, q, 0], c + offsets[k, q, 1]]
+                    if v == v:
+                        s += v
+                        s2 += v * v
+                        n += 1
+            elif k >= 0:
+                for q in range(nk):
+                    ri = r + offsets[k, q, 0]
+                    cj = c + offsets[k, q, 1]
+                    if ri < 0 or ri >= rows or cj < 0 or cj >= cols:
                         continue
                     v = img[ri, cj]
                     if v == v:
                         s += v
                         s2 += v * v
                         n += 1
+            else:
+                for ri in range(max(r - h, 0), min(r + h + 1, rows)):
+                    for cj in range(max(c - h, 0), min(c + h + 1, cols)):
+                        v = img[ri, cj]
+                        if v == v:
+                            s += v
+                            s2 += v * v
+                            n += 1
             m = s / n
             var = s2 / n - m * m
             out[r, c] = _mmse(y, m, var, sv2)
@@ -327,6 +373,15 @@ def edge_masks(window: int) -> np.ndarray:
     return np.array(masks)
 
 
+def _mask_offsets(masks: np.ndarray) -> np.ndarray:
+    """(8, K, 2) int64 (row, col) offsets from the centre of each half window's pixels."""
+    h = masks.shape[1] // 2
+    offs = [np.argwhere(m) - h for m in masks]
+    if len({len(o) for o in offs}) != 1:  # pragma: no cover - the half planes are symmetric
+        raise SarsslError("refined Lee: half windows of unequal size")
+    return np.ascontiguousarray(np.stack(offs), dtype=np.int64)
+
+
 def speckle_filter(
     image: np.ndarray,
     method: str = "refined_lee",
@@ -360,7 +415,7 @@ def speckle_filter(
             raise SarsslError(f"speckle window {window}: refined Lee needs a window >= 5")
         sub = 2 * ((window - 1) // 4) + 1
         stride = (window - sub) // 2
-        return _refined_lee(img, window, sub, stride, edge_masks(window), sv2)
+        return _refined_lee(img, window, sub, stride, _mask_offsets(edge_masks(window)), sv2)
     if method == "gamma_map":
         return _gamma_map(img, window, float(enl))
     # lee_sigma

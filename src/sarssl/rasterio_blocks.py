@@ -1,0 +1,113 @@
+"""Block-wise GeoTIFF/COG writing for rasters too large to hold in memory twice.
+
+:func:`sarssl.io.write_geotiff` builds a COG from an in-memory array through a GDAL
+``MemoryFile`` (the image is held twice). :class:`BlockWriter` instead writes blocks
+(windows) into an *uncompressed* tiled temporary GTiff beside the target and, on
+:meth:`BlockWriter.close`, translates it into a compressed COG (GDAL's COG driver: tiled,
+internal overviews, multi-threaded compression) through :func:`sarssl.io.atomic_path`, so
+the target appears complete or not at all. Peak memory is one block plus GDAL's cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import __version__
+from .io import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+class BlockWriter:
+    """Write a (count, height, width) raster block by block, then publish it as a COG.
+
+    Use as a context manager; blocks not written read as ``nodata``. An exception inside
+    the ``with`` block discards everything (no target file is created).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        count: int,
+        height: int,
+        width: int,
+        dtype: Any,
+        crs: Any,
+        transform: Any,
+        nodata: float | int | None = None,
+        band_names: Sequence[str] | None = None,
+        tags: dict[str, Any] | None = None,
+        compress: str = "deflate",
+        predictor: int | None = None,
+        blocksize: int = 512,
+    ) -> None:
+        import rasterio
+
+        self.path = Path(path)
+        self.dtype = np.dtype(dtype)
+        self.compress = compress
+        self.predictor = predictor if predictor is not None else (3 if self.dtype.kind == "f" else 2)
+        self.blocksize = blocksize
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp.{os.getpid()}.tif")
+        self._ds = rasterio.open(
+            self._tmp, "w", driver="GTiff", count=count, height=height, width=width, dtype=self.dtype,
+            crs=crs, transform=transform, nodata=nodata, tiled=True, blockxsize=blocksize,
+            blockysize=blocksize, BIGTIFF="YES", SPARSE_OK="TRUE",
+        )
+        tag_strings = {k: str(v) for k, v in (tags or {}).items()}
+        tag_strings.setdefault("SARSSL_VERSION", __version__)
+        self._ds.update_tags(**tag_strings)
+        if band_names is not None:
+            for i, name in enumerate(band_names):
+                self._ds.set_band_description(i + 1, name)
+        self._nodata = nodata
+
+    def write(self, data: np.ndarray, row_off: int, col_off: int) -> None:
+        """Write a (count, h, w) or (h, w) block with its upper-left corner at (row, col)."""
+        from rasterio.windows import Window
+
+        if data.ndim == 2:
+            data = data[None]
+        self._ds.write(data.astype(self.dtype, copy=False), window=Window(col_off, row_off, data.shape[2], data.shape[1]))
+
+    def close(self) -> None:
+        """Translate the temporary GTiff to the target COG (atomically) and remove it."""
+        import rasterio
+        import rasterio.shutil
+
+        if self._ds is None:
+            return
+        self._ds.close()
+        self._ds = None
+        try:
+            with rasterio.open(self._tmp) as src, atomic_path(self.path, suffix=".tif") as tmp:
+                rasterio.shutil.copy(
+                    src, tmp, driver="COG", compress=self.compress.upper(), predictor=str(self.predictor),
+                    blocksize=self.blocksize, overview_resampling="average", BIGTIFF="IF_SAFER",
+                    NUM_THREADS="ALL_CPUS",
+                )
+        finally:
+            self._tmp.unlink(missing_ok=True)
+        log.debug("wrote %s", self.path)
+
+    def abort(self) -> None:
+        """Discard the temporary file; nothing is published."""
+        if self._ds is not None:
+            self._ds.close()
+            self._ds = None
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "BlockWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
