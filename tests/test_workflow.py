@@ -60,6 +60,30 @@ def test_whole_workflow_on_tiny_config(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "results/figures/learning_curves.pdf").stat().st_size > 0
 
+    # --- every figure (PNG + PDF) for every area/model, the text tables, the report
+    areas = [a for a in cfg["areas"]]
+    figures = ["data_statistics", "learning_curves", "embeddings", "label_efficiency"]
+    for area in areas:
+        figures += [f"{area}/{n}" for n in (
+            "preprocessing_qa", "composites", "backscatter_distributions",
+            "mae_reconstructions", "attention")]
+    figures += [f"{area}/qualitative" for area in ft["areas"]]
+    for name in figures:
+        png = tmp_path / f"results/figures/{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert (tmp_path / f"results/figures/{name}.pdf").read_bytes()[:5] == b"%PDF-", name
+    assert "|" in (tmp_path / "results/tables/results.md").read_text()
+    assert "\\toprule" in (tmp_path / "results/tables/results.tex").read_text()
+    eff = pd.read_csv(tmp_path / "results/tables/label_efficiency.csv")
+    assert set(eff["init"]) == {"mae", "dino"}
+    rep = run_snakemake(
+        tmp_path, TEST_CONFIG, "--report", "results/report.html", timeout=300
+    )
+    assert rep.returncode == 0, (rep.stdout + rep.stderr)[-4000:]
+    html = (tmp_path / "results/report.html").read_text(errors="replace")
+    for name in ("preprocessing_qa.png", "attention.png", "label_efficiency.png"):
+        assert name in html, name
+
     # --- intermediate contracts the workflow wires together
     for method in cfg["pretrain"]["methods"]:
         enc = json.loads((tmp_path / f"results/pretrain/{method}/encoder.json").read_text())

@@ -1,6 +1,7 @@
 rule pretrain:
     """Self-supervised pretraining of the ViT encoder (MAE or DINO) on the chips of the
-    pretraining areas; exports the encoder as safetensors loadable by timm."""
+    pretraining areas; exports the encoder as safetensors loadable by timm. A job given
+    gpu=N > 1 (profile set-resources) trains data-parallel on its N GPUs via torchrun."""
     input:
         stores=pretrain_stores,
         stats="results/chips/stats.json",
@@ -25,7 +26,8 @@ rule pretrain:
         hparams=pretrain_hparams,
         seed=config["seed"],
         out_dir=out_dir,
+        launcher=pretrain_launcher,
     shell:
-        "OMP_NUM_THREADS={threads} sarssl pretrain --method {wildcards.method} --threads {threads}"
+        "OMP_NUM_THREADS={threads} {params.launcher} pretrain --method {wildcards.method} --threads {threads}"
         " {params.chips_dirs} --stats {input.stats} --hparams {params.hparams}"
         " --seed {params.seed} --out-dir {params.out_dir} > {log} 2>&1"

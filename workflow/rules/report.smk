@@ -1,38 +1,41 @@
 rule tables:
-    """Collect every fine-tuning run's metrics into one tidy table and a summary
-    (mean and std over seeds)."""
+    """Collect every fine-tuning run's metrics into one tidy table, a summary (mean and
+    std over seeds), the results tables as Markdown and LaTeX (best value in bold) and,
+    where the design allows, the label-efficiency table."""
     input:
         metrics=finetune_metrics(),
     output:
-        metrics="results/tables/finetune_metrics.csv",
-        summary="results/tables/finetune_summary.csv",
+        **label_efficiency_output(),
+        metrics=report(
+            "results/tables/finetune_metrics.csv",
+            caption="../report/tables.rst",
+            category="Tables",
+            labels={"table": "all runs (tidy)"},
+        ),
+        summary=report(
+            "results/tables/finetune_summary.csv",
+            caption="../report/tables.rst",
+            category="Tables",
+            labels={"table": "summary over seeds"},
+        ),
+        markdown="results/tables/results.md",
+        latex="results/tables/results.tex",
     log:
         "logs/tables/tables.log",
     conda:
         "../envs/plot.yaml"
     threads: 1
+    params:
+        efficiency=tables_efficiency_arg,
     shell:
         "sarssl tables {input.metrics} --out {output.metrics}"
-        " --summary {output.summary} > {log} 2>&1"
+        " --summary {output.summary} --markdown {output.markdown}"
+        " --latex {output.latex} {params.efficiency} > {log} 2>&1"
 
 
-rule plot_learning_curves:
-    """Metric versus label fraction per task, initialisation, protocol and area."""
+rule figures:
+    """Every figure and table of the study (`snakemake figures`); with
+    `--forcerun tables` they are all redrawn from the finished runs."""
     input:
-        metrics="results/tables/finetune_metrics.csv",
-    output:
-        png=report(
-            "results/figures/learning_curves.png",
-            caption="../report/learning_curves.rst",
-            category="Fine-tuning",
-            labels={"figure": "learning curves"},
-        ),
-        pdf="results/figures/learning_curves.pdf",
-    log:
-        "logs/plot_learning_curves/learning_curves.log",
-    conda:
-        "../envs/plot.yaml"
-    threads: 1
-    shell:
-        "sarssl plot learning-curves --metrics {input.metrics} --out {output.png}"
-        " > {log} 2>&1"
+        table_targets(),
+        figure_targets(),
