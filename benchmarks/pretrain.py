@@ -37,6 +37,33 @@ TINY = {"model_name": "vit_tiny_patch16_224", "patch_size": 8, "embed_dim": 96, 
         "img_size": 64, "decoder_dim": 64, "decoder_depth": 1, "decoder_heads": 4}
 
 
+PEAK_BF16_TFLOPS = {
+    # dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets
+    "H200": 989.0,
+    "H100 SXM": 989.0,
+    "H100 PCIe": 756.0,
+    "H100 NVL": 835.0,
+    "H100": 989.0,
+    "GH200": 989.0,
+    "B200": 2250.0,
+    "A100": 312.0,
+    "A10G": 70.0,
+    "A10": 125.0,
+    "L40S": 362.0,
+    "L4": 121.0,
+    "RTX 4090": 165.0,
+    "V100": 125.0,  # fp16 (no bf16 on Volta)
+}
+
+
+def peak_tflops(device_name: str) -> float | None:
+    """Peak dense bf16 TFLOP/s of a GPU from its name (longest matching key), else None."""
+    for key in sorted(PEAK_BF16_TFLOPS, key=len, reverse=True):
+        if key.lower() in device_name.lower():
+            return PEAK_BF16_TFLOPS[key]
+    return None
+
+
 class Synthetic(torch.utils.data.Dataset):
     def __init__(self, n: int, size: int):
         self.n, self.size = n, size
@@ -60,19 +87,22 @@ def bench(method: str, args: argparse.Namespace) -> dict:
     model, trainable, _, kwargs = build_model(method, hp, size)
     model.to(device)
     opt = torch.optim.AdamW(param_groups(trainable, 0.05), lr=1e-4, fused=device.type == "cuda")
-    dtype = args.dtype if device.type == "cuda" else "fp32"
+    dtype = args.dtype if device.type == "cuda" or args.dtype == "bf16" and args.cpu_bf16 else "fp32"
     aug = MultiCropAugment(size, n_local=int(hp["local_crops"])) if method == "dino" else None
     loader = torch.utils.data.DataLoader(
         Synthetic(args.batch_size * (args.steps + args.warmup), size), batch_size=args.batch_size,
         num_workers=args.num_workers, pin_memory=device.type == "cuda", drop_last=True,
     )
 
+    fast: dict[str, torch.nn.Module] = {"m": model if method == "mae" else model.student}
+
     def step(images: torch.Tensor, i: int) -> torch.Tensor:
         with autocast(device, dtype):
             if method == "mae":
-                loss, _, _ = model(images, noise=torch.rand(images.shape[0], model.num_patches, generator=step_generator(0, i)))
+                noise = torch.rand(images.shape[0], model.num_patches, generator=step_generator(0, i)).to(device)
+                loss, _, _ = fast["m"](images, noise=noise)
             else:
-                loss = model(aug(images, step_generator(0, i)), 0)
+                loss = model(aug(images, step_generator(0, i)), 0, student=fast["m"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -86,7 +116,9 @@ def bench(method: str, args: argparse.Namespace) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     with FlopCounterMode(display=False) as counter:
         step(next(it).to(device), 0)
-    flops_per_step = counter.get_total_flops()
+    flops_per_step = counter.get_total_flops()  # counted eagerly (compiled graphs hide ops)
+    if args.compile:
+        fast["m"] = torch.compile(fast["m"])
     for i in range(1, args.warmup):
         step(next(it).to(device), i)
     sync()
@@ -103,13 +135,15 @@ def bench(method: str, args: argparse.Namespace) -> dict:
     wall = time.perf_counter() - t0
     ips = args.batch_size * args.steps / wall
     tokens = (size // int(kwargs["patch_size"])) ** 2
-    peak = args.peak_tflops if args.peak_tflops else (989.0 if device.type == "cuda" and dtype == "bf16" else None)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = args.peak_tflops if args.peak_tflops else (peak_tflops(name) if device.type == "cuda" else None)
     achieved = flops_per_step * args.steps / wall
     return {
         "method": method,
         "model": arch["model_name"],
         "img_size": size,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "device": name,
+        "peak_tflops": peak,
         "dtype": dtype,
         "batch_size": args.batch_size,
         "images_per_s": round(ips, 2),
@@ -117,7 +151,9 @@ def bench(method: str, args: argparse.Namespace) -> dict:
         "tflops_per_s": round(achieved / 1e12, 4),
         "gflops_per_image": round(flops_per_step / args.batch_size / 1e9, 2),
         "mfu": round(achieved / (peak * 1e12), 4) if peak else None,
-        "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
+        # CUDA: peak allocated tensor memory; CPU: peak resident set size of the process
+        "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda"
+        else round(__import__("resource").getrusage(__import__("resource").RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "data_loader_share": round(data_s / wall, 4),
         "step_s": round(wall / args.steps, 4),
     }
@@ -134,7 +170,10 @@ def main() -> None:
     p.add_argument("--img-size", type=int, default=None, help="override the chip size (448 in the study)")
     p.add_argument("--tiny", action="store_true", help="the demo's tiny ViT at 64 px (CPU smoke test)")
     p.add_argument("--num-workers", type=int, default=2)
-    p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="device peak TFLOP/s for MFU (default: bf16 table by GPU name; none on CPU)")
+    p.add_argument("--cpu-bf16", action="store_true", help="use bf16 autocast on CPU too (code-path check)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the trained module")
     args = p.parse_args()
     args.warmup = max(1, args.warmup)
     for method in (["mae", "dino"] if args.method == "both" else [args.method]):

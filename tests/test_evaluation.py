@@ -46,3 +46,24 @@ def test_regression_scores_by_hand():
     r2 = 1 - float((err**2).sum()) / float(((t - t.mean()) ** 2).sum())
     assert s["r2"] == pytest.approx(r2)
     assert [m for m, _ in metric_rows("treecover", s)] == ["rmse", "mae", "r2"]
+
+
+def test_patch_labels_and_probes():
+    import torch
+
+    from sarssl.evaluation import patch_labels, probe_scores
+
+    lc = torch.tensor([[[0, 0, 1, 1], [0, 2, 1, 255], [255, 255, 3, 3], [255, 255, 3, 2]]], dtype=torch.uint8)
+    assert patch_labels(lc, 2).tolist() == [[0, 1, 255, 3]]
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 4, (400,), generator=g)
+    centres = torch.randn(4, 16, generator=g) * 3
+    x = centres[y] + torch.randn(400, 16, generator=g) * 0.5  # separable clusters
+    s = probe_scores(x[:300], y[:300], x[300:], y[300:])
+    assert s["knn_accuracy"] > 0.95 and s["linear_accuracy"] > 0.95 and s["majority_accuracy"] < 0.5
+    noise = torch.randn(400, 16, generator=g)  # features unrelated to the labels
+    r = probe_scores(noise[:300], y[:300], noise[300:], y[300:])
+    assert r["knn_accuracy"] < 0.5 and r["linear_accuracy"] < 0.5
+    y_ign = y.clone()
+    y_ign[300:350] = 255  # ignored test rows are dropped, not scored
+    assert probe_scores(x[:300], y[:300], x[300:], y_ign[300:])["knn_accuracy"] > 0.95

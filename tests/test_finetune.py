@@ -48,14 +48,20 @@ def test_exact_subset_and_no_test_leak(setup, tmp_path, monkeypatch):
     store_dir = setup[0]
     store = ChipStore(store_dir)
     split = dict(zip(store.index["id"], store.index["split"]))
-    seen: list[tuple[str, list[str]]] = []
-    real_fetch = ft._fetch
+    seen: list[tuple[str, list[str]]] = []  # ("load", ids) or ("batch", ids) in call order
+    real_load, real_batch = ft.load_split, ft.SplitTensors.batch
 
-    def spy(ds, idx, device):
-        seen.append((ds.rows.tobytes(), [str(ds.ids[i]) for i in idx]))
-        return real_fetch(ds, idx, device)
+    def spy_load(store_, rows, stats, device):
+        split_data = real_load(store_, rows, stats, device)
+        seen.append(("load", [str(i) for i in split_data.ids]))
+        return split_data
 
-    monkeypatch.setattr(ft, "_fetch", spy)
+    def spy_batch(self, idx):
+        seen.append(("batch", [str(self.ids[i]) for i in np.asarray(idx)]))
+        return real_batch(self, idx)
+
+    monkeypatch.setattr(ft, "load_split", spy_load)
+    monkeypatch.setattr(ft.SplitTensors, "batch", spy_batch)
     summary = finetune(job(setup, tmp_path / "a"))
     frac_ids = store.fractions["fractions"]["0.25"]
     assert sorted(summary["ids"]["train"]) == sorted(frac_ids)
@@ -64,9 +70,10 @@ def test_exact_subset_and_no_test_leak(setup, tmp_path, monkeypatch):
     test_ids = set(summary["ids"]["test"])
     # the test chips are read only in the final pass, after training and model selection
     first_test = next(k for k, (_, ids) in enumerate(seen) if set(ids) & test_ids)
+    assert seen[first_test][0] == "load" and set(seen[first_test][1]) == test_ids
     assert all(not (set(ids) & test_ids) for _, ids in seen[:first_test])
     assert all(set(ids) <= test_ids for _, ids in seen[first_test:])
-    trained = {i for _, ids in seen[:first_test] for i in ids if split[i] == "train"}
+    trained = {i for kind, ids in seen[:first_test] if kind == "batch" for i in ids if split[i] == "train"}
     assert trained == set(frac_ids)
     rows = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert all(list(r) == COLUMNS for r in rows)
@@ -120,3 +127,69 @@ def test_encoder_stats_mismatch_is_clear(setup, tmp_path):
                    "--seed", "0", "--chips-dir", str(store), "--stats", str(stats), "--hparams", str(hp),
                    "--out-dir", str(tmp_path / "z"), "--device", "cpu", "--max-epochs", "1"])
     assert rc == 0 and (tmp_path / "z" / "checkpoint.pt").is_file()
+
+
+def test_steps_per_epoch_and_dihedral_augmentation(setup, tmp_path, monkeypatch):
+    """A fixed number of steps per epoch (same compute at every label fraction), and the
+    flips/rotations move images and land-cover maps together."""
+    calls = []
+    real_batch = ft.SplitTensors.batch
+
+    def spy_batch(self, idx):
+        calls.append(len(np.asarray(idx)))
+        return real_batch(self, idx)
+
+    monkeypatch.setattr(ft.SplitTensors, "batch", spy_batch)
+    hp = resolve_hparams({**FT_HP, "steps_per_epoch": 3, "patience": 10})
+    s = finetune(job(setup, tmp_path / "a", hparams=hp, init="scratch", max_epochs=2))
+    n_train = len(s["ids"]["train"])
+    # 2 epochs x 3 training batches of min(batch_size, n_train) chips, then val/test passes
+    assert calls[: 3] == [min(8, n_train)] * 3 and s["epochs_run"] == 2
+    img = torch.arange(16.0).reshape(1, 1, 4, 4).repeat(1, 12, 1, 1)
+    lc = torch.arange(16).reshape(1, 4, 4)
+    for k in range(4):
+        for flip in (False, True):
+            out = ft.dihedral({"image": img, "landcover": lc, "treecover": torch.ones(1)}, k, flip)
+            assert torch.equal(out["image"][0, 5].long(), out["landcover"][0])  # still aligned
+            assert torch.equal(out["treecover"], torch.ones(1))
+    assert not torch.equal(ft.dihedral({"image": img, "landcover": lc}, 1, False)["landcover"], lc)
+
+
+def test_linear_probe_learns_on_cached_features_and_bf16_cpu(setup, tmp_path, monkeypatch):
+    """--protocol linear computes the frozen encoder's tokens once per chip and still learns;
+    dtype bf16 runs the autocast path on CPU (the GPU code path) and learns too."""
+    import sarssl.models as models
+
+    n_calls = []
+    real = models.patch_tokens
+
+    def count(backbone, images):
+        n_calls.append(images.shape[0])
+        return real(backbone, images)
+
+    monkeypatch.setattr(models, "patch_tokens", count)
+    hp = resolve_hparams({**FT_HP, "lr": 1e-2, "patience": 20})
+    lin = finetune(job(setup, tmp_path / "lin", protocol="linear", fraction=1.0, hparams=hp, max_epochs=8))
+    n_chips = sum(len(v) for v in lin["ids"].values())
+    assert sum(n_calls) == n_chips  # once per chip, not once per epoch
+    assert lin["test_scores"]["overall_accuracy"] > 0.5  # 4 classes: chance ~0.25
+    monkeypatch.setattr(models, "patch_tokens", real)
+    hp16 = resolve_hparams({**FT_HP, "dtype": "bf16"})
+    b = finetune(job(setup, tmp_path / "bf16", init="scratch", fraction=1.0, hparams=hp16, max_epochs=6))
+    assert b["test_scores"]["overall_accuracy"] > 0.6
+
+
+def test_encoder_lr_scale_and_layer_decay_groups():
+    from sarssl.engine import param_groups, reuse_freed_memory
+    from sarssl.models import build_task_model, create_backbone
+
+    bb = create_backbone("vit_tiny_patch16_224", img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2)
+    model = build_task_model("treecover", bb)
+    groups = param_groups(model, 0.05, layer_decay=0.5, num_layers=2, backbone_lr_scale=0.1)
+    scale_of = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert scale_of[id(named["head.mlp.0.weight"])] == 1.0  # the head keeps the full lr
+    assert scale_of[id(named["backbone.blocks.1.mlp.fc1.weight"])] == pytest.approx(0.1 * 0.5)
+    assert scale_of[id(named["backbone.blocks.0.mlp.fc1.weight"])] == pytest.approx(0.1 * 0.25)
+    assert scale_of[id(named["backbone.patch_embed.proj.weight"])] == pytest.approx(0.1 * 0.125)
+    assert reuse_freed_memory() in (True, False)

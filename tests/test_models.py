@@ -141,3 +141,16 @@ def test_augment_is_seeded_and_sar_sensible():
     assert g[:, 4:].mean() < 0 and g[:, 4:].std() > 0.1
     # vvvh noise = vv noise - vh noise of the same season
     assert torch.allclose(g[:, 0], g[:, 4] - g[:, 8], atol=1e-5)
+
+
+def test_regression_head_starts_from_the_training_mean():
+    import torch
+
+    from sarssl.models import RegressionHead
+
+    head = RegressionHead(16, hidden=8)
+    head.init_output(63.5)
+    with torch.no_grad():
+        head.mlp[-1].weight.zero_()  # isolate the bias: the constant predictor
+    out = head(torch.randn(3, 5, 16))
+    assert torch.allclose(out, torch.full((3,), 63.5), atol=1e-4)

@@ -145,3 +145,44 @@ def test_ddp_two_processes_match_one(tiny_store, tmp_path):
         assert torch.allclose(a[k], b[k], atol=2e-6, rtol=1e-5), k
     assert np.allclose(losses(one), losses(two), rtol=1e-5)
     assert json.loads((two / "run.json").read_text())["config"]["world_size"] == 2
+
+
+def test_dino_collapse_diagnostics_and_bf16_cpu(tiny_store, tmp_path):
+    """The entropies separate healthy, uniform and one-prototype teachers; a DINO run logs
+    them, and an MAE run with dtype bf16 takes the autocast path on CPU and still learns."""
+    from sarssl.dino import collapse_diagnostics
+
+    k = 32
+    uniform = collapse_diagnostics(torch.full((8, k), 1.0 / k))
+    assert uniform["teacher_entropy"] == pytest.approx(np.log(k)) and uniform["teacher_marginal_entropy"] == pytest.approx(np.log(k))
+    one = collapse_diagnostics(torch.nn.functional.one_hot(torch.zeros(8, dtype=torch.long), k).float())
+    assert one["teacher_entropy"] < 1e-6 and one["teacher_marginal_entropy"] < 1e-6
+    healthy = collapse_diagnostics(torch.nn.functional.one_hot(torch.arange(8), k).float())
+    assert healthy["teacher_entropy"] < 1e-6 and healthy["teacher_marginal_entropy"] == pytest.approx(np.log(8))
+    store, stats = tiny_store
+    hp = {"backbone": BACKBONE, "dino": {"head_hidden_dim": 16, "head_bottleneck_dim": 8, "head_out_dim": 32,
+                                         "batch_size": 8, "epochs": 1, "lr": 1e-3, "local_crops": 1}}
+    assert train(cfg(store, stats, tmp_path / "d", method="dino", hp=hp, max_steps=2)) == 0
+    rec = json.loads((tmp_path / "d" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 0 <= rec["teacher_entropy"] <= np.log(32) + 1e-6 and 0 <= rec["teacher_marginal_entropy"] <= np.log(32) + 1e-6
+    bf = {"backbone": BACKBONE, "mae": {**MAE_HP["mae"], "dtype": "bf16", "epochs": 20}}
+    assert train(cfg(store, stats, tmp_path / "bf", hp=bf)) == 0
+    run = json.loads((tmp_path / "bf" / "run.json").read_text())
+    assert "bf16" in json.dumps(run)
+    ls = losses(tmp_path / "bf")
+    assert np.isfinite(ls).all() and np.mean(ls[-5:]) < 0.7 * np.mean(ls[:5])
+
+
+def test_benchmark_peak_table():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pretrain.py"
+    spec = importlib.util.spec_from_file_location("bench_pretrain", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert mod.peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert mod.peak_tflops("NVIDIA A100-SXM4-40GB") == 312.0
+    assert mod.peak_tflops("NVIDIA L4") == 121.0
+    assert mod.peak_tflops("Some Unknown GPU") is None

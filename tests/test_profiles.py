@@ -101,9 +101,9 @@ def test_slurm_profile_gives_training_jobs_a_gpu(study, how):
 def test_default_profile_gives_only_training_jobs_the_gpu(study):
     workdir, config = study
     jobs = dry_run(workdir, config)
-    for rule in ("pretrain", "finetune"):
+    for rule, threads in (("pretrain", "4"), ("finetune", "1")):
         assert {job["gpu"] for job in jobs[rule]} == {"1"}, rule
-        assert {job["threads"] for job in jobs[rule]} == {"4"}, rule
+        assert {job["threads"] for job in jobs[rule]} == {threads}, rule
     for rule, rule_jobs in jobs.items():
         if rule not in ("pretrain", "finetune"):
             assert all("gpu" not in job for job in rule_jobs), rule

@@ -123,7 +123,9 @@ class DINOLoss(nn.Module):
         n_crops = student_out.shape[0] // (teacher_out.shape[0] // self.n_global)
         s = (student_out.float() / self.student_temp).chunk(n_crops)
         temp = self.teacher_temperature(epoch)
-        t = F.softmax((teacher_out.float() - self.center) / temp, dim=-1).detach().chunk(self.n_global)
+        probs = F.softmax((teacher_out.float() - self.center) / temp, dim=-1).detach()
+        self.last_diagnostics = collapse_diagnostics(probs)
+        t = probs.chunk(self.n_global)
         total = student_out.new_zeros((), dtype=torch.float32)
         n_terms = 0
         for iq, q in enumerate(t):
@@ -145,6 +147,24 @@ class DINOLoss(nn.Module):
             torch.distributed.all_reduce(count)
         batch_center = batch_center / count
         self.center.mul_(self.center_momentum).add_(batch_center * (1 - self.center_momentum))
+
+
+@torch.no_grad()
+def collapse_diagnostics(probs: torch.Tensor) -> dict[str, float]:
+    """Entropies (nats) that tell the two DINO collapse modes apart (Caron et al. 2021, sec. 5.3).
+
+    ``teacher_entropy``: mean entropy of the per-image teacher distributions;
+    ``teacher_marginal_entropy``: entropy of their batch mean. Healthy training has a low
+    per-image entropy (confident, sharpened targets) and a high marginal entropy (different
+    images use different prototypes). *Uniform* collapse: both approach ``ln K`` (K
+    prototypes; the loss then approaches ``ln K``, too). *One-prototype* collapse: both
+    approach 0.
+    """
+    p = probs.float().clamp_min(1e-12)
+    per_image = float(-(p * p.log()).sum(-1).mean())
+    m = p.mean(0)
+    marginal = float(-(m * m.log()).sum())
+    return {"teacher_entropy": per_image, "teacher_marginal_entropy": marginal}
 
 
 def teacher_momentum(step: int, total_steps: int, base: float = 0.996) -> float:

@@ -44,6 +44,7 @@ from .engine import (
     load_hparams,
     param_groups,
     resolve_device,
+    reuse_freed_memory,
     resolve_dtype,
     save_checkpoint,
     seed_everything,
@@ -68,6 +69,9 @@ DEFAULTS: dict[str, Any] = {
     "unet_depth": 3,
     "seg_width": 64,
     "dtype": "auto",
+    "steps_per_epoch": None,
+    "augment": True,
+    "encoder_lr_scale": 1.0,
 }
 STATS_RTOL = 1e-4
 
@@ -185,11 +189,60 @@ def _batches(n: int, batch_size: int, seed: int | None, epoch: int) -> list[np.n
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
-def _fetch(ds: Any, idx: np.ndarray, device: torch.device) -> dict[str, Any]:
-    from .datasets import collate_chips
+class SplitTensors:
+    """One split of the chip store decoded once into memory: ``image`` float32
+    ``(N, C, S, S)`` normalised, ``landcover`` int64 ``(N, S, S)``, ``treecover`` float32
+    ``(N,)`` chip-mean percent, plus ``rows`` and ``ids``.
 
-    batch = collate_chips(ds.__getitems__(idx.tolist()))
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    The demo stores are tiny (a few MB), and a fine-tuning job visits every chip many
+    times, so decoding each chip once (one vectorised pass of
+    :meth:`sarssl.datasets.ChipDataset.__getitems__`) and then slicing tensors is much
+    cheaper than a Dataset call per item and batch. ``features`` may later hold the
+    frozen encoder's patch tokens (``--protocol linear``).
+    """
+
+    def __init__(self, ds: Any, device: torch.device):
+        from .datasets import collate_chips
+
+        self.rows = np.asarray(ds.rows)
+        self.ids = np.asarray(ds.ids, dtype=str)
+        batch = collate_chips(ds.__getitems__(list(range(len(ds)))))
+        self.image = batch["image"].to(device)
+        self.landcover = batch["landcover"].to(device)
+        self.treecover = batch["treecover"].float().to(device)
+        self.features: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.rows.size)
+
+    def batch(self, idx: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
+        i = torch.as_tensor(idx, dtype=torch.long, device=self.image.device)
+        out = {"image": self.image[i], "landcover": self.landcover[i], "treecover": self.treecover[i]}
+        if self.features is not None:
+            out["features"] = self.features[i]
+        return out
+
+
+def load_split(store: Any, rows: np.ndarray, stats: str, device: torch.device) -> SplitTensors:
+    """Decode the chips ``rows`` of ``store`` into memory (see :class:`SplitTensors`)."""
+    from .datasets import ChipDataset
+
+    return SplitTensors(ChipDataset(store, rows, stats), device)
+
+
+def dihedral(batch: dict[str, torch.Tensor], k: int, flip: bool) -> dict[str, torch.Tensor]:
+    """Rotate the batch by ``k`` x 90 degrees (after an optional left-right flip), images and
+    land-cover maps alike; the chip-mean tree cover is invariant. A 10 m SAR chip has no
+    preferred map orientation, so the 8 symmetries of the square are label-preserving
+    augmentations (they do change the apparent look direction, which the encoder should
+    not rely on for land cover)."""
+    out = dict(batch)
+    for key in ("image", "landcover"):
+        x = batch[key]
+        if flip:
+            x = x.flip(-1)
+        out[key] = torch.rot90(x, k, dims=(-2, -1)) if k else x
+    return out
 
 
 def _loss(task: str, out: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor | None:
@@ -207,26 +260,56 @@ def _loss(task: str, out: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor |
     return F.mse_loss(out.float()[ok] / TREECOVER_SCALE, target[ok] / TREECOVER_SCALE)
 
 
+def _forward(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Model output; with cached frozen-encoder ``features`` only the head runs."""
+    if "features" in batch:
+        return model.head(batch["features"], patch_grid(model.backbone, tuple(batch["image"].shape[-2:])))
+    return model(batch["image"])
+
+
+def patch_grid(backbone: nn.Module, size: tuple[int, int]) -> tuple[int, int]:
+    from .models import patch_grid as grid
+
+    return grid(backbone, size)
+
+
 @torch.no_grad()
-def predict(model: nn.Module, ds: Any, task: str, batch_size: int, device: torch.device, dtype: str) -> dict[str, Any]:
-    """Predictions and scores of ``model`` on every chip of ``ds`` (in order)."""
+def cache_features(model: nn.Module, split: SplitTensors, batch_size: int, device: torch.device, dtype: str) -> None:
+    """Patch tokens of the frozen encoder for every chip of ``split`` (linear protocol):
+    the encoder never changes, so it runs once per chip instead of once per epoch."""
+    from .models import patch_tokens
+
+    model.backbone.eval()
+    feats = []
+    for idx in _batches(len(split), batch_size, None, 0):
+        with autocast(device, dtype):
+            feats.append(patch_tokens(model.backbone, split.batch(idx)["image"]).float())
+    split.features = torch.cat(feats)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, split: SplitTensors, task: str, batch_size: int, device: torch.device, dtype: str) -> dict[str, Any]:
+    """Predictions and scores of ``model`` on every chip of ``split`` (in order)."""
     model.eval()
     meter = SegmentationMeter() if task == "landcover" else None
-    preds, targets = [], []
-    for idx in _batches(len(ds), batch_size, None, 0):
-        batch = _fetch(ds, idx, device)
+    preds = []
+    for idx in _batches(len(split), batch_size, None, 0):
+        batch = split.batch(idx)
         with autocast(device, dtype):
-            out = model(batch["image"])
+            out = _forward(model, batch)
         if task == "landcover":
             cls = out.float().argmax(1)
             meter.update(cls, batch["landcover"])
             preds.append(cls.to(torch.uint8).cpu())
-            targets.append(batch["landcover"].to(torch.uint8).cpu())
         else:
             preds.append(out.float().cpu())
-            targets.append(batch["treecover"].float().cpu())
-    pred, target = torch.cat(preds), torch.cat(targets)
-    scores = meter.compute() if meter is not None else regression_scores(pred, target)
+    pred = torch.cat(preds)
+    if task == "landcover":
+        target = split.landcover.to(torch.uint8).cpu()
+        scores = meter.compute()
+    else:
+        target = split.treecover.cpu()
+        scores = regression_scores(pred, target)
     return {"pred": pred.numpy(), "target": target.numpy(), "scores": scores}
 
 
@@ -243,7 +326,7 @@ def finetune(cfg: dict[str, Any]) -> dict[str, Any]:
     """Run one fine-tuning job; returns the run summary (also written to run.json)."""
     from tqdm import tqdm
 
-    from .datasets import ChipDataset, ChipStore
+    from .datasets import ChipStore
 
     t0 = time.time()
     task, protocol, seed = cfg["task"], cfg["protocol"], int(cfg["seed"])
@@ -253,34 +336,55 @@ def finetune(cfg: dict[str, Any]) -> dict[str, Any]:
     dtype = resolve_dtype(str(hp["dtype"]), device)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
+    reuse_freed_memory()
     seed_everything(seed)
 
     store = ChipStore(cfg["chips_dir"])
     if list(store.channels) != list(CHANNELS):
         raise InputError(f"chip store {store.path}: channels {store.channels} differ from {list(CHANNELS)}")
     rows = split_rows(store, float(cfg["fraction"]), task)
-    data = {k: ChipDataset(store, v, cfg["stats"]) for k, v in rows.items()}
+    # train and val now; the test chips are read only after training and model selection
+    data = {k: load_split(store, rows[k], cfg["stats"], device) for k in ("train", "val")}
 
     model, init_desc = build_model(
         task, cfg["init"], cfg.get("encoder"), hp, store.chip_size, store.channels, Path(cfg["stats"])
     )
-    if protocol == "linear":
+    linear = protocol == "linear"
+    if linear:
         if cfg["init"] == "unet":
             raise SarsslError("--protocol linear needs a ViT encoder; --init unet is trained end to end")
         for p in model.backbone.parameters():
             p.requires_grad_(False)
+    if task == "treecover":
+        from .models import RegressionHead
+
+        head = next((m for m in model.modules() if isinstance(m, RegressionHead)), None)
+        if head is not None:
+            head.init_output(float(data["train"].treecover.float().mean()))
     model.to(device)
+    if linear:
+        for split in data.values():
+            cache_features(model, split, 64, device, dtype)
 
     epochs = int(cfg.get("max_epochs") or hp["epochs"])
-    bs = int(hp["batch_size"])
     n_train = len(data["train"])
-    steps_per_epoch = math.ceil(n_train / bs)
+    bs = min(int(hp["batch_size"]), n_train)
+    steps_per_epoch = int(hp["steps_per_epoch"] or math.ceil(n_train / bs))
+    pretrained = cfg["init"] not in ("scratch", "unet")
     depth = len(model.backbone.blocks) if hasattr(model, "backbone") else None
-    groups = param_groups(model, float(hp["weight_decay"]), float(hp["layer_decay"]), depth)
-    optimizer = torch.optim.AdamW(groups, lr=float(hp["lr"]))
-    schedule = WarmupCosine(
-        float(hp["lr"]), min(int(hp["warmup_epochs"]) * steps_per_epoch, steps_per_epoch * epochs // 2), steps_per_epoch * epochs
+    groups = param_groups(
+        model, float(hp["weight_decay"]), float(hp["layer_decay"]), depth,
+        backbone_lr_scale=float(hp["encoder_lr_scale"]) if pretrained else 1.0,
     )
+    optimizer = torch.optim.AdamW(groups, lr=float(hp["lr"]))
+    total_steps = steps_per_epoch * epochs
+    schedule = WarmupCosine(float(hp["lr"]), min(int(hp["warmup_epochs"]) * steps_per_epoch, total_steps // 2), total_steps)
+    # the seeded sample stream: consecutive permutations of the training subset, cut into
+    # batches of ``bs`` (an epoch is ``steps_per_epoch`` batches of this stream)
+    stream_rng = np.random.default_rng([seed, 1])
+    aug_rng = np.random.default_rng([seed, 2])
+    pending = np.empty(0, dtype=np.int64)
+    augment = bool(hp["augment"]) and not linear
 
     best_score, best_state, best_epoch, bad_epochs = -math.inf, None, -1, 0
     history = []
@@ -289,15 +393,21 @@ def finetune(cfg: dict[str, Any]) -> dict[str, Any]:
     for epoch in tqdm(range(epochs), desc=f"finetune {task} {cfg['init']} {protocol} f={cfg['fraction']}", unit="epoch",
                       disable=cfg.get("quiet", False)):
         model.train()
-        if protocol == "linear":
+        if linear:
             model.backbone.eval()  # frozen: no dropout/drop-path in the features
         losses = []
-        for idx in _batches(n_train, bs, seed, epoch):
-            batch = _fetch(data["train"], idx, device)
+        for _ in range(steps_per_epoch):
+            while pending.size < bs:
+                pending = np.concatenate([pending, stream_rng.permutation(n_train)])
+            idx, pending = pending[:bs], pending[bs:]
+            batch = data["train"].batch(idx)
+            if augment:
+                k, flip = int(aug_rng.integers(4)), bool(aug_rng.integers(2))
+                batch = dihedral(batch, k, flip)
             schedule.apply(optimizer, step)
             step += 1
             with autocast(device, dtype):
-                out = model(batch["image"])
+                out = _forward(model, batch)
             loss = _loss(task, out, batch)
             if loss is None:
                 continue
@@ -305,13 +415,13 @@ def finetune(cfg: dict[str, Any]) -> dict[str, Any]:
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
-        val = predict(model, data["val"], task, bs, device, dtype)["scores"]
+        val = predict(model, data["val"], task, 64, device, dtype)["scores"]
         score = selection_score(task, val)
         epochs_run = epoch + 1
         history.append({"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None, "val": {k: v for k, v in val.items() if k != "iou"}})
         if score > best_score:
             best_score, best_epoch, bad_epochs = score, epoch, 0
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             bad_epochs += 1
             if bad_epochs >= int(hp["patience"]):
@@ -319,7 +429,10 @@ def finetune(cfg: dict[str, Any]) -> dict[str, Any]:
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
-    test = predict(model, data["test"], task, bs, device, dtype)
+    data["test"] = load_split(store, rows["test"], cfg["stats"], device)
+    if linear:
+        cache_features(model, data["test"], 64, device, dtype)
+    test = predict(model, data["test"], task, 64, device, dtype)
     wall = time.time() - t0
 
     metric_list = [

@@ -146,6 +146,13 @@ class RegressionHead(nn.Module):
     def forward(self, tokens: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
         return self.mlp(self.norm(tokens.mean(dim=1))).squeeze(-1) * self.scale
 
+    @torch.no_grad()
+    def init_output(self, target_mean: float) -> None:
+        """Start from the training mean: the output bias is set to ``target_mean`` (percent)
+        so every initialisation starts from the same constant predictor, and short runs at
+        small label fractions measure what the features add, not how fast a bias moves."""
+        self.mlp[-1].bias.fill_(float(target_mean) / self.scale)
+
 
 class TaskModel(nn.Module):
     """A ViT backbone plus a task head; ``forward(images)`` gives logits or percent."""

@@ -419,6 +419,7 @@ def train(cfg: dict[str, Any]) -> int:
                         "lr": lr,
                         "images_per_s": global_batch / dt,
                         "tokens_per_s": global_batch * n_tokens / dt,
+                        **(getattr(model.criterion, "last_diagnostics", {}) if method == "dino" else {}),
                     }
                 )
             progress.update(1)

@@ -438,6 +438,10 @@ def finetune_hparams():
         "weight_decay",
         "layer_decay",
         "patience",
+        "warmup_epochs",
+        "steps_per_epoch",
+        "augment",
+        "encoder_lr_scale",
     ):
         hp[key] = ft[key]
     return shlex.quote(json.dumps(hp, sort_keys=True))

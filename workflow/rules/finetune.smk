@@ -17,7 +17,7 @@ rule finetune:
         "benchmarks/finetune/{task}/{init}/{protocol}/{area}/f{fraction}_s{seed}.tsv"
     conda:
         "../envs/torch.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=240,
@@ -27,7 +27,7 @@ rule finetune:
         chips_dir=chips_dir,
         out_dir=out_dir,
     shell:
-        "OMP_NUM_THREADS={threads} sarssl finetune --task {wildcards.task} --threads {threads}"
+        "OMP_NUM_THREADS={threads} OMP_WAIT_POLICY=PASSIVE sarssl finetune --task {wildcards.task} --threads {threads}"
         " {params.init} --protocol {wildcards.protocol} --fraction {wildcards.fraction}"
         " --seed {wildcards.seed} --chips-dir {params.chips_dir}"
         " --stats {input.stats} --hparams {params.hparams}"

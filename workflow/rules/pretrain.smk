@@ -1,7 +1,8 @@
 rule pretrain:
     """Self-supervised pretraining of the ViT encoder (MAE or DINO) on the chips of the
     pretraining areas; exports the encoder as safetensors loadable by timm. A job given
-    gpu=N > 1 (profile set-resources) trains data-parallel on its N GPUs via torchrun."""
+    gpu=N > 1 (profile set-resources) trains data-parallel on its N GPUs via torchrun.
+    """
     input:
         stores=pretrain_stores,
         stats="results/chips/stats.json",
