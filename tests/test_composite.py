@@ -185,3 +185,60 @@ def test_cli(tmp_path, capsys):
     rc = main(["composite", str(a), "--year", "2021", "--seasons", "{bad",
                "--out", str(tmp_path / "o.tif"), "--count-out", str(tmp_path / "n.tif")])
     assert rc == 2 and "--seasons" in capsys.readouterr().err
+
+
+def test_numba_kernels_match_numpy_reference():
+    from sarssl.composite import _accumulate, _accumulate_np, _finish, _finish_np
+
+    rng = np.random.default_rng(4)
+    shape = (13, 17)
+    tot_a, tot_b = np.zeros((2, *shape)), np.zeros((2, *shape))
+    n_a, n_b = np.zeros(shape, np.uint16), np.zeros(shape, np.uint16)
+    for k in range(5):
+        vv = rng.normal(-12, 5, shape).astype(np.float32)
+        vh = rng.normal(-18, 5, shape).astype(np.float32)
+        vv[rng.random(shape) < 0.2] = np.nan
+        vh[rng.random(shape) < 0.2] = np.nan
+        linear = k == 4
+        if linear:  # linear input: non-positive power is no data
+            vv, vh = 10 ** (vv / 10), 10 ** (vh / 10)
+            vv[0, :3] = -1.0
+            vh[1, :3] = 0.0
+        _accumulate(vv, vh, linear, tot_a, n_a)
+        _accumulate_np(vv, vh, linear, tot_b, n_b)
+    np.testing.assert_array_equal(n_a, n_b)
+    np.testing.assert_allclose(tot_a, tot_b, rtol=1e-12)
+    assert n_a.min() < 5 and n_a.max() > 0
+    out_a, out_b = np.empty((3, *shape), np.float32), np.empty((3, *shape), np.float32)
+    n_a[0, 0] = 0
+    _finish(tot_a, n_a, out_a)
+    _finish_np(tot_a, n_a, out_b)
+    np.testing.assert_allclose(out_a, out_b, atol=1e-4, equal_nan=True)
+    assert np.isnan(out_a[:, 0, 0]).all()
+
+
+def test_block_written_cog_and_compression(tmp_path):
+    rng = np.random.default_rng(1)
+    vv = rng.normal(-10, 2, GRID.shape).astype(np.float32)
+    s = [_scene(tmp_path / "a.tif", vv, vv - 6, "2021-06-05T00:00:00"),
+         _scene(tmp_path / "b.tif", vv + 1, vv - 5, "2021-06-07T00:00:00")]
+    ref = composite(s, 2021, tmp_path / "d.tif", tmp_path / "d_n.tif", block_rows=5, compress="deflate",
+                    progress=False)
+    assert set(ref["seconds"]) == {"composite", "publish_cog"}
+    z = composite(s, 2021, tmp_path / "z.tif", tmp_path / "z_n.tif", compress="zstd", progress=False)
+    assert z["shape"] == ref["shape"]
+    d, _, _ = _read(tmp_path / "d.tif")
+    zd, _, _ = _read(tmp_path / "z.tif")
+    np.testing.assert_array_equal(np.nan_to_num(d, nan=-999), np.nan_to_num(zd, nan=-999))
+    expect = 10 * np.log10((10 ** (vv / 10) + 10 ** ((vv + 1) / 10)) / 2)
+    np.testing.assert_allclose(d[CHANNELS.index("vv_summer")], expect, atol=1e-4)
+    with rasterio.open(tmp_path / "d.tif") as src:
+        assert src.compression.name.lower() == "deflate"
+    with rasterio.open(tmp_path / "z.tif") as src:
+        assert src.compression is not None and src.compression.name.lower() == "zstd"
+        assert src.profile["tiled"]
+        assert src.tags()["COMPOSITE_METHOD"] == "mean"
+    # no temporaries left beside the outputs
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["a.tif", "b.tif", "d.tif", "d_n.tif", "z.tif", "z_n.tif"]
+    )

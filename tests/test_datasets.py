@@ -200,3 +200,107 @@ def test_chip_loader_matches_dataset(store):
     assert sum(again, []) == seen
     assert sum((b["row"].tolist() for b in loader), []) != seen
     assert len(list(ChipLoader(ds, batch_size=4, drop_last=True))) == 2
+
+
+# --------------------------------------------------------------------------------------
+# raw batches (GPU feeding path)
+# --------------------------------------------------------------------------------------
+def test_block_batches_cover_rows_in_contiguous_blocks():
+    from sarssl.datasets import block_batches, contiguous_runs
+
+    rows = np.arange(100, 150)
+    b0 = block_batches(rows, 12, block_rows=4, seed=1, epoch=0)
+    flat = np.concatenate(b0)
+    assert sorted(flat.tolist()) == rows.tolist() and flat.tolist() != rows.tolist()
+    assert [len(b) for b in b0] == [12, 12, 12, 12, 2]
+    # every block of 4 is a run of consecutive rows (one read), blocks start on a multiple of 4
+    k = 0
+    while k < flat.size:
+        size = 2 if flat[k] == 148 else 4  # 50 rows = 12 blocks of 4 + one of 2
+        blk = flat[k : k + size]
+        assert np.all(np.diff(blk) == 1) and (blk[0] - 100) % 4 == 0
+        k += size
+    assert all(len(contiguous_runs(b)) <= 3 + 1 for b in b0)  # 3 blocks per batch at most (+1 partial)
+    again = block_batches(rows[::-1], 12, block_rows=4, seed=1, epoch=0)
+    assert all(np.array_equal(a, b) for a, b in zip(b0, again))
+    other = np.concatenate(block_batches(rows, 12, block_rows=4, seed=1, epoch=1))
+    assert other.tolist() != flat.tolist()
+    assert [len(b) for b in block_batches(rows, 12, block_rows=4, drop_last=True)] == [12] * 4
+    assert np.concatenate(block_batches(rows, 7, shuffle=False)).tolist() == rows.tolist()
+    assert contiguous_runs(np.array([3, 4, 5, 9, 2, 3])) == [(0, 3, 3), (3, 9, 1), (4, 2, 2)]
+    with pytest.raises(SarsslError):
+        block_batches(rows, 0)
+
+
+def test_chip_batches_raw_and_normalize(store, tmp_path):
+    from sarssl.datasets import ChipBatches, Normalize, normalize_batch
+
+    path, x, lc, tc = store
+    stats = {"channels": list(CHANNELS), "mean": list(np.linspace(-15, -5, 12)), "std": list(np.linspace(1, 3, 12))}
+    rows = ChipStore(path).rows("train")  # 0..5
+    ds = ChipBatches(path, np.concatenate([rows, [8, 9]]), batch_size=3, block_rows=2, seed=7)
+    assert len(ds) == 3
+    seen = []
+    ref_ds = ChipDataset(path, np.arange(10), stats)
+    norm = Normalize(ref_ds.mean, ref_ds.std)
+    for i in range(len(ds)):
+        b = ds[i]
+        r = b["row"].numpy()
+        seen += r.tolist()
+        assert b["x"].dtype == torch.float16 and b["landcover"].dtype == torch.uint8
+        np.testing.assert_array_equal(b["x"].numpy(), x[r].astype(np.float16))
+        np.testing.assert_array_equal(b["landcover"].numpy(), lc[r])
+        np.testing.assert_array_equal(b["treecover_map"].numpy(), tc[r].astype(np.float16))
+        ref = collate_chips(ref_ds.__getitems__(r.tolist()))
+        torch.testing.assert_close(norm(b["x"]), ref["image"], rtol=0, atol=2e-6)
+        torch.testing.assert_close(normalize_batch(b["x"], ref_ds.mean, ref_ds.std), ref["image"], rtol=0, atol=2e-6)
+        torch.testing.assert_close(b["treecover"], ref["treecover"], equal_nan=True)
+    assert sorted(seen) == [0, 1, 2, 3, 4, 5, 8, 9]
+    with pytest.raises(IndexError):
+        ds[3]
+    # Normalize from a stats file; NaN (no data) -> 0
+    (tmp_path / "stats.json").write_text(json.dumps(stats))
+    m = Normalize.from_stats(tmp_path / "stats.json")
+    assert float(m(torch.full((1, 12, 2, 2), float("nan"), dtype=torch.float16)).abs().max()) == 0.0
+    # labels=False reads only the image
+    assert set(ChipBatches(path, batch_size=4, labels=False)[0]) == {"x", "treecover", "row"}
+
+
+def test_chip_batches_dataloader_and_batch_loader_agree(store):
+    from sarssl.datasets import BatchLoader, ChipBatches
+
+    path, x, lc, tc = store
+    ds = ChipBatches(path, batch_size=4, block_rows=2, seed=3)
+    direct = [ds[i]["row"].tolist() for i in range(len(ds))]
+    loader = DataLoader(ds, batch_size=None, num_workers=2)
+    via_workers = []
+    for b in loader:
+        via_workers.append(b["row"].tolist())
+        np.testing.assert_array_equal(b["x"].numpy(), x[b["row"].numpy()].astype(np.float16))
+    assert via_workers == direct
+    bl = BatchLoader(ChipBatches(path, batch_size=4, block_rows=2, seed=3), threads=2, prefetch=1, pin_memory=False)
+    epoch0 = []
+    for b in bl:
+        epoch0.append(b["row"].tolist())
+        np.testing.assert_array_equal(b["x"].numpy(), x[b["row"].numpy()].astype(np.float16))
+        np.testing.assert_array_equal(b["landcover"].numpy(), lc[b["row"].numpy()])
+    assert epoch0 == direct
+    epoch1 = [b["row"].tolist() for b in bl]  # next iteration = next epoch, reshuffled
+    assert sorted(sum(epoch1, [])) == list(range(10)) and epoch1 != epoch0
+    ds.set_epoch(1)
+    assert [ds[i]["row"].tolist() for i in range(len(ds))] == epoch1
+
+
+def test_chip_batches_truncated_store(store):
+    from sarssl.datasets import ChipBatches
+
+    path, *_ = store
+    ds = ChipBatches(path, batch_size=10, shuffle=False)
+    assert ds[0]["x"].shape[0] == 10  # files now open
+    size = (path / "x.npy").stat().st_size
+    with open(path / "x.npy", "r+b") as fh:
+        fh.truncate(size - 100)
+    with pytest.raises(InputError, match="x.*truncated"):
+        ds[0]  # the open descriptor hits the end of the file
+    with pytest.raises(InputError, match="x.npy.*truncated"):
+        ChipBatches(path, batch_size=10)[0]  # a fresh store refuses the short file

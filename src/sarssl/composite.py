@@ -32,7 +32,7 @@ import datetime as dt
 import json
 import logging
 import os
-import tempfile
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from . import CHANNELS, SEASONS
 from .errors import InputError, SarsslError
-from .io import write_geotiff
+from .rasterio_blocks import BlockWriter
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,12 @@ DEFAULT_SEASONS: dict[str, tuple[str, str]] = {
     "fall": ("09-01", "11-30"),
 }
 METHODS = ("mean", "median")
-DEFAULT_BLOCK_ROWS = 512
+DEFAULT_BLOCK_ROWS = 1024
+DEFAULT_BLOCK_BUDGET = 192 * 2**20  # bytes of working arrays for one block of rows
 DEFAULT_MEDIAN_BUDGET = 256 * 2**20  # bytes for one block's stack of scenes (median)
-GDAL_CACHE_MB = 64
+GDAL_CACHE_BYTES = 64 * 2**20
+"""GDAL block cache while reading scenes. NB: rasterio passes ``GDAL_CACHEMAX`` to
+``GDALSetCacheMax64`` in **bytes** (a bare 64 would be a 64-byte cache that thrashes)."""
 
 
 # --------------------------------------------------------------------------------------
@@ -214,6 +217,75 @@ def _db(lin: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------
+# block kernels (numba; one pass over the pixels, no temporaries)
+# --------------------------------------------------------------------------------------
+_DB_TO_LN = np.log(10.0) / 10.0  # 10**(x/10) = exp(x * ln(10)/10)
+
+
+def _accumulate_loop(vv: np.ndarray, vh: np.ndarray, linear: bool, total: np.ndarray, n: np.ndarray) -> None:
+    """Add one scene block to the running sums of the mean.
+
+    ``vv``/``vh`` (h, w) float32 dB (or linear power when ``linear``); a pixel counts
+    only when both polarisations give a finite, positive linear power. ``total``
+    (2, h, w) float64 accumulates linear power, ``n`` (h, w) the observations.
+    """
+    h, w = vv.shape
+    for i in numba.prange(h):
+        for j in range(w):
+            a = np.float64(vv[i, j])
+            b = np.float64(vh[i, j])
+            if not linear:
+                a = np.exp(a * _DB_TO_LN)
+                b = np.exp(b * _DB_TO_LN)
+            if a > 0.0 and b > 0.0 and a < np.inf and b < np.inf:
+                total[0, i, j] += a
+                total[1, i, j] += b
+                n[i, j] += 1
+
+
+def _finish_loop(total: np.ndarray, n: np.ndarray, out: np.ndarray) -> None:
+    """Mean linear power -> dB: ``out`` (3, h, w) float32 = (vvvh, vv, vh), NaN if n == 0."""
+    h, w = n.shape
+    for i in numba.prange(h):
+        for j in range(w):
+            if n[i, j] == 0:
+                out[0, i, j] = np.nan
+                out[1, i, j] = np.nan
+                out[2, i, j] = np.nan
+            else:
+                vv = 10.0 * np.log10(total[0, i, j] / n[i, j])
+                vh = 10.0 * np.log10(total[1, i, j] / n[i, j])
+                out[0, i, j] = vv - vh
+                out[1, i, j] = vv
+                out[2, i, j] = vh
+
+
+try:
+    import numba
+
+    _accumulate = numba.njit(parallel=True, cache=True, nogil=True)(_accumulate_loop)
+    _finish = numba.njit(parallel=True, cache=True, nogil=True)(_finish_loop)
+except ImportError:  # pragma: no cover - numba is a dependency
+    numba = None  # type: ignore[assignment]
+    _accumulate = _finish = None
+
+
+def _accumulate_np(vv: np.ndarray, vh: np.ndarray, linear: bool, total: np.ndarray, n: np.ndarray) -> None:
+    """NumPy twin of :func:`_accumulate_loop` (used when numba is missing)."""
+    lin = _to_linear(np.stack([vv, vh]), linear)
+    ok = np.isfinite(lin[0])
+    total += np.where(ok, lin, 0.0)
+    n += ok
+
+
+def _finish_np(total: np.ndarray, n: np.ndarray, out: np.ndarray) -> None:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        comp = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+    vv, vh = _db(comp[0]), _db(comp[1])
+    out[0], out[1], out[2] = vv - vh, vv, vh
+
+
+# --------------------------------------------------------------------------------------
 # compositing
 # --------------------------------------------------------------------------------------
 def composite(
@@ -225,13 +297,21 @@ def composite(
     method: str = "mean",
     seasons: Mapping[str, Sequence[str]] | None = None,
     block_rows: int = DEFAULT_BLOCK_ROWS,
+    block_budget_bytes: int = DEFAULT_BLOCK_BUDGET,
     median_budget_bytes: int = DEFAULT_MEDIAN_BUDGET,
+    compress: str = "zstd",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Composite ``scenes`` into the 12-band seasonal composite ``out`` and the 4-band
-    count raster ``count_out``; returns a summary (scenes per season, ignored scenes)."""
+    count raster ``count_out``; returns a summary (scenes per season, ignored scenes).
+
+    Blocks of ``block_rows`` rows (fewer when one block's working arrays would exceed
+    ``block_budget_bytes``) are composited and written straight to disk, so memory does
+    not grow with the area or the number of scenes. ``compress`` is the COG compression
+    of both outputs (GDAL name: deflate, zstd, lzw, none).
+    """
     import rasterio
-    import rasterio.shutil  # noqa: F401  (sarssl.io.write_geotiff uses rasterio.shutil.copy)
+    import rasterio.shutil  # noqa: F401  (BlockWriter uses rasterio.shutil.copy)
     from rasterio.windows import Window
 
     if method not in METHODS:
@@ -268,77 +348,100 @@ def composite(
     crs, transform, width, height = ref_grid
     kmax = max(len(v) for v in by_season.values())
     rows = max(1, int(block_rows))
+    # bytes per pixel of a block: sums (2 x f64) + count + scene read (2 x f32) + output
+    # (12 x f32) + counts (4 x u16)
+    rows = max(1, min(rows, block_budget_bytes // max(1, width * (16 + 2 + 8 + 48 + 8))))
     if method == "median":
         rows = max(1, min(rows, median_budget_bytes // max(1, kmax * 2 * width * 8)))
     ch = {name: i for i, name in enumerate(CHANNELS)}
+    accumulate, finish = (_accumulate, _finish) if _accumulate is not None else (_accumulate_np, _finish_np)
 
+    season_json = {s: [str(a), str(b)] for s, (a, b) in windows.items()}
+    config_json = {s: list(v) for s, v in (seasons or DEFAULT_SEASONS).items()}
+    per_season = {s: [x.product_id for x in lst] for s, lst in by_season.items()}
+    tags = {
+        "COMPOSITE_METHOD": method,
+        "COMPOSITE_DOMAIN": "linear power",
+        "YEAR": int(year),
+        "SEASONS": json.dumps(config_json),
+        "SEASON_DATES": json.dumps(season_json),
+        "CHANNELS": json.dumps(list(CHANNELS)),
+        "N_SCENES": n_used,
+        "SCENES": json.dumps(per_season),
+        "UNITS": "db",
+    }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    # Bound GDAL's block cache (default: 5% of RAM), which otherwise grows with the
-    # number of scene blocks read and makes peak memory depend on the number of scenes.
-    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix=".composite.", dir=out.parent) as tmpd:
-        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
-        # Results go to disk-backed arrays so memory does not scale with the area either.
-        result = np.lib.format.open_memmap(Path(tmpd) / "c.npy", "w+", np.float32, (len(CHANNELS), height, width))
-        counts = np.lib.format.open_memmap(Path(tmpd) / "n.npy", "w+", np.uint16, (len(SEASONS), height, width))
-        handles = {id(s): stack.enter_context(rasterio.open(s.path)) for lst in by_season.values() for s in lst}
-        blocks = range(0, height, rows)
-        for r0 in tqdm(blocks, desc=f"composite {out.name}", unit="block", disable=not progress):
-            h = min(rows, height - r0)
-            win = Window(0, r0, width, h)
-            for si, season in enumerate(SEASONS):
-                lst = by_season[season]
-                if method == "mean":
-                    total = np.zeros((2, h, width), np.float64)
-                    n = np.zeros((h, width), np.uint16)
-                    for scene in lst:
-                        lin = _to_linear(handles[id(scene)].read([scene.vv_band, scene.vh_band], window=win), scene.linear)
-                        ok = np.isfinite(lin[0])
-                        total += np.where(ok, lin, 0.0)
-                        n += ok
-                    with np.errstate(invalid="ignore", divide="ignore"):
-                        comp = np.where(n > 0, total / np.maximum(n, 1), np.nan)
-                else:
-                    stack_arr = np.full((max(1, len(lst)), 2, h, width), np.nan, np.float64)
-                    for k, scene in enumerate(lst):
-                        stack_arr[k] = _to_linear(
-                            handles[id(scene)].read([scene.vv_band, scene.vh_band], window=win), scene.linear
-                        )
-                    n = np.isfinite(stack_arr[:, 0]).sum(axis=0).astype(np.uint16)
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
-                        comp = np.nanmedian(stack_arr, axis=0)
-                vv_db, vh_db = _db(comp[0]), _db(comp[1])
-                result[ch[f"vv_{season}"], r0 : r0 + h] = vv_db
-                result[ch[f"vh_{season}"], r0 : r0 + h] = vh_db
-                result[ch[f"vvvh_{season}"], r0 : r0 + h] = vv_db - vh_db
-                counts[si, r0 : r0 + h] = n
-
-        season_json = {s: [str(a), str(b)] for s, (a, b) in windows.items()}
-        config_json = {s: list(v) for s, v in (seasons or DEFAULT_SEASONS).items()}
-        per_season = {s: [x.product_id for x in lst] for s, lst in by_season.items()}
-        tags = {
-            "COMPOSITE_METHOD": method,
-            "COMPOSITE_DOMAIN": "linear power",
-            "YEAR": int(year),
-            "SEASONS": json.dumps(config_json),
-            "SEASON_DATES": json.dumps(season_json),
-            "CHANNELS": json.dumps(list(CHANNELS)),
-            "N_SCENES": n_used,
-            "SCENES": json.dumps(per_season),
-            "UNITS": "db",
-        }
-        write_geotiff(out, result, crs=crs, transform=transform, nodata=float("nan"), band_names=list(CHANNELS), tags=tags)
-        write_geotiff(
-            count_out,
-            counts,
-            crs=crs,
-            transform=transform,
-            nodata=None,
-            band_names=[f"count_{s}" for s in SEASONS],
-            tags={**tags, "UNITS": "observations"},
+    Path(count_out).parent.mkdir(parents=True, exist_ok=True)
+    grid = dict(height=height, width=width, crs=crs, transform=transform)
+    # The COG translation at the end reads whole rows of 512 px tiles of all bands: give
+    # it a cache of a few such rows (GDAL thrashes with less), independent
+    # of the number of scenes.
+    tile_row_bytes = width * 512 * len(CHANNELS) * 4
+    publish_cache = max(256 * 2**20, 2 * tile_row_bytes + 64 * 2**20)
+    t_start = time.perf_counter()
+    with contextlib.ExitStack() as outer:
+        # Block by block into uncompressed tiled GTiffs, published as COGs at the end:
+        # memory holds one block, never the whole composite (let alone twice).
+        comp_w = outer.enter_context(
+            BlockWriter(out, count=len(CHANNELS), dtype=np.float32, nodata=float("nan"),
+                        band_names=list(CHANNELS), tags=tags, compress=compress, **grid)
         )
-        del result, counts
+        count_w = outer.enter_context(
+            BlockWriter(count_out, count=len(SEASONS), dtype=np.uint16, nodata=None,
+                        band_names=[f"count_{s}" for s in SEASONS], tags={**tags, "UNITS": "observations"},
+                        compress=compress, **grid)
+        )
+        # While reading scenes, bound GDAL's block cache (default: 5% of RAM), which
+        # otherwise grows with the number of scene blocks read and makes peak memory
+        # depend on the number of scenes; decode compressed tiles on all cores.
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, GDAL_NUM_THREADS="ALL_CPUS"))
+            handles = {id(s): stack.enter_context(rasterio.open(s.path)) for lst in by_season.values() for s in lst}
+            block = np.empty((len(CHANNELS), rows, width), np.float32)
+            cblock = np.empty((len(SEASONS), rows, width), np.uint16)
+            three = np.empty((3, rows, width), np.float32)
+            scene_buf = np.empty((2, rows, width), np.float32)
+            blocks = range(0, height, rows)
+            for r0 in tqdm(blocks, desc=f"composite {out.name}", unit="block", disable=not progress):
+                h = min(rows, height - r0)
+                win = Window(0, r0, width, h)
+                for si, season in enumerate(SEASONS):
+                    lst = by_season[season]
+                    res = three[:, :h]
+                    if method == "mean":
+                        total = np.zeros((2, h, width), np.float64)
+                        n = np.zeros((h, width), np.uint16)
+                        for scene in lst:
+                            buf = scene_buf[:, :h]
+                            handles[id(scene)].read([scene.vv_band, scene.vh_band], window=win, out=buf)
+                            accumulate(buf[0], buf[1], scene.linear, total, n)
+                        finish(total, n, res)
+                    else:
+                        stack_arr = np.full((max(1, len(lst)), 2, h, width), np.nan, np.float64)
+                        for k, scene in enumerate(lst):
+                            stack_arr[k] = _to_linear(
+                                handles[id(scene)].read([scene.vv_band, scene.vh_band], window=win), scene.linear
+                            )
+                        n = np.isfinite(stack_arr[:, 0]).sum(axis=0).astype(np.uint16)
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
+                            comp = np.nanmedian(stack_arr, axis=0)
+                        vv_db, vh_db = _db(comp[0]), _db(comp[1])
+                        res[0], res[1], res[2] = vv_db - vh_db, vv_db, vh_db
+                    block[ch[f"vvvh_{season}"], :h] = res[0]
+                    block[ch[f"vv_{season}"], :h] = res[1]
+                    block[ch[f"vh_{season}"], :h] = res[2]
+                    cblock[si, :h] = n
+                comp_w.write(block[:, :h], r0, 0)
+                count_w.write(cblock[:, :h], r0, 0)
+        t_blocks = time.perf_counter()
+        # GDAL_CACHEMAX is process-wide (leaving an Env does not restore it): set the
+        # publishing cache explicitly.
+        with rasterio.Env(GDAL_CACHEMAX=publish_cache, GDAL_NUM_THREADS="ALL_CPUS"):
+            count_w.close()
+            comp_w.close()
+    t_end = time.perf_counter()
     summary = {
         "year": int(year),
         "method": method,
@@ -346,6 +449,7 @@ def composite(
         "per_season": {s: len(v) for s, v in by_season.items()},
         "ignored": ignored,
         "shape": [len(CHANNELS), height, width],
+        "seconds": {"composite": t_blocks - t_start, "publish_cog": t_end - t_blocks},
     }
     log.info("composite %s: %s", out, summary["per_season"])
     return summary
@@ -364,6 +468,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help='JSON (inline or file): {"winter": ["12-01", "02-end"], ...}; "MM-end" = last day of month',
     )
     parser.add_argument("--block-rows", type=int, default=DEFAULT_BLOCK_ROWS, help="rows per streamed block")
+    parser.add_argument(
+        "--compress", default="zstd",
+        help="COG compression of the outputs (zstd: level 1, ~2x faster than deflate; deflate, lzw, none)",
+    )
     parser.add_argument("--out", required=True, help="12-band composite GeoTIFF")
     parser.add_argument("--count-out", required=True, help="4-band observation count GeoTIFF")
 
@@ -377,5 +485,6 @@ def run(args: argparse.Namespace) -> int:
         method=args.method,
         seasons=parse_seasons(args.seasons),
         block_rows=args.block_rows,
+        compress=args.compress,
     )
     return 0

@@ -507,7 +507,10 @@ class ChipStore:
             path = self.path / f"{name}.npy"
             if not path.is_file():
                 raise InputError(f"chip store {self.path}: {name}.npy not found")
-            arr = np.load(path, mmap_mode="r") if self.n else np.load(path)
+            try:
+                arr = np.load(path, mmap_mode="r") if self.n else np.load(path)
+            except ValueError as exc:  # header/size mismatch: truncated or not an .npy
+                raise InputError(f"{path}: unreadable array ({exc}; truncated chip store?)") from exc
             self._maps[name] = arr
         return arr
 
@@ -865,3 +868,356 @@ def collate_chips(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         else:
             out[key] = default_collate(values)
     return out
+
+
+# --------------------------------------------------------------------------------------
+# raw batches: the GPU-feeding path (normalise on the consumer side)
+# --------------------------------------------------------------------------------------
+def block_batches(
+    rows: Sequence[int] | np.ndarray,
+    batch_size: int,
+    *,
+    block_rows: int = 8,
+    shuffle: bool = True,
+    seed: int = 0,
+    epoch: int = 0,
+    drop_last: bool = False,
+) -> list[np.ndarray]:
+    """Split ``rows`` into batches made of shuffled fixed-size blocks of neighbouring rows.
+
+    The rows are sorted and cut into blocks of ``block_rows`` consecutive entries; with
+    ``shuffle`` the order of the blocks is permuted with
+    ``numpy.random.default_rng([seed, epoch])`` and the concatenated blocks are cut into
+    batches of ``batch_size``. A block of a store's rows is (usually) one contiguous row
+    range of the arrays, i.e. one sequential read of ``block_rows`` chips instead of
+    ``block_rows`` random ones, while every epoch still mixes blocks from all over the
+    area into each batch. Neighbouring chips are spatially adjacent, so a block is a
+    small spatial cluster: keep ``block_rows`` well below ``batch_size`` (the default 8
+    of a batch of 32 or more mixes at least 4 places per batch); ``block_rows=1`` is a
+    plain per-chip shuffle.
+    """
+    if batch_size < 1 or block_rows < 1:
+        raise SarsslError("block_batches: batch_size and block_rows must be >= 1")
+    r = np.sort(np.asarray(rows, dtype=np.int64))
+    blocks = [r[i : i + block_rows] for i in range(0, r.size, block_rows)]
+    if shuffle and blocks:
+        perm = np.random.default_rng([int(seed), int(epoch)]).permutation(len(blocks))
+        blocks = [blocks[i] for i in perm]
+    order = np.concatenate(blocks) if blocks else r
+    batches = [order[i : i + batch_size] for i in range(0, order.size, batch_size)]
+    if drop_last and batches and batches[-1].size < batch_size:
+        batches.pop()
+    return batches
+
+
+def contiguous_runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(position, first row, length)`` of the maximal runs ``r, r+1, ...`` in ``rows``."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size == 0:
+        return []
+    cuts = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = np.concatenate([[0], cuts])
+    ends = np.concatenate([cuts, [rows.size]])
+    return [(int(a), int(rows[a]), int(b - a)) for a, b in zip(starts, ends)]
+
+
+class ChipBatches:
+    """Map-style dataset whose item ``i`` is **batch** ``i`` of the current epoch, raw.
+
+    The fast path for training on an accelerator: batches are read as contiguous row
+    ranges (see :func:`block_batches`) with one memory-map slice copy per run of rows and
+    no per-chip Python work, and are returned *undecoded*: ``x`` keeps the store dtype
+    (float16 dB, NaN = no data) so the host moves half the bytes of float32 and the
+    normalisation runs on the device (:class:`Normalize`).
+
+    Item: ``{"x": (B, C, S, S) store dtype, "landcover": uint8 (B, S, S),
+    "treecover_map": float16 (B, S, S), "treecover": float32 (B,), "row": int64 (B,)}``
+    (``labels=False`` leaves out the two label maps). Use it with
+    ``DataLoader(batches, batch_size=None, num_workers=2, pin_memory=True)`` (call
+    :meth:`set_epoch` before each epoch; non-persistent workers pick it up), or with
+    :class:`BatchLoader` (threads, reused pinned buffers: faster). Deterministic: the
+    batches of epoch ``e`` depend only on ``(seed, e)``.
+    """
+
+    def __init__(
+        self,
+        store_dir: str | os.PathLike | ChipStore,
+        rows: Sequence[int] | np.ndarray | None = None,
+        batch_size: int = 32,
+        *,
+        block_rows: int = 8,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        labels: bool = True,
+    ) -> None:
+        self.store = store_dir if isinstance(store_dir, ChipStore) else ChipStore(store_dir)
+        n = self.store.n
+        self.rows = np.arange(n, dtype=np.int64) if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
+        if self.rows.size and (self.rows.min() < 0 or self.rows.max() >= n):
+            raise SarsslError(f"chip store {self.store.path}: rows must lie in [0, {n})")
+        self.batch_size = int(batch_size)
+        self.block_rows = int(block_rows)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.drop_last = bool(drop_last)
+        self.labels = bool(labels)
+        self.epoch = 0
+        tm = self.store.index.set_index("row")["treecover_mean"]
+        self.tree_means = tm.reindex(np.arange(n)).to_numpy(dtype=np.float32)
+        self._plan: tuple[int, list[np.ndarray]] | None = None
+
+    # plan --------------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Select the shuffle of epoch ``epoch`` (call before creating the iterator)."""
+        self.epoch = int(epoch)
+
+    def batches(self) -> list[np.ndarray]:
+        """Rows of every batch of the current epoch (cached per epoch)."""
+        if self._plan is None or self._plan[0] != self.epoch:
+            plan = block_batches(
+                self.rows, self.batch_size, block_rows=self.block_rows, shuffle=self.shuffle,
+                seed=self.seed, epoch=self.epoch, drop_last=self.drop_last,
+            )
+            self._plan = (self.epoch, plan)
+        return self._plan[1]
+
+    def __len__(self) -> int:
+        n = self.rows.size
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    # reading -----------------------------------------------------------------------------
+    def buffers(self, n: int | None = None, *, shared: bool = False, pin: bool = False) -> dict[str, Any]:
+        """Empty batch tensors for ``n`` chips (default ``batch_size``) in the store dtypes."""
+        import torch
+
+        n = self.batch_size if n is None else int(n)
+        s = self.store.chip_size
+        c = len(self.store.channels)
+        x_dtype = torch.from_numpy(np.empty(0, self.store.x.dtype)).dtype
+        shapes = {"x": ((n, c, s, s), x_dtype)}
+        if self.labels:
+            shapes["landcover"] = ((n, s, s), torch.uint8)
+            shapes["treecover_map"] = ((n, s, s), torch.float16)
+        out = {}
+        for key, (shape, dtype) in shapes.items():
+            t = _empty(shape, dtype, shared)
+            out[key] = t.pin_memory() if pin else t
+        return out
+
+    def _arrays(self) -> dict[str, tuple[int, int, int]]:
+        """Per array: (file descriptor, byte offset of row 0, bytes per row), opened lazily
+        in each process (descriptors are never pickled)."""
+        files = getattr(self, "_files", None)
+        if files is None or files[0] != os.getpid():
+            names = {"x": self.store.x}
+            if self.labels:
+                names["landcover"] = self.store.landcover
+                names["treecover_map"] = self.store.treecover
+            table = {}
+            for key, arr in names.items():
+                if not isinstance(arr, np.memmap):  # empty store: nothing to read
+                    continue
+                fd = os.open(arr.filename, os.O_RDONLY)
+                table[key] = (fd, int(arr.offset), int(arr[0].nbytes))
+            files = (os.getpid(), table)
+            self._files = files
+        return files[1]
+
+    def read_into(self, rows: np.ndarray, out: Mapping[str, Any], start: int = 0) -> None:
+        """Copy chips ``rows`` into ``out[key][start : start + len(rows)]``.
+
+        One ``pread`` per contiguous run of rows (a block) and array, straight into the
+        batch buffer: the kernel copies from the page cache once, without the page-table
+        faults of touching a memory map page by page. Releases the GIL, so threads can
+        fill disjoint parts of a batch at the same time.
+        """
+        files = self._arrays()
+        for pos, r0, k in contiguous_runs(rows):
+            for key, (fd, offset, row_bytes) in files.items():
+                dst = out[key].numpy()[start + pos : start + pos + k]
+                view = memoryview(dst.reshape(-1).view(np.uint8))
+                _pread_full(fd, view, offset + r0 * row_bytes, f"{self.store.path}/{key}")
+
+    def meta(self, rows: np.ndarray) -> dict[str, Any]:
+        """The small per-chip fields of a batch (new tensors, not reused)."""
+        import torch
+
+        return {"treecover": torch.from_numpy(self.tree_means[rows]), "row": torch.from_numpy(rows.copy())}
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        plan = self.batches()
+        if not 0 <= i < len(plan):
+            raise IndexError(i)
+        rows = plan[i]
+        out = self.buffers(rows.size, shared=_in_worker())
+        self.read_into(rows, out)
+        return {**out, **self.meta(rows)}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_plan"] = None
+        state.pop("_files", None)
+        return state
+
+    def __del__(self) -> None:
+        files = getattr(self, "_files", None)
+        if files is not None and files[0] == os.getpid():
+            for fd, _, _ in files[1].values():
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+def _pread_full(fd: int, view: memoryview, offset: int, where: str) -> None:
+    """Read exactly ``len(view)`` bytes at ``offset`` (``pread`` may return fewer)."""
+    done = 0
+    total = len(view)
+    while done < total:
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got <= 0:
+            raise InputError(f"{where}: file ends before byte {offset + total} (truncated chip store?)")
+        done += got
+
+
+class BatchLoader:
+    """Iterate over :class:`ChipBatches` with threads filling a ring of reused buffers.
+
+    ``threads`` background threads copy the blocks of the next ``prefetch`` batches
+    straight from the memory maps into preallocated (pinned, when CUDA is available)
+    batch tensors, so there are no per-batch allocations, page faults or inter-process
+    transfers. With ``device`` the batch is moved there (non-blocking) and a CUDA event
+    guards the host buffer against being refilled before the copy has finished.
+
+    **Host tensors are reused**: a batch stays valid until ``prefetch + 1`` further
+    batches have been requested (device tensors are fresh). The ``k``-th ``iter()``
+    runs epoch ``self.epoch`` (starting at the dataset's epoch, +1 per iteration; set
+    ``loader.epoch`` to resume), i.e. the shuffle of ``(seed, epoch)``.
+    """
+
+    def __init__(
+        self,
+        batches: ChipBatches,
+        *,
+        threads: int = 2,
+        prefetch: int = 2,
+        pin_memory: bool | None = None,
+        device: Any = None,
+    ) -> None:
+        import torch
+
+        if threads < 1 or prefetch < 1:
+            raise SarsslError("BatchLoader: threads and prefetch must be >= 1")
+        self.batches = batches
+        self.threads = int(threads)
+        self.prefetch = int(prefetch)
+        self.device = torch.device(device) if device is not None else None
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        self._ring: list[dict[str, Any]] | None = None
+        self.epoch = batches.epoch
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        import torch
+        from concurrent.futures import ThreadPoolExecutor
+
+        ds = self.batches
+        ds.set_epoch(self.epoch)
+        self.epoch += 1
+        plan = ds.batches()
+        ds._arrays()  # open the files once, before the threads share them
+        if self._ring is None:
+            self._ring = [ds.buffers(pin=self.pin_memory) for _ in range(self.prefetch + 2)]
+        ring = self._ring
+        events: list[Any] = [None] * len(ring)
+        cuda = self.device is not None and self.device.type == "cuda"
+
+        def submit(pool: ThreadPoolExecutor, i: int) -> list[Any]:
+            slot = i % len(ring)
+            if events[slot] is not None:
+                events[slot].synchronize()  # the previous H2D copy from this buffer is done
+                events[slot] = None
+            rows = plan[i]
+            parts = [p for p in np.array_split(np.arange(rows.size), min(self.threads, rows.size)) if p.size]
+            return [pool.submit(ds.read_into, rows[p[0] : p[-1] + 1], ring[slot], int(p[0])) for p in parts]
+
+        with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="batchloader") as pool:
+            pending = {i: submit(pool, i) for i in range(min(self.prefetch, len(plan)))}
+            for i, rows in enumerate(plan):
+                nxt = i + self.prefetch
+                if nxt < len(plan):
+                    pending[nxt] = submit(pool, nxt)
+                for f in pending.pop(i):
+                    f.result()
+                slot = i % len(ring)
+                k = rows.size
+                batch = {key: t[:k] for key, t in ring[slot].items()}
+                batch.update(ds.meta(rows))
+                if self.device is not None:
+                    batch = {key: t.to(self.device, non_blocking=True) for key, t in batch.items()}
+                    if cuda:
+                        ev = torch.cuda.Event()
+                        ev.record()
+                        events[slot] = ev
+                yield batch
+
+
+def normalize_batch(x: Any, mean: Any, std: Any, eps: float = NORM_EPS, dtype: Any = None) -> Any:
+    """``(x - mean) / (std + eps)`` per channel (dim 1) with NaN/inf (no data) -> 0.
+
+    ``x`` is a raw (B, C, H, W) tensor from :class:`ChipBatches` (float16 dB) on any
+    device; the result is ``dtype`` (default float32). Equals :class:`ChipDataset`'s
+    ``image`` up to float32 rounding (at most 1 ulp).
+    """
+    import torch
+
+    dtype = torch.float32 if dtype is None else dtype
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    scale = 1.0 / (torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1) + eps)
+    y = (x.to(torch.float32) - mean) * scale
+    return torch.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0).to(dtype)
+
+
+def _normalize_module_class() -> type:
+    import torch
+
+    class Normalize(torch.nn.Module):
+        """On-device normalisation of raw chip batches (see :func:`normalize_batch`).
+
+        ``Normalize.from_stats("stats.json")`` or ``Normalize(mean, std)``; the
+        statistics are buffers, so ``.to(device)`` moves them with the model.
+        """
+
+        def __init__(self, mean: Any, std: Any, eps: float = NORM_EPS, dtype: Any = None) -> None:
+            super().__init__()
+            self.register_buffer("mean", torch.as_tensor(np.asarray(mean, np.float32)).view(1, -1, 1, 1))
+            self.register_buffer(
+                "scale", 1.0 / (torch.as_tensor(np.asarray(std, np.float32)).view(1, -1, 1, 1) + eps)
+            )
+            self.dtype = torch.float32 if dtype is None else dtype
+
+        @classmethod
+        def from_stats(cls, stats: str | os.PathLike | Mapping[str, Any], channels: Sequence[str] = CHANNELS, **kw: Any) -> "Normalize":
+            mean, std = load_stats(stats, channels)
+            return cls(mean, std, **kw)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = (x.to(torch.float32) - self.mean) * self.scale
+            return torch.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0).to(self.dtype)
+
+    Normalize.__module__ = __name__
+    Normalize.__qualname__ = "Normalize"
+    return Normalize
+
+
+def __getattr__(name: str) -> Any:
+    # ``Normalize`` subclasses torch.nn.Module: build it on first use so that importing
+    # this module (e.g. by ``sarssl chips``) does not import torch.
+    if name == "Normalize":
+        cls = _normalize_module_class()
+        globals()["Normalize"] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
