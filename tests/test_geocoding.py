@@ -185,3 +185,67 @@ def test_cast_shadow_tiles_agree_with_whole_grid():
     part = lut_s.cast_shadow()[mg:mg + h, mg:mg + w]
     # (rays are rasterised from each grid's own edge: a few boundary pixels differ)
     assert (part == whole[r0:r0 + h, c0:c0 + w]).mean() > 0.96
+
+
+def test_fused_mask_equals_numpy_formulation():
+    """The numba mask kernel reproduces the array formulation (np.gradient slopes, local
+    incidence, layover test, cast shadow) on rough random terrain, on a sub-window."""
+    from sarssl.geocoding import MASK_NODATA, MASK_VALID
+
+    rng = np.random.default_rng(7)
+    grid = area_grid((12.48, 41.98, 12.50, 41.995), 10.0)
+    H, W = grid.shape
+    height = 300.0 + np.cumsum(rng.normal(0, 12.0, (H, W)), axis=1)
+    height[5, 7] = np.nan
+    look = np.empty((3, H, W), dtype=np.float32)
+    look[0], look[1], look[2] = -0.62, 0.12, 0.775  # sensor to the west, ~39 deg incidence
+    lut = GeocodingLUT(grid, np.zeros((H, W)), np.zeros((H, W)), height, look)
+    rows, cols = slice(3, H - 2), slice(0, W - 4)
+    sampled = rng.random((2, H - 5, W - 4)).astype(np.float32)
+    sampled[0, 10, 10] = np.nan
+    m = lut.mask(sampled, rows=rows, cols=cols)
+    # reference: the array formulation
+    hx, hy = lut.slopes()
+    le, ln, lu = (v.astype(np.float64) for v in lut.look)
+    lh = np.hypot(le, ln)
+    layover = (-(hx * le + hy * ln) / lh * lu > lh)[rows, cols]
+    shadow = ((lut.cos_local_incidence() <= 0.0) | lut.cast_shadow())[rows, cols]
+    valid = np.isfinite(sampled).all(axis=0)
+    ref = np.where(valid, MASK_VALID, MASK_NODATA).astype(np.uint8)
+    ref[valid & layover] |= MASK_LAYOVER
+    ref[valid & shadow] |= MASK_SHADOW
+    np.testing.assert_array_equal(m, ref)
+    assert (m & MASK_LAYOVER).any() and (m & MASK_SHADOW).any() and (m == MASK_VALID).any()
+    assert m[10, 10] == MASK_NODATA
+
+
+def test_separable_geoid_equals_per_pixel_geoid():
+    """The lattice geoid (north-up lon/lat DEMs) equals the per-pixel interpolation."""
+    from sarssl.dem import geoid_undulation, geoid_undulation_grid
+
+    lon = np.linspace(11.9, 15.3, 37)
+    lat = np.linspace(42.8, 40.9, 23)
+    grid_n = geoid_undulation_grid(lon, lat, "EGM96")
+    lo, la = np.meshgrid(lon, lat)
+    np.testing.assert_allclose(grid_n, geoid_undulation(lo, la, "EGM96"), atol=1e-9)
+    assert 40 < grid_n.mean() < 55  # central Italy: N ~ +45..50 m
+
+
+def test_lut_radar_subwindow_matches_full_lut():
+    """Radar coordinates restricted to a sub-window equal the full LUT's there and are NaN
+    elsewhere; heights and look vectors are computed everywhere."""
+    geom = _geom("s1b-iw-g0211223")
+    bbox = (12.47, 41.97, 12.50, 41.99)
+    grid = area_grid(bbox, 10.0)
+    dem = read_dem(DEM, bbox)
+    full = GeocodingLUT.compute(geom, grid, dem)
+    rows, cols = slice(20, 90), slice(15, 120)
+    part = GeocodingLUT.compute(geom, grid, dem, radar_rows=rows, radar_cols=cols)
+    np.testing.assert_array_equal(part.line[rows, cols], full.line[rows, cols])
+    np.testing.assert_array_equal(part.pixel[rows, cols], full.pixel[rows, cols])
+    outside = np.ones(grid.shape, bool)
+    outside[rows, cols] = False
+    assert np.isnan(part.line[outside]).all() and np.isnan(part.pixel[outside]).all()
+    np.testing.assert_array_equal(part.height, full.height)
+    np.testing.assert_array_equal(part.look, full.look)
+    assert part.radar_bounds(geom, rows=rows, cols=cols) == full.radar_bounds(geom, rows=rows, cols=cols)

@@ -29,6 +29,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numba
 import numpy as np
 from affine import Affine
 from pyproj import CRS
@@ -171,6 +172,45 @@ def geoid_undulation(lon: np.ndarray, lat: np.ndarray, model: str = "EGM2008") -
     return n
 
 
+def geoid_undulation_grid(lon: np.ndarray, lat: np.ndarray, model: str = "EGM2008") -> np.ndarray:
+    """Geoid height N (m) on the lon x lat lattice (``(lat.size, lon.size)``): the same
+    bilinear interpolation as :func:`geoid_undulation`, but the row/column weights are
+    computed once per latitude/longitude (a north-up geographic DEM's rows share a
+    latitude, its columns a longitude) and the products in one numba pass, without the
+    per-pixel float64 temporaries (a full-scene 30 m DEM has ~2.5e7 px)."""
+    grid, t, path, used = _load_geoid(model, tuple(str(d) for d in _grid_dirs()))
+    lon = np.asarray(lon, dtype=np.float64)
+    lat = np.asarray(lat, dtype=np.float64)
+    x0 = t.c + 0.5 * t.a
+    col = np.mod(lon - x0, 360.0) / t.a
+    row = (lat - (t.f + 0.5 * t.e)) / t.e
+    rows, cols = grid.shape
+    if not (np.all(row >= -1e-9) and np.all(row <= rows - 1 + 1e-9)):
+        raise SarsslError(f"geoid grid {path}: latitudes outside the grid")
+    c0 = np.floor(col).astype(np.int64)
+    r0 = np.clip(np.floor(row).astype(np.int64), 0, rows - 2)
+    fc = col - c0
+    fr = row - r0
+    c0 %= cols
+    c1 = (c0 + 1) % cols
+    out = np.empty((lat.size, lon.size), dtype=np.float64)
+    _separable_bilinear(np.ascontiguousarray(grid, dtype=np.float64), r0, fr, c0, c1, fc, out)
+    log.debug("geoid %s from %s", used, path)
+    return out
+
+
+@numba.njit(cache=True, parallel=True)
+def _separable_bilinear(grid, r0, fr, c0, c1, fc, out):
+    for i in numba.prange(r0.size):
+        a = grid[r0[i]]
+        b = grid[r0[i] + 1]
+        w = fr[i]
+        for j in range(c0.size):
+            f = fc[j]
+            out[i, j] = (a[c0[j]] * (1 - w) * (1 - f) + a[c1[j]] * (1 - w) * f
+                         + b[c0[j]] * w * (1 - f) + b[c1[j]] * w * f)
+
+
 def read_dem(
     path: str | os.PathLike,
     bbox: tuple[float, float, float, float],
@@ -227,14 +267,19 @@ def read_dem(
             from pyproj import Transformer
 
             tr = Transformer.from_crs(crs.sub_crs_list[0] if crs.is_compound else crs, "EPSG:4326", always_xy=True)
-        chunk = max(1, 2_000_000 // max(data.shape[1], 1))
-        for a in range(0, data.shape[0], chunk):
-            rows, cols = np.mgrid[a : min(a + chunk, data.shape[0]), 0 : data.shape[1]]
-            xs = t.c + t.a * (cols + 0.5) + t.b * (rows + 0.5)
-            ys = t.f + t.d * (cols + 0.5) + t.e * (rows + 0.5)
-            if tr is not None:
-                xs, ys = tr.transform(xs, ys)
-            data[a : a + chunk] += geoid_undulation(xs, ys, datum)
+        if tr is None and t.b == 0 and t.d == 0:  # north-up lon/lat grid: separable
+            lon = t.c + t.a * (np.arange(data.shape[1]) + 0.5)
+            lat = t.f + t.e * (np.arange(data.shape[0]) + 0.5)
+            data += geoid_undulation_grid(lon, lat, datum)
+        else:
+            chunk = max(1, 2_000_000 // max(data.shape[1], 1))
+            for a in range(0, data.shape[0], chunk):
+                rows, cols = np.mgrid[a : min(a + chunk, data.shape[0]), 0 : data.shape[1]]
+                xs = t.c + t.a * (cols + 0.5) + t.b * (rows + 0.5)
+                ys = t.f + t.d * (cols + 0.5) + t.e * (rows + 0.5)
+                if tr is not None:
+                    xs, ys = tr.transform(xs, ys)
+                data[a : a + chunk] += geoid_undulation(xs, ys, datum)
     log.info("DEM %s: %dx%d window, %s heights -> ellipsoidal", path, data.shape[0], data.shape[1], datum)
     return Dem(height=data, transform=transform, crs=crs, path=path, vertical_datum=datum)
 

@@ -35,6 +35,7 @@ ellipsoid ``gamma0 = beta0 tan(theta)``.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numba
@@ -73,9 +74,19 @@ class GeocodingLUT:
         dem: Dem,
         node_step: int = 16,
         level_step: float = 200.0,
+        radar_rows: slice = slice(None),
+        radar_cols: slice = slice(None),
     ) -> GeocodingLUT:
-        """Build the lookup table for ``grid`` with heights from ``dem``."""
+        """Build the lookup table for ``grid`` with heights from ``dem``.
+
+        Radar (line, pixel) is computed only on the ``radar_rows`` x ``radar_cols``
+        sub-window (default: everywhere) and is NaN outside it, while heights and look
+        vectors cover the whole grid: a tile's LUT margin feeds slopes and shadows only
+        (unless terrain flattening splats it), so its radar coordinates would be wasted work.
+        """
         H, W = grid.shape
+        rr0, rr1, _ = radar_rows.indices(H)
+        rc0, rc1, _ = radar_cols.indices(W)
         node_r = _nodes(H, node_step)
         node_c = _nodes(W, node_step)
         xs, ys = grid.xy()
@@ -115,7 +126,7 @@ class GeocodingLUT:
         _lut_kernel(
             node_r.astype(np.int64), node_c.astype(np.int64), dcol, drow,
             np.ascontiguousarray(dem.height, dtype=np.float64), levels, node_line, node_pix,
-            np.ascontiguousarray(look_enu), line, pixel, height, look,
+            np.ascontiguousarray(look_enu), line, pixel, height, look, rr0, rr1, rc0, rc1,
         )
         return cls(grid=grid, line=line, pixel=pixel, height=height, look=look)
 
@@ -127,16 +138,20 @@ class GeocodingLUT:
         return geom.lonlat_to_radar(lon, lat, self.height)
 
     # -- radar window ------------------------------------------------------------------
-    def radar_bounds(self, geom: RadarGeometry, margin: int = 8) -> tuple[int, int, int, int] | None:
-        """The GRD window (row_off, col_off, height, width) the grid needs, clipped to the
-        image; None when the grid lies outside the image."""
-        ok = np.isfinite(self.line)
+    def radar_bounds(
+        self, geom: RadarGeometry, margin: int = 8, rows: slice = slice(None), cols: slice = slice(None)
+    ) -> tuple[int, int, int, int] | None:
+        """The GRD window (row_off, col_off, height, width) the grid (or its ``rows`` x
+        ``cols`` sub-window) needs, grown by ``margin`` px and clipped to the image; None
+        when it lies outside the image."""
+        line, pixel = self.line[rows, cols], self.pixel[rows, cols]
+        ok = np.isfinite(line)
         if not ok.any():
             return None
-        l0 = int(np.floor(np.nanmin(self.line))) - margin
-        l1 = int(np.ceil(np.nanmax(self.line))) + margin + 1
-        p0 = int(np.floor(np.nanmin(self.pixel))) - margin
-        p1 = int(np.ceil(np.nanmax(self.pixel))) + margin + 1
+        l0 = int(np.floor(np.nanmin(line))) - margin
+        l1 = int(np.ceil(np.nanmax(line))) + margin + 1
+        p0 = int(np.floor(np.nanmin(pixel))) - margin
+        p1 = int(np.ceil(np.nanmax(pixel))) + margin + 1
         l0, p0 = max(l0, 0), max(p0, 0)
         l1, p1 = min(l1, geom.number_of_lines), min(p1, geom.number_of_samples)
         if l1 <= l0 or p1 <= p0:
@@ -186,21 +201,24 @@ class GeocodingLUT:
 
         ``sampled`` is the image sampled on the ``rows``/``cols`` sub-window of the grid
         (default the whole grid); slopes and shadows use the whole grid around it.
+
+        The local tests (see the module docstring) run in one fused numba pass over the
+        sub-window only: slopes by central differences (one-sided at the grid's edges,
+        as :func:`numpy.gradient`), layover ``s tan(e) > 1`` written ``s * l_up > l_h``, and
+        shadow ``n . l <= 0``, plus the cast shadow of :meth:`cast_shadow` (whole grid).
         """
         valid = np.isfinite(sampled)
         if valid.ndim == 3:
             valid = valid.all(axis=0)
-        hx, hy = self.slopes()
-        le, ln, lu = self.look
-        lh = np.hypot(le, ln)
-        # slope along the ground-range direction (away from the sensor)
-        s = -(hx * le + hy * ln) / np.maximum(lh, 1e-12)
-        layover = (s * lu > lh)[rows, cols]
-        shadow = (self.cos_local_incidence() <= 0.0) | self.cast_shadow()
-        shadow = shadow[rows, cols]
-        m = np.where(valid, MASK_VALID, MASK_NODATA).astype(np.uint8)
-        m[valid & layover] |= MASK_LAYOVER
-        m[valid & shadow] |= MASK_SHADOW
+        H, W = self.height.shape
+        r0, r1, _ = rows.indices(H)
+        c0, c1, _ = cols.indices(W)
+        if valid.shape != (r1 - r0, c1 - c0):
+            raise ValueError(f"mask: sampled shape {valid.shape} does not match the window {(r1 - r0, c1 - c0)}")
+        cast = self.cast_shadow()
+        m = np.empty(valid.shape, dtype=np.uint8)
+        _mask_kernel(np.ascontiguousarray(self.height, dtype=np.float64), self.look, float(self.grid.resolution),
+                     r0, c0, np.ascontiguousarray(valid), cast, m)
         return m
 
     def cast_shadow(self) -> np.ndarray:
@@ -319,16 +337,23 @@ def _bil(a, i, j, fi, fj):
 
 
 @numba.njit(cache=True, parallel=True)
-def _lut_kernel(node_r, node_c, dcol, drow, dem, levels, node_line, node_pix, look_enu, line, pixel, height, look):
+def _lut_kernel(node_r, node_c, dcol, drow, dem, levels, node_line, node_pix, look_enu, line, pixel, height, look,
+                rr0, rr1, rc0, rc1):
     H, W = line.shape
     dr_, dc_ = dem.shape
     nlev = levels.size
     h0 = levels[0]
     dh = levels[1] - levels[0]
+    # node bracket of every column, once (not per row)
+    cj = np.empty(W, dtype=np.int64)
+    cf = np.empty(W, dtype=np.float64)
+    for c in range(W):
+        cj[c], cf[c] = _bracket(node_c, c)
     for r in numba.prange(H):
         i, fi = _bracket(node_r, r)
         for c in range(W):
-            j, fj = _bracket(node_c, c)
+            j = cj[c]
+            fj = cf[c]
             x = _bil(dcol, i, j, fi, fj)
             y = _bil(drow, i, j, fi, fj)
             for k in range(3):
@@ -344,7 +369,7 @@ def _lut_kernel(node_r, node_c, dcol, drow, dem, levels, node_line, node_pix, lo
             fy = y - y0
             h = _bil(dem, y0, x0, fy, fx)
             height[r, c] = h
-            if h != h:
+            if h != h or r < rr0 or r >= rr1 or c < rc0 or c >= rc1:
                 line[r, c] = np.nan
                 pixel[r, c] = np.nan
                 continue
@@ -360,6 +385,54 @@ def _lut_kernel(node_r, node_c, dcol, drow, dem, levels, node_line, node_pix, lo
             p1 = _bil(node_pix[k + 1], i, j, fi, fj)
             line[r, c] = l0 + w * (l1 - l0)
             pixel[r, c] = p0 + w * (p1 - p0)
+
+
+@numba.njit(cache=True, parallel=True)
+def _mask_kernel(h, look, res, r0, c0, valid, cast, out):
+    """Fused layover/shadow mask on the window of ``out`` at (r0, c0) of the grid.
+
+    Slopes as :func:`numpy.gradient` (central differences, first-order one-sided at the
+    grid's edges); hx = dh/dx east, hy = dh/dy north (rows run south). NaN heights give
+    False tests, as in numpy.
+    """
+    H, W = h.shape
+    R, C = out.shape
+    for i in numba.prange(R):
+        r = r0 + i
+        for j in range(C):
+            c = c0 + j
+            if not valid[i, j]:
+                out[i, j] = 0
+                continue
+            if W < 2:
+                hx = 0.0
+            elif c == 0:
+                hx = (h[r, 1] - h[r, 0]) / res
+            elif c == W - 1:
+                hx = (h[r, W - 1] - h[r, W - 2]) / res
+            else:
+                hx = (h[r, c + 1] - h[r, c - 1]) / (2.0 * res)
+            if H < 2:
+                gy = 0.0
+            elif r == 0:
+                gy = (h[1, c] - h[0, c]) / res
+            elif r == H - 1:
+                gy = (h[H - 1, c] - h[H - 2, c]) / res
+            else:
+                gy = (h[r + 1, c] - h[r - 1, c]) / (2.0 * res)
+            hy = -gy
+            le = np.float64(look[0, r, c])
+            ln = np.float64(look[1, r, c])
+            lu = np.float64(look[2, r, c])
+            lh = math.sqrt(le * le + ln * ln)
+            s = -(hx * le + hy * ln) / max(lh, 1e-12)
+            v = 1
+            if s * lu > lh:
+                v |= 2
+            cosi = (-hx * le - hy * ln + lu) / math.sqrt(1.0 + hx * hx + hy * hy)
+            if cosi <= 0.0 or cast[r, c]:
+                v |= 4
+            out[i, j] = v
 
 
 @numba.njit(cache=True, parallel=True)

@@ -87,6 +87,85 @@ def _tile_margin(dem, resolution: float) -> int:
     return int(np.clip(np.ceil(relief / 0.9 / resolution), 8, 256))
 
 
+class LazyBorderLimits:
+    """GRD border-noise limits computed on demand for the radar windows actually read.
+
+    :func:`sarssl.calibration.find_border_limits` scans the ``scan``-wide edge strips of the
+    *whole* image (every line's near/far range strip, every column's first/last lines). A
+    window only depends on the strips it overlaps: a pixel at column ``c >= scan`` can never
+    be near-range border noise (the near-range limit is capped at ``scan``), and likewise for
+    the far range and the first/last lines. So for each window we scan only the lines whose
+    near (far) range strip the window reaches and the columns whose first (last) line strip
+    it reaches, remembering what was scanned; unscanned entries keep neutral limits (0 /
+    last index) that no window inside the strips' complement can see. The result equals the
+    whole-image limits on every window passed to :meth:`for_window`. Thresholds and the
+    denoising follow :func:`sarssl.calibration.find_border_limits` (SNAP's
+    Remove-GRD-Border-Noise: 500 px, amplitude 0.5 after thermal-noise subtraction).
+    """
+
+    def __init__(self, product, pol: str, remove_noise: bool, scan: int = 500, threshold: float = 0.5) -> None:
+        from .calibration import BorderLimits
+
+        self.product, self.pol, self.threshold = product, pol, threshold
+        self.n_lines, self.n_samples = product.annotation(pol).shape
+        self.noise = product.noise(pol) if remove_noise and product.has("noise", pol) else None
+        self.left, self.top = min(scan, self.n_samples), min(scan, self.n_lines)
+        self.limits = BorderLimits(
+            np.zeros(self.n_lines, np.int32), np.full(self.n_lines, self.n_samples - 1, np.int32),
+            np.zeros(self.n_samples, np.int32), np.full(self.n_samples, self.n_lines - 1, np.int32),
+        )
+        # scanned flags: near/far range strips per line, first/last line strips per column
+        self._done = {k: np.zeros(n, bool) for k, n in
+                      (("near", self.n_lines), ("far", self.n_lines), ("top", self.n_samples), ("bottom", self.n_samples))}
+        self.pixels_read = 0
+
+    def _amp(self, r0: int, c0: int, w: int, h: int) -> np.ndarray:
+        from .calibration import _denoised_amplitude, noise_lut
+
+        dn = self.product.read_measurement(self.pol, window=(c0, r0, w, h))
+        self.pixels_read += dn.size
+        eta = None if self.noise is None else noise_lut(self.noise, np.arange(r0, r0 + h), np.arange(c0, c0 + w))
+        return _denoised_amplitude(dn, eta)
+
+    def _runs(self, key: str, lo: int, hi: int) -> list[tuple[int, int]]:
+        """Unscanned [start, stop) runs of ``key`` within [lo, hi); marks them scanned."""
+        done = self._done[key]
+        todo = np.flatnonzero(~done[lo:hi]) + lo
+        done[lo:hi] = True
+        if todo.size == 0:
+            return []
+        cut = np.flatnonzero(np.diff(todo) > 1) + 1
+        return [(int(seg[0]), int(seg[-1]) + 1) for seg in np.split(todo, cut)]
+
+    def for_window(self, win: tuple[int, int, int, int]):
+        """The limits, valid on the radar window ``win`` = (row_off, col_off, height, width);
+        None when the window reaches no edge strip (no pixel of it can be border noise, so
+        the caller can skip the masking altogether)."""
+        from .calibration import _first_above
+
+        r0, c0, nl, npx = win
+        r1, c1 = r0 + nl, c0 + npx
+        L, T, ns, nls, thr = self.left, self.top, self.n_samples, self.n_lines, self.threshold
+        if c0 >= L and c1 <= ns - L and r0 >= T and r1 <= nls - T:
+            return None
+        lim = self.limits
+        if c0 < L:  # near-range strip of these lines
+            for a, b in self._runs("near", r0, r1):
+                lim.first_sample[a:b] = np.minimum(_first_above(self._amp(a, 0, L, b - a), thr, axis=1), L)
+        if c1 > ns - L:  # far-range strip
+            for a, b in self._runs("far", r0, r1):
+                amp = self._amp(a, ns - L, L, b - a)[:, ::-1]
+                lim.last_sample[a:b] = np.maximum(ns - 1 - _first_above(amp, thr, axis=1), ns - 1 - L)
+        if r0 < T:  # first lines of these columns
+            for a, b in self._runs("top", c0, c1):
+                lim.first_line[a:b] = np.minimum(_first_above(self._amp(0, a, b - a, T), thr, axis=0), T)
+        if r1 > nls - T:  # last lines
+            for a, b in self._runs("bottom", c0, c1):
+                amp = self._amp(nls - T, a, b - a, T)[::-1]
+                lim.last_line[a:b] = np.maximum(nls - 1 - _first_above(amp, thr, axis=0), nls - 1 - T)
+        return lim
+
+
 def preprocess(
     product_path: str | Path,
     dem_path: str | Path,
@@ -114,7 +193,7 @@ def preprocess(
     from pyproj import Transformer
     from shapely.geometry import box
 
-    from .calibration import calibrate_window, find_border_limits
+    from .calibration import calibrate_window
     from .dem import read_dem
     from .geocoding import MASK_NODATA, GeocodingLUT
     from .geometry import apply_orbit_dir
@@ -158,9 +237,10 @@ def preprocess(
     target = "beta0" if terrain_flattening else calibration
     if terrain_flattening and calibration != "gamma0":
         log.warning("--terrain-flattening outputs gamma0_T (terrain-flattened gamma0), not %s", calibration)
-    borders = {}
-    for pol in pols:
-        borders[pol] = find_border_limits(product, pol, remove_noise=product.has("noise", pol))
+    # border-noise limits: scanned lazily, only the edge strips the tile windows reach
+    borders = {pol: LazyBorderLimits(product, pol, remove_noise=product.has("noise", pol)) for pol in pols}
+    times = {k: 0.0 for k in ("border", "enl", "lut", "read_calibrate", "filter", "geocode", "mask", "write", "cog")}
+    times["setup"] = time.perf_counter() - t_start
 
     def tile_lut(r0: int, c0: int, h: int, w: int):
         """LUT of the tile grown by the margin, the margin offsets and the tile's DEM crop."""
@@ -171,35 +251,64 @@ def preprocess(
         ys = np.linspace(y0, y1, 9)
         gx, gy = np.meshgrid(xs, ys)
         dx, dy = to_dem.transform(gx, gy)
-        return GeocodingLUT.compute(geom, eg, dem.crop(dx, dy))
+        if terrain_flattening:  # the margin's facets splat into the tile's radar window
+            return GeocodingLUT.compute(geom, eg, dem.crop(dx, dy))
+        inner = slice(margin_px, margin_px + h), slice(margin_px, margin_px + w)
+        return GeocodingLUT.compute(geom, eg, dem.crop(dx, dy), radar_rows=inner[0], radar_cols=inner[1])
 
-    def radar(lut, pol: str, win, enl, flat_cache: dict):
-        """Calibrated, flattened, filtered radar window ``win`` = (row, col, h, w)."""
+    def calibrated(lut, pol: str, win, flat_cache: dict) -> np.ndarray:
+        """Calibrated (and flattened) radar window ``win`` = (row, col, h, w), unfiltered."""
         r0, c0, nl, npx = win
+        t0 = time.perf_counter()
+        border = borders[pol].for_window(win)
+        t1 = time.perf_counter()
+        times["border"] += t1 - t0
         img = calibrate_window(product, pol, (c0, r0, npx, nl), target=target,
-                               remove_noise=product.has("noise", pol), border=borders[pol])
+                               remove_noise=product.has("noise", pol), border=border)
         if terrain_flattening:
             if "f" not in flat_cache:
                 flat_cache["f"] = lut.flattening_factor(geom, (nl, npx), (r0, c0))
             img *= flat_cache["f"]
-        return img if enl is None else run_filter(img, speckle_filter, speckle_window, enl=enl)
+        times["read_calibrate"] += time.perf_counter() - t1
+        return img
+
+    def filtered(img: np.ndarray, enl) -> np.ndarray:
+        t0 = time.perf_counter()
+        out = run_filter(img, speckle_filter, speckle_window, enl=enl)
+        times["filter"] += time.perf_counter() - t0
+        return out
 
     def window_of(lut) -> tuple[int, int, int, int] | None:
-        win = lut.radar_bounds(geom, margin=halo)
-        return win
+        """Radar window of the tile proper (not its LUT margin) plus the speckle halo: the
+        margin only feeds slopes, shadows and flattening splats, so reading, calibrating
+        and filtering it would be wasted work (~35 % more radar pixels at 2048 px tiles)."""
+        H, W = lut.line.shape
+        inner_rows = slice(margin_px, max(H - margin_px, margin_px + 1))
+        inner_cols = slice(margin_px, max(W - margin_px, margin_px + 1))
+        return lut.radar_bounds(geom, margin=halo, rows=inner_rows, cols=inner_cols)
 
     tiles = _tiles(grid.height, grid.width, tile)
-    # ENL per polarisation from the central tile's radar window (consistent across tiles)
+    # ENL per polarisation from the central tile's radar window (consistent across tiles);
+    # that tile's LUT and calibrated windows are kept and reused when its turn comes, so
+    # the estimate costs no repeated LUT, read or calibration work.
     enls: dict[str, float | None] = {p: None for p in pols}
+    reuse: dict = {}
     if speckle_filter not in ("none", "boxcar"):
         order = sorted(tiles, key=lambda t: (t[0] + t[2] / 2 - grid.height / 2) ** 2 + (t[1] + t[3] / 2 - grid.width / 2) ** 2)
         for t in order:
+            t0 = time.perf_counter()
             lut = tile_lut(*t)
             win = window_of(lut)
+            times["lut"] += time.perf_counter() - t0
             if win is None:
                 continue
+            flat_cache: dict = {}
+            imgs = {pol: calibrated(lut, pol, win, flat_cache) for pol in pols}
+            t0 = time.perf_counter()
             for pol in pols:
-                enls[pol] = estimate_enl(radar(lut, pol, win, None, {}))
+                enls[pol] = estimate_enl(imgs[pol])
+            times["enl"] += time.perf_counter() - t0
+            reuse = {"tile": t, "lut": lut, "win": win, "imgs": imgs}
             break
         log.info("ENL estimates: %s", {p: round(v, 2) for p, v in enls.items() if v is not None})
     if speckle_filter in ("none", "boxcar"):
@@ -222,7 +331,6 @@ def preprocess(
     }
     out = Path(out)
     mask_path = out.with_name(out.stem + ".mask.tif")
-    t_lut = t_radar = t_geo = 0.0
     n_valid = 0
     radar_px = 0
     with BlockWriter(out, count=len(pols), height=grid.height, width=grid.width, dtype="float32",
@@ -232,24 +340,28 @@ def preprocess(
                      crs=grid.crs, transform=grid.transform, nodata=None, band_names=["mask"],
                      tags={k: tags[k] for k in ("PRODUCT_ID", "SARSSL_VERSION")}) as mask_w:
         for r0, c0, h, w in tqdm(tiles, desc="preprocess tiles", leave=False):
+            cached = reuse.pop("imgs", None) if reuse.get("tile") == (r0, c0, h, w) else None
             t0 = time.perf_counter()
-            lut = tile_lut(r0, c0, h, w)
-            win = window_of(lut)
-            t_lut += time.perf_counter() - t0
+            if cached is not None:
+                lut, win = reuse["lut"], reuse["win"]
+            else:
+                lut = tile_lut(r0, c0, h, w)
+                win = window_of(lut)
+            times["lut"] += time.perf_counter() - t0
             if win is None:
                 continue
             wr0, wc0, nl, npx = win
             radar_px += nl * npx
-            flat_cache: dict = {}
+            flat_cache = {}
             inner = (slice(margin_px, margin_px + h), slice(margin_px, margin_px + w))
             bands = []
             for pol in pols:
-                t1 = time.perf_counter()
-                img = radar(lut, pol, win, enls[pol], flat_cache)
-                t_radar += time.perf_counter() - t1
+                img = cached[pol] if cached is not None else calibrated(lut, pol, win, flat_cache)
+                if enls[pol] is not None:
+                    img = filtered(img, enls[pol])
                 t2 = time.perf_counter()
                 bands.append(lut.sample(img, (wr0, wc0), rows=inner[0], cols=inner[1]))
-                t_geo += time.perf_counter() - t2
+                times["geocode"] += time.perf_counter() - t2
             t2 = time.perf_counter()
             data = np.stack(bands)
             m = lut.mask(data, rows=inner[0], cols=inner[1])
@@ -257,14 +369,19 @@ def preprocess(
             if units == "db":
                 data = _to_db(data)
             n_valid += int((m > 0).sum())
+            times["mask"] += time.perf_counter() - t2
+            t2 = time.perf_counter()
             data_w.write(data, r0, c0)
             mask_w.write(m, r0, c0)
-            t_geo += time.perf_counter() - t2
+            times["write"] += time.perf_counter() - t2
         if n_valid == 0:
             raise InputError(f"product {product_path}: no valid data over the area {aoi} (all no data)")
         t3 = time.perf_counter()
-    t_write = time.perf_counter() - t3
+    times["cog"] += time.perf_counter() - t3
     total = time.perf_counter() - t_start
+    t_lut, t_geo = times["lut"], times["geocode"] + times["mask"]
+    t_radar = times["border"] + times["read_calibrate"] + times["filter"]
+    t_write = times["write"] + times["cog"]
     npx_out = grid.width * grid.height
     summary = {
         "grid": grid.shape,
@@ -277,7 +394,11 @@ def preprocess(
         "seconds_write": t_write,
         "geocode_mpx_per_s": npx_out * len(pols) / max(t_geo + t_lut, 1e-9) / 1e6,
         "valid_fraction": n_valid / npx_out,
+        "border_pixels_read": sum(b.pixels_read for b in borders.values()),
+        "phases": {k: round(v, 2) for k, v in times.items()},
     }
+    log.info("preprocess phases (s): %s; total %.1f s, %.1f output Mpx/s per band", summary["phases"], total,
+             npx_out / total / 1e6)
     log.info("preprocess %s -> %s: %s", product.id, out, summary)
     return summary
 

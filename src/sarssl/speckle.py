@@ -197,6 +197,8 @@ def _refined_lee(img, w, sub, stride, offsets, sv2):
     h = w // 2
     means = _box_mean(img, sub)
     nk = offsets.shape[1]
+    flat_img = img.ravel()
+    flat = offsets[:, :, 0] * cols + offsets[:, :, 1]
     out = np.empty_like(img)
     for r in numba.prange(rows):
         interior_r = r - h >= 0 and r + h < rows
@@ -248,9 +250,11 @@ def _refined_lee(img, w, sub, stride, offsets, sv2):
             s2 = 0.0
             n = 0
             if k >= 0 and interior_r and c - h >= 0 and c + h < cols:
-                # fast path: the half window lies inside the image
+                # fast path: the half window lies inside the image; one flat index per
+                # sample (offsets pre-multiplied by the row length)
+                base = r * cols + c
                 for q in range(nk):
-                    v = img[r + offsets[k, q, 0], c + offsets[k, q, 1]]
+                    v = flat_img[base + flat[k, q]]
                     if v == v:
                         s += v
                         s2 += v * v
