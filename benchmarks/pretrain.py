@@ -2,8 +2,17 @@
 peak memory and the data loader's share of the step time.
 
 Runs the real training step of :mod:`sarssl.pretrain` (forward, backward, AdamW step; for
-DINO also the multi-crop augmentation and the EMA teacher update) on synthetic
-normalised 12-channel chips fed through a ``DataLoader``.
+DINO also the multi-crop augmentation and the EMA teacher update) on a synthetic
+12-channel float16 chip store (written to a temporary directory with
+:func:`sarssl.datasets.write_store`) fed through pretraining's own input path:
+``PretrainBatches`` + ``BatchLoader`` (raw float16 ``pread`` into reused, pinned-on-CUDA
+buffers, copied to the GPU) + ``Normalize`` on the device. ``data_loader_share`` is the
+time spent waiting for the next normalised batch / wall time.
+
+On CPU the MFU needs ``--peak-tflops``: the peak of the cores the run uses, e.g.
+``cores x GHz x FLOP/cycle`` (AVX-512 FMA: 2 units x 16 fp32 x 2 = 64 FLOP/cycle/core;
+AVX2: 32), or a measured large-matmul rate (``--measure-cpu-peak`` does that: a
+4096^2 fp32 ``torch.mm`` with the run's threads; an optimistic-but-honest practical peak).
 
 FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` on one training step
 (matmuls/convolutions/attention, forward + backward), so MFU = counted FLOPs per second /
@@ -20,13 +29,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from sarssl.dino import MultiCropAugment, teacher_momentum
 from sarssl.engine import autocast, param_groups, step_generator
-from sarssl.pretrain import build_model, resolve_hparams
+from sarssl.datasets import load_stats
+from sarssl.engine import SeededBatchOrder
+from sarssl.pretrain import PretrainBatches, _image_stream, build_model, resolve_hparams
 
 STUDY = {
     "mae": {"model_name": "vit_base_patch16_224", "patch_size": 16, "img_size": 448,
@@ -64,16 +77,38 @@ def peak_tflops(device_name: str) -> float | None:
     return None
 
 
-class Synthetic(torch.utils.data.Dataset):
-    def __init__(self, n: int, size: int):
-        self.n, self.size = n, size
+def synthetic_store(root: Path, n: int, size: int) -> tuple[Path, Path]:
+    """A chip store of ``n`` random chips (train/val only) and its stats.json."""
+    import numpy as np
 
-    def __len__(self) -> int:
-        return self.n
+    from sarssl import CHANNELS
+    from sarssl.datasets import write_store
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(i)
-        return torch.randn(12, self.size, self.size, generator=g)
+    rng = np.random.default_rng(0)
+    x = rng.normal(-12.0, 3.0, size=(n, len(CHANNELS), size, size)).astype(np.float32)
+    lc = np.zeros((n, size, size), np.uint8)
+    import pandas as pd
+
+    index = pd.DataFrame({"id": [f"chip{i}" for i in range(n)], "split": ["train"] * n})
+    store = write_store(root / "store", x, lc, np.zeros((n, size, size), np.float32), index, area="bench",
+                        fractions=[1.0], seed=0)
+    stats = root / "stats.json"
+    stats.write_text(json.dumps({"channels": list(CHANNELS), "mean": [-12.0] * len(CHANNELS),
+                                 "std": [3.0] * len(CHANNELS)}))
+    return store, stats
+
+
+def measure_cpu_peak_tflops(threads: int, n: int = 4096, reps: int = 3) -> float:
+    """Best fp32 GEMM rate of ``torch.mm`` (n x n) on ``threads`` threads, in TFLOP/s."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e12
 
 
 def bench(method: str, args: argparse.Namespace) -> dict:
@@ -89,10 +124,13 @@ def bench(method: str, args: argparse.Namespace) -> dict:
     opt = torch.optim.AdamW(param_groups(trainable, 0.05), lr=1e-4, fused=device.type == "cuda")
     dtype = args.dtype if device.type == "cuda" or args.dtype == "bf16" and args.cpu_bf16 else "fp32"
     aug = MultiCropAugment(size, n_local=int(hp["local_crops"])) if method == "dino" else None
-    loader = torch.utils.data.DataLoader(
-        Synthetic(args.batch_size * (args.steps + args.warmup), size), batch_size=args.batch_size,
-        num_workers=args.num_workers, pin_memory=device.type == "cuda", drop_last=True,
-    )
+    n_steps = args.steps + args.warmup
+    tmp = tempfile.TemporaryDirectory(prefix="sarssl-bench-")
+    store, stats = synthetic_store(Path(tmp.name), args.batch_size * n_steps, size)
+    data = PretrainBatches([str(store)], splits=("train",))
+    order = SeededBatchOrder(data.n, args.batch_size, seed=0, block_rows=max(1, min(8, args.batch_size // 4)))
+    mean, std = load_stats(str(stats))
+    it = _image_stream(data, order, 0, n_steps, device, mean, std, {"loader_threads": args.loader_threads})
 
     fast: dict[str, torch.nn.Module] = {"m": model if method == "mae" else model.student}
 
@@ -112,15 +150,14 @@ def bench(method: str, args: argparse.Namespace) -> dict:
 
     from torch.utils.flop_counter import FlopCounterMode
 
-    it = iter(loader)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     with FlopCounterMode(display=False) as counter:
-        step(next(it).to(device), 0)
+        step(next(it), 0)
     flops_per_step = counter.get_total_flops()  # counted eagerly (compiled graphs hide ops)
     if args.compile:
         fast["m"] = torch.compile(fast["m"])
     for i in range(1, args.warmup):
-        step(next(it).to(device), i)
+        step(next(it), i)
     sync()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -128,15 +165,19 @@ def bench(method: str, args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     for i in range(args.steps):
         td = time.perf_counter()
-        images = next(it).to(device, non_blocking=True)
+        images = next(it)
         data_s += time.perf_counter() - td
         step(images, args.warmup + i)
     sync()
     wall = time.perf_counter() - t0
+    it.close()
+    tmp.cleanup()
     ips = args.batch_size * args.steps / wall
     tokens = (size // int(kwargs["patch_size"])) ** 2
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = args.peak_tflops if args.peak_tflops else (peak_tflops(name) if device.type == "cuda" else None)
+    if peak is None and device.type == "cpu" and args.measure_cpu_peak:
+        peak = measure_cpu_peak_tflops(torch.get_num_threads())
     achieved = flops_per_step * args.steps / wall
     return {
         "method": method,
@@ -145,6 +186,7 @@ def bench(method: str, args: argparse.Namespace) -> dict:
         "device": name,
         "peak_tflops": peak,
         "dtype": dtype,
+        "compile": bool(args.compile),
         "batch_size": args.batch_size,
         "images_per_s": round(ips, 2),
         "tokens_per_s": round(ips * tokens, 1),
@@ -169,13 +211,17 @@ def main() -> None:
     p.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     p.add_argument("--img-size", type=int, default=None, help="override the chip size (448 in the study)")
     p.add_argument("--tiny", action="store_true", help="the demo's tiny ViT at 64 px (CPU smoke test)")
-    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--loader-threads", type=int, default=2, help="reader threads of the batch loader")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--measure-cpu-peak", action="store_true", help="CPU MFU against a measured fp32 GEMM rate")
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="device peak TFLOP/s for MFU (default: bf16 table by GPU name; none on CPU)")
     p.add_argument("--cpu-bf16", action="store_true", help="use bf16 autocast on CPU too (code-path check)")
     p.add_argument("--compile", action="store_true", help="torch.compile the trained module")
     args = p.parse_args()
     args.warmup = max(1, args.warmup)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     for method in (["mae", "dino"] if args.method == "both" else [args.method]):
         print(json.dumps(bench(method, args)), flush=True)
 

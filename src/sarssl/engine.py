@@ -196,9 +196,16 @@ class SeededBatchOrder:
     ``accum`` accumulation micro-steps (so each micro-batch holds
     ``global_batch / (world * accum)`` samples). Epoch ``e`` uses the permutation drawn
     from ``default_rng([seed, e])``; incomplete final batches are dropped.
+
+    With ``block_rows > 1`` the permutation moves blocks of ``block_rows`` consecutive
+    sample indices instead of single samples (the block shuffle of
+    :func:`sarssl.datasets.block_batches`): a block of neighbouring rows of a chip store
+    is then one sequential read. ``block_rows = 1`` is the plain per-sample shuffle.
     """
 
-    def __init__(self, n: int, global_batch: int, seed: int, rank: int = 0, world: int = 1, accum: int = 1):
+    def __init__(
+        self, n: int, global_batch: int, seed: int, rank: int = 0, world: int = 1, accum: int = 1, block_rows: int = 1
+    ):
         if global_batch % (world * accum):
             raise SarsslError(
                 f"batch size {global_batch} must be divisible by world size {world} x accumulation steps {accum}"
@@ -209,9 +216,23 @@ class SeededBatchOrder:
         self.steps_per_epoch = self.n // self.global_batch
         if self.steps_per_epoch == 0:
             raise SarsslError(f"{n} samples are fewer than one batch of {global_batch}")
+        if int(block_rows) < 1:
+            raise SarsslError(f"block_rows must be >= 1, got {block_rows}")
+        self.block_rows = int(block_rows)
+        self._cache: tuple[int, np.ndarray] | None = None
 
     def epoch_order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, int(epoch)]).permutation(self.n)
+        """The visiting order of epoch ``epoch`` (cached for the last epoch asked for)."""
+        if self._cache is not None and self._cache[0] == int(epoch):
+            return self._cache[1]
+        rng = np.random.default_rng([self.seed, int(epoch)])
+        if self.block_rows == 1:
+            order = rng.permutation(self.n)
+        else:
+            starts = np.arange(0, self.n, self.block_rows)
+            order = np.concatenate([np.arange(s, min(s + self.block_rows, self.n)) for s in starts[rng.permutation(starts.size)]])
+        self._cache = (int(epoch), order)
+        return order
 
     def global_indices(self, step: int) -> np.ndarray:
         """Sample indices of the whole global batch of optimiser step ``step``."""
@@ -327,8 +348,12 @@ class MetricsLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(self.path.parent / "tensorboard"))
-            except Exception:  # tensorboard not installed: optional
+                # on resume, purge_step makes TensorBoard drop the events of the steps
+                # after the checkpoint that an interrupted run had already written
+                purge = resume_step + 1 if resume_step is not None else None
+                self.tb = SummaryWriter(str(self.path.parent / "tensorboard"), purge_step=purge)
+            except ImportError:  # tensorboard not installed: optional
+                log.info("tensorboard is not installed: metrics go to %s only", self.path)
                 self.tb = None
 
     def write(self, record: dict[str, Any]) -> None:
