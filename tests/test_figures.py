@@ -295,6 +295,10 @@ def test_data_statistics_counts_and_shares(store_dir, tmp_path):
     bars = _by_gid(fig, "")
     assert bars["scenes|rome|winter"].get_height() == 2
     assert bars["chips|rome|train"].get_height() == chips["train"] == 9
+    fig.canvas.draw()
+    for ax in fig.axes[:2]:  # scene and chip counts: whole-number ticks only
+        ticks = [t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
     for s in datastats.SPLITS:
         total = sum(b.get_height() for g, b in bars.items() if g.startswith(f"share|rome|{s}|"))
         assert total == pytest.approx(100.0)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .. import SEASONS
 from ..errors import InputError
@@ -145,6 +146,7 @@ def data_statistics(
     ax_s.set_xticks(range(len(areas)))
     ax_s.set_xticklabels(areas)
     ax_s.set_ylabel("Sentinel-1 scenes")
+    ax_s.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: whole ticks only
     ax_s.set_title("(a) scenes per season")
     ax_s.grid(axis="x", visible=False)
     if areas:
@@ -172,6 +174,7 @@ def data_statistics(
     ax_c.set_xticks(range(len(areas_c)))
     ax_c.set_xticklabels(areas_c)
     ax_c.set_ylabel("chips")
+    ax_c.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax_c.set_title("(b) chips per split")
     ax_c.grid(axis="x", visible=False)
     if areas_c:
