@@ -739,3 +739,24 @@ def test_every_figure_is_registered():
     } <= set(plots.FIGURES)
     parser = argparse.ArgumentParser()
     plots.add_arguments(parser)  # every option parses without clashes
+
+
+def test_qa_window_is_centred_on_the_area():
+    """The preprocessing-QA window centre maps back (through the annotation's GCP grid) to
+    the centre of the requested area, and the window lies inside the image."""
+    from scipy.interpolate import LinearNDInterpolator
+
+    from sarssl.figures.qa import aoi_window
+    from sarssl.safe import open_product, template_path
+
+    safe = template_path("S1B_rome")  # the SAFE folder itself
+    c0, r0, w, h = aoi_window(str(safe), "12.46,41.96,12.54,42.04", 400)
+    ann = open_product(safe).annotation("VV")
+    lines, samples = ann.shape
+    assert (w, h) == (400, 400) and 0 <= c0 <= samples - w and 0 <= r0 <= lines - h
+    g = ann.gcps()
+    to_lonlat = LinearNDInterpolator(
+        np.column_stack([g["line"], g["pixel"]]), np.column_stack([g["longitude"], g["latitude"]])
+    )
+    lon, lat = to_lonlat([[r0 + h / 2, c0 + w / 2]])[0]
+    assert abs(lon - 12.50) < 0.005 and abs(lat - 42.00) < 0.005

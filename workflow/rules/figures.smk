@@ -23,18 +23,16 @@ rule plot_preprocessing_qa:
     params:
         aoi=bbox_arg,
         size=config["figures"]["qa_window"],
-        script=workflow.source_path("../scripts/qa_window.py"),
         calibration=config["preprocess"]["calibration"],
         speckle_filter=config["preprocess"]["speckle_filter"],
         speckle_window=config["preprocess"]["speckle_window"],
         dpi=figure_dpi(),
     shell:
-        "(window=$(python {params.script} {input.product} {params.aoi}"
-        " --size {params.size}) && echo window $window"
-        " && sarssl plot preprocessing-qa --product {input.product} --window $window"
-        " --calibration {params.calibration} --speckle-filter {params.speckle_filter}"
+        "sarssl plot preprocessing-qa --product {input.product} --aoi {params.aoi}"
+        " --size {params.size} --calibration {params.calibration}"
+        " --speckle-filter {params.speckle_filter}"
         " --speckle-window {params.speckle_window} --dpi {params.dpi}"
-        " --out {output.png}) > {log} 2>&1"
+        " --out {output.png} > {log} 2>&1"
 
 
 rule plot_composites:
