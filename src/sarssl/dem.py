@@ -12,8 +12,9 @@ Vertical datum, from the DEM's CRS:
 
 Geoid undulations are read OFFLINE from PROJ geoid grids (``egm08_25.gtx`` /
 ``us_nga_egm08_25.tif`` for EGM2008, ``egm96_15.gtx`` / ``us_nga_egm96_15.tif`` for
-EGM96), searched in ``$SARSSL_GEOID_DIR``, ``$PROJ_DATA``/``$PROJ_LIB``, pyproj's data dir
-and ``/usr/share/proj``, and interpolated bilinearly here (not through a PROJ pipeline,
+EGM96), searched in ``$SARSSL_GEOID_DIR``, ``$PROJ_DATA``/``$PROJ_LIB``, the per-user
+sarssl dir (:func:`user_geoid_dir`, where ``sarssl acquire geoid`` downloads them), pyproj's
+data dir and ``/usr/share/proj``, and interpolated bilinearly here (not through a PROJ pipeline,
 which silently returns unchanged heights when a grid is missing). Debian's ``proj-data``
 package ships ``egm96_15.gtx`` (``apt-get install proj-data``). When an EGM2008 DEM meets
 only the EGM96 grid, EGM96 is used with a warning: the two models differ by < 1 m over most
@@ -42,7 +43,10 @@ GEOID_GRIDS = {
     "EGM2008": ("us_nga_egm08_25.tif", "egm08_25.gtx", "egm2008-2_5.gtx", "egm2008-1.gtx"),
     "EGM96": ("us_nga_egm96_15.tif", "egm96_15.gtx"),
 }
-INSTALL_HINT = "install Debian's proj-data (apt-get install proj-data) or set SARSSL_GEOID_DIR"
+INSTALL_HINT = (
+    "run `sarssl acquire geoid --model egm2008` (or egm96), install Debian's proj-data "
+    "(apt-get install proj-data) or set SARSSL_GEOID_DIR"
+)
 
 
 @dataclass
@@ -94,12 +98,24 @@ def vertical_datum(crs: CRS) -> str:
     return "EGM2008"
 
 
+def user_geoid_dir() -> Path:
+    """Per-user geoid grid folder: the first entry of ``$SARSSL_GEOID_DIR`` if set, else
+    ``$XDG_DATA_HOME/sarssl/geoid`` (default ``~/.local/share/sarssl/geoid``); the default
+    destination of ``sarssl acquire geoid``."""
+    env = [d for d in os.environ.get("SARSSL_GEOID_DIR", "").split(os.pathsep) if d]
+    if env:
+        return Path(env[0]).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base).expanduser() / "sarssl" / "geoid"
+
+
 def _grid_dirs() -> list[Path]:
     dirs = []
     for var in ("SARSSL_GEOID_DIR", "PROJ_DATA", "PROJ_LIB"):
         for d in os.environ.get(var, "").split(os.pathsep):
             if d:
                 dirs.append(Path(d))
+    dirs.append(user_geoid_dir())
     try:
         import pyproj
 

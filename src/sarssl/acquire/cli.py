@@ -10,6 +10,7 @@ Sub-commands::
     sarssl acquire worldcover --aoi W,S,E,N --year 2021 --out resources/labels/AREA_worldcover.tif
     sarssl acquire modis --aoi W,S,E,N --year 2021 --out resources/labels/AREA_treecover.tif
         [--version 061] [--url-template URL]
+    sarssl acquire geoid --model egm2008|egm96 [--out-dir DIR] [--base-url URL]
 
 Every sub-command accepts ``--retries``, ``--backoff``, ``--timeout``, ``--jitter-seed`` and
 ``--no-progress``, and base-URL options so mirrors (or a test server) can stand in for the
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -27,6 +29,7 @@ from urllib.parse import urlsplit
 from ..errors import SarsslError
 from ..io import parse_bbox, run_record, write_json
 from . import dem as dem_mod
+from . import geoid as geoid_mod
 from . import modis as modis_mod
 from . import orbits as orbits_mod
 from . import sentinel1 as s1
@@ -114,6 +117,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--tile-dir", default=None, help="where tiles are kept (default OUT's folder/tiles)")
     _common(p)
 
+    p = sub.add_parser("geoid", help="EGM2008/EGM96 geoid grid from the PROJ CDN (for offline DEM heights)")
+    p.add_argument("--model", required=True, type=str.lower, choices=sorted(geoid_mod.GEOID_FILES),
+                   help="egm2008 (us_nga_egm08_25.tif, ~80 MB) or egm96 (us_nga_egm96_15.tif, ~2.6 MB)")
+    p.add_argument("--out-dir", default=None,
+                   help="destination folder (default $SARSSL_GEOID_DIR, else ~/.local/share/sarssl/geoid)")
+    p.add_argument("--base-url", default=geoid_mod.PROJ_CDN_URL, help="grid server root (default the PROJ CDN)")
+    _common(p)
+
 
 def make_client(args: argparse.Namespace, service: str, auth: Auth | None = None) -> HttpClient:
     return HttpClient(
@@ -153,6 +164,12 @@ def run(args: argparse.Namespace) -> int:
         )
         for pid, path in got.items():
             print(f"{pid}\t{path}")
+        return 0
+    if target == "geoid":
+        info = geoid_mod.acquire_geoid(args.model, make_client(args, "PROJ CDN"), out_dir=args.out_dir,
+                                       base_url=args.base_url)
+        print(info.path)
+        print(f"export SARSSL_GEOID_DIR={shlex.quote(str(info.path.parent.resolve()))}")
         return 0
     bbox = parse_bbox(args.aoi)
     if target == "dem":
