@@ -287,3 +287,36 @@ def test_product_border_limits_and_calibrate_window(tmp_path):
     full = calibrate(dn[10:30, :200], p.calibration("VV"), p.noise("VV"), range(10, 30),
                      range(0, 200))
     assert np.allclose(win[np.isfinite(win)], full[np.isfinite(win)])
+
+
+def test_window_lut_memo_is_keyed_on_contents(product):
+    """The VV/VH window memo reuses a LUT only when the vectors *and* the window are the
+    same: scaling the calibration vectors or the noise, or moving the window, must change the
+    result exactly as an uncached calibration would."""
+    import copy
+
+    from sarssl import calibration as C
+
+    cal, noise = product.calibration("VV"), product.noise("VV")
+    rows, cols = np.arange(300, 340), np.arange(1500, 1560)
+    dn = np.full((40, 60), 120, dtype=np.uint16)
+    C._WINDOW_CACHE.clear()
+    first = calibrate(dn, cal, noise, rows, cols)
+    assert len(C._WINDOW_CACHE) == 2
+    again = calibrate(dn, cal, noise, rows, cols)  # memo hit: identical values
+    np.testing.assert_array_equal(first, again)
+    assert len(C._WINDOW_CACHE) == 2
+    cal2 = copy.deepcopy(cal)
+    for kind in cal2.luts:
+        cal2.luts[kind].values = [v * 2.0 for v in cal2.luts[kind].values]
+    np.testing.assert_allclose(calibrate(dn, cal2, noise, rows, cols, floor_db=None),
+                               calibrate(dn, cal, noise, rows, cols, floor_db=None) / 4.0, rtol=1e-5)
+    noise2 = copy.deepcopy(noise)
+    noise2.range.values = [v * 0.0 for v in noise2.range.values]
+    no_noise = calibrate(dn, cal, noise, rows, cols, remove_noise=False)
+    np.testing.assert_allclose(calibrate(dn, cal, noise2, rows, cols), no_noise, rtol=1e-6)
+    assert not np.allclose(no_noise, first)
+    shifted = calibrate(dn, cal, noise, rows + 2000, cols)
+    C._WINDOW_CACHE.clear()
+    np.testing.assert_array_equal(shifted, calibrate(dn, cal, noise, rows + 2000, cols))
+    assert len(C._WINDOW_CACHE) <= C._WINDOW_CACHE_SIZE

@@ -238,3 +238,36 @@ def test_block_writer_publishes_a_zstd_cog_with_average_overviews(tmp_path):
         ov = ds.read(1, out_shape=(550, 650))  # the 2x overview level
     expect = data[0, 8:10, 20:22].mean()
     assert abs(ov[4, 10] - expect) < 1e-4
+
+
+def test_overview_levels_and_concurrent_close(tmp_path):
+    """Overview factors follow GDAL's COG default (halve until one block holds the larger
+    side); close_all publishes several writers, each with those averaged overviews, and a
+    small raster gets none."""
+    from affine import Affine
+
+    from sarssl.rasterio_blocks import BlockWriter, close_all, overview_factors
+
+    assert overview_factors(7493, 5658, 512) == [2, 4, 8, 16]
+    assert overview_factors(1100, 1300, 512) == [2, 4]
+    assert overview_factors(512, 300, 512) == [] and overview_factors(513, 1, 512) == [2]
+    rng = np.random.default_rng(7)
+    big = rng.normal(0.1, 0.02, (1, 1100, 1300)).astype(np.float32)
+    small = (rng.random((300, 200)) * 7).astype(np.uint8)
+    kw = dict(crs="EPSG:32633", transform=Affine(10, 0, 500000, 0, -10, 4600000))
+    w1 = BlockWriter(tmp_path / "big.tif", count=1, height=1100, width=1300, dtype="float32",
+                     nodata=float("nan"), **kw)
+    w2 = BlockWriter(tmp_path / "small.tif", count=1, height=300, width=200, dtype="uint8", **kw)
+    w1.write(big, 0, 0)
+    w2.write(small, 0, 0)
+    close_all([w1, w2])
+    close_all([w1, w2])  # already published: a no-op
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.tif", "small.tif"]
+    with rasterio.open(tmp_path / "big.tif") as ds:
+        assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and ds.overviews(1) == [2, 4]
+        np.testing.assert_array_equal(ds.read(), big)
+        ov = ds.read(1, out_shape=(550, 650))
+    assert abs(ov[100, 200] - big[0, 200:202, 400:402].mean()) < 1e-6
+    with rasterio.open(tmp_path / "small.tif") as ds:
+        assert ds.overviews(1) == [] and ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        np.testing.assert_array_equal(ds.read(1), small)

@@ -26,6 +26,7 @@ full image, so a 26000 x 16700 scene can be processed piece by piece in float32.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Iterable
@@ -247,8 +248,13 @@ def interpolate_vectors(
         pos = np.searchsorted(used, np.arange(used.max() + 1)) if len(used) else used
         j0, j1 = pos[i0], pos[i1]
         w32 = w.astype(np.float32)[:, None]
-        out = rows[j0] * (1.0 - w32)
-        out += rows[j1] * w32
+        # rows[j0] * (1 - w) + rows[j1] * w in float32, in place (two window-sized buffers
+        # instead of five temporaries; the same rounding as the plain expression)
+        out = np.take(rows, j0, axis=0)
+        out *= 1.0 - w32
+        tmp = np.take(rows, j1, axis=0)
+        tmp *= w32
+        out += tmp
         return out
     lines, pixels = np.broadcast_arrays(lines, pixels)
     shape = lines.shape
@@ -417,6 +423,54 @@ def noise_lut(
     return rng
 
 
+# Window LUT memo: a dual-pol product's polarisations usually share their calibration
+# vectors (and sometimes their noise vectors), and the preprocess chain calibrates the same
+# radar window for VV then VH; the interpolated window is then reused instead of recomputed.
+# Keys hold a digest of the LUT *contents* and of the window coordinates, so a hit returns
+# exactly what the interpolation would; a few entries bound the memory (window-sized arrays).
+_WINDOW_CACHE: dict[tuple, np.ndarray] = {}
+_WINDOW_CACHE_SIZE = 4
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _vector_digest(lut: VectorLUT) -> str:
+    return _digest(np.asarray(lut.lines), *lut.pixels, *lut.values)
+
+
+def _noise_digest(noise: NoiseLUT) -> str:
+    blocks = [np.array([b.first_line, b.first_sample, b.last_line, b.last_sample], dtype=np.int64)
+              for b in noise.azimuth]
+    return _vector_digest(noise.range) + _digest(*blocks, *(b.lines for b in noise.azimuth),
+                                                 *(b.lut for b in noise.azimuth))
+
+
+def _squared(a: np.ndarray) -> np.ndarray:
+    a *= a
+    return a
+
+
+def _cached_window(key: tuple, rows: np.ndarray, cols: np.ndarray, compute) -> np.ndarray:
+    """``compute()`` (a read-only window array), memoised on ``key`` and the coordinates."""
+    full = key + (_digest(rows, cols),)
+    hit = _WINDOW_CACHE.get(full)
+    if hit is not None:
+        return hit
+    val = compute()
+    val.flags.writeable = False
+    if len(_WINDOW_CACHE) >= _WINDOW_CACHE_SIZE:
+        _WINDOW_CACHE.pop(next(iter(_WINDOW_CACHE)))
+    _WINDOW_CACHE[full] = val
+    return val
+
+
 def calibrate(
     dn: np.ndarray,
     cal: CalibrationLUT,
@@ -455,10 +509,8 @@ def calibrate(
     if remove_noise:
         if noise is None:
             raise InputError(f"{cal.source}: thermal noise removal asked but no noise LUT given")
-        power -= noise_lut(noise, rows, cols)
-    a = calibration_lut(cal, kind, rows, cols)
-    a *= a
-    power /= a
+        power -= _cached_window(("eta", _noise_digest(noise)), rows, cols, lambda: noise_lut(noise, rows, cols))
+    power /= _cached_window(("a2", _vector_digest(cal[kind])), rows, cols, lambda: _squared(calibration_lut(cal, kind, rows, cols)))
     if floor_db is not None:
         np.maximum(power, np.float32(10.0 ** (floor_db / 10.0)), out=power)
     power[dn == 0] = np.nan

@@ -176,11 +176,12 @@ class GeocodingLUT:
         squeeze = img.ndim == 2
         if squeeze:
             img = img[None]
-        line = self.line[rows, cols] - offset[0]
-        pixel = self.pixel[rows, cols] - offset[1]
+        # views, not copies: the kernel subtracts the offset itself (no window-sized temporaries)
+        line = self.line[rows, cols]
+        pixel = self.pixel[rows, cols]
         out = np.empty((img.shape[0],) + line.shape, dtype=np.float32)
         for b in range(img.shape[0]):
-            _sample_kernel(np.ascontiguousarray(img[b]), line, pixel, out[b])
+            _sample_kernel(np.ascontiguousarray(img[b]), line, pixel, float(offset[0]), float(offset[1]), out[b])
         return out[0] if squeeze else out
 
     def slopes(self) -> tuple[np.ndarray, np.ndarray]:
@@ -349,15 +350,28 @@ def _lut_kernel(node_r, node_c, dcol, drow, dem, levels, node_line, node_pix, lo
     cf = np.empty(W, dtype=np.float64)
     for c in range(W):
         cj[c], cf[c] = _bracket(node_c, c)
+    nc = node_c.size
     for r in numba.prange(H):
         i, fi = _bracket(node_r, r)
+        # bilinear = linear in column of the node rows interpolated linearly in row: the
+        # row step is done once per output row on the (few hundred) node columns, leaving
+        # two loads and one lerp per pixel and quantity
+        q = np.empty((5 + 2 * nlev, nc))
+        for j in range(nc):
+            q[0, j] = dcol[i, j] + fi * (dcol[i + 1, j] - dcol[i, j])
+            q[1, j] = drow[i, j] + fi * (drow[i + 1, j] - drow[i, j])
+            for k in range(3):
+                q[2 + k, j] = look_enu[k, i, j] + fi * (look_enu[k, i + 1, j] - look_enu[k, i, j])
+            for k in range(nlev):
+                q[5 + k, j] = node_line[k, i, j] + fi * (node_line[k, i + 1, j] - node_line[k, i, j])
+                q[5 + nlev + k, j] = node_pix[k, i, j] + fi * (node_pix[k, i + 1, j] - node_pix[k, i, j])
         for c in range(W):
             j = cj[c]
             fj = cf[c]
-            x = _bil(dcol, i, j, fi, fj)
-            y = _bil(drow, i, j, fi, fj)
+            x = q[0, j] + fj * (q[0, j + 1] - q[0, j])
+            y = q[1, j] + fj * (q[1, j + 1] - q[1, j])
             for k in range(3):
-                look[k, r, c] = _bil(look_enu[k], i, j, fi, fj)
+                look[k, r, c] = q[2 + k, j] + fj * (q[2 + k, j + 1] - q[2 + k, j])
             x0 = int(np.floor(x))
             y0 = int(np.floor(y))
             if x0 < 0 or y0 < 0 or x0 + 1 >= dc_ or y0 + 1 >= dr_:
@@ -379,10 +393,12 @@ def _lut_kernel(node_r, node_c, dcol, drow, dem, levels, node_line, node_pix, lo
             if k > nlev - 2:
                 k = nlev - 2
             w = (h - levels[k]) / dh
-            l0 = _bil(node_line[k], i, j, fi, fj)
-            l1 = _bil(node_line[k + 1], i, j, fi, fj)
-            p0 = _bil(node_pix[k], i, j, fi, fj)
-            p1 = _bil(node_pix[k + 1], i, j, fi, fj)
+            a = 5 + k
+            l0 = q[a, j] + fj * (q[a, j + 1] - q[a, j])
+            l1 = q[a + 1, j] + fj * (q[a + 1, j + 1] - q[a + 1, j])
+            a = 5 + nlev + k
+            p0 = q[a, j] + fj * (q[a, j + 1] - q[a, j])
+            p1 = q[a + 1, j] + fj * (q[a + 1, j + 1] - q[a + 1, j])
             line[r, c] = l0 + w * (l1 - l0)
             pixel[r, c] = p0 + w * (p1 - p0)
 
@@ -436,13 +452,14 @@ def _mask_kernel(h, look, res, r0, c0, valid, cast, out):
 
 
 @numba.njit(cache=True, parallel=True)
-def _sample_kernel(img, line, pixel, out):
+def _sample_kernel(img, line, pixel, off_line, off_pixel, out):
+    """Bilinear sampling of ``img`` at (line - off_line, pixel - off_pixel), NaN-aware."""
     H, W = line.shape
     rows, cols = img.shape
     for r in numba.prange(H):
         for c in range(W):
-            y = line[r, c]
-            x = pixel[r, c]
+            y = line[r, c] - off_line
+            x = pixel[r, c] - off_pixel
             if not (y >= 0.0 and x >= 0.0 and y <= rows - 1 and x <= cols - 1):
                 out[r, c] = np.nan
                 continue

@@ -198,7 +198,7 @@ def preprocess(
     from .geocoding import MASK_NODATA, GeocodingLUT
     from .geometry import apply_orbit_dir
     from .grid import area_grid
-    from .rasterio_blocks import BlockWriter
+    from .rasterio_blocks import BlockWriter, close_all
     from .safe import open_product
     from .speckle import estimate_enl
     from .speckle import speckle_filter as run_filter
@@ -333,7 +333,12 @@ def preprocess(
     mask_path = out.with_name(out.stem + ".mask.tif")
     n_valid = 0
     radar_px = 0
-    with BlockWriter(out, count=len(pols), height=grid.height, width=grid.width, dtype="float32",
+    import rasterio
+
+    # GDAL_NUM_THREADS: the measurement windows span many deflate tiles, which GDAL (>= 3.6)
+    # then decodes on all cores (~2x faster reads on 2 cores)
+    with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"), \
+         BlockWriter(out, count=len(pols), height=grid.height, width=grid.width, dtype="float32",
                      crs=grid.crs, transform=grid.transform, nodata=float("nan"), band_names=pols,
                      tags=tags) as data_w, \
          BlockWriter(mask_path, count=1, height=grid.height, width=grid.width, dtype="uint8",
@@ -365,10 +370,10 @@ def preprocess(
             t2 = time.perf_counter()
             data = np.stack(bands)
             m = lut.mask(data, rows=inner[0], cols=inner[1])
-            data[:, m == MASK_NODATA] = np.nan
+            np.copyto(data, np.float32(np.nan), where=(m == MASK_NODATA)[None])  # (no boolean gather)
             if units == "db":
                 data = _to_db(data)
-            n_valid += int((m > 0).sum())
+            n_valid += int(np.count_nonzero(m))
             times["mask"] += time.perf_counter() - t2
             t2 = time.perf_counter()
             data_w.write(data, r0, c0)
@@ -377,6 +382,7 @@ def preprocess(
         if n_valid == 0:
             raise InputError(f"product {product_path}: no valid data over the area {aoi} (all no data)")
         t3 = time.perf_counter()
+        close_all([data_w, mask_w])  # both COG translations at once (the exit is then a no-op)
     times["cog"] += time.perf_counter() - t3
     total = time.perf_counter() - t_start
     t_lut, t_geo = times["lut"], times["geocode"] + times["mask"]
