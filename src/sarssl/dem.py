@@ -161,8 +161,9 @@ def _load_geoid(model: str, search: tuple[str, ...]) -> tuple[np.ndarray, Affine
         return ds.read(1).astype(np.float64), ds.transform, path, used
 
 
-def geoid_undulation(lon: np.ndarray, lat: np.ndarray, model: str = "EGM2008") -> np.ndarray:
-    """Geoid height N (m) above WGS84 at lon/lat (degrees), bilinear in the PROJ grid."""
+def _geoid_weights(model: str, lon, lat):
+    """The geoid grid and the bilinear cell indices/weights of lon/lat (degrees) in it:
+    ``(grid, r0, fr, c0, c1, fc, path, used)``; columns wrap around the date line."""
     grid, t, path, used = _load_geoid(model, tuple(str(d) for d in _grid_dirs()))
     lon = np.asarray(lon, dtype=np.float64)
     lat = np.asarray(lat, dtype=np.float64)
@@ -178,6 +179,12 @@ def geoid_undulation(lon: np.ndarray, lat: np.ndarray, model: str = "EGM2008") -
     fr = row - r0
     c0 %= cols
     c1 = (c0 + 1) % cols  # wraps around the date line (global grids)
+    return grid, r0, fr, c0, c1, fc, path, used
+
+
+def geoid_undulation(lon: np.ndarray, lat: np.ndarray, model: str = "EGM2008") -> np.ndarray:
+    """Geoid height N (m) above WGS84 at lon/lat (degrees), bilinear in the PROJ grid."""
+    grid, r0, fr, c0, c1, fc, path, used = _geoid_weights(model, lon, lat)
     n = (
         grid[r0, c0] * (1 - fr) * (1 - fc)
         + grid[r0, c1] * (1 - fr) * fc
@@ -194,21 +201,7 @@ def geoid_undulation_grid(lon: np.ndarray, lat: np.ndarray, model: str = "EGM200
     computed once per latitude/longitude (a north-up geographic DEM's rows share a
     latitude, its columns a longitude) and the products in one numba pass, without the
     per-pixel float64 temporaries (a full-scene 30 m DEM has ~2.5e7 px)."""
-    grid, t, path, used = _load_geoid(model, tuple(str(d) for d in _grid_dirs()))
-    lon = np.asarray(lon, dtype=np.float64)
-    lat = np.asarray(lat, dtype=np.float64)
-    x0 = t.c + 0.5 * t.a
-    col = np.mod(lon - x0, 360.0) / t.a
-    row = (lat - (t.f + 0.5 * t.e)) / t.e
-    rows, cols = grid.shape
-    if not (np.all(row >= -1e-9) and np.all(row <= rows - 1 + 1e-9)):
-        raise SarsslError(f"geoid grid {path}: latitudes outside the grid")
-    c0 = np.floor(col).astype(np.int64)
-    r0 = np.clip(np.floor(row).astype(np.int64), 0, rows - 2)
-    fc = col - c0
-    fr = row - r0
-    c0 %= cols
-    c1 = (c0 + 1) % cols
+    grid, r0, fr, c0, c1, fc, path, used = _geoid_weights(model, lon, lat)
     out = np.empty((lat.size, lon.size), dtype=np.float64)
     _separable_bilinear(np.ascontiguousarray(grid, dtype=np.float64), r0, fr, c0, c1, fc, out)
     log.debug("geoid %s from %s", used, path)

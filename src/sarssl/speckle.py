@@ -111,6 +111,25 @@ def _boxcar(img, w):
 
 
 @numba.njit(cache=True, inline="always")
+def _window_stats(img, r, c, h):
+    """NaN-aware mean and variance of the (2h+1)^2 window at (r, c), clipped at the edges
+    (the centre pixel is valid, so the window holds at least one value)."""
+    rows, cols = img.shape
+    s = 0.0
+    s2 = 0.0
+    n = 0
+    for i in range(max(r - h, 0), min(r + h + 1, rows)):
+        for j in range(max(c - h, 0), min(c + h + 1, cols)):
+            v = img[i, j]
+            if v == v:
+                s += v
+                s2 += v * v
+                n += 1
+    m = s / n
+    return m, s2 / n - m * m
+
+
+@numba.njit(cache=True, inline="always")
 def _mmse(y, m, var, sv2):
     """Lee MMSE estimate of one pixel from window mean m and variance var."""
     if var <= 0.0 or m <= 0.0:
@@ -135,18 +154,7 @@ def _lee(img, w, sv2):
             if y != y:
                 out[r, c] = np.nan
                 continue
-            s = 0.0
-            s2 = 0.0
-            n = 0
-            for i in range(max(r - h, 0), min(r + h + 1, rows)):
-                for j in range(max(c - h, 0), min(c + h + 1, cols)):
-                    v = img[i, j]
-                    if v == v:
-                        s += v
-                        s2 += v * v
-                        n += 1
-            m = s / n
-            var = s2 / n - m * m
+            m, var = _window_stats(img, r, c, h)
             out[r, c] = _mmse(y, m, var, sv2)
     return out
 
@@ -297,18 +305,7 @@ def _gamma_map(img, w, enl):
             if y != y:
                 out[r, c] = np.nan
                 continue
-            s = 0.0
-            s2 = 0.0
-            n = 0
-            for i in range(max(r - h, 0), min(r + h + 1, rows)):
-                for j in range(max(c - h, 0), min(c + h + 1, cols)):
-                    v = img[i, j]
-                    if v == v:
-                        s += v
-                        s2 += v * v
-                        n += 1
-            m = s / n
-            var = s2 / n - m * m
+            m, var = _window_stats(img, r, c, h)
             if m <= 0.0 or var <= 0.0:
                 out[r, c] = m
                 continue
