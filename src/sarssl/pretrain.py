@@ -142,6 +142,24 @@ def resolve_hparams(method: str, raw: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------------------
+def _pretrain_rows(store_dirs: list[str], splits: tuple[str, ...]) -> list[tuple[Any, np.ndarray]]:
+    """(store, sorted rows of ``splits``) for each chip store that has such chips; stores
+    whose channel order differs from :data:`sarssl.CHANNELS` are refused."""
+    from .datasets import ChipStore
+
+    out = []
+    for d in store_dirs:
+        store = ChipStore(d)
+        if list(store.channels) != list(CHANNELS):
+            raise SarsslError(f"chip store {d}: channels {store.channels} differ from {list(CHANNELS)}")
+        rows = np.sort(np.concatenate([store.rows(s) for s in splits]))
+        if rows.size == 0:
+            log.warning("chip store %s has no %s chips", d, "/".join(splits))
+            continue
+        out.append((store, rows))
+    return out
+
+
 class PretrainImages(torch.utils.data.Dataset):
     """Normalised images of the train + val chips of several stores, concatenated.
 
@@ -149,18 +167,11 @@ class PretrainImages(torch.utils.data.Dataset):
     """
 
     def __init__(self, store_dirs: list[str], stats: str, splits: tuple[str, ...] = ("train", "val")):
-        from .datasets import ChipDataset, ChipStore
+        from .datasets import ChipDataset
 
         self.datasets = []
         sizes = set()
-        for d in store_dirs:
-            store = ChipStore(d)
-            if list(store.channels) != list(CHANNELS):
-                raise SarsslError(f"chip store {d}: channels {store.channels} differ from {list(CHANNELS)}")
-            rows = np.sort(np.concatenate([store.rows(s) for s in splits]))
-            if rows.size == 0:
-                log.warning("chip store %s has no %s chips", d, "/".join(splits))
-                continue
+        for store, rows in _pretrain_rows(store_dirs, splits):
             self.datasets.append(ChipDataset(store, rows, stats))
             sizes.add(store.chip_size)
         if not self.datasets:
@@ -204,19 +215,12 @@ class PretrainBatches:
     """
 
     def __init__(self, store_dirs: list[str], splits: tuple[str, ...] = ("train", "val")):
-        from .datasets import ChipBatches, ChipStore
+        from .datasets import ChipBatches
 
         self.stores: list[Any] = []
         self.rows: list[np.ndarray] = []
         sizes, dtypes = set(), set()
-        for d in store_dirs:
-            store = ChipStore(d)
-            if list(store.channels) != list(CHANNELS):
-                raise SarsslError(f"chip store {d}: channels {store.channels} differ from {list(CHANNELS)}")
-            rows = np.sort(np.concatenate([store.rows(s) for s in splits]))
-            if rows.size == 0:
-                log.warning("chip store %s has no %s chips", d, "/".join(splits))
-                continue
+        for store, rows in _pretrain_rows(store_dirs, splits):
             self.stores.append(ChipBatches(store, rows, batch_size=1, shuffle=False, labels=False))
             self.rows.append(rows)
             sizes.add(store.chip_size)
