@@ -1,6 +1,7 @@
 # sarssl: one-command set-up, run and test.
 #   make run    create .venv if needed, then run the whole workflow (snakemake --cores all)
 #   make test   create .venv if needed, then run the test suite
+#   make matrix the demo with the study's full fine-tuning matrix (config/matrix.yaml)
 #   make lint   snakemake --lint and snakefmt --check
 #   make dag    docs/rulegraph.svg (the rule graph shown in the README)
 #   make clean  remove workflow outputs (results/, resources/, logs/, benchmarks/*/)
@@ -23,10 +24,10 @@ PYTEST_WORKERS ?= 0
 SNAKEMAKE := $(VENV)/bin/snakemake
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -y -q
 
-.PHONY: help env pyrosar-env run test lint dag clean
+.PHONY: help env pyrosar-env run matrix test lint dag clean
 
 help:
-	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
 
 # Python itself and the venv module (Debian ships `venv` in python3-venv).
 $(VENV)/bin/python:
@@ -63,6 +64,11 @@ pyrosar-env: $(PYROSAR_STAMP)
 
 run: $(STAMP) $(if $(filter pyrosar,$(CATALOGUE_BACKEND)),$(PYROSAR_STAMP))
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SNAKEMAKE) --cores $(CORES)
+
+# The study's full fine-tuning matrix on the demo areas (6 fractions x 3 seeds x 2 protocols
+# x 3 inits x 2 tasks x 2 areas = 432 runs): `make run`'s outputs are reused.
+matrix: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SNAKEMAKE) --cores $(CORES) --configfile config/matrix.yaml
 
 # The tests are independent (each workflow test works in its own tmp directory), so
 # they may run in parallel with PYTEST_WORKERS > 0.

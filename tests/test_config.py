@@ -57,6 +57,11 @@ def test_defaults_are_filled_in():
     assert cfg["pretrain"]["mae"]["mask_ratio"] == 0.75
     assert cfg["pretrain"]["dino"]["teacher_temp"] == 0.04
     assert cfg["finetune"]["inits"] == ["scratch", "mae", "dino"]
+    # the study's matrix by default: 6 label fractions x 3 seeds x both protocols and tasks
+    assert cfg["finetune"]["fractions"] == [0.01, 0.05, 0.1, 0.25, 0.5, 1.0]
+    assert cfg["finetune"]["seeds"] == [0, 1, 2]
+    assert cfg["finetune"]["protocols"] == ["finetune", "linear"]
+    assert cfg["finetune"]["tasks"] == ["landcover", "treecover"]
 
 
 @pytest.mark.parametrize(
@@ -125,6 +130,31 @@ def test_demo_config_dry_run_expands_the_study(tmp_path):
     assert "results/finetune/treecover/dino/linear/chimoio/f0.05_s0/metrics.json" in out
     # hyper-parameters from config reach the training commands as JSON
     assert '"mask_ratio": 0.75' in out and '"img_size": 64' in out
+
+
+def test_matrix_config_expands_the_full_default_matrix(tmp_path, demo_config, write_config):
+    """config/matrix.yaml over the demo = the schema's default matrix on both areas: 216
+    separate jobs per fine-tuning area, each (task, init, protocol, fraction, seed) once."""
+    run_re = r"results/finetune/(\w+)/(\w+)/(\w+)/(\w+)/f([\d.]+)_s(\d+)/metrics.json"
+
+    def planned(cfg: dict, name: str) -> tuple[dict, set]:
+        res = run_snakemake(tmp_path, write_config(cfg, name), "--dry-run", "--cores", "1", "--printshellcmds")
+        assert res.returncode == 0, res.stderr + res.stdout
+        return job_counts(res.stdout), set(re.findall(run_re, res.stdout))
+
+    matrix = yaml.safe_load((ROOT / "config" / "matrix.yaml").read_text())
+    cfg = copy.deepcopy(demo_config)
+    cfg["finetune"].update(matrix["finetune"])
+    counts, runs = planned(cfg, "matrix.yaml")
+    assert counts["finetune"] == len(runs) == 2 * 3 * 2 * 6 * 3 * 2  # tasks inits protocols fractions seeds areas
+    assert {r[0] for r in runs} == {"landcover", "treecover"} and {r[1] for r in runs} == {"scratch", "mae", "dino"}
+    assert {r[2] for r in runs} == {"finetune", "linear"} and {r[3] for r in runs} == {"rome", "chimoio"}
+    assert {r[4] for r in runs} == {"0.01", "0.05", "0.1", "0.25", "0.5", "1.0"}
+    assert {r[5] for r in runs} == {"0", "1", "2"}
+    # leaving fractions, seeds and protocols to the schema defaults plans the same runs
+    for key in ("fractions", "seeds", "protocols"):
+        del demo_config["finetune"][key]
+    assert planned(demo_config, "defaults.yaml")[1] == runs
 
 
 def test_custom_seasons_and_filters_reach_the_catalogue(tmp_path, demo_config, write_config):

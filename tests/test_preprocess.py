@@ -107,6 +107,27 @@ def test_preprocess_cli_outputs_contract(product, tmp_path):
     assert abs(edge_x - xm) < 30
 
 
+def test_polarisations_option_selects_bands(product, tmp_path, capsys):
+    """--polarisations VH: one band, identical to the VH band of the dual-pol run; a
+    polarisation the product lacks is a clear error and nothing is written."""
+    aoi = ",".join(str(v) for v in AOI)
+    common = ["--dem", str(DEM), "--aoi", aoi, "--speckle-filter", "none", "--backend", "python"]
+    both, vh = tmp_path / "both.tif", tmp_path / "vh.tif"
+    assert main(["preprocess", str(product), "--out", str(both), *common]) == 0
+    assert main(["preprocess", str(product), "--out", str(vh), "--polarisations", "vh", *common]) == 0
+    with rasterio.open(both) as a, rasterio.open(vh) as b:
+        assert a.count == 2 and b.count == 1 and b.descriptions == ("VH",)
+        np.testing.assert_array_equal(a.read(2), b.read(1))
+    bad = tmp_path / "hh.tif"
+    capsys.readouterr()
+    assert main(["preprocess", str(product), "--out", str(bad), "--polarisations", "VV,HH", *common]) == 2
+    err = capsys.readouterr().err
+    assert "HH" in err and str(product) in err and "VV, VH" in err
+    assert not bad.exists() and not bad.with_name("hh.mask.tif").exists()
+    assert main(["preprocess", str(product), "--out", str(bad), "--polarisations", "XX", *common]) == 2
+    assert "XX" in capsys.readouterr().err and not bad.exists()
+
+
 def test_errors_write_nothing(product, tmp_path):
     out = tmp_path / "x.tif"
     rc = main(["preprocess", str(product), "--dem", str(DEM), "--out", str(out), "--aoi", "0,0,0.1,0.1",

@@ -55,11 +55,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--orbit-dir", default=None, help="folder with POEORB/RESORB .EOF files (optional)")
     parser.add_argument("--units", choices=("db", "linear"), default="db")
     parser.add_argument("--backend", choices=("auto", "python", "snap"), default="auto")
+    parser.add_argument(
+        "--polarisations", default=None,
+        help="comma-separated polarisations to process, e.g. VV or VV,VH (default: all in the product)",
+    )
 
 
-def _pols(product) -> list[str]:
-    pols = [p.upper() for p in product.polarisations]
-    return sorted(pols, key=lambda p: POL_ORDER.index(p) if p in POL_ORDER else 99)
+def _pols(product, requested: list[str] | None = None, what: str | None = None) -> list[str]:
+    """The product's polarisations in output band order (VV, VH, HH, HV), or the
+    ``requested`` ones, each checked to be in the product."""
+    have = [p.upper() for p in product.polarisations]
+    if requested:
+        wanted = list(dict.fromkeys(p.strip().upper() for p in requested if p.strip()))
+        missing = [p for p in wanted if p not in have]
+        if missing or not wanted:
+            raise InputError(
+                f"product {what or product.id}: polarisation(s) {', '.join(missing) or requested!r} "
+                f"requested but the product has {', '.join(have) or 'none'}"
+            )
+        have = wanted
+    return sorted(have, key=lambda p: POL_ORDER.index(p) if p in POL_ORDER else 99)
+
+
+def parse_polarisations(text: str | None) -> list[str] | None:
+    """``"VV,VH"`` -> ``["VV", "VH"]``; None or empty -> None (all)."""
+    if not text:
+        return None
+    pols = [p.strip().upper() for p in text.split(",") if p.strip()]
+    bad = [p for p in pols if p not in POL_ORDER]
+    if bad or not pols:
+        raise SarsslError(f"--polarisations {text!r}: expected a comma-separated subset of {', '.join(POL_ORDER)}")
+    return pols
 
 
 TILE = 2048
@@ -180,6 +206,7 @@ def preprocess(
     orbit_dir: str | Path | None = None,
     units: str = "db",
     tile: int = TILE,
+    polarisations: list[str] | None = None,
 ) -> dict:
     """Run the Python chain; returns a small summary (timings, sizes).
 
@@ -205,7 +232,7 @@ def preprocess(
 
     t_start = time.perf_counter()
     product = open_product(product_path)
-    pols = _pols(product)
+    pols = _pols(product, polarisations, what=str(product_path))
     if not pols:
         raise InputError(f"product {product_path}: no polarisation found")
     for pol in pols:
@@ -432,6 +459,7 @@ def run(args: argparse.Namespace) -> int:
         speckle_window=args.speckle_window,
         orbit_dir=args.orbit_dir,
         units=args.units,
+        polarisations=parse_polarisations(args.polarisations),
     )
     if backend == "snap":
         snap.preprocess_snap(args.product, args.dem, args.out, **kwargs)

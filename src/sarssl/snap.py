@@ -159,7 +159,9 @@ def preprocess_snap(product: str | Path, dem: str | Path, out: str | Path, **opt
         from pyproj import CRS
 
         geoid = vertical_datum(CRS.from_user_input(ds.crs.to_wkt())) != "ellipsoid"
-    pols = [p.upper() for p in prod.polarisations]
+    from .preprocess import _pols
+
+    pols = _pols(prod, opts.get("polarisations"), what=str(product))
     if opts.get("orbit_dir"):
         log.warning("SNAP backend: --orbit-dir is not passed to SNAP; SNAP's own orbit handling applies")
     with tempfile.TemporaryDirectory(prefix="sarssl-snap-") as tmp:
@@ -168,6 +170,7 @@ def preprocess_snap(product: str | Path, dem: str | Path, out: str | Path, **opt
             resolution=grid.resolution, calibration=opts.get("calibration", "sigma0"),
             terrain_flattening=opts.get("terrain_flattening", False),
             speckle_filter=opts.get("speckle_filter", "refined_lee"), dem_is_geoid=geoid,
+            polarisations=pols,
         )
         t0 = time.time()
         geocode(**kw)
