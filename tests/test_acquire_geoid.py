@@ -133,7 +133,7 @@ def test_cli_downloads_egm2008_and_dem_uses_it(server, tmp_path, isolated_geoid_
     dem_path = tmp_path / "dem.tif"
     write_dem(dem_path, 100.0, CRS.from_epsg(9518))  # WGS 84 + EGM2008 height (Copernicus DEM)
     dem = dem_mod.read_dem(dem_path, (12.45, 41.85, 12.55, 41.95))
-    assert dem.vertical_datum == "EGM2008"
+    assert dem.vertical_datum == "EGM2008" and dem.geoid == "EGM2008 (us_nga_egm08_25.tif)"
     t = dem.transform
     lons = t.c + t.a * (np.arange(dem.shape[1]) + 0.5)
     lats = t.f + t.e * (np.arange(dem.shape[0]) + 0.5)
@@ -150,6 +150,15 @@ def test_without_egm2008_the_fallback_warns(tmp_path, isolated_geoid_dirs, caplo
     n = dem_mod.geoid_undulation(np.array([12.5]), np.array([41.9]), "EGM2008")
     np.testing.assert_allclose(n, -fake_n(12.5, 41.9), atol=1e-4)
     assert [r for r in caplog.records if "no EGM2008 geoid grid" in r.getMessage()]
+    assert dem_mod.geoid_in_use("EGM2008") == "EGM96 (us_nga_egm96_15.tif) for EGM2008"
+    dem_path = tmp_path / "dem.tif"
+    write_dem(dem_path, 100.0, CRS.from_epsg(4326))  # no vertical datum stated: EGM2008
+    dem = dem_mod.read_dem(dem_path, (12.45, 41.85, 12.55, 41.95))
+    assert dem.vertical_datum == "EGM2008" and dem.geoid == "EGM96 (us_nga_egm96_15.tif) for EGM2008"
+    write_dem(dem_path, 100.0, CRS.from_epsg(4979))  # ellipsoidal already: no geoid at all
+    dem = dem_mod.read_dem(dem_path, (12.45, 41.85, 12.55, 41.95))
+    assert dem.vertical_datum == "ellipsoid" and dem.geoid.startswith("none")
+    np.testing.assert_array_equal(dem.height, 100.0)
 
 
 def test_out_dir_egm96_and_existing_file_kept(server, tmp_path, isolated_geoid_dirs):

@@ -80,6 +80,11 @@ def test_preprocess_cli_outputs_contract(product, tmp_path):
                   "TERRAIN_FLATTENING", "SPECKLE_FILTER", "UNITS", "BACKEND", "SARSSL_VERSION"):
             assert k in tags, k
         assert tags["ORBIT_SOURCE"] == "annotation" and tags["UNITS"] == "db" and tags["BACKEND"] == "python"
+        # the Rome DEM is EGM96 (EPSG:9707); the geoid applied is named with its grid file
+        from sarssl.dem import find_geoid_grid
+
+        assert tags["DEM_VERTICAL_DATUM"] == "EGM96" and tags["DEM"] == DEM.name
+        assert tags["GEOID"] == f"EGM96 ({find_geoid_grid('EGM96').name})"
         data = ds.read(1)
         vh = ds.read(2)
         xs = ds.transform.c + (np.arange(ds.width) + 0.5) * 10.0

@@ -58,6 +58,7 @@ class Dem:
     crs: CRS
     path: str
     vertical_datum: str  # the datum converted from (EGM2008/EGM96/ellipsoid)
+    geoid: str = "none (ellipsoidal heights)"  # the geoid grid applied, e.g. "EGM2008 (us_nga_egm08_25.tif)"
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -182,6 +183,14 @@ def _geoid_weights(model: str, lon, lat):
     return grid, r0, fr, c0, c1, fc, path, used
 
 
+def geoid_in_use(model: str) -> str:
+    """The geoid grid that converts ``model`` heights here, e.g. ``"EGM2008
+    (us_nga_egm08_25.tif)"`` or ``"EGM96 (egm96_15.gtx) for EGM2008"`` when the EGM2008
+    grid is missing (recorded in every output's tags)."""
+    _, _, path, used = _load_geoid(model, tuple(str(d) for d in _grid_dirs()))
+    return f"{used} ({Path(path).name})" + ("" if used == model else f" for {model}")
+
+
 def geoid_undulation(lon: np.ndarray, lat: np.ndarray, model: str = "EGM2008") -> np.ndarray:
     """Geoid height N (m) above WGS84 at lon/lat (degrees), bilinear in the PROJ grid."""
     grid, r0, fr, c0, c1, fc, path, used = _geoid_weights(model, lon, lat)
@@ -289,8 +298,10 @@ def read_dem(
                 if tr is not None:
                     xs, ys = tr.transform(xs, ys)
                 data[a : a + chunk] += geoid_undulation(xs, ys, datum)
-    log.info("DEM %s: %dx%d window, %s heights -> ellipsoidal", path, data.shape[0], data.shape[1], datum)
-    return Dem(height=data, transform=transform, crs=crs, path=path, vertical_datum=datum)
+    geoid = geoid_in_use(datum) if datum != "ellipsoid" else "none (ellipsoidal heights)"
+    log.info("DEM %s: %dx%d window, %s heights -> ellipsoidal with geoid %s", path, data.shape[0], data.shape[1],
+             datum, geoid)
+    return Dem(height=data, transform=transform, crs=crs, path=path, vertical_datum=datum, geoid=geoid)
 
 
 def constant_dem(bbox: tuple[float, float, float, float], height: float, step: float = 0.001) -> Dem:

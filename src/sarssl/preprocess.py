@@ -355,6 +355,7 @@ def preprocess(
         "SARSSL_VERSION": __version__,
         "DEM": Path(dem_path).name,
         "DEM_VERTICAL_DATUM": dem.vertical_datum,
+        "GEOID": dem.geoid,
     }
     out = Path(out)
     mask_path = out.with_name(out.stem + ".mask.tif")

@@ -211,6 +211,9 @@ def preprocess_snap(product: str | Path, dem: str | Path, out: str | Path, **opt
         "UNITS": units,
         "BACKEND": "snap",
         "SARSSL_VERSION": __version__,
+        "DEM": Path(dem).name,
+        # SNAP's externalDEMApplyEGM adds its own EGM96 undulations to geoid heights
+        "GEOID": "EGM96 (SNAP externalDEMApplyEGM)" if geoid else "none (ellipsoidal heights)",
     }
     out = Path(out)
     write_geotiff(out.with_name(out.stem + ".mask.tif"), mask, crs=grid.crs, transform=grid.transform,
