@@ -113,8 +113,8 @@ def test_demo_config_dry_run_expands_the_study(tmp_path):
     res = run_snakemake(tmp_path, DEMO_CONFIG, "--dry-run", "--cores", "1", "--printshellcmds")
     assert res.returncode == 0, res.stderr + res.stdout
     counts = job_counts(res.stdout)
-    # 2 tasks x 3 inits x 2 protocols x 2 areas x 3 fractions x 1 seed
-    assert counts["finetune"] == 72
+    # 2 tasks x 2 areas x 3 fractions x 1 seed x (3 ViT inits x 2 protocols + the U-Net, fine-tuned only)
+    assert counts["finetune"] == 2 * 2 * 3 * (3 * 2 + 1)
     assert counts["pretrain"] == 2
     assert counts["simulate"] == counts["catalogue"] == counts["chips"] == 2
     assert counts["stats"] == counts["tables"] == counts["plot_learning_curves"] == 1
@@ -128,6 +128,8 @@ def test_demo_config_dry_run_expands_the_study(tmp_path):
         r"--init mae --encoder results/pretrain/mae/encoder.safetensors --pretrain-area rome", out
     )
     assert "results/finetune/treecover/dino/linear/chimoio/f0.05_s0/metrics.json" in out
+    assert "results/finetune/landcover/unet/finetune/rome/f0.05_s0/metrics.json" in out
+    assert "unet/linear" not in out
     # hyper-parameters from config reach the training commands as JSON
     assert '"mask_ratio": 0.75' in out and '"img_size": 64' in out
 
@@ -146,8 +148,13 @@ def test_matrix_config_expands_the_full_default_matrix(tmp_path, demo_config, wr
     cfg = copy.deepcopy(demo_config)
     cfg["finetune"].update(matrix["finetune"])
     counts, runs = planned(cfg, "matrix.yaml")
-    assert counts["finetune"] == len(runs) == 2 * 3 * 2 * 6 * 3 * 2  # tasks inits protocols fractions seeds areas
-    assert {r[0] for r in runs} == {"landcover", "treecover"} and {r[1] for r in runs} == {"scratch", "mae", "dino"}
+    assert "unet" in cfg["finetune"]["inits"]  # the demo's U-Net baseline: fine-tuned, never probed
+    vit = {r for r in runs if r[1] != "unet"}
+    unet = runs - vit
+    assert len(vit) == 2 * 3 * 2 * 6 * 3 * 2  # tasks x inits x protocols x fractions x seeds x areas
+    assert len(unet) == 2 * 6 * 3 * 2 and {r[2] for r in unet} == {"finetune"}
+    assert counts["finetune"] == len(runs)
+    assert {r[0] for r in runs} == {"landcover", "treecover"} and {r[1] for r in vit} == {"scratch", "mae", "dino"}
     assert {r[2] for r in runs} == {"finetune", "linear"} and {r[3] for r in runs} == {"rome", "chimoio"}
     assert {r[4] for r in runs} == {"0.01", "0.05", "0.1", "0.25", "0.5", "1.0"}
     assert {r[5] for r in runs} == {"0", "1", "2"}

@@ -494,17 +494,22 @@ def finetune_init_args(wildcards, input):
 
 def finetune_metrics():
     """Every fine-tuning run of the study design: tasks x inits x protocols x areas x
-    fractions x seeds."""
+    fractions x seeds, less the U-Net baseline's linear probe (it has no frozen encoder:
+    the U-Net is always trained end to end)."""
     ft = config["finetune"]
-    return expand(
-        "results/finetune/{task}/{init}/{protocol}/{area}/f{fraction}_s{seed}/metrics.json",
-        task=ft["tasks"],
-        init=[init_label(i) for i in ft["inits"]],
-        protocol=ft["protocols"],
-        area=ft["areas"],
-        fraction=[fraction_label(f) for f in ft["fractions"]],
-        seed=ft["seeds"],
-    )
+    runs = []
+    for init in ft["inits"]:
+        protocols = [p for p in ft["protocols"] if not (init == "unet" and p == "linear")]
+        runs += expand(
+            "results/finetune/{task}/{init}/{protocol}/{area}/f{fraction}_s{seed}/metrics.json",
+            task=ft["tasks"],
+            init=init_label(init),
+            protocol=protocols or ["finetune"],
+            area=ft["areas"],
+            fraction=[fraction_label(f) for f in ft["fractions"]],
+            seed=ft["seeds"],
+        )
+    return runs
 
 
 # --------------------------------------------------------------------------------------
@@ -552,7 +557,8 @@ def qualitative_predictions(wildcards):
     ft = config["finetune"]
     return {
         f"{task}_{init_label(init)}": (
-            f"results/finetune/{task}/{init_label(init)}/{protocol}/{wildcards.area}/"
+            f"results/finetune/{task}/{init_label(init)}/"
+            f"{'finetune' if init == 'unet' else protocol}/{wildcards.area}/"
             f"f{fraction}_s{seed}/predictions.npz"
         )
         for task in ft["tasks"]
