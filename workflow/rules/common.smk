@@ -499,7 +499,9 @@ def finetune_metrics():
     ft = config["finetune"]
     runs = []
     for init in ft["inits"]:
-        protocols = [p for p in ft["protocols"] if not (init == "unet" and p == "linear")]
+        protocols = [
+            p for p in ft["protocols"] if not (init == "unet" and p == "linear")
+        ]
         runs += expand(
             "results/finetune/{task}/{init}/{protocol}/{area}/f{fraction}_s{seed}/metrics.json",
             task=ft["tasks"],
