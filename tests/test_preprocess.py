@@ -133,6 +133,32 @@ def test_polarisations_option_selects_bands(product, tmp_path, capsys):
     assert "XX" in capsys.readouterr().err and not bad.exists()
 
 
+def test_sigterm_mid_write_leaves_nothing(product, tmp_path, monkeypatch, capsys):
+    """SIGTERM (Snakemake cancelling, a cluster time limit) while blocks are being written:
+    exit 143, no output, no temporary file left beside it."""
+    import os
+    import signal
+
+    from sarssl import rasterio_blocks
+
+    real_write = rasterio_blocks.BlockWriter.write
+
+    def write_then_sigterm(self, data, row_off, col_off):
+        real_write(self, data, row_off, col_off)
+        assert any(tmp_path.iterdir())  # the temporaries exist at this point
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(rasterio_blocks.BlockWriter, "write", write_then_sigterm)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "scene.tif"
+    rc = main(["preprocess", str(product), "--dem", str(DEM), "--out", str(out), "--aoi",
+               ",".join(str(v) for v in AOI), "--speckle-filter", "none", "--backend", "python"])
+    assert rc == 128 + signal.SIGTERM
+    assert "terminated" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) == before  # the CLI restores the handler
+
+
 def test_errors_write_nothing(product, tmp_path):
     out = tmp_path / "x.tif"
     rc = main(["preprocess", str(product), "--dem", str(DEM), "--out", str(out), "--aoi", "0,0,0.1,0.1",

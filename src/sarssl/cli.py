@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 
 from . import __version__
-from .errors import SarsslError
+from .errors import SarsslError, Terminated
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -73,11 +75,26 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if top.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # SIGTERM unwinds like an exception: atomic writers and temporary files are cleaned up
+    # (training installs its own handler on top, which checkpoints first)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return int(runner(args) or 0)
     except SarsslError as exc:
         print(f"sarssl {top.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"sarssl {top.command}: terminated (SIGTERM); partial outputs removed", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated(signum)
 
 
 if __name__ == "__main__":  # pragma: no cover
