@@ -118,7 +118,8 @@ def template_path(name: str) -> Path:
 
 
 def bundled_dem_path() -> Path:
-    """The bundled Copernicus DEM GLO-30 crop around Rome (EPSG:9707, EGM2008 heights)."""
+    """The bundled 30 m DEM crop around Rome (EPSG:9707 = WGS 84 + EGM96 height; the shared
+    data README calls it EGM2008, but its CRS and sarssl.dem say EGM96)."""
     path = TEMPLATES_DIR / "dem" / "Rome-30m-DEM.tif"
     if not path.is_file():
         raise InputError(f"bundled DEM missing: {path}")

@@ -55,7 +55,7 @@ Rendering
 Truth (``--truth-dir``)
     ``landcover.tif`` (ESA WorldCover codes, 10 m area grid), ``treecover.tif`` (MOD44B-
     like percent tree cover on the MODIS sinusoidal 231.66 m grid, 200 = water, 253 = fill),
-    ``dem.tif`` (EGM2008 heights, EPSG:9707: a crop of the bundled real Copernicus DEM where
+    ``dem.tif`` (EGM96 heights, EPSG:9707 = WGS 84 + EGM96 height: a crop of the bundled real DEM where
     it covers the area, else that real relief relocated to the area and offset to the
     regional height of the template's geolocation grid), ``sigma0_table.csv``,
     ``acquisitions.csv``, ``run.json``.
@@ -456,7 +456,7 @@ def make_dem(bbox, dem_path: Path | None, geom, seed: int) -> Dem:
     bundled = bundled_dem_path()
     dem = _read_dem_window(bundled, bbox, m, m / 2)
     if dem is not None:
-        dem.source = f"bundled Copernicus DEM GLO-30 crop ({bundled.name})"
+        dem.source = f"bundled real 30 m DEM crop ({bundled.name}, EGM96 heights)"
         return dem
     with rasterio.open(bundled) as ds:
         h = ds.read(1).astype(np.float32)
