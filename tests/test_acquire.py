@@ -210,6 +210,47 @@ def test_resume_after_interrupted_transfer(server, tmp_path):
     assert c.sleep == [0.5]  # one back-off wait
 
 
+def test_concurrent_downloads_of_one_file_fetch_it_once(server, tmp_path):
+    """Two jobs asking for the same file at once: one downloads (the lock file serialises
+    them), the other waits and then finds it present; the file is whole."""
+    import time as _time
+
+    data = fake_zip(PRODUCT, 200_000)
+    started = threading.Event()
+
+    @server.route("GET", "/shared.zip")
+    def _(h, q, b):
+        started.set()
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        for i in range(0, len(data), 20_000):  # slow: ~0.3 s
+            h.wfile.write(data[i:i + 20_000])
+            h.wfile.flush()
+            _time.sleep(0.03)
+
+    dest = tmp_path / "dem" / "shared.zip"
+    results, errors = [], []
+
+    def job():
+        try:
+            results.append(client().download(server.url("/shared.zip"), dest, size=len(data)))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    first = threading.Thread(target=job)
+    first.start()
+    assert started.wait(5)  # the first job is mid-transfer when the second starts
+    second = threading.Thread(target=job)
+    second.start()
+    first.join(10)
+    second.join(10)
+    assert not errors and results == [dest, dest]
+    assert dest.read_bytes() == data
+    assert len(server.requests("/shared.zip")) == 1
+    assert not dest.with_name("shared.zip.part").exists()
+
+
 def test_resume_from_part_left_by_a_killed_run(server, tmp_path):
     data = fake_zip(PRODUCT, 50_000, seed=3)
     (tmp_path / "f.zip.part").write_bytes(data[:20_000])  # what a killed job leaves

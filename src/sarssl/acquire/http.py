@@ -20,11 +20,16 @@ behave the same way on a flaky network or an unhappy server:
   one) and only then renamed to its final name with :func:`os.replace` (atomic on POSIX),
   so -- as with :func:`sarssl.io.atomic_path` -- a half file never carries the final name. A
   checksum mismatch deletes the bad file and raises :class:`ChecksumError`.
+- **One writer per file**: a download holds an exclusive ``fcntl`` lock on ``NAME.lock``,
+  so two processes asking for the same file (parallel Snakemake jobs sharing a DEM tile or
+  an orbit file) never append to one ``.part`` together: the second waits, then finds the
+  file present and verified.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.utils
 import hashlib
 import http.client
@@ -402,6 +407,13 @@ class HttpClient:
         """
         dest = Path(dest)
         what = what or dest.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with _file_lock(dest.with_name(dest.name + ".lock"), what):
+            return self._download_locked(url, dest, size=size, checksum=checksum, what=what,
+                                         verify_existing=verify_existing)
+
+    def _download_locked(self, url: str, dest: Path, *, size: int | None, checksum: tuple[str, str] | None,
+                         what: str, verify_existing: bool) -> Path:
         if checksum is not None:
             algo = checksum[0].lower().replace("-", "")
             if algo not in hashlib.algorithms_available:
@@ -521,6 +533,24 @@ class HttpClient:
 # ---------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _file_lock(path: Path, what: str):
+    """Exclusive advisory lock on ``path`` (created if needed) for the duration; logs when
+    another process holds it. The lock file is left in place (removing it would race)."""
+    import fcntl
+
+    with open(path, "a+b") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("%s: another process is downloading it: waiting for %s", what, path)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def with_params(url: str, params: Mapping[str, Any] | None) -> str:
     """``url`` with ``params`` appended as a query string (None values dropped)."""
     if not params:
