@@ -20,7 +20,7 @@ behave the same way on a flaky network or an unhappy server:
   one) and only then renamed to its final name with :func:`os.replace` (atomic on POSIX),
   so -- as with :func:`sarssl.io.atomic_path` -- a half file never carries the final name. A
   checksum mismatch deletes the bad file and raises :class:`ChecksumError`.
-- **One writer per file**: a download holds an exclusive ``fcntl`` lock on ``NAME.lock``,
+- **One writer per file**: a download holds an exclusive ``fcntl`` lock on ``.NAME.lock``,
   so two processes asking for the same file (parallel Snakemake jobs sharing a DEM tile or
   an orbit file) never append to one ``.part`` together: the second waits, then finds the
   file present and verified.
@@ -408,7 +408,7 @@ class HttpClient:
         dest = Path(dest)
         what = what or dest.name
         dest.parent.mkdir(parents=True, exist_ok=True)
-        with _file_lock(dest.with_name(dest.name + ".lock"), what):
+        with _file_lock(dest.with_name(f".{dest.name}.lock"), what):
             return self._download_locked(url, dest, size=size, checksum=checksum, what=what,
                                          verify_existing=verify_existing)
 
@@ -535,20 +535,33 @@ class HttpClient:
 # ---------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _file_lock(path: Path, what: str):
-    """Exclusive advisory lock on ``path`` (created if needed) for the duration; logs when
-    another process holds it. The lock file is left in place (removing it would race)."""
+    """Exclusive advisory lock on ``path`` for the duration, logging when another process
+    holds it. The holder removes the lock file when done; a waiter that then wakes up on
+    the removed file (its inode no longer at ``path``) retries on the new one, so no two
+    processes ever hold "the" lock at once. A killed holder leaves at most an unlocked
+    file, which the next download takes over."""
     import fcntl
 
-    with open(path, "a+b") as fh:
+    while True:
+        fh = open(path, "a+b")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            log.info("%s: another process is downloading it: waiting for %s", what, path)
+            log.info("%s: another process is downloading it: waiting for it to finish", what)
             fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            same = os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        fh.close()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        fh.close()  # releases the lock
 
 
 def with_params(url: str, params: Mapping[str, Any] | None) -> str:
