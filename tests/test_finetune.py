@@ -193,3 +193,14 @@ def test_encoder_lr_scale_and_layer_decay_groups():
     assert scale_of[id(named["backbone.blocks.0.mlp.fc1.weight"])] == pytest.approx(0.1 * 0.25)
     assert scale_of[id(named["backbone.patch_embed.proj.weight"])] == pytest.approx(0.1 * 0.125)
     assert reuse_freed_memory() in (True, False)
+
+
+@pytest.mark.parametrize("patience, expected_epochs", [(2, 3), (0, 5)])
+def test_early_stopping_patience_and_zero_is_off(setup, tmp_path, patience, expected_epochs):
+    """A learning rate too small to move the validation score: every epoch after the first is
+    'not better', so patience 2 stops after epoch 3 and patience 0 (off) runs all 5; the
+    selected checkpoint is the first (best) epoch either way."""
+    hp = resolve_hparams(FT_HP | {"lr": 1e-30, "patience": patience, "warmup_epochs": 0})
+    r = finetune(job(setup, tmp_path / f"p{patience}", init="scratch", fraction=1.0, max_epochs=5, hparams=hp))
+    assert r["epochs_run"] == expected_epochs
+    assert r["best_epoch"] == 0

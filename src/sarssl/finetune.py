@@ -424,7 +424,7 @@ def finetune(cfg: dict[str, Any]) -> dict[str, Any]:
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             bad_epochs += 1
-            if bad_epochs >= int(hp["patience"]):
+            if int(hp["patience"]) > 0 and bad_epochs >= int(hp["patience"]):  # 0 = no early stopping
                 log.info("early stop after epoch %d (best %d)", epoch, best_epoch)
                 break
     if best_state is not None:
