@@ -66,7 +66,7 @@ run: $(STAMP) $(if $(filter pyrosar,$(CATALOGUE_BACKEND)),$(PYROSAR_STAMP))
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SNAKEMAKE) --cores $(CORES)
 
 # The study's full fine-tuning matrix on the demo areas (6 fractions x 3 seeds x 2 protocols
-# x 3 inits x 2 tasks x 2 areas = 432 runs): `make run`'s outputs are reused.
+# x 3 inits x 2 tasks x 2 areas = 432 runs, + 72 of the fine-tuned U-Net): `make run`'s outputs are reused.
 matrix: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SNAKEMAKE) --cores $(CORES) --configfile config/matrix.yaml
 
