@@ -111,3 +111,21 @@ def test_whole_workflow_on_tiny_config(tmp_path):
     again = run_snakemake(tmp_path, TEST_CONFIG, "--cores", "2", "--dry-run")
     assert again.returncode == 0, again.stderr
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # --- a new label fraction and seed re-run the subsets and fine-tuning only: never the
+    # chips, the statistics or the (GPU-hours) pretraining; old subsets stay as they were
+    old_fractions = json.loads((tmp_path / "results/chips" / ft["areas"][0] / "fractions.json").read_text())
+    more = dict(cfg, finetune=dict(ft, fractions=[0.25, *ft["fractions"]], seeds=[*ft["seeds"], 7]))
+    more_cfg = tmp_path / "more.yaml"
+    more_cfg.write_text(yaml.safe_dump(more, sort_keys=False))
+    plan = run_snakemake(tmp_path, more_cfg, "--cores", "1", "--dry-run", "--quiet", "rules")
+    assert plan.returncode == 0, plan.stderr
+    rules = {line.split()[0] for line in plan.stdout.splitlines() if line.strip() and line.split()[-1].isdigit()}
+    assert {"fractions", "finetune", "tables"} <= rules
+    assert not rules & {"simulate", "catalogue", "preprocess", "composite", "chips", "stats", "pretrain"}, rules
+    res = run_snakemake(tmp_path, more_cfg, "--cores", "1", f"results/chips/{ft['areas'][0]}/fractions.json")
+    assert res.returncode == 0, res.stderr[-3000:]
+    new_fractions = json.loads((tmp_path / "results/chips" / ft["areas"][0] / "fractions.json").read_text())
+    assert "0.25" in new_fractions["fractions"]
+    for f, ids in old_fractions["fractions"].items():
+        assert new_fractions["fractions"][f] == ids

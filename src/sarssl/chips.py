@@ -515,6 +515,30 @@ def add_stats_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="stats.json")
 
 
+def add_fractions_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--chips-dir", required=True, help="chip store whose training ids are subset")
+    parser.add_argument(
+        "--fractions", type=_csv_floats, default=list(DEFAULT_FRACTIONS), help="nested label fractions of train"
+    )
+    parser.add_argument("--seed", type=int, required=True, help="seed of the label-fraction subsets")
+
+
+def run_fractions(args: argparse.Namespace) -> int:
+    """(Re)write ``fractions.json`` of a chip store: the nested label-fraction subsets of its
+    training ids. The subsets depend only on the ids and the seed (fraction ``f`` is a
+    prefix of one seeded shuffle), so adding fractions never changes the existing ones, and
+    the workflow can change ``finetune.fractions`` without re-cutting chips or pretraining."""
+    from .datasets import ChipStore
+
+    store = ChipStore(args.chips_dir)
+    train_ids = store.index.loc[store.index["split"] == "train", "id"].tolist()
+    fr = nested_fractions(train_ids, args.fractions, args.seed)
+    out = Path(args.chips_dir) / "fractions.json"
+    write_json(out, {"seed": int(args.seed), "fractions": fr})
+    log.info("%d training chips -> %s: %s", len(train_ids), out, {f: len(v) for f, v in fr.items()})
+    return 0
+
+
 def run_stats(args: argparse.Namespace) -> int:
     stats = channel_stats(args.chips_dir, split=args.split)
     write_json(args.out, stats)

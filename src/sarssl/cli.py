@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "composite": ("sarssl.composite", "seasonal 12-channel composites from preprocessed scenes"),
     "chips": ("sarssl.chips", "cut composites into labelled chips with spatial splits"),
     "stats": ("sarssl.chips", "per-channel normalisation statistics from training chips"),
+    "fractions": ("sarssl.chips", "nested label-fraction subsets of a chip store's training ids"),
     "pretrain": ("sarssl.pretrain", "self-supervised pretraining (MAE or DINO)"),
     "finetune": ("sarssl.finetune", "fine-tune / linear-probe on a task at a label fraction"),
     "tables": ("sarssl.tables", "collect fine-tuning metrics into tidy tables"),
@@ -64,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     module_name, help_text = COMMANDS[top.command]
     module = importlib.import_module(module_name)
     sub = argparse.ArgumentParser(prog=f"sarssl {top.command}", description=help_text)
-    if top.command == "stats":
-        module.add_stats_arguments(sub)
-        runner = module.run_stats
+    if top.command in ("stats", "fractions"):  # second commands of sarssl.chips
+        getattr(module, f"add_{top.command}_arguments")(sub)
+        runner = getattr(module, f"run_{top.command}")
     else:
         module.add_arguments(sub)
         runner = module.run

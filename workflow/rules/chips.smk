@@ -1,6 +1,6 @@
 rule chips:
-    """Cut the composite into labelled chips (land cover classes, tree cover %), assign
-    spatial-band splits and the nested label-fraction subsets."""
+    """Cut the composite into labelled chips (land cover classes, tree cover %) and assign
+    spatial-band splits (the label fractions are the rule below's)."""
     input:
         composite="results/composites/{area}.tif",
         landcover=landcover_input,
@@ -10,7 +10,6 @@ rule chips:
         x="results/chips/{area}/x.npy",
         landcover="results/chips/{area}/landcover.npy",
         treecover="results/chips/{area}/treecover.npy",
-        fractions="results/chips/{area}/fractions.json",
         qa="results/chips/{area}/qa.csv",
         store="results/chips/{area}/store.json",
     log:
@@ -30,6 +29,28 @@ rule chips:
         "sarssl chips --composite {input.composite} --landcover {input.landcover}"
         " --treecover {input.treecover} --area {wildcards.area} {params.options}"
         " --seed {params.seed} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule fractions:
+    """Nested label-fraction subsets of the training chips: its own rule, so that changing
+    finetune.fractions re-runs only this and the fine-tuning, not the chips or pretraining.
+    """
+    input:
+        index="results/chips/{area}/index.parquet",
+    output:
+        fractions="results/chips/{area}/fractions.json",
+    log:
+        "logs/fractions/{area}.log",
+    conda:
+        "../envs/geo.yaml"
+    threads: 1
+    params:
+        fractions=fractions_arg(),
+        seed=chips_seed,
+        out_dir=out_dir,
+    shell:
+        "sarssl fractions --chips-dir {params.out_dir} --fractions {params.fractions}"
+        " --seed {params.seed} > {log} 2>&1"
 
 
 rule stats:

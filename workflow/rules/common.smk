@@ -347,8 +347,8 @@ def fraction_label(fraction):
 
 
 def chips_args():
+    """Options of ``sarssl chips`` (no label fractions: see :func:`fractions_arg`)."""
     ch = config["chips"]
-    fractions = sorted({float(f) for f in config["finetune"]["fractions"]} | {1.0})
     return " ".join(
         [
             f"--size {ch['size']}",
@@ -357,9 +357,14 @@ def chips_args():
             f"--split-angle {ch['split_angle']}",
             f"--split-band-width {ch['split_band_width']}",
             f"--split-pattern {','.join(ch['split_pattern'])}",
-            f"--fractions {','.join(fraction_label(f) for f in fractions)}",
         ]
     )
+
+
+def fractions_arg():
+    """``--fractions`` of ``sarssl fractions``: the configured ones plus 1.0."""
+    fractions = sorted({float(f) for f in config["finetune"]["fractions"]} | {1.0})
+    return ",".join(fraction_label(f) for f in fractions)
 
 
 def chips_dir(wildcards):
