@@ -296,6 +296,19 @@ def test_markdown_bold_best_per_column(runs):
     assert "**" not in scratch
 
 
+def test_unet_baseline_has_no_empty_linear_probe_row():
+    """The U-Net is only fine-tuned: its row appears once per table, with no empty
+    'linear probe' row (Markdown and LaTeX)."""
+    rows = make_rows()
+    unet = [dict(r, init="unet") for r in rows if r["init"] == "scratch" and r["protocol"] == "finetune"]
+    s = tables.summarise(tables.validate_rows(pd.DataFrame(rows + unet).astype(object), "mem"))
+    md = tables.render_markdown(s)
+    assert md.count("| U-Net | fine-tune |") == 4
+    assert "| U-Net | linear probe |" not in md
+    tex = tables.render_latex(s)
+    assert "U-Net & fine-tune" in tex and "U-Net & linear probe" not in tex
+
+
 def test_latex_booktabs_bold_and_escaping(runs):
     rows = make_rows()
     for r in rows:

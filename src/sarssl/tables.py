@@ -561,6 +561,9 @@ def results_blocks(
                     aggfunc="mean",
                     dropna=False,
                 )
+                # the full init x protocol product minus combinations never run (the U-Net
+                # baseline has no linear probe)
+                mean = mean[mean.notna().any(axis=1)]
                 std = std.reindex(index=mean.index, columns=mean.columns)
                 order = sorted(
                     mean.index, key=lambda ip: (init_sort_key(ip[0]), PROTOCOLS.index(ip[1]))
