@@ -18,7 +18,7 @@
    geocodes one measurement per run) and ``sarssl preprocess --polarisations VV
    --speckle-filter none --units linear`` (the same work) on the same DEM window of
    ``--sarsen-size`` DEM pixels, then sarssl with VV+VH for reference: ``--repeats``
-   interleaved rounds on a warm page cache, medians reported, with output Mpx/s of each
+   interleaved rounds after an untimed warm-up round, medians reported, with output Mpx/s of each
    and the ratios (wall, per repeat, and per CPU second).
 
 Prints a table: wall s, peak GB, output Mpx, Mpx/s.
@@ -231,9 +231,9 @@ def main(argv: list[str] | None = None) -> int:
 def compare_sarsen(cache: Path, safe: Path, dem: Path, size: int, repeats: int = 3) -> list:
     """sarsen vs sarssl on the same DEM window (``size`` x ``size`` DEM pixels).
 
-    The tools run interleaved ``repeats`` times (sarssl VV, sarssl VV+VH, sarsen, then
-    again), after one untimed read of the measurement files that warms the page cache for
-    both; each row reports the median wall and CPU time, and peak memory.
+    The tools run interleaved (sarssl VV, sarssl VV+VH, sarsen, then again): one untimed
+    warm-up round (page cache, imports, numba's on-disk cache for both) and ``repeats``
+    timed rounds; each row reports the median wall and CPU time, and peak memory.
     """
     import statistics
 
@@ -277,11 +277,13 @@ def compare_sarsen(cache: Path, safe: Path, dem: Path, size: int, repeats: int =
     runs[f"sarsen window {size}px (DEM grid)"] = ([sys.executable, "-c", code, str(safe), str(crop), str(sar_out)],
                                                   sar_out)
     results: dict[str, list[dict]] = {k: [] for k in runs}
-    for i in range(repeats):
+    for i in range(repeats + 1):  # round 0 warms up both tools (imports, JIT caches, files) untimed
         for name, (cmd, _) in runs.items():
-            results[name].append(timed(cmd))
-            print(f"repeat {i + 1}/{repeats} {name}: {results[name][-1]['wall_s']:.1f} s "
-                  f"(load {results[name][-1]['load']})", file=sys.stderr, flush=True)
+            res = timed(cmd)
+            print(f"{'warm-up' if i == 0 else f'repeat {i}/{repeats}'} {name}: {res['wall_s']:.1f} s "
+                  f"(load {res['load']})", file=sys.stderr, flush=True)
+            if i > 0:
+                results[name].append(res)
     rows = []
     for name, (_, out) in runs.items():
         rs = results[name]
