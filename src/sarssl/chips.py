@@ -528,14 +528,10 @@ def run_fractions(args: argparse.Namespace) -> int:
     training ids. The subsets depend only on the ids and the seed (fraction ``f`` is a
     prefix of one seeded shuffle), so adding fractions never changes the existing ones, and
     the workflow can change ``finetune.fractions`` without re-cutting chips or pretraining."""
-    from .datasets import ChipStore
+    from .datasets import ChipStore, write_fractions
 
-    store = ChipStore(args.chips_dir)
-    train_ids = store.index.loc[store.index["split"] == "train", "id"].tolist()
-    fr = nested_fractions(train_ids, args.fractions, args.seed)
-    out = Path(args.chips_dir) / "fractions.json"
-    write_json(out, {"seed": int(args.seed), "fractions": fr})
-    log.info("%d training chips -> %s: %s", len(train_ids), out, {f: len(v) for f, v in fr.items()})
+    fr = write_fractions(args.chips_dir, ChipStore(args.chips_dir).index, args.fractions, args.seed)
+    log.info("%s/fractions.json: %s", args.chips_dir, {f: len(v) for f, v in fr.items()})
     return 0
 
 

@@ -124,6 +124,23 @@ def nested_fractions(
     return out
 
 
+def write_fractions(
+    directory: str | os.PathLike,
+    index: pd.DataFrame,
+    fractions: Mapping[str, Sequence[str]] | Iterable[float],
+    seed: int,
+) -> dict[str, list[str]]:
+    """Write a store's ``fractions.json``: ``fractions`` as a ready ``{str(f): [ids]}``
+    mapping, or a list of fractions whose nested subsets of the ``train`` ids of ``index``
+    are drawn with ``seed`` (:func:`nested_fractions`). Returns the mapping written."""
+    if not isinstance(fractions, Mapping):
+        train_ids = index.loc[index["split"] == "train", "id"].tolist()
+        fractions = nested_fractions(train_ids, fractions, seed)
+    fractions = {str(k): list(v) for k, v in fractions.items()}
+    write_json(Path(directory) / "fractions.json", {"seed": int(seed), "fractions": fractions})
+    return fractions
+
+
 # --------------------------------------------------------------------------------------
 # writing
 # --------------------------------------------------------------------------------------
@@ -227,12 +244,7 @@ class StoreWriter:
             raise SarsslError(f"chip store {self.directory}: index has {len(index)} rows, arrays {self.n}")
         write_geoparquet(self.directory / "index.parquet", index, projjson)
 
-        if fractions is None:
-            fractions = DEFAULT_FRACTIONS
-        if not isinstance(fractions, Mapping):
-            train_ids = index.loc[index["split"] == "train", "id"].tolist()
-            fractions = nested_fractions(train_ids, fractions, seed)
-        write_json(self.directory / "fractions.json", {"seed": int(seed), "fractions": dict(fractions)})
+        write_fractions(self.directory, index, DEFAULT_FRACTIONS if fractions is None else fractions, seed)
 
         qa = dict(qa) if qa is not None else {"kept": self.n}
         with atomic_path(self.directory / "qa.csv") as tmp:
