@@ -254,40 +254,35 @@ def _refined_lee(img, w, sub, stride, offsets, sv2):
                         plus = m20
                         minus = m02
                     k = 2 * d + (0 if abs(plus - mc) <= abs(minus - mc) else 1)
-            s = 0.0
-            s2 = 0.0
-            n = 0
-            if k >= 0 and interior_r and c - h >= 0 and c + h < cols:
-                # fast path: the half window lies inside the image; one flat index per
-                # sample (offsets pre-multiplied by the row length)
-                base = r * cols + c
-                for q in range(nk):
-                    v = flat_img[base + flat[k, q]]
-                    if v == v:
-                        s += v
-                        s2 += v * v
-                        n += 1
-            elif k >= 0:
-                for q in range(nk):
-                    ri = r + offsets[k, q, 0]
-                    cj = c + offsets[k, q, 1]
-                    if ri < 0 or ri >= rows or cj < 0 or cj >= cols:
-                        continue
-                    v = img[ri, cj]
-                    if v == v:
-                        s += v
-                        s2 += v * v
-                        n += 1
+            if k < 0:  # no edge direction: the full window
+                m, var = _window_stats(img, r, c, h)
             else:
-                for ri in range(max(r - h, 0), min(r + h + 1, rows)):
-                    for cj in range(max(c - h, 0), min(c + h + 1, cols)):
+                s = 0.0
+                s2 = 0.0
+                n = 0
+                if interior_r and c - h >= 0 and c + h < cols:
+                    # fast path: the half window lies inside the image; one flat index per
+                    # sample (offsets pre-multiplied by the row length)
+                    base = r * cols + c
+                    for q in range(nk):
+                        v = flat_img[base + flat[k, q]]
+                        if v == v:
+                            s += v
+                            s2 += v * v
+                            n += 1
+                else:
+                    for q in range(nk):
+                        ri = r + offsets[k, q, 0]
+                        cj = c + offsets[k, q, 1]
+                        if ri < 0 or ri >= rows or cj < 0 or cj >= cols:
+                            continue
                         v = img[ri, cj]
                         if v == v:
                             s += v
                             s2 += v * v
                             n += 1
-            m = s / n
-            var = s2 / n - m * m
+                m = s / n
+                var = s2 / n - m * m
             out[r, c] = _mmse(y, m, var, sv2)
     return out
 
