@@ -65,12 +65,12 @@ def build_product(cache: Path, seed: int = 0) -> Path:
     from tqdm import tqdm
 
     from sarssl.calibration import calibration_lut_grid, noise_lut
-    from sarssl.safe import open_product, template_path
+    from sarssl.safe import open_product, record_measurement_checksums, template_path
     from sarssl.simulate import vv_to_vh, vv_to_vh_name
 
     src = template_path(TEMPLATE)
     dst = cache / src.name
-    done = dst / ".complete"
+    done = dst / ".complete-v2"  # v2: the manifest records the synthetic measurements
     if done.exists():
         return dst
     if dst.exists():
@@ -107,6 +107,7 @@ def build_product(cache: Path, seed: int = 0) -> Path:
                 speckle = rng.gamma(ENL, 1.0 / ENL, size=sigma0.shape).astype(np.float32)
                 dn = np.sqrt(a * a * sigma0 * speckle + eta)
                 ds.write(np.clip(np.rint(dn), 1, 65535).astype(np.uint16), 1, window=Window(0, r0, ns, h))
+    record_measurement_checksums(dst)  # preprocess checks sizes and MD5s against the manifest
     done.write_text("ok\n")
     return dst
 

@@ -138,8 +138,10 @@ def test_nan_handling_and_count(tmp_path):
         _scene(tmp_path / "b.tif", vv2, -25.0, "2021-07-05T00:00:00"),
         _scene(tmp_path / "c.tif", -10.0, -15.0, "2021-01-05T00:00:00"),  # winter only
     ]
-    composite(s, 2021, tmp_path / "o.tif", tmp_path / "o_count.tif", block_rows=7, progress=False)
-    data, _, _ = _read(tmp_path / "o.tif")
+    composite(s, 2021, tmp_path / "o.tif", tmp_path / "o_count.tif", block_rows=7, progress=False,
+              min_scenes_per_season=0)
+    data, tags, _ = _read(tmp_path / "o.tif")
+    assert json.loads(tags["EMPTY_SEASONS"]) == ["spring", "fall"]
     counts, _, _ = _read(tmp_path / "o_count.tif")
     i = {c: k for k, c in enumerate(CHANNELS)}
     su = SEASONS.index("summer")
@@ -155,7 +157,7 @@ def test_nan_handling_and_count(tmp_path):
 def test_linear_units_input(tmp_path):
     s = [_scene(tmp_path / "a.tif", 0.1, 0.01, "2021-06-05T00:00:00", units="linear"),
          _scene(tmp_path / "b.tif", 0.01, 0.001, "2021-06-06T00:00:00", units="linear")]
-    composite(s, 2021, tmp_path / "o.tif", tmp_path / "n.tif", progress=False)
+    composite(s, 2021, tmp_path / "o.tif", tmp_path / "n.tif", progress=False, min_scenes_per_season=0)
     data, _, _ = _read(tmp_path / "o.tif")
     np.testing.assert_allclose(data[CHANNELS.index("vv_summer")], 10 * np.log10(0.055), atol=1e-4)
 
@@ -177,7 +179,7 @@ def test_refuses_other_grid_and_missing_tag(tmp_path):
 
 def test_cli(tmp_path, capsys):
     a = _scene(tmp_path / "a.tif", -10.0, -15.0, "2021-06-05T00:00:00")
-    rc = main(["composite", str(a), "--year", "2021", "--method", "median",
+    rc = main(["composite", str(a), "--year", "2021", "--method", "median", "--min-scenes-per-season", "0",
                "--seasons", json.dumps({"winter": ["12-01", "02-end"], "spring": ["03-01", "05-31"],
                                         "summer": ["06-01", "08-31"], "fall": ["09-01", "11-30"]}),
                "--out", str(tmp_path / "o.tif"), "--count-out", str(tmp_path / "n.tif")])
@@ -223,9 +225,10 @@ def test_block_written_cog_and_compression(tmp_path):
     s = [_scene(tmp_path / "a.tif", vv, vv - 6, "2021-06-05T00:00:00"),
          _scene(tmp_path / "b.tif", vv + 1, vv - 5, "2021-06-07T00:00:00")]
     ref = composite(s, 2021, tmp_path / "d.tif", tmp_path / "d_n.tif", block_rows=5, compress="deflate",
-                    progress=False)
+                    progress=False, min_scenes_per_season=0)
     assert set(ref["seconds"]) == {"composite", "publish_cog"}
-    z = composite(s, 2021, tmp_path / "z.tif", tmp_path / "z_n.tif", compress="zstd", progress=False)
+    z = composite(s, 2021, tmp_path / "z.tif", tmp_path / "z_n.tif", compress="zstd", progress=False,
+                  min_scenes_per_season=0)
     assert z["shape"] == ref["shape"]
     d, _, _ = _read(tmp_path / "d.tif")
     zd, _, _ = _read(tmp_path / "z.tif")
@@ -242,3 +245,26 @@ def test_block_written_cog_and_compression(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["a.tif", "b.tif", "d.tif", "d_n.tif", "z.tif", "z_n.tif"]
     )
+
+
+def test_season_without_scene_is_named(tmp_path, capsys):
+    """A season with no scene stops compositing with an error naming the season and its
+    dates (before: a warning, NaN channels, and a failure later in `chips` that named no
+    season); --min-scenes-per-season 0 accepts it with a warning and an EMPTY_SEASONS tag."""
+    s = [
+        _scene(tmp_path / "a.tif", -10.0, -15.0, "2021-01-05T00:00:00"),
+        _scene(tmp_path / "b.tif", -10.0, -15.0, "2021-04-05T00:00:00"),
+        _scene(tmp_path / "c.tif", -10.0, -15.0, "2021-10-05T00:00:00"),
+    ]
+    args = ["composite", *map(str, s), "--year", "2021",
+            "--out", str(tmp_path / "o.tif"), "--count-out", str(tmp_path / "n.tif")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "summer (2021-06-01 .. 2021-08-31): 0 scene(s)" in err, err
+    assert "--min-scenes-per-season" in err
+    assert not (tmp_path / "o.tif").exists() and not (tmp_path / "n.tif").exists()
+    with pytest.raises(InputError, match=r"spring .*1 scene\(s\)"):
+        composite(s, 2021, tmp_path / "o.tif", tmp_path / "n.tif", progress=False, min_scenes_per_season=2)
+    assert main([*args, "--min-scenes-per-season", "0"]) == 0
+    with rasterio.open(tmp_path / "o.tif") as src:
+        assert json.loads(src.tags()["EMPTY_SEASONS"]) == ["summer"]

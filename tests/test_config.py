@@ -274,3 +274,28 @@ def test_missing_external_encoder_stops_the_run(tmp_path, demo_config, write_con
     demo_config["finetune"]["inits"] = ["scratch", "nowhere/encoder.safetensors"]
     msg = _dry_run_fails(tmp_path, write_config(demo_config))
     assert "finetune.inits[1]" in msg and "nowhere/encoder.safetensors" in msg
+
+
+def test_duplicate_area_name_is_refused(tmp_path, demo_config, write_config):
+    """Before: a config naming an area twice silently kept the last one (YAML's rule)."""
+    text = write_config(demo_config).read_text()
+    rome = text[text.index("  rome:\n"):text.index("  chimoio:\n")]
+    dup = tmp_path / "dup.yaml"
+    dup.write_text(text.replace("  chimoio:\n", rome + "  chimoio:\n", 1))
+    msg = _dry_run_fails(tmp_path, dup)
+    assert "dup.yaml" in msg and "duplicate key 'rome'" in msg, msg[-2000:]
+
+
+@pytest.mark.parametrize(
+    "bbox, fragment",
+    [
+        ([12.52, 41.96, 12.46, 42.04], "west (12.52) must be less than east (12.46)"),
+        ([12.46, 42.04, 12.54, 41.96], "south (42.04) must be less than north (41.96)"),
+        ([12.46, 41.96, 12.54, 95.0], "latitudes must lie in [-90, 90]"),
+    ],
+)
+def test_bad_bbox_is_named_at_config_time(tmp_path, demo_config, write_config, bbox, fragment):
+    """Before: a bbox with W > E failed only inside a job, without naming the area."""
+    demo_config["areas"]["chimoio"]["bbox"] = bbox
+    msg = _dry_run_fails(tmp_path, write_config(demo_config))
+    assert "areas.chimoio.bbox" in msg and fragment in msg, msg[-2000:]

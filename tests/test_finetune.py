@@ -204,3 +204,38 @@ def test_early_stopping_patience_and_zero_is_off(setup, tmp_path, patience, expe
     r = finetune(job(setup, tmp_path / f"p{patience}", init="scratch", fraction=1.0, max_epochs=5, hparams=hp))
     assert r["epochs_run"] == expected_epochs
     assert r["best_epoch"] == 0
+
+
+def test_encoder_with_another_channel_count_or_format_is_refused(setup, tmp_path, capsys):
+    """3-channel encoder weights with a 12-channel encoder.json (timm would silently repeat
+    the RGB filters over the 12 SAR channels and train) and an encoder file that is not
+    safetensors are refused with an error naming the file, also on the command line."""
+    import shutil
+
+    from sarssl import CHANNELS
+    from sarssl.models import create_backbone, export_encoder
+
+    store, stats, enc = setup
+    arch = {k: v for k, v in BACKBONE.items() if k != "model_name"}
+    kwargs = {"in_chans": 12, "img_size": 16, **arch}
+    three = tmp_path / "three" / "encoder.safetensors"
+    bb = create_backbone(BACKBONE["model_name"], **{**kwargs, "in_chans": 3})
+    export_encoder(bb, three, model_name=BACKBONE["model_name"], model_kwargs=kwargs, method="mae",
+                   stats=json.loads(stats.read_text()), channels=list(CHANNELS))
+    with pytest.raises(InputError, match=r"3 input channels.*12") as err:
+        finetune(job(setup, tmp_path / "x", init=str(three), init_label="three"))
+    assert str(three) in str(err.value)
+    assert not (tmp_path / "x").exists()
+    hp = tmp_path / "hp.json"
+    hp.write_text(json.dumps(FT_HP))
+    junk = tmp_path / "junk" / "encoder.safetensors"
+    junk.parent.mkdir()
+    junk.write_bytes(b"\x00" * 64 + b"not a tensor file")
+    shutil.copy(enc.with_name("encoder.json"), junk.with_name("encoder.json"))
+    for path in (three, junk):
+        rc = cli_main(["finetune", "--task", "landcover", "--init", "mae", "--encoder", str(path),
+                       "--fraction", "0.25", "--seed", "0", "--chips-dir", str(store),
+                       "--stats", str(stats), "--hparams", str(hp),
+                       "--out-dir", str(tmp_path / "y"), "--device", "cpu", "--max-epochs", "1"])
+        assert rc == 2 and str(path) in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()

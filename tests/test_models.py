@@ -154,3 +154,52 @@ def test_regression_head_starts_from_the_training_mean():
         head.mlp[-1].weight.zero_()  # isolate the bias: the constant predictor
     out = head(torch.randn(3, 5, 16))
     assert torch.allclose(out, torch.full((3,), 63.5), atol=1e-4)
+
+
+def test_encoder_export_is_byte_deterministic(tmp_path):
+    """The same weights give the same file bytes (safetensors writes its metadata map in a
+    random order unless the header is canonicalised)."""
+    import hashlib
+
+    bb = tiny()
+    digests = set()
+    for i in range(6):
+        path, _ = export_encoder(bb, tmp_path / str(i) / "encoder.safetensors", method="mae",
+                                 stats={}, model_name="vit_tiny_patch16_224",
+                                 model_kwargs=dict(in_chans=12, **TINY))
+        digests.add(hashlib.sha256(path.read_bytes()).hexdigest())
+    assert len(digests) == 1
+
+
+def test_load_encoder_refuses_non_safetensors_and_channel_mismatch(tmp_path):
+    """Random bytes or a torch pickle named as encoder weights, and weights whose patch
+    embedding takes another number of channels than encoder.json says, are refused with
+    an InputError naming the file, before timm can adapt anything."""
+    import shutil
+
+    from sarssl.errors import InputError
+
+    kwargs = dict(in_chans=12, **TINY)
+    common = dict(model_name="vit_tiny_patch16_224", model_kwargs=kwargs, method="mae",
+                  stats={"mean": [0] * 12, "std": [1] * 12})
+    _, meta = export_encoder(tiny(), tmp_path / "good" / "encoder.safetensors", **common)
+    junk = tmp_path / "junk" / "encoder.safetensors"
+    junk.parent.mkdir()
+    junk.write_bytes(bytes(range(256)) * 8)
+    shutil.copy(meta, junk.with_name("encoder.json"))
+    with pytest.raises(InputError, match="not a valid safetensors file") as err:
+        load_encoder(junk)
+    assert str(junk) in str(err.value)
+    pt = tmp_path / "pt" / "encoder.pt"
+    pt.parent.mkdir()
+    torch.save(tiny().state_dict(), pt)
+    shutil.copy(meta, pt.with_name("encoder.json"))
+    with pytest.raises(InputError, match="not a valid safetensors file") as err:
+        load_encoder(pt)
+    assert str(pt) in str(err.value)
+    # 3-channel weights described by a 12-channel encoder.json (timm would repeat them)
+    three = tmp_path / "three" / "encoder.safetensors"
+    export_encoder(tiny(in_chans=3), three, **common)
+    with pytest.raises(InputError, match=r"3 input channels.*12") as err:
+        load_encoder(three)
+    assert str(three) in str(err.value)

@@ -18,6 +18,15 @@ assessment on preparing backscatter data for the cube", Data 4(3):93):
 3. The CSV is written by :mod:`sarssl.catalogue` from the selected products' manifests
    (read with :mod:`sarssl.safe`), with exactly the builtin backend's columns.
 
+Products given are screened exactly as by the builtin backend before anything reaches the
+database (:func:`sarssl.catalogue.screen_products`: unreadable products, products that are
+not IW GRD or whose name disagrees with the manifest, and all but the newest processing of
+each acquisition are rejected and never ingested). A selected scene that the database holds
+under another name than the product kept for its acquisition (an older processing ingested
+earlier, which pyroSAR then keeps in ``data`` and the newer one in ``duplicates``) stands
+for the kept product. With no products given (the whole database), the selected scenes
+are screened the same way.
+
 Equivalence with the builtin backend (tested product for product):
 
 * Dates: the contract keeps a product whose *start time* falls on a date in
@@ -58,6 +67,7 @@ Databases (``--db``):
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -462,76 +472,128 @@ def product_key(path: str | os.PathLike) -> str:
 
 
 def build_catalogue_pyrosar(
-    inputs: Sequence[str | os.PathLike], filters: Any, db: Database | str
+    inputs: Sequence[str | os.PathLike], filters: Any, db: Database | str,
+    rejected: list | None = None,
 ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """Like :func:`sarssl.catalogue.build_catalogue`, the selection made by the archive.
 
-    With ``inputs``, they are ingested first and only they can be selected (a product
-    held under several paths is reported from the first path given, as the builtin
-    backend does); with no inputs, the whole archive is queried.
+    With ``inputs``, they are screened (validated, one per acquisition), the kept ones
+    ingested, and only they can be selected (a product held under several paths is reported
+    from the path the builtin backend keeps); with no inputs, the whole archive is queried.
+    Rejected products are appended to ``rejected`` (:class:`sarssl.catalogue.Rejection`).
     """
-    return build_catalogues_pyrosar(inputs, [filters], db)[0]
+    return build_catalogues_pyrosar(inputs, [filters], db, rejected=rejected)[0]
 
 
 def build_catalogues_pyrosar(
-    inputs: Sequence[str | os.PathLike], filters_list: Sequence[Any], db: Database | str
+    inputs: Sequence[str | os.PathLike], filters_list: Sequence[Any], db: Database | str,
+    rejected: list | None = None,
 ) -> list[tuple[pd.DataFrame, list[tuple[str, str]]]]:
     """:func:`build_catalogue_pyrosar` for several filter sets (e.g. one per area) with a
-    single ingest and a single start of the pyroSAR environment."""
-    from .catalogue import find_products
+    single ingest and a single start of the pyroSAR environment (``rejected`` collects the
+    rejections of every set, each product once)."""
+    from .catalogue import Rejection, find_products, screen_products
 
     db = _as_db(db)
     excluded: list[tuple[str, str]] = []
-    given: dict[str, str] = {}  # product id -> first path given
-    paths: list[Path] = []
+    screened: list[Rejection] = []
+    given: dict[str, str] = {}  # product id -> path kept for its acquisition
+    kept: list[tuple[str | Path, Any]] = []
     if inputs:
         paths = find_products(inputs)
         if not paths:
             raise InputError(f"no .zip or .SAFE products in {', '.join(map(str, inputs))}")
-    report, selections = _run(db, [str(p.resolve()) for p in paths],
+        kept = screen_products(paths, excluded, screened)
+    report, selections = _run(db, [str(Path(p).resolve()) for p, _ in kept],
                               [_query(f) for f in filters_list])
     if report is not None:
         failed = dict(report.failed)
-        for path in paths:
-            key = product_key(path)
-            err = failed.get(str(path.resolve()))
+        for path, prod in kept:
+            err = failed.get(str(Path(path).resolve()))
             if err is not None:
+                log.warning("excluded %s: unreadable: pyroSAR: %s", path, err)
                 excluded.append((str(path), f"unreadable: pyroSAR: {err}"))
-            elif key in given:
-                log.warning("duplicate product %s: %s ignored, keeping %s", key, path, given[key])
-                excluded.append((str(path), f"duplicate of {given[key]}"))
+                screened.append(Rejection(str(path), prod.id, f"unreadable: pyroSAR: {err}"))
             else:
-                given[key] = str(path)
-    return [
-        _table(scenes, filters, given if inputs else None, list(excluded))
-        for scenes, filters in zip(selections, filters_list)
-    ]
+                given[product_key(path)] = str(path)
+    out = []
+    for scenes, filters in zip(selections, filters_list):
+        rej = list(screened)
+        out.append(_table(scenes, filters, given if inputs else None, list(excluded), rej))
+        if rejected is not None:
+            rejected.extend(r for r in rej if r not in rejected)
+    return out
+
+
+def _acquisition(name: str) -> tuple[str, int, dt.datetime] | None:
+    """(mission, absolute orbit, start) of a product from its name, or None."""
+    from .safe import parse_product_name
+
+    f = parse_product_name(Path(name).name)
+    if f is None:
+        return None
+    return f["mission"], f["orbit"], dt.datetime.strptime(f["start"], "%Y%m%dT%H%M%S")
+
+
+def _same_acquisition(scene: str, index: dict[tuple[str, int], list[tuple[dt.datetime, str]]]
+                      ) -> str | None:
+    """The key of the given product of the same acquisition as the scene ``scene`` (by
+    their names: mission, absolute orbit, start within 2 s), or None. ``index`` maps
+    (mission, orbit) to the (start, key) of the given products."""
+    acq = _acquisition(scene)
+    if acq is None:
+        return None
+    for start, key in index.get(acq[:2], []):
+        if abs((start - acq[2]).total_seconds()) <= 2:
+            return key
+    return None
 
 
 def _table(scenes: list[str], filters: Any, given: dict[str, str] | None,
-           excluded: list[tuple[str, str]]) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+           excluded: list[tuple[str, str]], rejected: list | None = None,
+           ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """Catalogue rows for the archive's selection (footprint refinement included) and the
     reasons the other given products were left out."""
-    from .catalogue import _reason, product_row, table_from_rows
+    from .catalogue import Rejection, _reason, product_row, screen_products, table_from_rows
     from .safe import open_product
 
+    index: dict[tuple[str, int], list[tuple[dt.datetime, str]]] = {}
+    for key in given or {}:
+        acq = _acquisition(key)
+        if acq is not None:
+            index.setdefault(acq[:2], []).append((acq[2], key))
     chosen: dict[str, str] = {}
     for scene in scenes:
         key = product_key(scene)
         if given is None:
             chosen.setdefault(key, scene)
-        elif key in given:
+            continue
+        if key not in given:
+            key = _same_acquisition(scene, index)
+            if key is not None:
+                log.info("%s: selected by the archive, stands for %s (same acquisition)",
+                         scene, given[key])
+        if key is not None:
             chosen.setdefault(key, given[key])
     aoi_poly = box(*filters.aoi)
     rows: list[dict] = []
-    for key, path in tqdm(chosen.items(), desc="catalogue (pyroSAR)", unit="product",
-                          leave=False):
-        try:
-            prod = open_product(path)
-        except SarsslError as exc:
-            log.warning("excluded %s: selected by the archive but unreadable: %s", path, exc)
-            excluded.append((path, f"unreadable: {exc}"))
-            continue
+    if given is None:  # the whole database: screen what it selected
+        products = screen_products(list(chosen.values()), excluded, rejected)
+    else:  # screened before ingest
+        products = []
+        for path in chosen.values():
+            try:
+                prod = open_product(path)
+                prod.close()
+                products.append((path, prod))
+            except SarsslError as exc:
+                log.warning("excluded %s: selected by the archive but unreadable: %s", path,
+                            exc)
+                excluded.append((path, f"unreadable: {exc}"))
+                if rejected is not None:
+                    rejected.append(Rejection(path, product_key(path), f"unreadable: {exc}"))
+    for path, prod in tqdm(products, desc="catalogue (pyroSAR)", unit="product", leave=False):
+        key = prod.id
         if not prod.footprint.intersects(aoi_poly):
             log.info("excluded %s: its footprint envelope meets the AOI, the footprint does not",
                      key)

@@ -9,8 +9,20 @@ scanning hundreds of zipped products takes seconds. A product is kept when its f
 (the manifest's ``gml:coordinates``, lon/lat) intersects the AOI box, its start time falls
 on a date in ``[start, end]`` (inclusive, UTC), its pass direction and relative orbit match
 the filters and it holds every required polarisation. Every excluded product is logged
-with its reason. The same product found twice (e.g. as ``.zip`` and as ``.SAFE``) is kept
-once, from the first path given, with a warning.
+with its reason.
+
+Before the filters, every product is validated (:func:`sarssl.safe.validate_product`: an
+S1A-S1D IW GRDH/GRDM product whose name agrees with its manifest) and only one product per
+acquisition is kept (:func:`one_per_acquisition`): products of the same mission and
+absolute orbit whose manifest start times lie within :data:`ACQUISITION_TOLERANCE` are one
+acquisition (the same product as ``.zip`` and ``.SAFE``, copies under other names, or a
+reprocessing). The newest processing wins: the latest manifest processing time (the
+product's own ``safe:processing`` stop time), then the highest IPF version, then the path
+given first (so identical copies keep the first path, as before). Unreadable, invalid and
+duplicate products are *rejected*: logged as warnings and, with ``--rejected-out PATH``,
+written to a CSV (``path, product_id, reason``; header only when nothing was rejected;
+written even when no product is kept). Duplicates have the reason ``duplicate of <kept
+path>``.
 
 Footprints are treated as plain lon/lat polygons (no antimeridian handling).
 
@@ -26,7 +38,7 @@ from __future__ import annotations
 import argparse
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -37,7 +49,14 @@ from tqdm import tqdm
 
 from .errors import InputError, SarsslError
 from .io import atomic_path, parse_bbox
-from .safe import Product, open_product
+from .safe import (
+    InvalidProductError,
+    Product,
+    ipf_version_key,
+    open_product,
+    parse_product_name,
+    validate_product,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +74,21 @@ COLUMNS = [
     "ipf_version",
     "footprint_wkt",
 ]
+#: Columns of the ``--rejected-out`` CSV.
+REJECTED_COLUMNS = ["path", "product_id", "reason"]
+#: Products of one mission and absolute orbit starting within this of each other are one
+#: acquisition (reprocessings may move a slice start by milliseconds; consecutive slices
+#: start ~25 s apart).
+ACQUISITION_TOLERANCE = np.timedelta64(1, "s")
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A product left out because it cannot or must not be used (not because of a filter)."""
+
+    path: str
+    product_id: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -151,27 +185,113 @@ def table_from_rows(rows: list[dict]) -> pd.DataFrame:
     return table
 
 
+def _rank(prod: Product, order: int) -> tuple:
+    """Sort key of the products of one acquisition: the largest is kept."""
+    t = prod.processing_time
+    return (
+        -(2**63) if t is None else int(t.astype("datetime64[ns]").astype(np.int64)),
+        ipf_version_key(prod.ipf_version),
+        -order,
+    )
+
+
+def _why(kept: Product, other: Product) -> str:
+    if kept.processing_time != other.processing_time:
+        return (f"processed later: {kept.processing_time} vs {other.processing_time}"
+                if kept.processing_time is not None and other.processing_time is not None
+                else "the other has no processing time")
+    if ipf_version_key(kept.ipf_version) != ipf_version_key(other.ipf_version):
+        return f"newer IPF: {kept.ipf_version} vs {other.ipf_version}"
+    return "same processing: the path given first is kept"
+
+
+def one_per_acquisition(
+    products: Sequence[tuple[str | Path, Product]],
+) -> tuple[list[tuple[str | Path, Product]], list[tuple[str | Path, Product, str | Path, str]]]:
+    """Keep one product per acquisition (see the module docstring for the rule).
+
+    ``products`` are (path, product) in the order given. Returns the kept ones (in that
+    order) and the others as (path, product, kept path, why the kept one won).
+    """
+    order = sorted(range(len(products)), key=lambda i: (
+        products[i][1].mission, products[i][1].absolute_orbit, products[i][1].start_time, i))
+    groups: list[list[int]] = []
+    for i in order:
+        p = products[i][1]
+        if groups:
+            q = products[groups[-1][0]][1]
+            if ((p.mission, p.absolute_orbit) == (q.mission, q.absolute_orbit)
+                    and p.start_time - q.start_time <= ACQUISITION_TOLERANCE):
+                groups[-1].append(i)
+                continue
+        groups.append([i])
+    winner: dict[int, int] = {}  # index -> index of the product kept for its acquisition
+    for g in groups:
+        best = max(g, key=lambda i: _rank(products[i][1], i))
+        winner.update({i: best for i in g})
+    kept = [products[i] for i in sorted(winner) if winner[i] == i]
+    dropped = [
+        (products[i][0], products[i][1], products[w][0], _why(products[w][1], products[i][1]))
+        for i, w in sorted(winner.items()) if w != i
+    ]
+    return kept, dropped
+
+
+def screen_products(
+    paths: Iterable[str | Path],
+    excluded: list[tuple[str, str]],
+    rejected: list[Rejection] | None = None,
+) -> list[tuple[str | Path, Product]]:
+    """Open and validate each product and keep one per acquisition.
+
+    Returns the (path, product) pairs kept, in the order given; every other path is
+    appended to ``excluded`` as (path, reason) and to ``rejected`` (when given), and logged.
+    """
+    valid: list[tuple[str | Path, Product]] = []
+
+    def reject(path: str | Path, pid: str, reason: str) -> None:
+        excluded.append((str(path), reason))
+        if rejected is not None:
+            rejected.append(Rejection(str(path), pid, reason))
+
+    for path in tqdm(list(paths), desc="catalogue", unit="product", leave=False):
+        prod: Product | None = None
+        try:
+            prod = open_product(path)
+            validate_product(prod)
+        except SarsslError as exc:
+            if prod is not None:
+                prod.close()
+            fields = parse_product_name(Path(path).name)
+            pid = prod.id if prod is not None else fields["id"] if fields else ""
+            if isinstance(exc, InvalidProductError):
+                log.warning("rejected %s: %s", path, "; ".join(exc.problems))
+                reject(path, pid, f"invalid: {'; '.join(exc.problems)}")
+            else:
+                log.warning("excluded %s: unreadable: %s", path, exc)
+                reject(path, pid, f"unreadable: {exc}")
+            continue
+        prod.close()  # many products may be held here: no open zip file each
+        valid.append((path, prod))
+    kept, dropped = one_per_acquisition(valid)
+    for path, prod, winner, why in dropped:
+        log.warning("duplicate product %s: %s ignored, keeping %s (same acquisition: %s orbit "
+                    "%d starting %s; %s)", prod.id, path, winner, prod.mission,
+                    prod.absolute_orbit, _iso(prod.start_time), why)
+        reject(path, prod.id, f"duplicate of {winner}")
+    return kept
+
+
 def build_catalogue(
-    inputs: Sequence[str | Path], filters: Filters
+    inputs: Sequence[str | Path], filters: Filters, rejected: list[Rejection] | None = None,
 ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """The catalogue table (columns :data:`COLUMNS`, sorted by start time) and the excluded
-    products as (path, reason) pairs."""
+    products as (path, reason) pairs; unreadable, invalid and duplicate products are also
+    appended to ``rejected`` (when given)."""
     aoi_poly = box(*filters.aoi)
     rows: list[dict] = []
     excluded: list[tuple[str, str]] = []
-    seen: dict[str, str] = {}
-    for path in tqdm(find_products(inputs), desc="catalogue", unit="product", leave=False):
-        try:
-            prod = open_product(path)
-        except SarsslError as exc:
-            log.warning("excluded %s: unreadable: %s", path, exc)
-            excluded.append((str(path), f"unreadable: {exc}"))
-            continue
-        if prod.id in seen:
-            log.warning("duplicate product %s: %s ignored, keeping %s", prod.id, path, seen[prod.id])
-            excluded.append((str(path), f"duplicate of {seen[prod.id]}"))
-            continue
-        seen[prod.id] = str(path)
+    for path, prod in screen_products(find_products(inputs), excluded, rejected):
         reason = _reason(prod, filters, aoi_poly)
         if reason is not None:
             log.info("excluded %s: %s", prod.id, reason)
@@ -234,6 +354,14 @@ def write_catalogue(table: pd.DataFrame, out: str | Path) -> None:
         table.to_csv(tmp, index=False)
 
 
+def write_rejected(rejected: Sequence[Rejection], out: str | Path) -> None:
+    """Write the rejected products (:data:`REJECTED_COLUMNS`) atomically; a header only
+    when there are none."""
+    table = pd.DataFrame([asdict(r) for r in rejected], columns=REJECTED_COLUMNS)
+    with atomic_path(out, suffix=".csv") as tmp:
+        table.to_csv(tmp, index=False)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("products", nargs="*", metavar="PRODUCT_OR_DIR",
                         help=".zip / .SAFE products, or directories searched for them (at least "
@@ -248,6 +376,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--polarisations", default="",
                         help="polarisations every product must hold, e.g. VV,VH (default: any)")
     parser.add_argument("--out", required=True, help="catalogue CSV to write")
+    parser.add_argument("--rejected-out", default=None, metavar="PATH",
+                        help="also write the rejected products (unreadable, not an IW GRD "
+                             "product, name disagreeing with the manifest, duplicate of "
+                             "another product of the same acquisition) to this CSV: path, "
+                             "product_id, reason (default: only logged)")
     parser.add_argument("--backend", choices=("builtin", "pyrosar"), default="builtin",
                         help="builtin: scan the manifests (default); pyrosar: ingest into and "
                              "select from pyroSAR's scene archive (needs --db and the "
@@ -265,24 +398,29 @@ def run(args: argparse.Namespace) -> int:
     )
     backend = getattr(args, "backend", "builtin")
     db = getattr(args, "db", None)
+    rejected_out = getattr(args, "rejected_out", None)
+    rejected: list[Rejection] = []
     if backend == "pyrosar":
         from .archive import build_catalogue_pyrosar
 
         if not db:
             raise SarsslError("--backend pyrosar needs --db PATH_OR_URL (the scene database)")
-        table, excluded = build_catalogue_pyrosar(args.products, filters, db)
+        table, excluded = build_catalogue_pyrosar(args.products, filters, db, rejected=rejected)
     else:
         if db:
             raise SarsslError("--db is only used with --backend pyrosar")
         if not args.products:
             raise SarsslError("no PRODUCT_OR_DIR given (only --backend pyrosar may omit them)")
-        table, excluded = build_catalogue(args.products, filters)
+        table, excluded = build_catalogue(args.products, filters, rejected=rejected)
     for path, reason in excluded:
         log.debug("reason %s: %s", path, reason)
-    counts = Counter(r.split(":")[0] if r.startswith("unreadable") else r.split(" ")[0]
+    counts = Counter(r.split(":")[0] if r.startswith(("unreadable", "invalid")) else r.split(" ")[0]
                      for _, r in excluded)
-    log.info("catalogue: %d kept, %d excluded (%s)", len(table), len(excluded),
-             ", ".join(f"{k}: {v}" for k, v in counts.items()) or "none")
+    log.info("catalogue: %d kept, %d excluded (%s); %d rejected", len(table), len(excluded),
+             ", ".join(f"{k}: {v}" for k, v in counts.items()) or "none", len(rejected))
+    if rejected_out:
+        write_rejected(rejected, rejected_out)
+        log.info("wrote %s (%d rejected products)", rejected_out, len(rejected))
     if table.empty:
         raise InputError(
             f"no product kept for {filters.describe()} among {len(excluded)} found in "

@@ -1,9 +1,10 @@
 """Cut a seasonal composite into labelled chips with spatial splits; normalisation stats.
 
 ``sarssl chips --composite C.tif --landcover LC.tif --treecover TC.tif --area A --size 64
-[--overlap 0] [--max-nodata 0.05] [--split-angle 30] [--split-band-width M]
-[--split-pattern train,train,train,test,val] [--fractions 0.01,...,1.0] --seed S
---out-dir results/chips/A [--export-split SPLIT --export-dir DIR]``
+[--overlap 0] [--max-nodata 0.05] [--min-label-coverage 0.5] [--split-angle 30]
+[--split-band-width M] [--split-pattern train,train,train,test,val]
+[--fractions 0.01,...,1.0] --seed S --out-dir results/chips/A
+[--export-split SPLIT --export-dir DIR]``
 
 ``sarssl stats --chips-dir D [--chips-dir ...] --out stats.json``
 
@@ -21,6 +22,18 @@ constant over its valid pixels (std == 0 of the stored float16 values; reason
 ``constant_channel``, as in the study, which skips such chips). Every drop is counted in
 ``qa.csv`` together with ``kept``. NaN pixels are kept in ``x.npy``; the dataset maps them
 to 0 after normalisation.
+
+**Label coverage.** For each label raster, the fraction of the valid composite pixels
+(every channel finite; over the rows the chip grid covers) that have a label (a land-cover
+class, a finite tree cover) is recorded in ``store.json`` (``label_coverage``); below 1 it
+is logged as a warning naming the raster, below ``--min-label-coverage`` (default 0.5) it is
+an error: labels that miss much of the area (a tile too few, the wrong tile) would
+otherwise silently leave most chips without targets.
+
+**Failures.** A corrupt composite or label raster is an error naming the file. The store's
+arrays are preallocated before they are memory-mapped, so a full disk is an error naming
+the file ("no space left on device") rather than a SIGBUS, and the temporary store
+directory is removed on any error.
 
 **Spatial split.** The plane is cut into parallel bands ``--split-band-width`` metres
 wide whose long axis points ``--split-angle`` degrees anticlockwise from east; band
@@ -42,6 +55,7 @@ variance formula (numerically stable, unlike sum of squares).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
@@ -68,7 +82,15 @@ from .datasets import (
 )
 from .errors import InputError, SarsslError
 from .grid import Grid
-from .io import atomic_dir, run_record, write_json
+from .io import (
+    atomic_dir,
+    gdal_message,
+    is_no_space,
+    output_error,
+    published_name,
+    run_record,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +220,65 @@ def _open_composite(path: Path):
     return src
 
 
+def _read_strip(src, path: Path, row_off: int, size: int) -> np.ndarray:
+    """Rows ``row_off .. row_off + size`` of the composite as float16 (C, size, W)."""
+    import rasterio
+    from rasterio._err import CPLE_BaseError
+    from rasterio.windows import Window
+
+    try:
+        strip = src.read(window=Window(0, row_off, src.width, size))
+    except (rasterio.errors.RasterioError, CPLE_BaseError) as exc:
+        raise InputError(
+            f"{path}: corrupt composite, rows {row_off}..{row_off + size - 1} cannot be read "
+            f"({gdal_message(exc)})"
+        ) from exc
+    return strip.astype(np.float16)
+
+
+def _check_label_coverage(
+    rasters: dict[str, tuple[Path, int]], n_valid: int, area: str, minimum: float
+) -> dict[str, float] | None:
+    """``{name: labelled / valid pixels}``; warn below 1, raise below ``minimum``."""
+    if n_valid == 0:  # no valid composite pixel: every chip is dropped (an error later)
+        return None
+    coverage = {}
+    for name, (path, n_labelled) in rasters.items():
+        cov = n_labelled / n_valid
+        coverage[name] = cov
+        if cov < minimum:
+            raise InputError(
+                f"{path}: {name} labels cover only {_pct(cov)} of the {n_valid} valid composite "
+                f"pixels of area {area}, less than --min-label-coverage {minimum:g}; use a {name} "
+                "raster that covers the area (or lower --min-label-coverage)"
+            )
+        if cov < 1:
+            log.warning("%s: %s labels cover %s of the %d valid composite pixels of area %s",
+                        path, name, _pct(cov), n_valid, area)
+    return coverage
+
+
+@contextlib.contextmanager
+def _store_write_errors(out_dir: Path) -> Iterator[None]:
+    """A full disk while the store is written: an :class:`~sarssl.errors.OutputError` naming
+    the file ("no space left on device") instead of a bare ``OSError`` traceback."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, SarsslError) or not is_no_space(exc):
+            raise
+        name = published_name(exc.filename) if exc.filename else out_dir
+        raise output_error(name, f"chip store {out_dir} not written", no_space=True) from exc
+
+
+def _pct(fraction: float) -> str:
+    """A fraction as a percentage that never rounds a value below 1 up to 100 %."""
+    digits = 1
+    while digits < 6 and fraction < 1 and round(100 * fraction, digits) >= 100:
+        digits += 1
+    return f"{100 * fraction:.{digits}f}%"
+
+
 def make_chips(
     composite: str | os.PathLike,
     landcover: str | os.PathLike,
@@ -208,6 +289,7 @@ def make_chips(
     size: int = 64,
     overlap: int = 0,
     max_nodata: float = 0.05,
+    min_label_coverage: float = 0.5,
     split_angle: float = 30.0,
     split_band_width: float | None = None,
     split_pattern: Sequence[str] = DEFAULT_PATTERN,
@@ -217,14 +299,18 @@ def make_chips(
     export_dir: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Build the chip store of one area; returns its ``store.json`` content."""
-    from rasterio.windows import Window
+    """Build the chip store of one area; returns its ``store.json`` content.
 
-    from .labels import read_landcover, read_treecover
+    Label rasters covering less than ``min_label_coverage`` of the valid composite pixels
+    are an :class:`InputError`; a full disk is an :class:`~sarssl.errors.OutputError`
+    (nothing is left behind either way)."""
+    from .labels import IGNORE, read_landcover, read_treecover
 
     composite = Path(composite)
     if not 0.0 <= max_nodata <= 1.0:
         raise SarsslError(f"--max-nodata {max_nodata}: must be in [0, 1]")
+    if not 0.0 <= min_label_coverage <= 1.0:
+        raise SarsslError(f"--min-label-coverage {min_label_coverage:g}: must be in [0, 1]")
     if export_split is not None and export_split not in SPLITS:
         raise SarsslError(f"--export-split {export_split!r}: expected one of {list(SPLITS)}")
     if (export_split is None) != (export_dir is None):
@@ -245,12 +331,23 @@ def make_chips(
         lc_full = read_landcover(landcover, grid)
         tc_full = read_treecover(treecover, grid)
 
-        # Pass 1: quality control of every candidate.
+        # Pass 1: quality control of every candidate; label coverage of the valid pixels
+        # (each composite row counted once, also where overlapping chip rows share it).
         nodata_frac = np.zeros(len(chips))
         keep = np.zeros(len(chips), dtype=bool)
         reasons: Counter[str] = Counter()
+        n_valid = n_landcover = n_treecover = 0
+        counted_to = 0
         for row_off, group in tqdm(list(_strips(chips)), desc=f"chips QA {area}", unit="row", disable=not progress):
-            strip = src.read(window=Window(0, row_off, grid.width, size)).astype(np.float16)
+            strip = _read_strip(src, composite, row_off, size)
+            first = max(row_off, counted_to)
+            if first < row_off + size:
+                valid = np.isfinite(strip[:, first - row_off :]).all(axis=0)
+                rows = slice(first, row_off + size)
+                n_valid += int(np.count_nonzero(valid))
+                n_landcover += int(np.count_nonzero(valid & (lc_full[rows] != IGNORE)))
+                n_treecover += int(np.count_nonzero(valid & np.isfinite(tc_full[rows])))
+                counted_to = row_off + size
             for i, c in group:
                 x16 = strip[:, :, c.col_off : c.col_off + size]
                 nd, constant = _chip_qa(x16)
@@ -261,6 +358,15 @@ def make_chips(
                     reasons["constant_channel"] += 1
                 else:
                     keep[i] = True
+        label_coverage = _check_label_coverage(
+            {
+                "landcover": (Path(landcover), n_landcover),
+                "treecover": (Path(treecover), n_treecover),
+            },
+            n_valid,
+            area,
+            min_label_coverage,
+        )
         kept = [c for c, k in zip(chips, keep) if k]
         n = len(kept)
         qa = {"kept": n, "nodata": reasons["nodata"], "constant_channel": reasons["constant_channel"]}
@@ -293,14 +399,14 @@ def make_chips(
                 log.warning("%s: no %s chips (area too small for the split bands?)", area, s)
 
         out_dir = Path(out_dir)
-        with atomic_dir(out_dir) as tmp:
+        with _store_write_errors(out_dir), atomic_dir(out_dir) as tmp:
             writer = StoreWriter(tmp, n, size, CHANNELS)
             lc_major = np.zeros(n, np.int64)
             tc_mean = np.zeros(n, np.float64)
             by_row = {id(c): r for r, c in enumerate(kept)}
             # Pass 2: write the kept chips.
             for row_off, group in tqdm(list(_strips(kept)), desc=f"chips write {area}", unit="row", disable=not progress):
-                strip = src.read(window=Window(0, row_off, grid.width, size)).astype(np.float16)
+                strip = _read_strip(src, composite, row_off, size)
                 for _, c in group:
                     r = by_row[id(c)]
                     sl = (slice(c.row_off, c.row_off + size), slice(c.col_off, c.col_off + size))
@@ -316,6 +422,7 @@ def make_chips(
                 "size": size,
                 "overlap": overlap,
                 "max_nodata": max_nodata,
+                "min_label_coverage": min_label_coverage,
                 "split_angle": split_angle,
                 "split_band_width": band_width,
                 "split_pattern": list(split_pattern),
@@ -336,6 +443,7 @@ def make_chips(
                     "year": comp_tags.get("YEAR"),
                     "landcover": str(landcover),
                     "treecover": str(treecover),
+                    "label_coverage": label_coverage,
                     "candidates": len(chips),
                     "qa": qa,
                     "params": params,
@@ -470,6 +578,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=64, help="chip size in pixels (the study: 448)")
     parser.add_argument("--overlap", type=int, default=0, help="overlap of neighbouring chips in pixels")
     parser.add_argument("--max-nodata", type=float, default=0.05, help="drop chips with more no data than this")
+    parser.add_argument(
+        "--min-label-coverage", type=float, default=0.5,
+        help="fraction of the valid composite pixels each label raster must label, else an error "
+             "(default 0.5; below 1 is a warning)",
+    )
     parser.add_argument("--split-angle", type=float, default=30.0, help="direction of the split bands (deg from east)")
     parser.add_argument(
         "--split-band-width", type=float, default=None, help="band width in CRS metres (default: one chip side)"
@@ -496,6 +609,7 @@ def run(args: argparse.Namespace) -> int:
         size=args.size,
         overlap=args.overlap,
         max_nodata=args.max_nodata,
+        min_label_coverage=args.min_label_coverage,
         split_angle=args.split_angle,
         split_band_width=args.split_band_width,
         split_pattern=args.split_pattern,

@@ -8,6 +8,7 @@ Modules are imported lazily so that ``sarssl --help`` stays fast (no torch impor
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import signal
@@ -89,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         print(f"sarssl {top.command}: terminated (SIGTERM); partial outputs removed", file=sys.stderr)
         return 128 + signal.SIGTERM
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise  # anything else is a bug worth its traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"sarssl {top.command}: error: {where}no space left on device ({exc.strerror}); "
+              "partial outputs removed", file=sys.stderr)
+        return 2
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -301,6 +301,7 @@ def composite(
     median_budget_bytes: int = DEFAULT_MEDIAN_BUDGET,
     compress: str = "zstd",
     progress: bool = True,
+    min_scenes_per_season: int = 1,
 ) -> dict[str, Any]:
     """Composite ``scenes`` into the 12-band seasonal composite ``out`` and the 4-band
     count raster ``count_out``; returns a summary (scenes per season, ignored scenes).
@@ -309,6 +310,11 @@ def composite(
     ``block_budget_bytes``) are composited and written straight to disk, so memory does
     not grow with the area or the number of scenes. ``compress`` is the COG compression
     of both outputs (GDAL name: deflate, zstd, lzw, none).
+
+    A season with fewer than ``min_scenes_per_season`` scenes is an error naming the
+    season, its dates and the scenes found (its four channels would be all no data and
+    every chip would later be dropped); with 0, an empty season is only a warning and is
+    listed in the ``EMPTY_SEASONS`` tag of both outputs.
     """
     import rasterio
     import rasterio.shutil  # noqa: F401  (BlockWriter uses rasterio.shutil.copy)
@@ -340,10 +346,25 @@ def composite(
     n_used = sum(len(v) for v in by_season.values())
     if n_used == 0:
         raise InputError(f"composite: none of the {len(scenes)} scenes falls in a season of {year}")
-    for season, lst in by_season.items():
-        if not lst:
-            log.warning("season %s of %d has no scene: its channels will be all no data", season, year)
+    for lst in by_season.values():
         lst.sort(key=lambda s: (s.time, str(s.path)))
+    short = {s: lst for s, lst in by_season.items() if len(lst) < min_scenes_per_season}
+    if short:
+        detail = "; ".join(
+            f"{s} ({windows[s][0]} .. {windows[s][1]}): {len(lst)} scene(s)" for s, lst in short.items()
+        )
+        raise InputError(
+            f"composite {out}: fewer than --min-scenes-per-season {min_scenes_per_season} scene(s) in "
+            f"season(s) {detail} of the {len(scenes)} given; add acquisitions, widen the season "
+            "windows, or set the minimum to 0 to accept seasons without data (their channels are "
+            "then all no data)"
+        )
+    empty = [s for s, lst in by_season.items() if not lst]
+    for season in empty:
+        log.warning(
+            "season %s of %d (%s .. %s) has no scene: its channels will be all no data",
+            season, year, windows[season][0], windows[season][1],
+        )
 
     crs, transform, width, height = ref_grid
     kmax = max(len(v) for v in by_season.values())
@@ -368,6 +389,7 @@ def composite(
         "CHANNELS": json.dumps(list(CHANNELS)),
         "N_SCENES": n_used,
         "SCENES": json.dumps(per_season),
+        "EMPTY_SEASONS": json.dumps(empty),
         "UNITS": "db",
     }
     out = Path(out)
@@ -440,13 +462,18 @@ def composite(
         # publishing cache explicitly.
         with rasterio.Env(GDAL_CACHEMAX=publish_cache, GDAL_NUM_THREADS="ALL_CPUS"):
             count_w.close()
-            comp_w.close()
+            try:
+                comp_w.close()
+            except BaseException:  # both published, or neither
+                Path(count_out).unlink(missing_ok=True)
+                raise
     t_end = time.perf_counter()
     summary = {
         "year": int(year),
         "method": method,
         "n_scenes": n_used,
         "per_season": {s: len(v) for s, v in by_season.items()},
+        "empty_seasons": empty,
         "ignored": ignored,
         "shape": [len(CHANNELS), height, width],
         "seconds": {"composite": t_blocks - t_start, "publish_cog": t_end - t_blocks},
@@ -474,6 +501,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, help="12-band composite GeoTIFF")
     parser.add_argument("--count-out", required=True, help="4-band observation count GeoTIFF")
+    parser.add_argument(
+        "--min-scenes-per-season", type=int, default=1,
+        help="fewer scenes in any season is an error naming it (default 1); 0 = warn only",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -486,5 +517,6 @@ def run(args: argparse.Namespace) -> int:
         seasons=parse_seasons(args.seasons),
         block_rows=args.block_rows,
         compress=args.compress,
+        min_scenes_per_season=args.min_scenes_per_season,
     )
     return 0

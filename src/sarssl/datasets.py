@@ -169,7 +169,10 @@ class StoreWriter:
 
     The caller owns atomicity (build ``directory`` inside :func:`sarssl.io.atomic_dir`).
     The arrays are ``.npy`` memory maps of the final size, so writing N chips never
-    holds more than one chip in memory.
+    holds more than one chip in memory. Each array gets its disk blocks before it is
+    filled through the map (:func:`sarssl.io.preallocate`): on a full disk, a store into a
+    page without a block would kill the process with SIGBUS (no exception, no clean-up),
+    whereas the preallocation fails up front with ENOSPC. The files are byte-identical.
     """
 
     def __init__(
@@ -195,7 +198,10 @@ class StoreWriter:
             arr = np.empty(shape, dtype=dtype)
             np.save(path, arr)
             return arr
-        arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        from .io import preallocate
+
+        arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)  # sparse
+        preallocate(path)
         arr[...] = fill
         return arr
 

@@ -59,6 +59,7 @@ class Dem:
     path: str
     vertical_datum: str  # the datum converted from (EGM2008/EGM96/ellipsoid)
     geoid: str = "none (ellipsoidal heights)"  # the geoid grid applied, e.g. "EGM2008 (us_nga_egm08_25.tif)"
+    void_fraction: float = 0.0  # share of no-data DEM pixels over the requested bbox (no margin)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -229,6 +230,39 @@ def _separable_bilinear(grid, r0, fr, c0, c1, fc, out):
                          + b[c0[j]] * w * (1 - f) + b[c1[j]] * w * f)
 
 
+METRE_UNITS = frozenset({"", "m", "metre", "meter", "metres", "meters"})
+"""Spellings of the metre in a band's unit or a vertical axis (lower case; '' = unset)."""
+
+
+def vertical_unit(ds, crs: CRS) -> str:
+    """The DEM's height unit as written in the file ('' when it states none): the band's
+    unit type, else the unit of the compound CRS's vertical axis."""
+    band_unit = (ds.units[0] or "").strip() if ds.units else ""
+    if band_unit:
+        return band_unit
+    if crs.is_compound and len(crs.sub_crs_list) > 1:
+        for axis in crs.sub_crs_list[1].axis_info:
+            if axis.unit_name:
+                return axis.unit_name
+    return ""
+
+
+def check_void(dem: "Dem", max_void: float, what: str = "area") -> None:
+    """Warn about DEM holes over the area; raise when they exceed ``max_void`` (a fraction).
+
+    Terrain correction leaves a pixel whose DEM height is missing as no data (or, at a
+    hole's edge, interpolates over it), so a DEM with voids silently punches holes into
+    every scene of the area; ``max_void`` (``preprocess.max_dem_void``) turns that into an
+    error.
+    """
+    if dem.void_fraction <= 0:
+        return
+    msg = f"DEM {dem.path}: {dem.void_fraction:.1%} of its pixels over the {what} are no data (holes)"
+    if dem.void_fraction > max_void:
+        raise InputError(f"{msg}: more than --max-dem-void {max_void:g}; fill the voids or raise the limit")
+    log.warning("%s (limit --max-dem-void %g)", msg, max_void)
+
+
 def read_dem(
     path: str | os.PathLike,
     bbox: tuple[float, float, float, float],
@@ -238,7 +272,10 @@ def read_dem(
     """Read the DEM window covering lon/lat ``bbox`` (+ margin) as ellipsoidal heights.
 
     Raises :class:`InputError` naming the DEM and the area when the DEM does not cover
-    the bbox, or when the covered window holds only no data.
+    the bbox, when the covered window holds only no data, or when its heights are not in
+    metres (a band unit or vertical axis in feet would be read as metres: a 3.3x terrain
+    error; convert the DEM first, e.g. ``gdal_calc.py --calc "A*0.3048"`` and set the unit).
+    The share of no-data pixels over ``bbox`` itself is returned as ``void_fraction``.
     """
     import rasterio
     from rasterio.warp import transform_bounds
@@ -253,6 +290,12 @@ def read_dem(
         if ds.crs is None:
             raise InputError(f"DEM {path}: has no CRS")
         crs = CRS.from_user_input(ds.crs.to_wkt())
+        unit = vertical_unit(ds, crs)
+        if unit.lower() not in METRE_UNITS:
+            raise InputError(
+                f"DEM {path}: heights are in {unit!r}, not metres; convert the DEM to metres "
+                "first (sarssl does not rescale heights implicitly)"
+            )
         datum = vertical_datum(crs)
         w, s, e, n = bbox
         need = transform_bounds("EPSG:4326", ds.crs, w, s, e, n, densify_pts=21)
@@ -274,6 +317,12 @@ def read_dem(
         win = Window(c0, r0, c1 - c0, r1 - r0)
         data = ds.read(1, window=win, masked=True).astype(np.float64).filled(np.nan)
         transform = ds.window_transform(win)
+        inner = from_bounds(*need, transform)  # the bbox itself, in this window's pixels
+        ir0 = min(max(int(np.floor(inner.row_off)), 0), data.shape[0] - 1)
+        ic0 = min(max(int(np.floor(inner.col_off)), 0), data.shape[1] - 1)
+        ir1 = max(min(int(np.ceil(inner.row_off + inner.height)), data.shape[0]), ir0 + 1)
+        ic1 = max(min(int(np.ceil(inner.col_off + inner.width)), data.shape[1]), ic0 + 1)
+        void_fraction = float(np.isnan(data[ir0:ir1, ic0:ic1]).mean())
     if not np.isfinite(data).any():
         raise InputError(f"DEM {path}: only no data over the {what} {bbox}")
     if datum != "ellipsoid":
@@ -301,7 +350,8 @@ def read_dem(
     geoid = geoid_in_use(datum) if datum != "ellipsoid" else "none (ellipsoidal heights)"
     log.info("DEM %s: %dx%d window, %s heights -> ellipsoidal with geoid %s", path, data.shape[0], data.shape[1],
              datum, geoid)
-    return Dem(height=data, transform=transform, crs=crs, path=path, vertical_datum=datum, geoid=geoid)
+    return Dem(height=data, transform=transform, crs=crs, path=path, vertical_datum=datum, geoid=geoid,
+               void_fraction=void_fraction)
 
 
 def constant_dem(bbox: tuple[float, float, float, float], height: float, step: float = 0.001) -> Dem:

@@ -10,18 +10,22 @@
   slices of it and each DDP rank takes its contiguous share of every global batch (the
   DistributedSampler idea, but aligned with the single-process batches), so resuming at
   step ``k`` just recomputes the order and skips the consumed batches;
-- atomic checkpoints with every RNG state, metrics as JSON lines (+ TensorBoard if
+- atomic checkpoints with every RNG state, holding only tensors and plain values and
+  read back with ``torch.load(..., weights_only=True)`` (a file that would need anything
+  else to unpickle is refused, never executed); metrics as JSON lines (+ TensorBoard if
   installed), signal handling for preemption, distributed set-up.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
 import math
 import os
 import random
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import SarsslError
+from .errors import InputError, SarsslError
 from .io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -90,18 +94,52 @@ def step_generator(*keys: int, device: str | torch.device = "cpu") -> torch.Gene
 
 
 def capture_rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every global RNG state as tensors and plain values (a checkpoint must load with
+    ``torch.load(..., weights_only=True)``): Python's ``random`` as
+    ``{"version", "state" (list of int), "gauss_next"}``, NumPy's legacy global generator
+    as ``{"bit_generator", "key" (int64 tensor of the uint32 words), "pos", "has_gauss",
+    "cached_gaussian"}``, torch's CPU generator (a uint8 tensor) and, when CUDA is
+    initialised, the list of every device's state."""
+    version, words, gauss_next = random.getstate()
+    name, key, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "python": {
+            "version": int(version),
+            "state": [int(w) for w in words],
+            "gauss_next": gauss_next,
+        },
+        "numpy": {
+            "bit_generator": str(name),
+            "key": torch.from_numpy(np.asarray(key, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
     return state
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    """Inverse of :func:`capture_rng_state`."""
+    py = state["python"]
+    random.setstate((int(py["version"]), tuple(int(w) for w in py["state"]), py["gauss_next"]))
+    npy = state["numpy"]
+    key = npy["key"].numpy() if isinstance(npy["key"], torch.Tensor) else npy["key"]
+    np.random.set_state(
+        (
+            str(npy["bit_generator"]),
+            np.asarray(key, dtype=np.uint32),
+            int(npy["pos"]),
+            int(npy["has_gauss"]),
+            float(npy["cached_gaussian"]),
+        )
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
 
 
 # --------------------------------------------------------------------------------------
@@ -310,38 +348,108 @@ def resolve_dtype(dtype: str, device: torch.device) -> str:
 # --------------------------------------------------------------------------------------
 # checkpoints, metrics, signals
 # --------------------------------------------------------------------------------------
+#: Leaf types a checkpoint may hold besides tensors (what ``weights_only=True`` rebuilds
+#: without running code; containers are dict, list and tuple).
+PLAIN_TYPES = (str, int, float, bool, type(None))
+
+
+def check_plain(obj: Any, where: str = "state") -> None:
+    """Raise TypeError naming the first entry of ``obj`` that is not a tensor, a plain
+    value or a dict/list/tuple of them (with str or int keys)."""
+    if isinstance(obj, torch.Tensor) or type(obj) in PLAIN_TYPES:
+        return
+    if type(obj) in (dict, collections.OrderedDict):
+        for k, v in obj.items():
+            if type(k) not in (str, int):
+                raise TypeError(f"{where}: key {k!r} ({type(k).__name__}) is not a str or int")
+            check_plain(v, f"{where}[{k!r}]")
+        return
+    if type(obj) in (list, tuple, torch.Size):
+        for i, v in enumerate(obj):
+            check_plain(v, f"{where}[{i}]")
+        return
+    raise TypeError(
+        f"{where}: a {type(obj).__module__}.{type(obj).__qualname__} cannot go into a checkpoint "
+        "(only tensors, str, int, float, bool, None, and dicts/lists/tuples of them)"
+    )
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """``torch.save`` through a temporary file and an atomic rename."""
+    """``torch.save`` through a temporary file and an atomic rename.
+
+    ``state`` must hold only tensors and plain metadata (:func:`check_plain`, checked
+    before anything is written), so that :func:`load_checkpoint` can read it back with
+    ``weights_only=True``.
+    """
+    check_plain(state)
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint written by :func:`save_checkpoint`, read with ``weights_only=True``.
+
+    A file that needs anything beyond tensors and plain values to unpickle (a planted
+    pickle whose ``__reduce__`` would run code, a checkpoint of an older sarssl that kept
+    NumPy arrays) is refused with an InputError naming it; nothing in it is executed.
+    """
+    import pickle
+    import warnings
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with warnings.catch_warnings():  # torch warns about the protocol of foreign pickles
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"WeightsUnpickler error:\s*([^\n]+?)(?:\.(?:\s|$)|\n|$)", str(exc))
+        reason = found.group(1).strip() if found else str(exc).splitlines()[0]
+        raise InputError(
+            f"{path}: not a plain-tensor checkpoint: refusing to unpickle it ({reason}); sarssl "
+            "checkpoints hold only tensors and plain values, so this file was written by something "
+            "else (or by an older sarssl): delete it to start over"
+        ) from None
     except Exception as exc:  # corrupt/truncated file
-        raise SarsslError(f"{path}: cannot read checkpoint ({exc})") from exc
+        raise InputError(f"{path}: cannot read checkpoint ({exc})") from exc
+    if not isinstance(state, dict):
+        raise InputError(f"{path}: not a sarssl checkpoint ({type(state).__name__}, not a dict)")
+    return state
 
 
 class MetricsLog:
     """Append-only ``metrics.jsonl`` (one JSON object per logged step) + TensorBoard.
 
-    On resume, lines of steps after the checkpoint (``step`` = optimiser steps completed) are dropped first so the file reads as
-    one uninterrupted run.
+    On resume (``resume_step`` = optimiser steps completed at the checkpoint) the file is
+    rewritten so that it reads as one uninterrupted run: from ``history`` (the lines the
+    checkpoint carries, see :attr:`lines`) when given, which also restores a file that was
+    deleted meanwhile (Snakemake removes the declared outputs of a job before rerunning
+    it), else from the existing file's lines of steps up to ``resume_step``.
     """
 
-    def __init__(self, path: str | os.PathLike, resume_step: int | None = None, tensorboard: bool = True):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        resume_step: int | None = None,
+        tensorboard: bool = True,
+        history: list[str] | None = None,
+    ):
         self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is None:
-            self.path.write_text("")
+            self.lines: list[str] = []
+        elif history is not None:
+            self.lines = [
+                line for line in history if json.loads(line).get("step", -1) <= resume_step
+            ]
         elif self.path.exists():
-            keep = [
+            self.lines = [
                 line
                 for line in self.path.read_text().splitlines()
                 if line.strip() and json.loads(line).get("step", -1) <= resume_step
             ]
-            with atomic_path(self.path) as tmp:
-                tmp.write_text("".join(k + "\n" for k in keep))
+        else:
+            self.lines = []
+        with atomic_path(self.path) as tmp:
+            tmp.write_text("".join(k + "\n" for k in self.lines))
         self.fh = open(self.path, "a")
         self.tb = None
         if tensorboard:
@@ -357,7 +465,9 @@ class MetricsLog:
                 self.tb = None
 
     def write(self, record: dict[str, Any]) -> None:
-        self.fh.write(json.dumps(record) + "\n")
+        line = json.dumps(record)
+        self.lines.append(line)
+        self.fh.write(line + "\n")
         self.fh.flush()
         if self.tb is not None:
             for k, v in record.items():

@@ -18,7 +18,24 @@ linear`` freezes the encoder so only the head trains (a linear/decoder probe);
 Outputs in ``--out-dir``: ``metrics.json`` (tidy rows, columns of
 ``docs/architecture.md``), ``predictions.npz`` (test rows, ids, predictions, targets),
 ``run.json`` (configuration, chip ids used per split, best epoch, timings) and
-``checkpoint.pt`` (the selected model).
+``checkpoint.pt`` (the selected model; tensors and plain values only, it loads with
+``torch.load(..., weights_only=True)``).
+
+Encoders are read from safetensors only, and weights whose patch embedding takes another
+number of input channels than the chip store has are refused before timm could adapt
+them (:func:`check_encoder_compatible`).
+
+No resume, by design. A fine-tuning job that is killed (SIGTERM, preemption) exits 143
+and is rerun from the start; it has no ``--resume-dir``. The jobs are short (about 9 s
+in the demo; minutes, at most about an hour, at study scale, against many hours of
+pretraining), and they are fully seeded, so a rerun reproduces exactly the result an
+uninterrupted job would have given: the only cost of a preemption is the lost part of
+one short job. Resuming would instead need a checkpoint per epoch holding the model,
+the optimiser state *and* the best-so-far model copy (about three model sizes), written
+by each of the many jobs that run side by side, plus the sample-stream and augmentation
+generators and the early-stopping state; that I/O and the extra code path are not worth
+at most an hour of recomputation. Pretraining, which does resume, is the stage where
+that trade-off is reversed.
 """
 
 from __future__ import annotations
@@ -100,12 +117,25 @@ def resolve_hparams(raw: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 def check_encoder_compatible(meta: dict[str, Any], encoder_path: Path, store_channels: list[str], stats_path: Path) -> None:
     """The encoder must have been trained on the same channels in the same order and
-    normalised with the same statistics as the data it is now fed."""
+    normalised with the same statistics as the data it is now fed, and its weights must
+    take that many input channels: the patch embedding's weight tensor is read from the
+    safetensors header (InputError for a file that is not safetensors) and compared with
+    the chip store's channel count, so timm never gets to adapt, say, 3-channel weights
+    to 12 channels."""
     from .datasets import load_stats
+    from .models import encoder_in_chans
 
     if list(meta["channels"]) != list(store_channels):
         raise InputError(
             f"{encoder_path}: encoder channels {meta['channels']} differ from the chip store's {store_channels}"
+        )
+    weight_chans = encoder_in_chans(encoder_path)
+    if weight_chans != len(store_channels):
+        raise InputError(
+            f"{encoder_path}: the weights' patch embedding takes {weight_chans} input channels "
+            f"but the chip store has {len(store_channels)} channels "
+            f"({encoder_path.with_name('encoder.json')} lists {len(meta['channels'])}); "
+            "refusing to adapt them"
         )
     mean, std = load_stats(stats_path, store_channels)
     try:
@@ -465,8 +495,14 @@ def finetune(cfg: dict[str, Any]) -> dict[str, Any]:
             )
     save_checkpoint(
         out_dir / "checkpoint.pt",
-        {"model": model.state_dict(), "task": task, "init": init_desc, "protocol": protocol, "best_epoch": best_epoch,
-         "hparams": hp},
+        {
+            "model": model.state_dict(),
+            "task": task,
+            "init": json.loads(json.dumps(init_desc, default=str)),  # plain values only
+            "protocol": protocol,
+            "best_epoch": best_epoch,
+            "hparams": json.loads(json.dumps(hp, default=str)),
+        },
     )
     summary = {
         "best_epoch": best_epoch,

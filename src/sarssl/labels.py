@@ -16,7 +16,9 @@ once per area onto the composite's :class:`sarssl.grid.Grid` with
   source pixels, so the chip mean is the area-weighted MODIS mean.
 
 Only the source window that covers the target grid is read, so continental label tiles
-are fine.
+are fine. A label raster that is missing, not a raster, corrupt (a tile that cannot be
+read or decoded) or without a CRS is an :class:`~sarssl.errors.InputError` naming the file
+and GDAL's message.
 """
 
 from __future__ import annotations
@@ -81,15 +83,20 @@ def mod44b_to_percent(values: np.ndarray, nodata: float | None = None) -> np.nda
 def _read_source(path: Path, grid: Grid, margin: int = 2):
     """(array band 1, its transform, crs, nodata) of the source window covering ``grid``."""
     import rasterio
+    from rasterio._err import CPLE_BaseError
     from rasterio.warp import transform_bounds
     from rasterio.windows import Window, from_bounds
+
+    from .io import gdal_message
 
     if not path.is_file():
         raise InputError(f"{path}: label raster not found")
     try:
         src = rasterio.open(path)
-    except rasterio.errors.RasterioIOError as exc:
-        raise InputError(f"{path}: not a readable raster ({exc})") from exc
+    except (rasterio.errors.RasterioIOError, CPLE_BaseError) as exc:
+        raise InputError(
+            f"{path}: not a readable label raster (corrupt or not a raster: {gdal_message(exc)})"
+        ) from exc
     with src:
         if src.crs is None:
             raise InputError(f"{path}: label raster has no CRS")
@@ -102,7 +109,13 @@ def _read_source(path: Path, grid: Grid, margin: int = 2):
         if col1 <= col0 or row1 <= row0:
             raise InputError(f"{path}: does not overlap the target grid (bounds {grid.bounds} in {grid.crs})")
         window = Window(col0, row0, col1 - col0, row1 - row0)
-        data = src.read(1, window=window)
+        try:
+            data = src.read(1, window=window)
+        except (rasterio.errors.RasterioError, CPLE_BaseError) as exc:
+            raise InputError(
+                f"{path}: corrupt label raster, band 1 cannot be read over the area "
+                f"({gdal_message(exc)})"
+            ) from exc
         return data, src.window_transform(window), src.crs, src.nodata
 
 

@@ -12,7 +12,11 @@
 - :func:`export_encoder` / :func:`load_encoder`: ``encoder.safetensors`` + ``encoder.json``
   that plain timm loads with
   ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=PATH),
-  num_classes=0, **model_kwargs)`` (see ``docs/architecture.md``).
+  num_classes=0, **model_kwargs)`` (see ``docs/architecture.md``). The export is
+  byte-deterministic (same weights, same bytes). :func:`load_encoder` reads only
+  safetensors (never a pickle) and refuses weights whose patch embedding takes another
+  number of input channels than ``encoder.json`` declares, before timm could "adapt" them
+  (timm repeats 3-channel filters over 12 channels, or silently re-initialises the layer).
 """
 
 from __future__ import annotations
@@ -271,6 +275,7 @@ def export_encoder(
     state = {k: v.detach().to("cpu").contiguous() for k, v in backbone.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt", "model_name": model_name, "method": method})
+        _canonical_safetensors_header(tmp)
     meta = {
         "model_name": model_name,
         "model_kwargs": model_kwargs,
@@ -286,6 +291,56 @@ def export_encoder(
     json_path = path.with_name("encoder.json")
     write_json(json_path, meta)
     return path, json_path
+
+
+def _canonical_safetensors_header(path: Path) -> None:
+    """Rewrite, in place, the JSON header of a safetensors file with its ``__metadata__``
+    keys sorted. safetensors serialises that map from a Rust ``HashMap`` in a random order,
+    so identical weights gave different file bytes from one export to the next; the tensor
+    entries (sorted by dtype and name by the writer) and the data are left as they are.
+    """
+    with open(path, "r+b") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        raw = fh.read(n)
+        header = json.loads(raw)
+        meta = header.pop("__metadata__", None)
+        canon = ({"__metadata__": dict(sorted(meta.items()))} if meta else {}) | header
+        text = json.dumps(canon, separators=(",", ":"), ensure_ascii=False).encode()
+        text += b" " * (n - len(text))
+        if len(text) != n:  # cannot happen: same entries, same compact JSON
+            raise SarsslError(f"{path}: unexpected safetensors header layout")
+        fh.seek(8)
+        fh.write(text)
+
+
+def encoder_weight_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes of an encoder weights file, read from its safetensors header only
+    (nothing is unpickled or loaded). InputError, naming the file, for anything that is
+    not a valid safetensors file (a torch ``.pt`` pickle, random bytes, a truncated file)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as exc:  # SafetensorError (no common base class), OSError
+        raise InputError(
+            f"{path}: not a valid safetensors file ({exc}); encoder weights must be the "
+            "encoder.safetensors written by sarssl pretrain (pickled .pt files are not read)"
+        ) from None
+
+
+def encoder_in_chans(path: str | os.PathLike) -> int:
+    """Input channels of the encoder weights at ``path``: dimension 1 of the patch
+    embedding's ``patch_embed.proj.weight`` (InputError if the file has none)."""
+    shapes = encoder_weight_shapes(path)
+    shape = shapes.get("patch_embed.proj.weight")
+    if shape is None or len(shape) != 4:
+        raise InputError(
+            f"{path}: no 4-D patch_embed.proj.weight (found {shape}); "
+            "not the weights of a timm ViT encoder"
+        )
+    return int(shape[1])
 
 
 def read_encoder_meta(path: str | os.PathLike) -> dict[str, Any]:
@@ -307,7 +362,11 @@ def read_encoder_meta(path: str | os.PathLike) -> dict[str, Any]:
 def load_encoder(path: str | os.PathLike, **override: Any) -> tuple[nn.Module, dict[str, Any]]:
     """Build the exported encoder with plain timm (the documented contract) + its metadata.
 
-    ``override`` replaces model kwargs (e.g. ``dynamic_img_size=True``).
+    ``override`` replaces model kwargs (e.g. ``dynamic_img_size=True``). Before timm sees
+    the file: it must be a valid safetensors file named ``*.safetensors`` (timm would
+    otherwise unpickle it), and its patch embedding must take the ``in_chans`` of
+    ``encoder.json``, which must equal its number of ``channels`` (InputError naming the
+    file and both counts otherwise).
     """
     import timm
 
@@ -317,6 +376,20 @@ def load_encoder(path: str | os.PathLike, **override: Any) -> tuple[nn.Module, d
     meta = read_encoder_meta(path)
     kwargs = dict(meta["model_kwargs"])
     kwargs.update(override)
+    weight_chans = encoder_in_chans(path)  # validates the safetensors header
+    if path.suffix != ".safetensors":
+        raise InputError(
+            f"{path}: encoder weights must be named *.safetensors (timm picks its reader by "
+            "the suffix)"
+        )
+    json_path = path.with_name("encoder.json")
+    declared = int(kwargs.get("in_chans", 3))  # timm's default
+    if weight_chans != declared or weight_chans != len(meta["channels"]):
+        raise InputError(
+            f"{path}: the weights' patch embedding takes {weight_chans} input channels but "
+            f"{json_path} declares in_chans {declared} and {len(meta['channels'])} channels; "
+            "refusing to let timm adapt the weights to another channel count"
+        )
     try:
         model = timm.create_model(
             meta["model_name"],

@@ -16,6 +16,13 @@ The chain (SNAP operator names in brackets), all in radar geometry until the las
 Outputs (``docs/architecture.md``, "Preprocessed scene"): a float32 COG with one band per
 polarisation (VV, VH), NaN nodata and provenance tags, and ``<stem>.mask.tif`` (uint8: 0 no
 data, 1 valid, +2 layover, +4 shadow). Nothing is written when any input check fails.
+
+Before any work the product is validated (:func:`sarssl.safe.validate_product`: an IW GRD
+product whose name agrees with its manifest) and each measurement to be read is checked
+against the manifest (:func:`sarssl.safe.check_measurements`: its size, and its MD5
+streamed through the whole file, which for a zipped product also checks the zip CRC-32).
+``--no-verify-checksums`` skips only the MD5 (a full read of each measurement, about
+0.9 GB per polarisation for a real IW GRDH product); the other checks always run.
 """
 
 from __future__ import annotations
@@ -56,8 +63,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--units", choices=("db", "linear"), default="db")
     parser.add_argument("--backend", choices=("auto", "python", "snap"), default="auto")
     parser.add_argument(
+        "--max-dem-void", type=float, default=0.05,
+        help="largest share of no-data DEM pixels over the area (default 0.05): holes are "
+             "warned about and recorded in the DEM_VOID_FRACTION tag; more is an error",
+    )
+    parser.add_argument(
         "--polarisations", default=None,
         help="comma-separated polarisations to process, e.g. VV or VV,VH (default: all in the product)",
+    )
+    parser.add_argument(
+        "--no-verify-checksums", dest="verify_checksums", action="store_false",
+        help="skip the MD5 check of the measurements against the manifest (saves a full read "
+             "of each; the product type, name and file size checks still run)",
     )
 
 
@@ -207,8 +224,13 @@ def preprocess(
     units: str = "db",
     tile: int = TILE,
     polarisations: list[str] | None = None,
+    verify_checksums: bool = True,
+    max_dem_void: float = 0.05,
 ) -> dict:
     """Run the Python chain; returns a small summary (timings, sizes).
+
+    The product is validated and its measurements checked against the manifest first
+    (``verify_checksums=False`` skips only their MD5).
 
     The output grid is processed in ``tile`` x ``tile`` tiles. For each tile the LUT is
     computed on the tile plus a margin (slopes, shadow, flattening see their neighbours),
@@ -221,17 +243,18 @@ def preprocess(
     from shapely.geometry import box
 
     from .calibration import calibrate_window
-    from .dem import read_dem
+    from .dem import check_void, read_dem
     from .geocoding import MASK_NODATA, GeocodingLUT
     from .geometry import apply_orbit_dir
     from .grid import area_grid
     from .rasterio_blocks import BlockWriter, close_all
-    from .safe import open_product
+    from .safe import check_measurements, open_product, validate_product
     from .speckle import estimate_enl
     from .speckle import speckle_filter as run_filter
 
     t_start = time.perf_counter()
     product = open_product(product_path)
+    validate_product(product)
     pols = _pols(product, polarisations, what=str(product_path))
     if not pols:
         raise InputError(f"product {product_path}: no polarisation found")
@@ -240,6 +263,7 @@ def preprocess(
             raise InputError(f"product {product_path}: polarisation {pol} has no measurement file")
         if not product.has("calibration", pol):
             raise InputError(f"product {product_path}: polarisation {pol} has no calibration annotation")
+    check_measurements(product, pols, verify_checksums=verify_checksums)
     geom = product.annotation(pols[0]).geometry
     geom = apply_orbit_dir(geom, orbit_dir)
 
@@ -256,6 +280,7 @@ def preprocess(
     tr = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
     bx, by = tr.transform([gx0, gx1, gx0, gx1], [gy0, gy0, gy1, gy1])
     dem = read_dem(dem_path, (min(bx), min(by), max(bx), max(by)), what=f"area {aoi}")
+    check_void(dem, max_dem_void, what=f"area {aoi}")
     dem_h_crs = dem.crs.sub_crs_list[0] if dem.crs.is_compound else dem.crs
     to_dem = Transformer.from_crs(grid.crs, dem_h_crs, always_xy=True)
     margin_px = _tile_margin(dem, resolution)
@@ -356,6 +381,7 @@ def preprocess(
         "DEM": Path(dem_path).name,
         "DEM_VERTICAL_DATUM": dem.vertical_datum,
         "GEOID": dem.geoid,
+        "DEM_VOID_FRACTION": f"{dem.void_fraction:.6f}",
     }
     out = Path(out)
     mask_path = out.with_name(out.stem + ".mask.tif")
@@ -461,9 +487,14 @@ def run(args: argparse.Namespace) -> int:
         orbit_dir=args.orbit_dir,
         units=args.units,
         polarisations=parse_polarisations(args.polarisations),
+        verify_checksums=getattr(args, "verify_checksums", True),
     )
     if backend == "snap":
+        if aoi is not None:  # the same DEM checks (units, holes) as the Python chain
+            from .dem import check_void, read_dem
+
+            check_void(read_dem(args.dem, aoi, what=f"area {aoi}"), args.max_dem_void, what=f"area {aoi}")
         snap.preprocess_snap(args.product, args.dem, args.out, **kwargs)
     else:
-        preprocess(args.product, args.dem, args.out, **kwargs)
+        preprocess(args.product, args.dem, args.out, max_dem_void=args.max_dem_void, **kwargs)
     return 0

@@ -18,9 +18,39 @@ its checkpoint therefore ends with *exactly* the parameters of an uninterrupted 
 CPU; under DDP each rank takes its slice of the same global batches and masks, so N
 processes perform the same update as one process with the same global batch.
 
-Checkpoints are written every ``--checkpoint-every`` steps, at the end, and when the
-process receives SIGUSR1 (checkpoint and continue) or SIGTERM (checkpoint and exit 143,
-e.g. a cluster preemption). A rerun with the same arguments resumes automatically.
+Checkpoints hold only tensors and plain values (no pickled objects): every one is read
+with ``torch.load(..., weights_only=True)`` and a file that needs more is refused.
+
+Resume. Checkpoints of an unfinished run are written every ``--checkpoint-every`` steps,
+after ``--stop-after-steps``, and when the process receives SIGUSR1 (checkpoint and
+continue) or SIGTERM (checkpoint and exit 143, e.g. a cluster preemption), to
+``RESUME_DIR/checkpoint.pt``; ``--resume-dir`` defaults to ``--out-dir``. A rerun with the
+same arguments resumes from it (``--no-resume`` ignores it) and ends with exactly the
+bytes of an uninterrupted run. The checkpoint carries the metric lines of the steps it
+covers, so ``metrics.jsonl`` reads as one run even if it was deleted meanwhile. The
+final full-state checkpoint always goes to ``OUT_DIR/checkpoint.pt`` (the MAE
+reconstruction figure reads it).
+
+A separate resume directory is for workflow managers: Snakemake deletes a job's declared
+outputs (``OUT_DIR/checkpoint.pt`` among them) before rerunning it, so a resume
+checkpoint must live outside them. With ``--resume-dir`` different from ``--out-dir``:
+
+- only ``RESUME_DIR/checkpoint.pt`` is read: ``OUT_DIR/checkpoint.pt`` is an output, and
+  one that survived is the end state of a run the workflow decided to redo (resuming from
+  it would skip that training);
+- a resume checkpoint of a different configuration (its fingerprint differs) is skipped
+  with a warning and training starts from step 0 (under a workflow a changed
+  configuration must retrain); the next checkpoint replaces it;
+- after a successful finish the resume checkpoint is deleted (the directory is left).
+
+With ``--resume-dir`` equal to ``--out-dir`` (the default) a checkpoint of a different
+configuration is an error (delete it or pass ``--no-resume``): a hand-run study does not
+silently discard a long run. In both modes a checkpoint that is not plain tensors is an
+error, never skipped. The fingerprint covers the method, the resolved hyper-parameters,
+the seed, the chip stores (paths, ``store.json`` and ``index.parquet`` contents, number of
+images), the normalisation statistics, the world size and the number of steps; not the
+output or resume directories, ``--checkpoint-every``, ``--stop-after-steps``, the loader or
+the thread counts, so the same run resumes after those change.
 """
 
 from __future__ import annotations
@@ -364,10 +394,38 @@ def _image_stream(
 # --------------------------------------------------------------------------------------
 # training
 # --------------------------------------------------------------------------------------
+FINGERPRINT_KEYS = (
+    "method",
+    "hparams",
+    "seed",
+    "chips_dirs",
+    "data_digest",
+    "world_size",
+    "n_images",
+    "total_steps",
+)
+"""What identifies a run for resuming (module docstring); deliberately not ``out_dir``,
+``resume_dir``, ``checkpoint_every``, ``stop_after_steps``, ``max_steps`` (only through
+``total_steps``), ``loader``, ``threads`` or ``device``."""
+
+
 def _fingerprint(cfg: dict[str, Any]) -> str:
-    keys = ("method", "hparams", "seed", "chips_dirs", "world_size", "n_images", "total_steps")
-    blob = json.dumps({k: cfg[k] for k in keys}, sort_keys=True, default=str)
+    blob = json.dumps({k: cfg.get(k) for k in FINGERPRINT_KEYS}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _data_digest(store_dirs: list[str], mean_db: np.ndarray, std_db: np.ndarray) -> str:
+    """Identity of the training data: the chip stores' ``store.json`` and ``index.parquet``
+    bytes (small; the chip arrays are written once with them) and the normalisation
+    statistics, so a rebuilt store or new statistics never continue an old run."""
+    h = hashlib.sha256()
+    for d in store_dirs:
+        for name in ("store.json", "index.parquet"):
+            path = Path(d) / name
+            h.update(f"{name}:{path.stat().st_size}:".encode())
+            h.update(path.read_bytes())
+    h.update(json.dumps([np.asarray(mean_db).tolist(), np.asarray(std_db).tolist()]).encode())
+    return h.hexdigest()[:16]
 
 
 def build_model(method: str, hp: dict[str, Any], chip_size: int) -> tuple[nn.Module, nn.Module, str, dict[str, Any]]:
@@ -439,7 +497,7 @@ def train(cfg: dict[str, Any]) -> int:
         total = min(total, int(cfg["max_steps"]))
     warmup = min(total, int(round(float(hp["warmup_epochs"]) * order.steps_per_epoch)))
     cfg.update(world_size=world, n_images=n, total_steps=total, global_batch=global_batch, device=str(device), dtype=dtype,
-               loader=loader_kind)
+               loader=loader_kind, data_digest=_data_digest(cfg["chips_dirs"], mean_db, std_db))
     fingerprint = _fingerprint(cfg)
 
     model, trainable, model_name, model_kwargs = build_model(method, hp, size)
@@ -468,39 +526,56 @@ def train(cfg: dict[str, Any]) -> int:
             channel_drop_p=float(hp["channel_drop_p"]),
         )
 
-    ckpt_path = out_dir / "checkpoint.pt"
+    final_path = out_dir / "checkpoint.pt"
+    resume_dir = Path(cfg.get("resume_dir") or out_dir)
+    separate = resume_dir.resolve() != out_dir.resolve()
+    ckpt_path = resume_dir / "checkpoint.pt"  # checkpoints of the unfinished run
     start = 0
+    history: list[str] | None = None
     if cfg.get("resume", True) and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
-        if state.get("fingerprint") != fingerprint:
+        state = load_checkpoint(ckpt_path)  # refuses anything but plain tensors
+        if state.get("fingerprint") != fingerprint and separate:
+            if is_main:
+                log.warning(
+                    "%s: checkpoint of a different configuration (fingerprint %s, this run %s): "
+                    "ignored, training from step 0",
+                    ckpt_path, state.get("fingerprint"), fingerprint,
+                )
+            state = None
+        elif state.get("fingerprint") != fingerprint:
             raise SarsslError(
                 f"{ckpt_path}: checkpoint of a different run (configuration changed); "
                 "delete it or pass --no-resume"
             )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        scaler.load_state_dict(state["scaler"])
-        restore_rng_state(state["rng"])
-        start = int(state["step"])
-        if is_main:
-            log.info("resuming from %s at step %d/%d", ckpt_path, start, total)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            scaler.load_state_dict(state["scaler"])
+            restore_rng_state(state["rng"])
+            start = int(state["step"])
+            history = state.get("metrics")
+            if is_main:
+                log.info("resuming from %s at step %d/%d", ckpt_path, start, total)
+        del state
     out_dir.mkdir(parents=True, exist_ok=True)
+    hp_plain = json.loads(json.dumps(hp, default=str))  # e.g. a YAML date: plain values only
 
-    def checkpoint(step: int) -> None:
+    def checkpoint(step: int, path: Path) -> None:
         if is_main:
             save_checkpoint(
-                ckpt_path,
+                path,
                 {
                     "step": step,
                     "fingerprint": fingerprint,
                     "method": method,
-                    "hparams": hp,
+                    "hparams": hp_plain,
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(),
                     "scaler": scaler.state_dict(),
                     "rng": capture_rng_state(),
+                    "metrics": list(metrics.lines) if metrics is not None else [],
                 },
             )
         if world > 1:
@@ -515,7 +590,9 @@ def train(cfg: dict[str, Any]) -> int:
         forward = torch.compile(forward)
 
     batches = _image_stream(data, order, start, total, device, mean_db, std_db, cfg)
-    metrics = MetricsLog(out_dir / "metrics.jsonl", resume_step=start if start else None) if is_main else None
+    metrics = None
+    if is_main:
+        metrics = MetricsLog(out_dir / "metrics.jsonl", resume_step=start or None, history=history)
     stop_after = cfg.get("stop_after_steps")
     status = 0
     last_loss = float("nan")
@@ -595,7 +672,7 @@ def train(cfg: dict[str, Any]) -> int:
             every = int(cfg.get("checkpoint_every") or 0)
             want_stop = bool(flag[1]) or (stop_after is not None and done >= int(stop_after) and done < total)
             if done < total and ((every and done % every == 0) or bool(flag[0]) or want_stop):
-                checkpoint(done)
+                checkpoint(done, ckpt_path)
                 flags.save = False
             if want_stop:
                 status = 143 if bool(flag[1]) else 0
@@ -609,7 +686,7 @@ def train(cfg: dict[str, Any]) -> int:
     interrupted = status != 0 or (stop_after is not None and start < total and int(stop_after) < total)
     if interrupted:
         return status
-    checkpoint(total)
+    checkpoint(total, final_path)
 
     if is_main:
         from .models import export_encoder
@@ -640,6 +717,8 @@ def train(cfg: dict[str, Any]) -> int:
                 torch_version=torch.__version__,
             ),
         )
+        if separate:  # finished: the resume checkpoint is stale from now on
+            ckpt_path.unlink(missing_ok=True)
         log.info("%s pretraining done: loss %.4f, %.1f s, encoder %s", method, last_loss, wall, out_dir / "encoder.safetensors")
     if world > 1:
         torch.distributed.barrier()
@@ -666,7 +745,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loader-threads", type=int, default=2, help="reader threads of the batch loader")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes (--loader dataset)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    parser.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps")
+    parser.add_argument("--checkpoint-every", type=int, default=0,
+                        help="also checkpoint every N steps (to the resume directory; 0 = never)")
+    parser.add_argument(
+        "--resume-dir",
+        default=None,
+        metavar="DIR",
+        help="where checkpoints of an unfinished run go and a rerun resumes from (default: "
+        "--out-dir); keep it outside a workflow's declared outputs. With a separate DIR a "
+        "checkpoint of another configuration is ignored with a warning, and the file is "
+        "removed after a successful finish",
+    )
     parser.add_argument("--stop-after-steps", type=int, default=None,
                         help="checkpoint and stop after N steps, as if preempted (resume by rerunning)")
     parser.add_argument("--no-resume", dest="resume", action="store_false", help="ignore an existing checkpoint")
@@ -685,6 +774,7 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "chips_dirs": [str(Path(d).resolve()) for d in args.chips_dirs],
         "stats": str(Path(args.stats).resolve()),
         "out_dir": str(args.out_dir),
+        "resume_dir": str(args.resume_dir) if args.resume_dir else None,
         "device": args.device,
         "max_steps": args.max_steps,
         "num_workers": args.num_workers,

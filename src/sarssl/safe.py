@@ -26,14 +26,33 @@ S1B; for S1C (launched Dec 2024, flying S1B's former slot) ``(absolute - 172) % 
 the offset MintPy uses (not verified against an S1C product here). The manifest's
 ``safe:relativeOrbitNumber`` is used when present and cross-checked against the formula
 (a disagreement is logged); the formula only fills in when the manifest lacks it.
+
+What sarssl processes is checked in one place, :func:`validate_product` (the catalogue and
+both ``preprocess`` backends call it): a Sentinel-1 (S1A-S1D) **IW GRD** product (GRDH or
+GRDM; SLC, RAW, OCN and the EW/SM/WV modes are refused) whose name (the file name and the
+SAFE folder inside a zip) agrees with its manifest on mission, mode, product type, product
+class, polarisations, start/stop time and absolute orbit. EW is refused because nothing in
+this code or its tests has been checked on EW products (5 sub-swaths, HH+HV, GRDM at 40 m;
+the composites and models expect VV+VH). :func:`check_measurements` compares each
+measurement with the manifest's ``byteStream`` entry: the size always, the MD5 (streamed,
+and for zipped products read through :mod:`zipfile`, which also checks the member's
+CRC-32) unless skipped.
+
+The product unique id (last name field) is ESA's CRC-16/CCITT of ``manifest.safe``
+(``binascii.crc_hqx(manifest, 0xFFFF)``; true for all four reference products). It is
+compared and a difference logged at debug level only: edited manifests (test fixtures) and
+``sarssl simulate`` products (a seeded id) do not keep that relation.
 """
 
 from __future__ import annotations
 
+import binascii
 import functools
+import hashlib
 import logging
 import os
 import re
+import time
 import warnings
 import zipfile
 import zlib
@@ -74,6 +93,16 @@ POLARISATION_CODES = {
 }
 #: Offsets of the relative-orbit formula (absolute - offset) % 175 + 1.
 RELATIVE_ORBIT_OFFSET = {"S1A": 73, "S1B": 27, "S1C": 172}
+
+#: What sarssl processes (:func:`validate_product`).
+SUPPORTED_MISSIONS = ("S1A", "S1B", "S1C", "S1D")
+SUPPORTED_MODES = ("IW",)
+SUPPORTED_PRODUCT_TYPES = ("GRD",)
+SUPPORTED_RESOLUTIONS = ("H", "M")
+#: Product names carry start/stop times truncated to whole seconds.
+NAME_TIME_TOLERANCE = np.timedelta64(1500, "ms")
+#: Bytes per read when a measurement is hashed.
+CHECKSUM_CHUNK = 8 << 20
 
 NS = {
     "xfdu": "urn:ccsds:schema:xfdu:1",
@@ -124,6 +153,16 @@ def bundled_dem_path() -> Path:
     if not path.is_file():
         raise InputError(f"bundled DEM missing: {path}")
     return path
+
+
+class InvalidProductError(InputError):
+    """A readable product sarssl must not use (wrong type, or a name that disagrees with
+    the manifest); ``problems`` lists each reason, the message names the product."""
+
+    def __init__(self, path: str | os.PathLike, problems: list[str]) -> None:
+        self.path = str(path)
+        self.problems = list(problems)
+        super().__init__(f"product {path}: " + "; ".join(self.problems))
 
 
 def parse_product_name(name: str) -> dict[str, Any] | None:
@@ -179,6 +218,17 @@ class _Store:
     def gdal_path(self, rel: str) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def open(self, rel: str) -> Any:  # pragma: no cover - abstract
+        """A binary file object reading member ``rel`` from its start."""
+        raise NotImplementedError
+
+    def size(self, rel: str) -> int:  # pragma: no cover - abstract
+        """Size of member ``rel`` in bytes (uncompressed)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release open file handles (reopened when needed)."""
+
 
 class _FolderStore(_Store):
     def __init__(self, path: Path) -> None:
@@ -205,13 +255,25 @@ class _FolderStore(_Store):
     def gdal_path(self, rel: str) -> str:
         return str(self.root / rel)
 
+    def open(self, rel: str) -> Any:
+        try:
+            return open(self.root / rel, "rb")
+        except OSError as exc:
+            raise InputError(f"product {self.path}: cannot read {rel}: {exc}") from exc
+
+    def size(self, rel: str) -> int:
+        try:
+            return (self.root / rel).stat().st_size
+        except OSError as exc:
+            raise InputError(f"product {self.path}: cannot read {rel}: {exc}") from exc
+
 
 class _ZipStore(_Store):
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         try:
-            self.zf = zipfile.ZipFile(path)
-            names = self.zf.namelist()
+            self._zf: zipfile.ZipFile | None = zipfile.ZipFile(path)
+            names = self._zf.namelist()
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
             raise InputError(
                 f"product {path}: not a readable zip (truncated or corrupt?): {exc}"
@@ -224,6 +286,23 @@ class _ZipStore(_Store):
         self.prefix = manifest[: -len("manifest.safe")]
         self.safe_name = PurePosixPath(self.prefix).name if self.prefix else path.stem
         self._names = {n[len(self.prefix):] for n in names if n.startswith(self.prefix)}
+
+    @property
+    def zf(self) -> zipfile.ZipFile:
+        """The open zip (reopened after :meth:`close`)."""
+        if self._zf is None:
+            try:
+                self._zf = zipfile.ZipFile(self.path)
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+                raise InputError(
+                    f"product {self.path}: not a readable zip (truncated or corrupt?): {exc}"
+                ) from exc
+        return self._zf
+
+    def close(self) -> None:
+        if self._zf is not None:
+            self._zf.close()
+            self._zf = None
 
     def read(self, rel: str) -> bytes:
         try:
@@ -243,6 +322,24 @@ class _ZipStore(_Store):
 
     def gdal_path(self, rel: str) -> str:
         return f"/vsizip/{self.path.resolve()}/{self.prefix}{rel}"
+
+    def open(self, rel: str) -> Any:
+        """The member as :class:`zipfile.ZipExtFile`: reading it to the end checks its
+        CRC-32 (``zipfile.BadZipFile`` on a mismatch)."""
+        try:
+            return self.zf.open(self.prefix + rel)
+        except KeyError as exc:
+            raise InputError(f"product {self.path}: zip has no member {self.prefix + rel}") from exc
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise InputError(
+                f"product {self.path}: cannot read {rel} from zip (truncated or corrupt?): {exc}"
+            ) from exc
+
+    def size(self, rel: str) -> int:
+        try:
+            return self.zf.getinfo(self.prefix + rel).file_size
+        except KeyError as exc:
+            raise InputError(f"product {self.path}: zip has no member {self.prefix + rel}") from exc
 
 
 def _open_store(path: Path) -> _Store:
@@ -444,6 +541,13 @@ class Product:
     files: dict[tuple[str, str], str] = field(repr=False)
     _store: _Store = field(repr=False)
     _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+    #: when the product was made (the manifest's own ``safe:processing`` stop, else start
+    #: time); None when the manifest does not say
+    processing_time: np.datetime64 | None = None
+    #: what the manifest says the product is (:func:`validate_product` compares the names)
+    _identity: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: member path -> (size, MD5) from the manifest's dataObjects
+    _entries: dict[str, tuple[int | None, str | None]] = field(default_factory=dict, repr=False)
 
     # -- files ---------------------------------------------------------------------------
     def _file(self, kind: str, pol: str) -> str:
@@ -558,6 +662,63 @@ class Product:
         """Every file of the product, relative to the SAFE root."""
         return self._store.members()
 
+    def manifest_entries(self) -> dict[str, tuple[int | None, str | None]]:
+        """member path -> (size in bytes, lower-case MD5) from the manifest's dataObjects
+        (None where the manifest gives no size or no ``checksumName="MD5"``)."""
+        return self._entries
+
+    def close(self) -> None:
+        """Release the product's open file (a zip is reopened when a member is read again);
+        for callers that keep many opened products, such as the catalogue."""
+        self._store.close()
+
+    def verify_measurement(self, pol: str, md5: bool = True) -> int:
+        """Check the measurement file of ``pol`` against the manifest; returns the bytes read.
+
+        The size is always compared (free). With ``md5`` the file is streamed in
+        :data:`CHECKSUM_CHUNK` pieces through MD5 and compared with the manifest's; a zipped
+        member is read through :mod:`zipfile`, which also checks its CRC-32 at the end, so
+        corruption inside a zip is caught even where the manifest has no MD5. Raises
+        :class:`~sarssl.errors.InputError` naming the product, the file and the mismatch.
+        """
+        rel = self._file("measurement", pol)
+        size, digest = self.manifest_entries().get(rel, (None, None))
+        actual = self._store.size(rel)
+        if size is not None and actual != size:
+            raise InputError(
+                f"product {self.path}: measurement {rel} is {actual} bytes, the manifest says "
+                f"{size} (truncated, replaced or corrupt file)"
+            )
+        if not md5:
+            return 0
+        if digest is None and isinstance(self._store, _FolderStore):
+            log.warning("product %s: the manifest has no MD5 for %s: checksum not verified",
+                        self.path, rel)
+            return 0
+        h = hashlib.md5()
+        n = 0
+        try:
+            with self._store.open(rel) as fh:
+                while chunk := fh.read(CHECKSUM_CHUNK):
+                    h.update(chunk)
+                    n += len(chunk)
+        except zipfile.BadZipFile as exc:
+            raise InputError(
+                f"product {self.path}: measurement {rel}: checksum error, the zip's CRC-32 does "
+                f"not match the data (corrupt zip member): {exc}"
+            ) from exc
+        except (OSError, EOFError, zlib.error) as exc:
+            raise InputError(f"product {self.path}: cannot read measurement {rel}: {exc}") from exc
+        if digest is None:
+            log.warning("product %s: the manifest has no MD5 for %s: only the zip CRC-32 checked",
+                        self.path, rel)
+        elif h.hexdigest() != digest:
+            raise InputError(
+                f"product {self.path}: measurement {rel}: MD5 checksum mismatch (manifest "
+                f"{digest}, file {h.hexdigest()}): the file is corrupt"
+            )
+        return n
+
     def read_member(self, rel: str) -> bytes:
         """Raw bytes of one file of the product (path relative to the SAFE root)."""
         return self._store.read(rel)
@@ -656,6 +817,14 @@ def _product_from_manifest(path: Path, store: _Store, m: etree._Element) -> Prod
     ipf = sw.get("version", "").strip() if sw is not None else ""
     if not ipf:
         raise InputError(f"{src}: no IPF version (safe:software)")
+    processing = m.find(".//safe:processing", NS)  # the outermost: this product's own step
+    processing_time = None
+    if processing is not None:
+        when = processing.get("stop") or processing.get("start")
+        try:
+            processing_time = parse_time(when) if when else None
+        except ValueError:
+            log.warning("%s: bad processing time %r", src, when)
 
     coords = find(".//safe:footPrint/gml:coordinates")
     if not coords:
@@ -686,7 +855,28 @@ def _product_from_manifest(path: Path, store: _Store, m: etree._Element) -> Prod
         footprint=footprint,
         files=files,
         _store=store,
+        processing_time=processing_time,
+        _identity=_manifest_identity(m),
+        _entries=_manifest_entries(m),
     )
+
+
+def _manifest_entries(m: etree._Element) -> dict[str, tuple[int | None, str | None]]:
+    """member path -> (size, lower-case MD5) of the manifest's dataObject byteStreams."""
+    out: dict[str, tuple[int | None, str | None]] = {}
+    for bsx in m.iterfind(".//dataObjectSection/dataObject/byteStream"):
+        loc = bsx.find("fileLocation")
+        if loc is None:
+            continue
+        href = loc.get("href", "")
+        rel = href[2:] if href.startswith("./") else href
+        size = (bsx.get("size") or "").strip()
+        md5 = None
+        for ck in bsx.iterfind("checksum"):
+            if (ck.get("checksumName") or "").upper() == "MD5" and (ck.text or "").strip():
+                md5 = ck.text.strip().lower()
+        out[rel] = (int(size) if size.isdigit() else None, md5)
+    return out
 
 
 def _name_time(text: str) -> str:
@@ -718,3 +908,201 @@ def _locate_files(store: _Store, m: etree._Element) -> dict[tuple[str, str], str
             if mm:
                 files.setdefault((kind, mm.group("pol").upper()), rel)
     return files
+
+
+# --------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------
+
+
+def ipf_version_key(version: str) -> tuple[int, ...]:
+    """``"003.40"`` -> ``(3, 40)`` (sortable); unparseable parts count as 0."""
+    return tuple(int(p) if p.isdigit() else 0 for p in version.strip().split("."))
+
+
+def _manifest_identity(m: etree._Element) -> dict[str, Any]:
+    """What the manifest says the product is (None where it says nothing)."""
+
+    def find(xpath: str) -> str | None:
+        node = m.find(xpath, NS)
+        return None if node is None or node.text is None else node.text.strip()
+
+    number = find(".//safe:platform/safe:number")
+    orbit = find(".//safe:orbitReference/safe:orbitNumber[@type='start']")
+    datatake = find(".//s1sarl1:missionDataTakeID")
+    start, stop = (find(f".//safe:acquisitionPeriod/safe:{t}") for t in ("startTime", "stopTime"))
+    return {
+        "family": find(".//safe:platform/safe:familyName"),
+        "mission": f"S1{number}" if number else None,
+        "mode": find(".//s1sarl1:instrumentMode/s1sarl1:mode"),
+        "type": find(".//s1sarl1:productType"),
+        "klass": find(".//s1sarl1:productClass"),
+        "polarisations": sorted(
+            n.text.strip().upper()
+            for n in m.iterfind(".//s1sarl1:transmitterReceiverPolarisation", NS) if n.text
+        ),
+        "start": parse_time(start) if start else None,
+        "stop": parse_time(stop) if stop else None,
+        "orbit": int(orbit) if orbit and orbit.isdigit() else None,
+        "datatake": int(datatake) if datatake and datatake.isdigit() else None,
+    }
+
+
+def _name_problems(name: str, f: dict[str, Any], info: dict[str, Any]) -> list[str]:
+    """How the product name ``name`` (parsed into ``f``) disagrees with the manifest."""
+    out = []
+
+    def differ(what: str, in_name: Any, in_manifest: Any) -> None:
+        out.append(f"name {name} disagrees with its manifest: {what} {in_name} in the name, "
+                   f"{in_manifest} in the manifest")
+
+    for key, what in (("mission", "mission"), ("mode", "mode"), ("type", "product type"),
+                      ("klass", "product class")):
+        if info[key] is not None and f[key] != info[key]:
+            differ(what, f[key], info[key])
+    if info["polarisations"] and sorted(f["polarisations"]) != info["polarisations"]:
+        differ("polarisation", "+".join(f["polarisations"]), "+".join(info["polarisations"]))
+    for key, what in (("start", "start time"), ("stop", "stop time")):
+        t = np.datetime64(_name_time(f[key]), "ns")
+        if info[key] is not None and abs(info[key] - t) > NAME_TIME_TOLERANCE:
+            differ(what, str(t.astype("datetime64[s]")), str(info[key].astype("datetime64[us]")))
+    if info["orbit"] is not None and f["orbit"] != info["orbit"]:
+        differ("absolute orbit", f["orbit"], info["orbit"])
+    return out
+
+
+def validate_product(product: Product) -> None:
+    """Raise :class:`InvalidProductError` unless ``product`` is one sarssl can process.
+
+    Checked on the manifest (only the manifest is read; cheap enough for the catalogue):
+
+    * a Sentinel-1 product (``safe:familyName`` SENTINEL-1) of mission S1A, S1B, S1C or S1D;
+    * mode IW (EW, SM and WV are refused: see the module docstring);
+    * product type GRD with resolution class H or M (GRDH, GRDM), standard class S, level 1
+      (SLC, RAW and OCN products are refused);
+    * every product name it carries (the ``.zip`` or ``.SAFE`` name given, and the SAFE
+      folder inside a zip) agrees with the manifest on mission, mode, product type, product
+      class, polarisations, start and stop time (to the second: names truncate them) and
+      absolute orbit, and the file name and the SAFE folder inside are the same product.
+      A ``.zip`` whose name is not a product name (``download.zip``) is named by its SAFE
+      folder.
+
+    The message names the product file and lists every problem found. Checksums are not
+    read here (:func:`check_measurements`).
+    """
+    info = product._identity
+    if not info:  # pragma: no cover - every Product comes from open_product
+        raise InvalidProductError(product.path, ["no manifest metadata"])
+    problems: list[str] = []
+    missing = [what for key, what in (("mission", "safe:platform/safe:number"),
+                                      ("mode", "s1sarl1:mode"), ("type", "s1sarl1:productType"),
+                                      ("start", "acquisitionPeriod startTime"),
+                                      ("stop", "acquisitionPeriod stopTime"),
+                                      ("orbit", "orbitNumber"))
+               if info[key] is None]
+    if missing:
+        problems.append(f"manifest.safe lacks {', '.join(missing)}: cannot tell what the "
+                        f"product is")
+    # the names this product carries: the path given (a zip or SAFE folder) and, for a zip,
+    # the SAFE folder inside
+    given = product.path.parent.name if product.path.name == "manifest.safe" else product.path.name
+    names = {n: parse_product_name(n) for n in dict.fromkeys([given, product.safe_name])}
+    parsed = {n: f for n, f in names.items() if f is not None}
+    for name, f in {f["id"]: (n, f) for n, f in reversed(parsed.items())}.values():
+        problems += _name_problems(name, f, info)  # once per distinct name
+    ids = {f["id"] for f in parsed.values()}
+    if len(ids) > 1:
+        problems.append(f"file name {given} disagrees with the SAFE folder {product.safe_name} "
+                        f"inside it (renamed?)")
+    if not parsed:  # pragma: no cover - open_product refuses such products
+        raise InvalidProductError(product.path, [f"{given} is not a Sentinel-1 product name"])
+    name_fields = parsed.get(product.safe_name) or next(iter(parsed.values()))
+    # what sarssl processes: the manifest's word first, the name's where it says nothing
+    if info["family"] is not None and info["family"].upper() != "SENTINEL-1":
+        problems.append(f"platform {info['family']} is not Sentinel-1")
+    mission = info["mission"] or name_fields["mission"]
+    if mission not in SUPPORTED_MISSIONS:
+        problems.append(f"mission {mission}: sarssl processes {', '.join(SUPPORTED_MISSIONS)}")
+    for mode in dict.fromkeys([info["mode"] or name_fields["mode"], name_fields["mode"]]):
+        if mode not in SUPPORTED_MODES:
+            problems.append(
+                f"mode {mode} is not supported: sarssl processes IW products only (its "
+                f"processing chain, composites and models are built and tested for IW GRD "
+                f"VV+VH)"
+            )
+    ptypes = list(dict.fromkeys([info["type"] or name_fields["type"], name_fields["type"]]))
+    for ptype in ptypes:
+        if ptype not in SUPPORTED_PRODUCT_TYPES:
+            problems.append(
+                f"product type {ptype} is not supported: sarssl processes Level-1 GRD products "
+                f"(GRDH, GRDM) only"
+            )
+    if ptypes == ["GRD"] and name_fields["res"] not in SUPPORTED_RESOLUTIONS:
+        problems.append(f"resolution class GRD{name_fields['res']} is not supported: GRDH or "
+                        f"GRDM only")
+    if (info["klass"] or name_fields["klass"]) != "S" or name_fields["level"] != "1":
+        problems.append(
+            f"product level/class {name_fields['level']}{info['klass'] or name_fields['klass']}"
+            f" is not a standard Level-1 product (1S)"
+        )
+    if problems:
+        raise InvalidProductError(product.path, problems)
+    # soft checks: logged, never refused (see the module docstring)
+    f = name_fields
+    if info["datatake"] is not None and int(f["datatake"], 16) != info["datatake"]:
+        log.debug("product %s: data-take %s in the name, %06X in the manifest", product.path,
+                  f["datatake"], info["datatake"])
+    if not log.isEnabledFor(logging.DEBUG):
+        return
+    try:
+        crc = f"{binascii.crc_hqx(product.read_member('manifest.safe'), 0xFFFF):04X}"
+    except InputError:  # pragma: no cover - the manifest was read when opening
+        crc = None
+    if crc is not None and crc != f["unique"]:
+        log.debug("product %s: unique id %s in the name, CRC-16 of manifest.safe is %s "
+                  "(edited or synthesised manifest)", product.path, f["unique"], crc)
+
+
+def check_measurements(product: Product, pols: list[str], verify_checksums: bool = True) -> None:
+    """:meth:`Product.verify_measurement` for each polarisation, with the time it took logged.
+
+    ``verify_checksums=False`` (``sarssl preprocess --no-verify-checksums``) skips only the
+    MD5 (and the full read it needs); the sizes are still compared with the manifest.
+    """
+    t0 = time.perf_counter()
+    n = sum(product.verify_measurement(pol, md5=verify_checksums) for pol in pols)
+    if verify_checksums:
+        dt = time.perf_counter() - t0
+        log.info("product %s: %d measurement checksum(s) verified, %.0f MB in %.1f s",
+                 product.id, len(pols), n / 1e6, dt)
+
+
+def record_measurement_checksums(safe_dir: str | os.PathLike) -> list[str]:
+    """Rewrite the size and MD5 of each measurement listed in a SAFE folder's manifest
+    from the files on disk; returns the files updated.
+
+    Only for building test and benchmark products from real metadata with synthetic
+    measurements (the real ones were removed by the metadata's publishers): run on a
+    download, it would hide exactly the corruption :meth:`Product.verify_measurement`
+    exists to catch. The manifest is replaced atomically.
+    """
+    from .io import atomic_path
+
+    root = Path(safe_dir)
+    manifest = etree.parse(str(root / "manifest.safe"))
+    updated = []
+    for bs in manifest.iterfind(".//dataObject/byteStream"):
+        href = bs.find("fileLocation").get("href")
+        path = root / href
+        if path.parent.name != "measurement" or not path.is_file():
+            continue
+        h = hashlib.md5()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(CHECKSUM_CHUNK):
+                h.update(chunk)
+        bs.set("size", str(path.stat().st_size))
+        bs.find("checksum").text = h.hexdigest()
+        updated.append(href)
+    with atomic_path(root / "manifest.safe") as tmp:
+        manifest.write(str(tmp), xml_declaration=True, encoding="UTF-8")
+    return updated

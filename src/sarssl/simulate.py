@@ -88,7 +88,14 @@ from tqdm import tqdm
 from . import backscatter as bs
 from .errors import InputError, SarsslError
 from .grid import Grid, area_grid
-from .io import atomic_path, parse_bbox, run_record, write_geotiff, write_json
+from .io import (
+    atomic_path,
+    parse_bbox,
+    raise_gdal_write_errors,
+    run_record,
+    write_geotiff,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -732,13 +739,15 @@ def write_measurement(path: Path, shape: tuple[int, int], scene: Scene, dn: np.n
                    SPARSE_OK="TRUE", BIGTIFF="NO")
     pts = [GroundControlPoint(row=float(r), col=float(c), x=float(x), y=float(y), z=float(z))
            for r, c, x, y, z in zip(gcps.line, gcps.pixel, gcps.lon, gcps.lat, gcps.height)]
-    with warnings.catch_warnings():
-        # GCPs are set right after creation; GDAL warns about the moment in between
-        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        ds = rasterio.open(path, "w", **profile)
-    with ds:
-        ds.gcps = (pts, rasterio.crs.CRS.from_epsg(4326))
-        ds.write(dn, 1, window=Window(scene.col0, scene.row0, scene.width, scene.height))
+    # GDAL write errors (a full disk while the dataset is closed) raise, naming the file
+    with raise_gdal_write_errors(path):
+        with warnings.catch_warnings():
+            # GCPs are set right after creation; GDAL warns about the moment in between
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            ds = rasterio.open(path, "w", **profile)
+        with ds:
+            ds.gcps = (pts, rasterio.crs.CRS.from_epsg(4326))
+            ds.write(dn, 1, window=Window(scene.col0, scene.row0, scene.width, scene.height))
 
 
 def _update_manifest(text: str, written: dict[str, bytes | Path], new: Ids) -> bytes:

@@ -9,6 +9,9 @@ needs GDAL >= 3.7 bindings; conda-forge users get it directly).
 testable without SNAP). pyroSAR writes gpt failures to ``<outdir>/<name>_error.log``
 instead of raising; :func:`check_error_logs` turns those into a :class:`SarsslError`.
 The SNAP result is then resampled onto the exact area grid and written with our tags.
+The product is validated and its measurements checked against the manifest exactly as for
+the Python chain (:func:`sarssl.safe.validate_product`, :func:`sarssl.safe.check_measurements`)
+before SNAP sees it.
 """
 
 from __future__ import annotations
@@ -146,11 +149,12 @@ def preprocess_snap(product: str | Path, dem: str | Path, out: str | Path, **opt
     from .geocoding import MASK_LAYOVER, MASK_SHADOW
     from .grid import area_grid
     from .io import write_geotiff
-    from .safe import open_product
+    from .safe import check_measurements, open_product, validate_product
 
     from pyroSAR.snap.util import geocode  # lazy, optional
 
     prod = open_product(product)
+    validate_product(prod)  # the same checks as the Python chain, before SNAP sees it
     aoi = opts.get("aoi") or tuple(prod.footprint.bounds)
     if not prod.footprint.intersects(box(*aoi)):
         raise InputError(f"product {product}: the area {aoi} misses the scene footprint")
@@ -162,6 +166,7 @@ def preprocess_snap(product: str | Path, dem: str | Path, out: str | Path, **opt
     from .preprocess import _pols
 
     pols = _pols(prod, opts.get("polarisations"), what=str(product))
+    check_measurements(prod, pols, verify_checksums=opts.get("verify_checksums", True))
     if opts.get("orbit_dir"):
         log.warning("SNAP backend: --orbit-dir is not passed to SNAP; SNAP's own orbit handling applies")
     with tempfile.TemporaryDirectory(prefix="sarssl-snap-") as tmp:

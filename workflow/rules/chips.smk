@@ -26,9 +26,9 @@ rule chips:
         seed=chips_seed,
         out_dir=out_dir,
     shell:
-        "sarssl chips --composite {input.composite} --landcover {input.landcover}"
-        " --treecover {input.treecover} --area {wildcards.area} {params.options}"
-        " --seed {params.seed} --out-dir {params.out_dir} > {log} 2>&1"
+        "sarssl chips --composite {input.composite:q} --landcover {input.landcover:q}"
+        " --treecover {input.treecover:q} --area {wildcards.area:q} {params.options}"
+        " --seed {params.seed:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule fractions:
@@ -49,8 +49,8 @@ rule fractions:
         seed=chips_seed,
         out_dir=out_dir,
     shell:
-        "sarssl fractions --chips-dir {params.out_dir} --fractions {params.fractions}"
-        " --seed {params.seed} > {log} 2>&1"
+        "sarssl fractions --chips-dir {params.out_dir:q} --fractions {params.fractions:q}"
+        " --seed {params.seed:q} > {log:q} 2>&1"
 
 
 rule stats:
@@ -68,4 +68,4 @@ rule stats:
     params:
         chips_dirs=stats_args(),
     shell:
-        "sarssl stats {params.chips_dirs} --out {output.stats} > {log} 2>&1"
+        "sarssl stats {params.chips_dirs} --out {output.stats:q} > {log:q} 2>&1"

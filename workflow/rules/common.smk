@@ -9,6 +9,7 @@ import calendar
 import csv as csv_module
 import datetime
 import functools
+import hashlib
 import json
 import os
 import re
@@ -24,7 +25,7 @@ PRETRAINED_INITS = ("mae", "dino")
 
 wildcard_constraints:
     area=r"[A-Za-z0-9][A-Za-z0-9_-]*",
-    scene=r"[^/]+",
+    scene=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     method=r"mae|dino",
     task=r"landcover|treecover",
     init=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
@@ -39,9 +40,78 @@ wildcard_constraints:
 # --------------------------------------------------------------------------------------
 
 
+def q(value):
+    """Shell-quote one value (a path, a name, a number) for a rule's shell command.
+
+    Rules quote their own ``{input.x:q}``/``{output.x:q}``/``{params.x:q}``; parameters that
+    expand to several arguments are built here with every piece passed through this, so a
+    file name or config value can never be read by the shell as code (``$(...)``, ``;``,
+    quotes, spaces).
+    """
+    return shlex.quote(str(value))
+
+
 def config_error(key, problem):
     """Raise a WorkflowError naming the config key (dotted path) and the problem."""
     raise WorkflowError(f"Invalid configuration: {key}: {problem}")
+
+
+def check_unique_keys(paths):
+    """Refuse a config file in which a mapping repeats a key (YAML keeps the last one).
+
+    Snakemake's loader, like PyYAML, silently keeps the last of two ``rome:`` areas, so a
+    copy-pasted area would quietly replace another; this re-reads each config file with a
+    loader that raises on the second occurrence, naming the file, the line and the key.
+    """
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise WorkflowError(
+                    f"Invalid configuration: {path}: line {key_node.start_mark.line + 1}: "
+                    f"duplicate key {key!r} (first at line {seen[key] + 1}); YAML would "
+                    "silently keep only the last one"
+                )
+            seen[key] = key_node.start_mark.line
+        return loader.construct_mapping(node, deep=deep)
+
+    UniqueKeyLoader.add_constructor(
+        yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping
+    )
+    for path in paths:
+        path = Path(path)
+        if path.suffix.lower() not in (".yaml", ".yml") or not path.is_file():
+            continue  # JSON configs: json.load has no duplicate-free mode we need here
+        with open(path) as fh:
+            yaml.load(fh, Loader=UniqueKeyLoader)
+
+
+def check_bbox(name, bbox):
+    """A bbox is [west, south, east, north] with west < east and south < north."""
+    west, south, east, north = bbox
+    if not -90 <= south <= 90 or not -90 <= north <= 90:
+        config_error(
+            f"areas.{name}.bbox",
+            f"latitudes must lie in [-90, 90] (south {south}, north {north})",
+        )
+    if west >= east:
+        config_error(
+            f"areas.{name}.bbox",
+            f"west ({west}) must be less than east ({east}); the order is [west, south, "
+            "east, north] (areas crossing the antimeridian are not supported: split them)",
+        )
+    if south >= north:
+        config_error(
+            f"areas.{name}.bbox",
+            f"south ({south}) must be less than north ({north}); the order is [west, "
+            "south, east, north]",
+        )
 
 
 def check_config(cfg):
@@ -53,8 +123,11 @@ def check_config(cfg):
     * ``composite.seasons`` windows are valid calendar days;
     * ``source: directory`` areas: the product directory and the DEM, land-cover and
       tree-cover rasters exist (paths relative to the working directory);
-    * external encoder inits (``*.safetensors``) exist.
+    * external encoder inits (``*.safetensors``) exist;
+    * every area's bbox is ordered [west, south, east, north] with valid latitudes.
     """
+    for name, area in cfg["areas"].items():
+        check_bbox(name, area["bbox"])
     for section in ("pretrain", "finetune"):
         for i, area in enumerate(cfg[section]["areas"]):
             if area not in cfg["areas"]:
@@ -160,13 +233,13 @@ def area_seed(area):
 
 def bbox_arg(wildcards):
     """``W,S,E,N`` of the area for ``--bbox`` / ``--aoi``."""
-    return ",".join(repr(float(v)) for v in area_cfg(wildcards)["bbox"])
+    return q(",".join(repr(float(v)) for v in area_cfg(wildcards)["bbox"]))
 
 
 def crs_arg(wildcards):
     """``--crs`` value: ``auto`` or ``EPSG:NNNN``."""
     crs = area_cfg(wildcards).get("crs", "auto")
-    return f"EPSG:{crs}" if isinstance(crs, int) else crs
+    return q(f"EPSG:{crs}" if isinstance(crs, int) else crs)
 
 
 def simulated_areas():
@@ -185,7 +258,7 @@ def truth_dir(wildcards, output):
 def simulate_dem_arg(wildcards):
     """``--dem PATH`` when a simulated area names a real DEM, else nothing."""
     dem = area_cfg(wildcards).get("dem")
-    return f"--dem {shlex.quote(dem)}" if dem else ""
+    return f"--dem {q(dem)}" if dem else ""
 
 
 def simulate_dem_input(wildcards):
@@ -233,17 +306,16 @@ def catalogue_args(wildcards):
         f"--aoi {bbox_arg(wildcards)}",
         f"--start {first.isoformat()}",
         f"--end {last.isoformat()}",
-        f"--polarisations {','.join(cat['polarisations'])}",
+        f"--polarisations {q(','.join(cat['polarisations']))}",
     ]
     if cat["orbit_direction"] != "any":
-        args.append(f"--orbit-direction {cat['orbit_direction']}")
+        args.append(f"--orbit-direction {q(cat['orbit_direction'])}")
     if cat["relative_orbits"]:
-        args.append(
-            "--relative-orbits " + ",".join(str(o) for o in cat["relative_orbits"])
-        )
+        orbits = ",".join(str(o) for o in cat["relative_orbits"])
+        args.append(f"--relative-orbits {q(orbits)}")
     if cat["backend"] != "builtin":
         db = cat["db"].replace("{area}", wildcards.area)
-        args.append(f"--backend {cat['backend']} --db {shlex.quote(db)}")
+        args.append(f"--backend {q(cat['backend'])} --db {q(db)}")
     return " ".join(args)
 
 
@@ -317,13 +389,16 @@ def preprocess_args(wildcards):
     args = [
         f"--aoi {bbox_arg(wildcards)}",
         f"--crs {crs_arg(wildcards)}",
-        f"--resolution {pre['resolution']}",
-        f"--calibration {pre['calibration']}",
-        f"--speckle-filter {pre['speckle_filter']}",
-        f"--speckle-window {pre['speckle_window']}",
-        f"--units {pre['units']}",
-        f"--backend {pre['backend']}",
+        f"--resolution {q(pre['resolution'])}",
+        f"--calibration {q(pre['calibration'])}",
+        f"--speckle-filter {q(pre['speckle_filter'])}",
+        f"--speckle-window {q(pre['speckle_window'])}",
+        f"--units {q(pre['units'])}",
+        f"--backend {q(pre['backend'])}",
+        f"--max-dem-void {q(pre['max_dem_void'])}",
     ]
+    if not pre["verify_checksums"]:
+        args.append("--no-verify-checksums")
     if pre["terrain_flattening"]:
         args.append("--terrain-flattening")
     return " ".join(args)
@@ -331,7 +406,7 @@ def preprocess_args(wildcards):
 
 def seasons_json():
     """``--seasons`` of ``sarssl composite``: the season windows as shell-quoted JSON."""
-    return shlex.quote(json.dumps(config["composite"]["seasons"]))
+    return q(json.dumps(config["composite"]["seasons"]))
 
 
 # --------------------------------------------------------------------------------------
@@ -351,12 +426,13 @@ def chips_args():
     ch = config["chips"]
     return " ".join(
         [
-            f"--size {ch['size']}",
-            f"--overlap {ch['overlap']}",
-            f"--max-nodata {ch['max_nodata']}",
-            f"--split-angle {ch['split_angle']}",
-            f"--split-band-width {ch['split_band_width']}",
-            f"--split-pattern {','.join(ch['split_pattern'])}",
+            f"--size {q(ch['size'])}",
+            f"--overlap {q(ch['overlap'])}",
+            f"--max-nodata {q(ch['max_nodata'])}",
+            f"--split-angle {q(ch['split_angle'])}",
+            f"--split-band-width {q(ch['split_band_width'])}",
+            f"--split-pattern {q(','.join(ch['split_pattern']))}",
+            f"--min-label-coverage {q(ch['min_label_coverage'])}",
         ]
     )
 
@@ -386,7 +462,7 @@ def pretrain_stores(wildcards):
 
 
 def chips_dirs_args(areas, option="--chips-dir"):
-    return " ".join(f"{option} results/chips/{a}" for a in areas)
+    return " ".join(f"{option} {q(f'results/chips/{a}')}" for a in areas)
 
 
 def stats_args():
@@ -397,7 +473,7 @@ def stats_args():
 def pretrain_chips_args():
     """``--chips-dir DIR...`` of ``sarssl pretrain`` (one option, several directories)."""
     return "--chips-dir " + " ".join(
-        f"results/chips/{a}" for a in config["pretrain"]["areas"]
+        q(f"results/chips/{a}") for a in config["pretrain"]["areas"]
     )
 
 
@@ -415,7 +491,14 @@ def pretrain_hparams(wildcards):
     """``--hparams`` of ``sarssl pretrain``: backbone + the method's section, as JSON."""
     hp = backbone()
     hp.update(config["pretrain"][wildcards.method])
-    return shlex.quote(json.dumps(hp, sort_keys=True))
+    return q(json.dumps(hp, sort_keys=True))
+
+
+def resume_dir(wildcards, output):
+    """Where pretraining keeps its resume checkpoint: a folder beside the declared outputs
+    that Snakemake neither declares nor deletes, so a rerun after a kill or preemption
+    continues from the last checkpoint (sarssl removes it once the run has finished)."""
+    return os.path.join(os.path.dirname(output.encoder), "resume")
 
 
 def pretrain_launcher(wildcards, resources):
@@ -449,15 +532,30 @@ def finetune_hparams():
         "encoder_lr_scale",
     ):
         hp[key] = ft[key]
-    return shlex.quote(json.dumps(hp, sort_keys=True))
+    return q(json.dumps(hp, sort_keys=True))
+
+
+INIT_LABEL_MAX = 96
+"""Longest init wildcard: it is one folder name of every fine-tuning output (255 bytes at
+most on common file systems, and a results tree should stay readable)."""
 
 
 def init_label(init):
-    """Wildcard value of an init: its name, or a path flattened to ``file-...``."""
+    """Wildcard value of an init: its name, or a path flattened to ``file-...``.
+
+    A flattened path longer than :data:`INIT_LABEL_MAX` keeps its last characters (the file
+    name end) and gets 8 hex digits of the path's SHA-1, so two long paths never share a
+    label and a deep absolute path still makes a valid folder name.
+    """
     if init in BUILTIN_INITS:
         return init
     stem = re.sub(r"[^A-Za-z0-9]+", "-", str(Path(init).with_suffix(""))).strip("-")
-    return f"file-{stem}"
+    label = f"file-{stem}"
+    if len(label) > INIT_LABEL_MAX:
+        digest = hashlib.sha1(str(init).encode()).hexdigest()[:8]
+        tail = stem[-(INIT_LABEL_MAX - len("file--") - len(digest)) :].strip("-")
+        label = f"file-{digest}-{tail}"
+    return label
 
 
 def init_path(label):
@@ -486,10 +584,12 @@ def finetune_init_args(wildcards, input):
     init = wildcards.init
     if init in PRETRAINED_INITS:
         area = "+".join(config["pretrain"]["areas"])
-        return f"--init {init} --encoder {input.encoder} --pretrain-area {area}"
+        return (
+            f"--init {q(init)} --encoder {q(input.encoder)} --pretrain-area {q(area)}"
+        )
     if init in BUILTIN_INITS:
-        return f"--init {init} --pretrain-area none"
-    return f"--init {shlex.quote(input.encoder)} --pretrain-area external"
+        return f"--init {q(init)} --pretrain-area none"
+    return f"--init {q(input.encoder)} --pretrain-area external"
 
 
 # --------------------------------------------------------------------------------------
@@ -578,7 +678,7 @@ def qualitative_args(wildcards, input):
     args = []
     for task in config["finetune"]["tasks"]:
         pairs = [
-            f"{init_label(init)}={input[f'{task}_{init_label(init)}']}"
+            q(f"{init_label(init)}={input[f'{task}_{init_label(init)}']}")
             for init in config["finetune"]["inits"]
         ]
         args.append(f"--{task} " + " ".join(pairs))
@@ -595,9 +695,9 @@ def embeddings_encoders():
 def embeddings_args(wildcards, input):
     """``--encoder NAME=PATH...`` and ``--chips-dir DIR...`` of the embeddings figure."""
     encoders = " ".join(
-        f"{m}={p}" for m, p in zip(config["pretrain"]["methods"], input.encoders)
+        q(f"{m}={p}") for m, p in zip(config["pretrain"]["methods"], input.encoders)
     )
-    chips = " ".join(f"results/chips/{a}" for a in used_areas())
+    chips = " ".join(q(f"results/chips/{a}") for a in used_areas())
     return f"--encoder {encoders} --chips-dir {chips}"
 
 
@@ -630,7 +730,7 @@ def label_efficiency_output():
 def tables_efficiency_arg(wildcards, output):
     """``--label-efficiency PATH`` of ``sarssl tables`` when the rule writes that table."""
     return (
-        f"--label-efficiency {output.efficiency}"
+        f"--label-efficiency {q(output.efficiency)}"
         if "efficiency" in output.keys()
         else ""
     )
@@ -688,4 +788,5 @@ def final_targets():
     )
 
 
+check_unique_keys(workflow.configfiles)
 check_config(config)

@@ -20,7 +20,8 @@ rule composite:
         year=config["year"],
         method=config["composite"]["method"],
         seasons=seasons_json(),
+        min_scenes=config["composite"]["min_scenes_per_season"],
     shell:
-        "sarssl composite {input.scenes} --year {params.year} --method {params.method}"
-        " --seasons {params.seasons} --out {output.composite}"
-        " --count-out {output.counts} > {log} 2>&1"
+        "sarssl composite {input.scenes:q} --year {params.year:q} --method {params.method:q}"
+        " --seasons {params.seasons} --out {output.composite:q}"
+        " --count-out {output.counts:q} --min-scenes-per-season {params.min_scenes:q} > {log:q} 2>&1"

@@ -28,11 +28,11 @@ rule plot_preprocessing_qa:
         speckle_window=config["preprocess"]["speckle_window"],
         dpi=figure_dpi(),
     shell:
-        "sarssl plot preprocessing-qa --product {input.product} --aoi {params.aoi}"
-        " --size {params.size} --calibration {params.calibration}"
-        " --speckle-filter {params.speckle_filter}"
-        " --speckle-window {params.speckle_window} --dpi {params.dpi}"
-        " --out {output.png} > {log} 2>&1"
+        "sarssl plot preprocessing-qa --product {input.product:q} --aoi {params.aoi}"
+        " --size {params.size:q} --calibration {params.calibration:q}"
+        " --speckle-filter {params.speckle_filter:q}"
+        " --speckle-window {params.speckle_window:q} --dpi {params.dpi:q}"
+        " --out {output.png:q} > {log:q} 2>&1"
 
 
 rule plot_composites:
@@ -56,8 +56,8 @@ rule plot_composites:
     params:
         dpi=figure_dpi(),
     shell:
-        "sarssl plot composites --composite {input.composite} --title {wildcards.area}"
-        " --dpi {params.dpi} --out {output.png} > {log} 2>&1"
+        "sarssl plot composites --composite {input.composite:q} --title {wildcards.area:q}"
+        " --dpi {params.dpi:q} --out {output.png:q} > {log:q} 2>&1"
 
 
 rule plot_backscatter_distributions:
@@ -83,9 +83,9 @@ rule plot_backscatter_distributions:
         seed=chips_seed,
         dpi=figure_dpi(),
     shell:
-        "sarssl plot backscatter-distributions --composite {input.composite}"
-        " --landcover {input.landcover} --seed {params.seed} --title {wildcards.area}"
-        " --dpi {params.dpi} --out {output.png} > {log} 2>&1"
+        "sarssl plot backscatter-distributions --composite {input.composite:q}"
+        " --landcover {input.landcover:q} --seed {params.seed:q} --title {wildcards.area:q}"
+        " --dpi {params.dpi:q} --out {output.png:q} > {log:q} 2>&1"
 
 
 rule plot_data_statistics:
@@ -113,9 +113,9 @@ rule plot_data_statistics:
         seasons=seasons_json(),
         dpi=figure_dpi(),
     shell:
-        "sarssl plot data-statistics --catalogue {input.catalogues}"
-        " --chips-dir {params.chips_dirs} --year {params.year}"
-        " --seasons {params.seasons} --dpi {params.dpi} --out {output.png} > {log} 2>&1"
+        "sarssl plot data-statistics --catalogue {input.catalogues:q}"
+        " --chips-dir {params.chips_dirs} --year {params.year:q}"
+        " --seasons {params.seasons} --dpi {params.dpi:q} --out {output.png:q} > {log:q} 2>&1"
 
 
 rule plot_mae_reconstructions:
@@ -145,9 +145,9 @@ rule plot_mae_reconstructions:
         dpi=figure_dpi(),
     shell:
         "OMP_NUM_THREADS={threads} sarssl plot mae-reconstructions"
-        " --checkpoint {input.checkpoint} --chips-dir {params.chips_dir}"
-        " --stats {input.stats} --seed {params.seed} --dpi {params.dpi}"
-        " --out {output.png} > {log} 2>&1"
+        " --checkpoint {input.checkpoint:q} --chips-dir {params.chips_dir:q}"
+        " --stats {input.stats:q} --seed {params.seed:q} --dpi {params.dpi:q}"
+        " --out {output.png:q} > {log:q} 2>&1"
 
 
 rule plot_attention:
@@ -175,9 +175,9 @@ rule plot_attention:
         seed=chips_seed,
         dpi=figure_dpi(),
     shell:
-        "OMP_NUM_THREADS={threads} sarssl plot attention --encoder {input.encoder}"
-        " --chips-dir {params.chips_dir} --seed {params.seed} --dpi {params.dpi}"
-        " --out {output.png} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} sarssl plot attention --encoder {input.encoder:q}"
+        " --chips-dir {params.chips_dir:q} --seed {params.seed:q} --dpi {params.dpi:q}"
+        " --out {output.png:q} > {log:q} 2>&1"
 
 
 rule plot_embeddings:
@@ -206,8 +206,8 @@ rule plot_embeddings:
         dpi=figure_dpi(),
     shell:
         "OMP_NUM_THREADS={threads} sarssl plot embeddings {params.options}"
-        " --max-chips {params.max_chips} --seed {params.seed} --dpi {params.dpi}"
-        " --out {output.png} > {log} 2>&1"
+        " --max-chips {params.max_chips:q} --seed {params.seed:q} --dpi {params.dpi:q}"
+        " --out {output.png:q} > {log:q} 2>&1"
 
 
 rule plot_qualitative:
@@ -236,8 +236,8 @@ rule plot_qualitative:
         seed=chips_seed,
         dpi=figure_dpi(),
     shell:
-        "sarssl plot qualitative --chips-dir {params.chips_dir} {params.options}"
-        " --seed {params.seed} --dpi {params.dpi} --out {output.png} > {log} 2>&1"
+        "sarssl plot qualitative --chips-dir {params.chips_dir:q} {params.options}"
+        " --seed {params.seed:q} --dpi {params.dpi:q} --out {output.png:q} > {log:q} 2>&1"
 
 
 rule plot_learning_curves:
@@ -261,8 +261,8 @@ rule plot_learning_curves:
     params:
         dpi=figure_dpi(),
     shell:
-        "sarssl plot learning-curves --metrics {input.metrics} --dpi {params.dpi}"
-        " --out {output.png} > {log} 2>&1"
+        "sarssl plot learning-curves --metrics {input.metrics:q} --dpi {params.dpi:q}"
+        " --out {output.png:q} > {log:q} 2>&1"
 
 
 rule plot_label_efficiency:
@@ -286,5 +286,5 @@ rule plot_label_efficiency:
     params:
         dpi=figure_dpi(),
     shell:
-        "sarssl plot label-efficiency --efficiency {input.efficiency}"
-        " --dpi {params.dpi} --out {output.png} > {log} 2>&1"
+        "sarssl plot label-efficiency --efficiency {input.efficiency:q}"
+        " --dpi {params.dpi:q} --out {output.png:q} > {log:q} 2>&1"

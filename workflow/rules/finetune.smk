@@ -27,8 +27,8 @@ rule finetune:
         chips_dir=chips_dir,
         out_dir=out_dir,
     shell:
-        "OMP_NUM_THREADS={threads} OMP_WAIT_POLICY=PASSIVE sarssl finetune --task {wildcards.task} --threads {threads}"
-        " {params.init} --protocol {wildcards.protocol} --fraction {wildcards.fraction}"
-        " --seed {wildcards.seed} --chips-dir {params.chips_dir}"
-        " --stats {input.stats} --hparams {params.hparams}"
-        " --finetune-area {wildcards.area} --out-dir {params.out_dir} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} OMP_WAIT_POLICY=PASSIVE sarssl finetune --task {wildcards.task:q} --threads {threads}"
+        " {params.init} --protocol {wildcards.protocol:q} --fraction {wildcards.fraction:q}"
+        " --seed {wildcards.seed:q} --chips-dir {params.chips_dir:q}"
+        " --stats {input.stats:q} --hparams {params.hparams}"
+        " --finetune-area {wildcards.area:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

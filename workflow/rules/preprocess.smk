@@ -22,5 +22,5 @@ rule preprocess:
         options=preprocess_args,
     shell:
         "OMP_NUM_THREADS={threads} NUMBA_NUM_THREADS={threads}"
-        " sarssl preprocess {input.product} --dem {input.dem} {params.options}"
-        " --out {output.scene} > {log} 2>&1"
+        " sarssl preprocess {input.product:q} --dem {input.dem:q} {params.options}"
+        " --out {output.scene:q} > {log:q} 2>&1"

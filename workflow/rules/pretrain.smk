@@ -2,6 +2,9 @@ rule pretrain:
     """Self-supervised pretraining of the ViT encoder (MAE or DINO) on the chips of the
     pretraining areas; exports the encoder as safetensors loadable by timm. A job given
     gpu=N > 1 (profile set-resources) trains data-parallel on its N GPUs via torchrun.
+    Preemption-safe: a resume checkpoint is written every pretrain.checkpoint_every steps
+    and on SIGTERM/SIGUSR1 into resume/ beside the outputs (not a declared output, so
+    Snakemake keeps it), and a rerun continues from it bit-identically.
     """
     input:
         stores=pretrain_stores,
@@ -28,7 +31,10 @@ rule pretrain:
         seed=config["seed"],
         out_dir=out_dir,
         launcher=pretrain_launcher,
+        checkpoint_every=config["pretrain"]["checkpoint_every"],
+        resume_dir=resume_dir,
     shell:
-        "OMP_NUM_THREADS={threads} {params.launcher} pretrain --method {wildcards.method} --threads {threads}"
-        " {params.chips_dirs} --stats {input.stats} --hparams {params.hparams}"
-        " --seed {params.seed} --out-dir {params.out_dir} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {params.launcher} pretrain --method {wildcards.method:q} --threads {threads}"
+        " {params.chips_dirs} --stats {input.stats:q} --hparams {params.hparams}"
+        " --seed {params.seed:q} --out-dir {params.out_dir:q}"
+        " --checkpoint-every {params.checkpoint_every:q} --resume-dir {params.resume_dir:q} > {log:q} 2>&1"

@@ -28,9 +28,9 @@ rule tables:
     params:
         efficiency=tables_efficiency_arg,
     shell:
-        "sarssl tables {input.metrics} --out {output.metrics}"
-        " --summary {output.summary} --markdown {output.markdown}"
-        " --latex {output.latex} {params.efficiency} > {log} 2>&1"
+        "sarssl tables {input.metrics:q} --out {output.metrics:q}"
+        " --summary {output.summary:q} --markdown {output.markdown:q}"
+        " --latex {output.latex:q} {params.efficiency} > {log:q} 2>&1"
 
 
 rule figures:

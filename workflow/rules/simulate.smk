@@ -27,8 +27,8 @@ rule simulate:
         per_season=config["simulate"]["per_season"],
         enl=config["simulate"]["enl"],
     shell:
-        "sarssl simulate --template {params.template} --area {wildcards.area}"
-        " --bbox {params.bbox} --year {params.year} --per-season {params.per_season}"
-        " --enl {params.enl} --seed {params.seed} {params.dem}"
-        " --products-dir {output.products} --truth-dir {params.truth_dir}"
-        " > {log} 2>&1"
+        "sarssl simulate --template {params.template:q} --area {wildcards.area:q}"
+        " --bbox {params.bbox} --year {params.year:q} --per-season {params.per_season:q}"
+        " --enl {params.enl:q} --seed {params.seed:q} {params.dem}"
+        " --products-dir {output.products:q} --truth-dir {params.truth_dir:q}"
+        " > {log:q} 2>&1"

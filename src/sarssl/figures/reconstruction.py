@@ -114,7 +114,9 @@ def reconstruction_figure(
 def load_mae(checkpoint: str | Path, chip_size: int | None = None) -> tuple[Any, dict[str, Any]]:
     """Rebuild the :class:`~sarssl.mae.MaskedAutoencoder` of a ``sarssl pretrain --method
     mae`` checkpoint (architecture from its ``hparams``; chip size from ``encoder.json``
-    beside it, else from the size of the stored position embedding)."""
+    beside it, else from the size of the stored position embedding). The checkpoint is
+    read with ``weights_only=True`` (:func:`sarssl.engine.load_checkpoint`): a file that is
+    not plain tensors is refused (InputError) and nothing in it runs."""
     from ..engine import load_checkpoint
     from ..pretrain import build_model
 
