@@ -12,7 +12,7 @@ In a temporary directory it writes a config with ``--areas`` real-product
 directory holding its share of the ``--scenes`` product files and empty stand-in DEM /
 land-cover / tree-cover rasters, and pre-writes every area's catalogue checkpoint CSV
 (``results/catalogue/{area}.csv``: one row per product, the columns of ``sarssl
-catalogue``), newer than its inputs, so Snakemake treats the checkpoints as done and the
+catalogue``; ``{area}.rejected.csv``: none rejected), newer than its inputs, so Snakemake treats the checkpoints as done and the
 dry-run plans the complete DAG: every preprocessing job, composites, chips, statistics,
 MAE + DINO pretraining, the full fine-tuning matrix (2 tasks x 3 inits x 2 protocols x 6
 label fractions x 3 seeds = 216 runs per fine-tuning area), tables and every figure.
@@ -116,6 +116,7 @@ def build(workdir: Path, n_areas: int, n_scenes: int, n_finetune: int, n_chips: 
     for name in names:
         rows = areas[name].pop("_rows")
         (catalogue / f"{name}.csv").write_text("\n".join([CATALOGUE_COLUMNS, *rows]) + "\n")
+        (catalogue / f"{name}.rejected.csv").write_text("path,product_id,reason\n")
     cfg = dict(base)
     cfg["areas"] = areas
     cfg["pretrain"] = dict(base["pretrain"], areas=names)
