@@ -88,6 +88,7 @@ def test_preprocess_cli_outputs_contract(product, tmp_path):
 
         assert tags["DEM_VERTICAL_DATUM"] == "EGM96" and tags["DEM"] == DEM.name
         assert tags["GEOID"] == f"EGM96 ({find_geoid_grid('EGM96').name})"
+        assert tags["DEM_VOID_FRACTION"] == "0.000000"  # no holes in the real DEM here
         data = ds.read(1)
         vh = ds.read(2)
         xs = ds.transform.c + (np.arange(ds.width) + 0.5) * 10.0
@@ -384,3 +385,25 @@ def test_uniform_sigma0_across_a_subswath_seam_end_to_end(template, tmp_path):
     step = np.abs(sides[0] - sides[1])
     print(f"{template}: step across the IW1/IW2 seam (VV, VH) {np.round(step, 3)} dB")
     assert np.all(step < 0.2), step
+
+
+def test_dem_holes_over_the_area_stop_preprocessing(product, tmp_path, caplog):
+    """A DEM with holes over the area: a warning and the DEM_VOID_FRACTION tag below
+    --max-dem-void, an error naming the DEM above it (before: silently used)."""
+    dem = tmp_path / "holes.tif"
+    shutil.copyfile(DEM, dem)
+    with rasterio.open(dem, "r+") as ds:
+        ds.nodata = -32767.0
+        data = ds.read(1)
+        win = rasterio.windows.from_bounds(*AOI, ds.transform)
+        r0, c0, h = int(win.row_off), int(win.col_off), int(win.height)
+        data[r0 : r0 + h // 5, c0 : c0 + int(win.width)] = -32767.0
+        ds.write(data, 1)
+    args = ["preprocess", str(product), "--dem", str(dem), "--aoi", ",".join(map(str, AOI)),
+            "--speckle-filter", "none", "--backend", "python", "--polarisations", "VV"]
+    assert main([*args, "--out", str(tmp_path / "a.tif")]) == 2
+    assert not (tmp_path / "a.tif").exists()
+    assert main([*args, "--out", str(tmp_path / "b.tif"), "--max-dem-void", "0.5"]) == 0
+    with rasterio.open(tmp_path / "b.tif") as ds:
+        assert 0.1 < float(ds.tags()["DEM_VOID_FRACTION"]) < 0.5
+    assert "holes.tif" in caplog.text and "are no data (holes)" in caplog.text
