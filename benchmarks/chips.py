@@ -44,7 +44,7 @@ def make_scenes(directory: Path, n: int, size: int, seed: int = 0) -> list[Path]
     """``n`` synthetic scenes (``size`` x ``size``) spread over the seasons of 2021."""
     import rasterio.shutil  # noqa: F401
 
-    from sarssl.grid import area_grid
+    from sarssl.sar.grid import area_grid
     from sarssl.io import write_geotiff
 
     g = area_grid((12.46, 41.96, 12.47, 41.97), 10.0)
@@ -78,7 +78,7 @@ def composite_child(args: argparse.Namespace) -> None:
     import os
     import resource
 
-    from sarssl.composite import composite
+    from sarssl.data.composite import composite
 
     scenes = sorted(Path(args.child_dir).glob("scene*.tif"))[: args.child_n]
     out = Path(args.child_dir) / f"out_{args.child_n}_{args.child_method}_{args.child_compress}"
@@ -108,7 +108,7 @@ def make_store(directory: Path, n: int, size: int) -> Path:
     import pandas as pd
 
     from sarssl import CHANNELS
-    from sarssl.datasets import StoreWriter
+    from sarssl.data.store import StoreWriter
 
     rng = np.random.default_rng(0)
     block = rng.normal(-12, 3, size=(16, len(CHANNELS), size, size)).astype(np.float16)
@@ -153,7 +153,7 @@ def legacy_dataloader(store: Path, workers: int, batch: int, limit: int) -> dict
     import torch
     from torch.utils.data import DataLoader
 
-    from sarssl.datasets import ChipDataset, collate_chips
+    from sarssl.data.store import ChipDataset, collate_chips
 
     ds = ChipDataset(store)
     loader = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, collate_fn=collate_chips,
@@ -162,7 +162,7 @@ def legacy_dataloader(store: Path, workers: int, batch: int, limit: int) -> dict
 
 
 def legacy_chiploader(store: Path, threads: int, batch: int, limit: int) -> dict:
-    from sarssl.datasets import ChipDataset, ChipLoader
+    from sarssl.data.store import ChipDataset, ChipLoader
 
     ds = ChipDataset(store)
     loader = ChipLoader(ds, batch_size=batch, shuffle=True, seed=0, threads=threads, prefetch=2)
@@ -174,7 +174,7 @@ def raw_dataloader(store: Path, workers: int, batch: int, epoch: int) -> dict:
     import torch
     from torch.utils.data import DataLoader
 
-    from sarssl.datasets import ChipBatches
+    from sarssl.data.store import ChipBatches
 
     ds = ChipBatches(store, batch_size=batch, seed=0, labels=False)
     ds.set_epoch(epoch)
@@ -184,7 +184,7 @@ def raw_dataloader(store: Path, workers: int, batch: int, epoch: int) -> dict:
 
 
 def raw_batchloader(store: Path, threads: int, batch: int, epoch: int) -> dict:
-    from sarssl.datasets import BatchLoader, ChipBatches
+    from sarssl.data.store import BatchLoader, ChipBatches
 
     ds = ChipBatches(store, batch_size=batch, seed=0, labels=False)
     loader = BatchLoader(ds, threads=threads, prefetch=2)
@@ -196,7 +196,7 @@ def normalize_cost(store: Path, batch: int) -> dict:
     """CPU time of the consumer-side Normalize on one raw batch (on a GPU it is ~free)."""
     import torch
 
-    from sarssl.datasets import ChipBatches, Normalize
+    from sarssl.data.store import ChipBatches, Normalize
 
     ds = ChipBatches(store, batch_size=batch, seed=0, labels=False)
     x = ds[0]["x"]

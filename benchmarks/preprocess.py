@@ -64,9 +64,9 @@ def build_product(cache: Path, seed: int = 0) -> Path:
     from rasterio.windows import Window
     from tqdm import tqdm
 
-    from sarssl.calibration import calibration_lut_grid, noise_lut
-    from sarssl.safe import open_product, record_measurement_checksums, template_path
-    from sarssl.simulate import vv_to_vh, vv_to_vh_name
+    from sarssl.sar.calibration import calibration_lut_grid, noise_lut
+    from sarssl.sar.safe import open_product, record_measurement_checksums, template_path
+    from sarssl.demo.simulate import vv_to_vh, vv_to_vh_name
 
     src = template_path(TEMPLATE)
     dst = cache / src.name
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)
 
-    from sarssl.safe import open_product
+    from sarssl.sar.safe import open_product
 
     t0 = time.perf_counter()
     safe = build_product(args.cache)

@@ -1,10 +1,10 @@
 """Pretraining throughput benchmark: images/s, tokens/s, model FLOPs utilisation (MFU),
 peak memory and the data loader's share of the step time.
 
-Runs the real training step of :mod:`sarssl.pretrain` (forward, backward, AdamW step; for
+Runs the real training step of :mod:`sarssl.selfsup.pretrain` (forward, backward, AdamW step; for
 DINO also the multi-crop augmentation and the EMA teacher update) on a synthetic
 12-channel float16 chip store (written to a temporary directory with
-:func:`sarssl.datasets.write_store`) fed through pretraining's own input path:
+:func:`sarssl.data.store.write_store`) fed through pretraining's own input path:
 ``PretrainBatches`` + ``BatchLoader`` (raw float16 ``pread`` into reused, pinned-on-CUDA
 buffers, copied to the GPU) + ``Normalize`` on the device. ``data_loader_share`` is the
 time spent waiting for the next normalised batch / wall time.
@@ -35,11 +35,11 @@ from pathlib import Path
 
 import torch
 
-from sarssl.dino import MultiCropAugment, teacher_momentum
+from sarssl.selfsup.dino import MultiCropAugment, teacher_momentum
 from sarssl.engine import autocast, param_groups, step_generator
-from sarssl.datasets import load_stats
+from sarssl.data.store import load_stats
 from sarssl.engine import SeededBatchOrder
-from sarssl.pretrain import PretrainBatches, _image_stream, build_model, resolve_hparams
+from sarssl.selfsup.pretrain import PretrainBatches, _image_stream, build_model, resolve_hparams
 
 STUDY = {
     "mae": {"model_name": "vit_base_patch16_224", "patch_size": 16, "img_size": 448,
@@ -82,7 +82,7 @@ def synthetic_store(root: Path, n: int, size: int) -> tuple[Path, Path]:
     import numpy as np
 
     from sarssl import CHANNELS
-    from sarssl.datasets import write_store
+    from sarssl.data.store import write_store
 
     rng = np.random.default_rng(0)
     x = rng.normal(-12.0, 3.0, size=(n, len(CHANNELS), size, size)).astype(np.float32)

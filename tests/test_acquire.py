@@ -602,7 +602,7 @@ def test_orbits_poeorb_newest_covering_then_restituted_fallback(server, tmp_path
     assert sorted(p.name for p in out.iterdir()) == [poe[1] + ".zip", res + ".zip"]
 
     # the preprocessing stage finds and reads what was downloaded
-    from sarssl.geometry import find_orbit_file, read_eof
+    from sarssl.sar.geometry import find_orbit_file, read_eof
 
     found = find_orbit_file(out, "S1A", np.datetime64("2021-01-19T03:16:53"), np.datetime64("2021-01-19T03:17:18"))
     assert found is not None and found.name == poe[1] + ".zip"
@@ -717,7 +717,7 @@ def test_dem_download_and_mosaic(server, tmp_path):
                 "--base-url", server.url("/dem"), "--backoff", "0", "--no-progress"]) == 0
     with rasterio.open(out) as ds:
         crs = CRS.from_user_input(ds.crs.to_wkt())
-        from sarssl.dem import vertical_datum
+        from sarssl.sar.dem import vertical_datum
 
         assert vertical_datum(crs) == "EGM2008" and ds.tags()["VERTICAL_DATUM"] == "EGM2008"
         l, b, r, t = ds.bounds

@@ -2,7 +2,7 @@
 
 A tiny fake global geoid grid (10 degree nodes, N linear in lon/lat so that bilinear
 interpolation is exact) is served like the PROJ CDN; the tests download it, check the
-verification, and that :mod:`sarssl.dem` then finds it in the per-user folder and converts
+verification, and that :mod:`sarssl.sar.dem` then finds it in the per-user folder and converts
 an EGM2008 DEM with it (not with the EGM96 fallback).
 """
 
@@ -17,7 +17,7 @@ import rasterio
 from affine import Affine
 from pyproj import CRS
 
-from sarssl import dem as dem_mod
+from sarssl.sar import dem as dem_mod
 from sarssl.acquire import geoid as geoid_mod
 from sarssl.acquire.cli import add_arguments, run
 from sarssl.errors import SarsslError
@@ -121,7 +121,7 @@ def test_cli_downloads_egm2008_and_dem_uses_it(server, tmp_path, isolated_geoid_
     assert not list(egm96_dir.glob("*.part"))
     assert dem_mod.find_geoid_grid("EGM2008") == dest
 
-    caplog.set_level(logging.WARNING, logger="sarssl.dem")
+    caplog.set_level(logging.WARNING, logger="sarssl.sar.dem")
     # node value exactly, and a point between nodes (bilinear of a linear field = the field)
     np.testing.assert_allclose(dem_mod.geoid_undulation(np.array([10.0]), np.array([40.0]), "EGM2008"),
                                fake_n(10.0, 40.0), atol=1e-5)
@@ -146,7 +146,7 @@ def test_without_egm2008_the_fallback_warns(tmp_path, isolated_geoid_dirs, caplo
     d = dem_mod.user_geoid_dir()
     d.mkdir(parents=True)
     (d / "us_nga_egm96_15.tif").write_bytes(fake_grid_tif(scale=-1.0))
-    caplog.set_level(logging.WARNING, logger="sarssl.dem")
+    caplog.set_level(logging.WARNING, logger="sarssl.sar.dem")
     n = dem_mod.geoid_undulation(np.array([12.5]), np.array([41.9]), "EGM2008")
     np.testing.assert_allclose(n, -fake_n(12.5, 41.9), atol=1e-4)
     assert [r for r in caplog.records if "no EGM2008 geoid grid" in r.getMessage()]

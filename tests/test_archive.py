@@ -1,4 +1,4 @@
-"""Scene catalogue through pyroSAR's Archive (sarssl.archive, `catalogue --backend pyrosar`).
+"""Scene catalogue through pyroSAR's Archive (sarssl.catalogue.archive, `catalogue --backend pyrosar`).
 
 The products are the bundled real product templates (SAFE folders, one zipped, one
 re-dated to an ascending pass), so the test needs nothing outside the repository. The
@@ -22,8 +22,8 @@ import pandas as pd
 import pytest
 from shapely.geometry import box
 
-from sarssl import archive
-from sarssl.archive import (
+from sarssl.catalogue import archive
+from sarssl.catalogue.archive import (
     Database,
     build_catalogue_pyrosar,
     build_catalogues_pyrosar,
@@ -31,10 +31,10 @@ from sarssl.archive import (
     parse_db,
     select,
 )
-from sarssl.catalogue import COLUMNS, build_catalogue, make_filters
+from sarssl.catalogue.builtin import COLUMNS, build_catalogue, make_filters
 from sarssl.cli import main
 from sarssl.errors import SarsslError
-from sarssl.safe import open_product, template_path
+from sarssl.sar.safe import open_product, template_path
 
 ROME = "S1B_IW_GRDH_1SDV_20211223T051122_20211223T051147_030148_039993_5371"
 CHIMOIO = "S1A_IW_GRDH_1SDV_20210119T031653_20210119T031718_036201_043ED0_8255"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from lxml import etree
 
-from sarssl.calibration import (
+from sarssl.sar.calibration import (
     NoiseLUT,
     azimuth_block_index,
     border_limits_from_array,
@@ -19,7 +19,7 @@ from sarssl.calibration import (
     remove_border_noise,
 )
 from sarssl.errors import InputError
-from sarssl.safe import open_product, template_path
+from sarssl.sar.safe import open_product, template_path
 
 PRODUCTS = ("S1B_rome", "S1A_chimoio")
 
@@ -252,7 +252,7 @@ def test_product_border_limits_and_calibrate_window(tmp_path):
 
     import rasterio
 
-    from sarssl.calibration import calibrate_window, find_border_limits
+    from sarssl.sar.calibration import calibrate_window, find_border_limits
 
     n_lines, n_samples = 64, 700
     safe = tmp_path / template_path("S1A_chimoio").name
@@ -295,7 +295,7 @@ def test_window_lut_memo_is_keyed_on_contents(product):
     result exactly as an uncached calibration would."""
     import copy
 
-    from sarssl import calibration as C
+    from sarssl.sar import calibration as C
 
     cal, noise = product.calibration("VV"), product.noise("VV")
     rows, cols = np.arange(300, 340), np.arange(1500, 1560)

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from shapely import wkt
 
-from sarssl.catalogue import COLUMNS, build_catalogue, find_products, make_filters
+from sarssl.catalogue.builtin import COLUMNS, build_catalogue, find_products, make_filters
 from sarssl.cli import main
 from sarssl.errors import InputError, SarsslError
-from sarssl.safe import template_path
+from sarssl.sar.safe import template_path
 
 ROME = "S1B_IW_GRDH_1SDV_20211223T051122_20211223T051147_030148_039993_5371"
 CHIMOIO = "S1A_IW_GRDH_1SDV_20210119T031653_20210119T031718_036201_043ED0_8255"
@@ -105,7 +105,7 @@ def test_date_direction_orbit_polarisation_filters(products):
 def test_duplicates_kept_once(products, tmp_path, caplog):
     safe = tmp_path / f"{CHIMOIO}.SAFE"
     shutil.copytree(template_path("S1A_chimoio"), safe)
-    with caplog.at_level(logging.WARNING, logger="sarssl.catalogue"):
+    with caplog.at_level(logging.WARNING, logger="sarssl.catalogue.builtin"):
         t, ex = build_catalogue([products / f"{CHIMOIO}.zip", safe], _filters())
     assert list(t.product_id) == [CHIMOIO] and t.path[0].endswith(".zip")
     assert ex == [(str(safe), f"duplicate of {products / f'{CHIMOIO}.zip'}")]

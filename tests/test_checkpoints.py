@@ -21,7 +21,7 @@ import torch
 
 from sarssl.engine import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from sarssl.errors import InputError, SarsslError
-from sarssl.pretrain import train
+from sarssl.selfsup.pretrain import train
 
 from test_pretrain import BACKBONE, MAE_HP, cfg, losses, make_store
 
@@ -206,7 +206,7 @@ def test_resume_dir_with_another_configuration_restarts_with_a_warning(store, tm
     assert train(cfg(chips, stats, ref, hp=other, max_steps=6)) == 0
     c = cfg(chips, stats, out, max_steps=6, resume_dir=str(resume))
     assert train({**c, "stop_after_steps": 3}) == 0
-    with caplog.at_level(logging.WARNING, logger="sarssl.pretrain"):
+    with caplog.at_level(logging.WARNING, logger="sarssl.selfsup.pretrain"):
         assert train(cfg(chips, stats, out, hp=other, max_steps=6, resume_dir=str(resume))) == 0
     assert "different configuration" in caplog.text
     assert str(resume / "checkpoint.pt") in caplog.text
@@ -222,7 +222,7 @@ def test_resume_dir_with_another_configuration_restarts_with_a_warning(store, tm
 
 SLOW_CLI = (
     "import sys, time\n"
-    "import sarssl.pretrain as p\n"
+    "import sarssl.selfsup.pretrain as p\n"
     "real = p.step_generator\n"
     "def slow(*a, **k):\n"
     "    time.sleep(0.1)\n"

@@ -13,13 +13,13 @@ import rasterio.shutil  # noqa: F401  (works around sarssl.io not importing it)
 from affine import Affine
 
 from sarssl import CHANNELS
-from sarssl.chips import chip_grid, chip_id, make_chips, split_bands
+from sarssl.data.chips import chip_grid, chip_id, make_chips, split_bands
 from sarssl.cli import main
-from sarssl.datasets import ChipDataset, ChipStore
+from sarssl.data.store import ChipDataset, ChipStore
 from sarssl.errors import InputError, SarsslError
-from sarssl.grid import Grid, area_grid
+from sarssl.sar.grid import Grid, area_grid
 from sarssl.io import write_geotiff
-from sarssl.labels import worldcover_to_class
+from sarssl.data.labels import worldcover_to_class
 
 SIZE = 16
 GRID = area_grid((12.46, 41.96, 12.48, 41.975), 10.0)

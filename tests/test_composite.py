@@ -12,9 +12,9 @@ import rasterio.shutil  # noqa: F401  (works around sarssl.io not importing it)
 
 from sarssl import CHANNELS, SEASONS
 from sarssl.cli import main
-from sarssl.composite import assign_season, composite, season_windows
+from sarssl.data.composite import assign_season, composite, season_windows
 from sarssl.errors import InputError, SarsslError
-from sarssl.grid import area_grid
+from sarssl.sar.grid import area_grid
 from sarssl.io import write_geotiff
 
 GRID = area_grid((12.46, 41.96, 12.47, 41.965), 10.0)  # ~85 x 57 px, UTM 33N
@@ -190,7 +190,7 @@ def test_cli(tmp_path, capsys):
 
 
 def test_numba_kernels_match_numpy_reference():
-    from sarssl.composite import _accumulate, _accumulate_np, _finish, _finish_np
+    from sarssl.data.composite import _accumulate, _accumulate_np, _finish, _finish_np
 
     rng = np.random.default_rng(4)
     shape = (13, 17)

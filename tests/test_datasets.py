@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from sarssl import CHANNELS
-from sarssl.datasets import (
+from sarssl.data.store import (
     ChipDataset,
     ChipStore,
     collate_chips,
@@ -179,7 +179,7 @@ def test_dataloader_with_workers(store):
 
 
 def test_chip_loader_matches_dataset(store):
-    from sarssl.datasets import ChipLoader
+    from sarssl.data.store import ChipLoader
 
     path, x, lc, tc = store
     ds = ChipDataset(path, np.arange(10))
@@ -206,7 +206,7 @@ def test_chip_loader_matches_dataset(store):
 # raw batches (GPU feeding path)
 # --------------------------------------------------------------------------------------
 def test_block_batches_cover_rows_in_contiguous_blocks():
-    from sarssl.datasets import block_batches, contiguous_runs
+    from sarssl.data.store import block_batches, contiguous_runs
 
     rows = np.arange(100, 150)
     b0 = block_batches(rows, 12, block_rows=4, seed=1, epoch=0)
@@ -233,7 +233,7 @@ def test_block_batches_cover_rows_in_contiguous_blocks():
 
 
 def test_chip_batches_raw_and_normalize(store, tmp_path):
-    from sarssl.datasets import ChipBatches, Normalize, normalize_batch
+    from sarssl.data.store import ChipBatches, Normalize, normalize_batch
 
     path, x, lc, tc = store
     stats = {"channels": list(CHANNELS), "mean": list(np.linspace(-15, -5, 12)), "std": list(np.linspace(1, 3, 12))}
@@ -267,7 +267,7 @@ def test_chip_batches_raw_and_normalize(store, tmp_path):
 
 
 def test_chip_batches_dataloader_and_batch_loader_agree(store):
-    from sarssl.datasets import BatchLoader, ChipBatches
+    from sarssl.data.store import BatchLoader, ChipBatches
 
     path, x, lc, tc = store
     ds = ChipBatches(path, batch_size=4, block_rows=2, seed=3)
@@ -292,7 +292,7 @@ def test_chip_batches_dataloader_and_batch_loader_agree(store):
 
 
 def test_chip_batches_truncated_store(store):
-    from sarssl.datasets import ChipBatches
+    from sarssl.data.store import ChipBatches
 
     path, *_ = store
     ds = ChipBatches(path, batch_size=10, shuffle=False)

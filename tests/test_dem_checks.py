@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from sarssl.dem import check_void, read_dem
+from sarssl.sar.dem import check_void, read_dem
 from sarssl.errors import InputError
 
 DEM = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dem" / "Rome-30m-DEM.tif"
@@ -53,7 +53,7 @@ def test_dem_holes_over_the_area_are_warned_about_and_limited(tmp_path, caplog):
         ds.write(data, 1)
     d = read_dem(dem, BBOX)
     assert 0.2 < d.void_fraction < 0.3, d.void_fraction
-    with caplog.at_level(logging.WARNING, logger="sarssl.dem"):
+    with caplog.at_level(logging.WARNING, logger="sarssl.sar.dem"):
         check_void(d, 0.5, what="area rome")
     assert "are no data (holes)" in caplog.text and "dem.tif" in caplog.text
     with pytest.raises(InputError, match=r"dem.tif: 2\d\.\d% .* area rome .*--max-dem-void 0.05"):

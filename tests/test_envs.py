@@ -86,7 +86,7 @@ def _rule_blocks() -> list[tuple[str, str]]:
 def _figure_modules() -> dict[str, str]:
     """figure name -> module that registers it."""
     out = {}
-    for path in [SRC / "plots.py", *sorted((SRC / "figures").glob("*.py"))]:
+    for path in sorted((SRC / "figures").glob("*.py")):
         for name in re.findall(r"register_figure\(\s*\"([\w-]+)\"", path.read_text()):
             rel = path.relative_to(SRC.parent).with_suffix("")
             out[name] = ".".join(rel.parts)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sarssl.evaluation import metric_rows, regression_scores, segmentation_scores
+from sarssl.downstream.evaluation import metric_rows, regression_scores, segmentation_scores
 
 
 def test_segmentation_scores_by_hand():
@@ -51,7 +51,7 @@ def test_regression_scores_by_hand():
 def test_patch_labels_and_probes():
     import torch
 
-    from sarssl.evaluation import patch_labels, probe_scores
+    from sarssl.downstream.evaluation import patch_labels, probe_scores
 
     lc = torch.tensor([[[0, 0, 1, 1], [0, 2, 1, 255], [255, 255, 3, 3], [255, 255, 3, 2]]], dtype=torch.uint8)
     assert patch_labels(lc, 2).tolist() == [[0, 1, 255, 3]]

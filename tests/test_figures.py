@@ -14,7 +14,9 @@ from affine import Affine
 from matplotlib.colors import to_hex, to_rgb
 from pyproj import CRS
 
-from sarssl import CHANNELS, SEASONS, cli, plots
+from sarssl import CHANNELS, SEASONS, cli
+
+from sarssl.figures import registry as plots
 from sarssl.errors import InputError, SarsslError
 from sarssl.figures import (
     attention,
@@ -240,7 +242,7 @@ def test_class_samples_is_seeded_and_capped():
 # ----------------------------------------------------------------------- chip store
 @pytest.fixture(scope="module")
 def store_dir(tmp_path_factory):
-    from sarssl.datasets import write_store
+    from sarssl.data.store import write_store
 
     d = tmp_path_factory.mktemp("chips")
     rng = np.random.default_rng(7)
@@ -254,7 +256,7 @@ def store_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stats(store_dir):
-    from sarssl.datasets import ChipStore
+    from sarssl.data.store import ChipStore
 
     x = np.asarray(ChipStore(store_dir).x, dtype=np.float32)
     return {
@@ -265,7 +267,7 @@ def stats(store_dir):
 
 
 def test_data_statistics_counts_and_shares(store_dir, tmp_path):
-    from sarssl.datasets import ChipStore
+    from sarssl.data.store import ChipStore
 
     cat = pd.DataFrame(
         {
@@ -331,7 +333,7 @@ def test_data_statistics_counts_and_shares(store_dir, tmp_path):
 
 # ----------------------------------------------------------------------- qualitative
 def test_qualitative_panels_match_predictions(store_dir, tmp_path):
-    from sarssl.datasets import ChipStore
+    from sarssl.data.store import ChipStore
 
     store = ChipStore(store_dir)
     test_rows = store.rows("test")
@@ -386,7 +388,7 @@ def test_qualitative_panels_match_predictions(store_dir, tmp_path):
 
 
 def test_select_rows_prefers_diverse_chips_deterministically(store_dir):
-    from sarssl.datasets import ChipStore
+    from sarssl.data.store import ChipStore
 
     store = ChipStore(store_dir)
     a = common.select_rows(store, 3, seed=1, split=None)
@@ -399,7 +401,7 @@ def test_select_rows_prefers_diverse_chips_deterministically(store_dir):
 # ----------------------------------------------------------------------- encoders
 @pytest.fixture(scope="module")
 def encoder_path(tmp_path_factory, stats):
-    from sarssl.models import create_backbone, export_encoder
+    from sarssl.downstream.models import create_backbone, export_encoder
 
     torch.manual_seed(0)
     # as ``sarssl pretrain --method dino`` exports it (dynamic_img_size for the local crops)
@@ -422,8 +424,8 @@ def encoder_path(tmp_path_factory, stats):
 
 
 def test_attention_maps_normalised_and_upsampled(store_dir, stats, encoder_path, tmp_path):
-    from sarssl.datasets import ChipStore, load_stats
-    from sarssl.models import load_encoder
+    from sarssl.data.store import ChipStore, load_stats
+    from sarssl.downstream.models import load_encoder
 
     bb, _meta = load_encoder(encoder_path)
     store = ChipStore(store_dir)
@@ -513,8 +515,8 @@ def test_embeddings_pca_and_figure(store_dir, encoder_path, tmp_path):
 # ----------------------------------------------------------------------- MAE
 @pytest.fixture(scope="module")
 def mae_checkpoint(tmp_path_factory, stats):
-    from sarssl.models import export_encoder
-    from sarssl.pretrain import build_model
+    from sarssl.downstream.models import export_encoder
+    from sarssl.selfsup.pretrain import build_model
 
     torch.manual_seed(0)
     hp = {
@@ -554,7 +556,7 @@ def mae_checkpoint(tmp_path_factory, stats):
 
 
 def test_mae_reconstruction_mask_and_paste(store_dir, stats, mae_checkpoint, tmp_path):
-    from sarssl.datasets import ChipStore, load_stats
+    from sarssl.data.store import ChipStore, load_stats
 
     path, original = mae_checkpoint
     model, meta = reconstruction.load_mae(path)
@@ -614,7 +616,7 @@ def _make_product(root, valid_cols: slice = slice(None)):
     (two fields of different brightness, exponential speckle; DN 0 outside ``valid_cols``)."""
     import rasterio
 
-    from sarssl.safe import template_path
+    from sarssl.sar.safe import template_path
 
     n_lines, n_samples = 64, 700
     safe = root / template_path("S1A_chimoio").name
@@ -654,7 +656,7 @@ def small_product(tmp_path_factory):
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_default_window_finds_the_valid_data(tmp_path):
-    from sarssl.safe import open_product
+    from sarssl.sar.safe import open_product
 
     safe, dn = _make_product(tmp_path, slice(560, 680))
     c0, r0, w, h = qa.valid_window(open_product(safe), "VV", 40)
@@ -667,9 +669,9 @@ def test_default_window_finds_the_valid_data(tmp_path):
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_preprocessing_qa_panels(small_product, tmp_path):
-    from sarssl.calibration import calibrate
-    from sarssl.safe import open_product
-    from sarssl.speckle import estimate_enl
+    from sarssl.sar.calibration import calibrate
+    from sarssl.sar.safe import open_product
+    from sarssl.sar.speckle import estimate_enl
 
     safe, dn = small_product
     panels, title = qa.read_panels(
@@ -747,7 +749,7 @@ def test_qa_window_is_centred_on_the_area():
     from scipy.interpolate import LinearNDInterpolator
 
     from sarssl.figures.qa import aoi_window
-    from sarssl.safe import open_product, template_path
+    from sarssl.sar.safe import open_product, template_path
 
     safe = template_path("S1B_rome")  # the SAFE folder itself
     c0, r0, w, h = aoi_window(str(safe), "12.46,41.96,12.54,42.04", 400)

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-import sarssl.finetune as ft
+import sarssl.downstream.finetune as ft
 from sarssl.cli import main as cli_main
-from sarssl.datasets import ChipStore
+from sarssl.data.store import ChipStore
 from sarssl.errors import InputError
-from sarssl.finetune import finetune, resolve_hparams
-from sarssl.pretrain import resolve_hparams as pre_hparams
-from sarssl.pretrain import train
+from sarssl.downstream.finetune import finetune, resolve_hparams
+from sarssl.selfsup.pretrain import resolve_hparams as pre_hparams
+from sarssl.selfsup.pretrain import train
 
 from test_pretrain import BACKBONE, MAE_HP, make_store
 
@@ -158,7 +158,7 @@ def test_steps_per_epoch_and_dihedral_augmentation(setup, tmp_path, monkeypatch)
 def test_linear_probe_learns_on_cached_features_and_bf16_cpu(setup, tmp_path, monkeypatch):
     """--protocol linear computes the frozen encoder's tokens once per chip and still learns;
     dtype bf16 runs the autocast path on CPU (the GPU code path) and learns too."""
-    import sarssl.models as models
+    import sarssl.downstream.models as models
 
     n_calls = []
     real = models.patch_tokens
@@ -181,7 +181,7 @@ def test_linear_probe_learns_on_cached_features_and_bf16_cpu(setup, tmp_path, mo
 
 def test_encoder_lr_scale_and_layer_decay_groups():
     from sarssl.engine import param_groups, reuse_freed_memory
-    from sarssl.models import build_task_model, create_backbone
+    from sarssl.downstream.models import build_task_model, create_backbone
 
     bb = create_backbone("vit_tiny_patch16_224", img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2)
     model = build_task_model("treecover", bb)
@@ -213,7 +213,7 @@ def test_encoder_with_another_channel_count_or_format_is_refused(setup, tmp_path
     import shutil
 
     from sarssl import CHANNELS
-    from sarssl.models import create_backbone, export_encoder
+    from sarssl.downstream.models import create_backbone, export_encoder
 
     store, stats, enc = setup
     arch = {k: v for k, v in BACKBONE.items() if k != "model_name"}

@@ -13,11 +13,11 @@ from pyproj import Transformer
 sys.path.insert(0, str(Path(__file__).parent))
 from test_geometry import ANNOTATIONS  # noqa: E402
 
-from sarssl.dem import Dem, constant_dem, read_dem, vertical_datum  # noqa: E402
+from sarssl.sar.dem import Dem, constant_dem, read_dem, vertical_datum  # noqa: E402
 from sarssl.errors import InputError  # noqa: E402
-from sarssl.geocoding import MASK_LAYOVER, MASK_SHADOW, GeocodingLUT  # noqa: E402
-from sarssl.geometry import RadarGeometry  # noqa: E402
-from sarssl.grid import area_grid  # noqa: E402
+from sarssl.sar.geocoding import MASK_LAYOVER, MASK_SHADOW, GeocodingLUT  # noqa: E402
+from sarssl.sar.geometry import RadarGeometry  # noqa: E402
+from sarssl.sar.grid import area_grid  # noqa: E402
 
 DEM = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dem" / "Rome-30m-DEM.tif"
 
@@ -177,7 +177,7 @@ def test_cast_shadow_tiles_agree_with_whole_grid():
     assert 0.01 < whole.mean() < 0.5
     # a window grown by a margin reproduces the shadow of the whole grid inside it
     from affine import Affine
-    from sarssl.grid import Grid
+    from sarssl.sar.grid import Grid
 
     r0, c0, h, w, mg = 100, 120, 80, 90, 60
     sub = Grid(grid.crs, grid.transform @ Affine.translation(c0 - mg, r0 - mg), w + 2 * mg, h + 2 * mg)
@@ -190,7 +190,7 @@ def test_cast_shadow_tiles_agree_with_whole_grid():
 def test_fused_mask_equals_numpy_formulation():
     """The numba mask kernel reproduces the array formulation (np.gradient slopes, local
     incidence, layover test, cast shadow) on rough random terrain, on a sub-window."""
-    from sarssl.geocoding import MASK_NODATA, MASK_VALID
+    from sarssl.sar.geocoding import MASK_NODATA, MASK_VALID
 
     rng = np.random.default_rng(7)
     grid = area_grid((12.48, 41.98, 12.50, 41.995), 10.0)
@@ -221,7 +221,7 @@ def test_fused_mask_equals_numpy_formulation():
 
 def test_separable_geoid_equals_per_pixel_geoid():
     """The lattice geoid (north-up lon/lat DEMs) equals the per-pixel interpolation."""
-    from sarssl.dem import geoid_undulation, geoid_undulation_grid
+    from sarssl.sar.dem import geoid_undulation, geoid_undulation_grid
 
     lon = np.linspace(11.9, 15.3, 37)
     lat = np.linspace(42.8, 40.9, 23)

@@ -10,7 +10,7 @@ import pytest
 from lxml import etree
 
 from sarssl.errors import InputError
-from sarssl.geometry import (
+from sarssl.sar.geometry import (
     SPEED_OF_LIGHT,
     OrbitPolynomial,
     RadarGeometry,

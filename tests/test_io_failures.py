@@ -36,12 +36,12 @@ import rasterio.shutil  # noqa: F401  (works around sarssl.io not importing it)
 from affine import Affine
 
 from sarssl import CHANNELS
-from sarssl.chips import make_chips
+from sarssl.data.chips import make_chips
 from sarssl.cli import main
 from sarssl.errors import InputError, SarsslError
-from sarssl.grid import Grid, area_grid
+from sarssl.sar.grid import Grid, area_grid
 from sarssl.io import write_geotiff
-from sarssl.labels import read_landcover, read_treecover
+from sarssl.data.labels import read_landcover, read_treecover
 
 try:  # the Rome product of the preprocess tests (shared data), for the end-to-end case
     from test_preprocess import AOI as ROME_AOI
@@ -539,7 +539,7 @@ def _half_labelled(tmp_path: Path):
 def test_partial_label_coverage_warns_and_is_recorded(tmp_path, caplog):
     c, lc, tc, expect = _half_labelled(tmp_path)
     assert 0.3 < expect < 0.5
-    with caplog.at_level(logging.WARNING, logger="sarssl.chips"):
+    with caplog.at_level(logging.WARNING, logger="sarssl.data.chips"):
         meta = make_chips(c, lc, tc, "x", tmp_path / "o", size=16, seed=0, progress=False,
                           min_label_coverage=0.3)
     cov = meta["label_coverage"]
@@ -586,13 +586,13 @@ def test_corrupt_composite_is_a_clear_error(chip_inputs, tmp_path):
 def test_cli_names_a_full_disk_from_any_stage(monkeypatch, capsys):
     """ENOSPC from a writer without its own handling (e.g. a JSON file) is one line naming
     the file and the cause, exit 2, not a traceback; other OSErrors still raise."""
-    import sarssl.chips
+    import sarssl.data.chips
     from sarssl.cli import main
 
     def full(args):
         raise OSError(errno.ENOSPC, "No space left on device", "/data/store/fractions.json")
 
-    monkeypatch.setattr(sarssl.chips, "run_fractions", full)
+    monkeypatch.setattr(sarssl.data.chips, "run_fractions", full)
     rc = main(["fractions", "--chips-dir", "x", "--fractions", "1.0", "--seed", "0"])
     err = capsys.readouterr().err
     assert rc == 2
@@ -601,6 +601,6 @@ def test_cli_names_a_full_disk_from_any_stage(monkeypatch, capsys):
     def denied(args):
         raise OSError(errno.EACCES, "Permission denied", "/data/store/fractions.json")
 
-    monkeypatch.setattr(sarssl.chips, "run_fractions", denied)
+    monkeypatch.setattr(sarssl.data.chips, "run_fractions", denied)
     with pytest.raises(PermissionError):
         main(["fractions", "--chips-dir", "x", "--fractions", "1.0", "--seed", "0"])

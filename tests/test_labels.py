@@ -9,9 +9,9 @@ from affine import Affine
 from pyproj import Transformer
 
 from sarssl.errors import InputError
-from sarssl.grid import Grid, area_grid
+from sarssl.sar.grid import Grid, area_grid
 from sarssl.io import write_geotiff
-from sarssl.labels import (
+from sarssl.data.labels import (
     WORLDCOVER_CODES,
     mod44b_to_percent,
     read_landcover,

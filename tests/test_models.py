@@ -6,9 +6,9 @@ import pytest
 import timm
 import torch
 
-from sarssl.dino import DINO, DINOLoss, MultiCropAugment, last_layer_attention, teacher_momentum
-from sarssl.mae import MaskedAutoencoder, patchify, random_masking, unpatchify
-from sarssl.models import build_task_model, create_backbone, export_encoder, load_encoder
+from sarssl.selfsup.dino import DINO, DINOLoss, MultiCropAugment, last_layer_attention, teacher_momentum
+from sarssl.selfsup.mae import MaskedAutoencoder, patchify, random_masking, unpatchify
+from sarssl.downstream.models import build_task_model, create_backbone, export_encoder, load_encoder
 
 TINY = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2)
 
@@ -146,7 +146,7 @@ def test_augment_is_seeded_and_sar_sensible():
 def test_regression_head_starts_from_the_training_mean():
     import torch
 
-    from sarssl.models import RegressionHead
+    from sarssl.downstream.models import RegressionHead
 
     head = RegressionHead(16, hidden=8)
     head.init_output(63.5)

@@ -1,4 +1,4 @@
-"""Tests for sarssl.plots: figure content (data, scales, labels, styles) and the CLI."""
+"""Tests for sarssl.figures.registry: figure content (data, scales, labels, styles) and the CLI."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sarssl import plots, tables
+from sarssl.figures import registry as plots
+
+from sarssl.downstream import tables
 from sarssl.cli import main
 
 FRACTIONS = (0.01, 0.1, 1.0)

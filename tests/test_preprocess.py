@@ -12,10 +12,10 @@ import rasterio
 from lxml import etree
 from rasterio.windows import Window
 
-from sarssl import snap
+from sarssl.sar import snap
 from sarssl.cli import main
 from sarssl.errors import SarsslError
-from sarssl.geometry import RadarGeometry
+from sarssl.sar.geometry import RadarGeometry
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 SAFE = SHARED / "sentinel1" / "S1B_IW_GRDH_1SDV_20211223T051122_20211223T051147_030148_039993_5371.SAFE"
@@ -28,8 +28,8 @@ def product(tmp_path_factory) -> Path:
     """The real Rome SAFE with sparse synthetic measurements around the AOI: VV DN such
     that sigma0 = 0.05 (-13 dB) in the west half, 0.2 (-7 dB) in the east, with speckle;
     VH (annotation copied from VV, as this trimmed product ships VV only) 8 dB lower."""
-    from sarssl.calibration import calibration_lut, noise_lut
-    from sarssl.safe import open_product, record_measurement_checksums
+    from sarssl.sar.calibration import calibration_lut, noise_lut
+    from sarssl.sar.safe import open_product, record_measurement_checksums
 
     root = tmp_path_factory.mktemp("prod") / SAFE.name
     shutil.copytree(SAFE, root)
@@ -84,7 +84,7 @@ def test_preprocess_cli_outputs_contract(product, tmp_path):
             assert k in tags, k
         assert tags["ORBIT_SOURCE"] == "annotation" and tags["UNITS"] == "db" and tags["BACKEND"] == "python"
         # the Rome DEM is EGM96 (EPSG:9707); the geoid applied is named with its grid file
-        from sarssl.dem import find_geoid_grid
+        from sarssl.sar.dem import find_geoid_grid
 
         assert tags["DEM_VERTICAL_DATUM"] == "EGM96" and tags["DEM"] == DEM.name
         assert tags["GEOID"] == f"EGM96 ({find_geoid_grid('EGM96').name})"
@@ -237,8 +237,8 @@ class _ArrayProduct:
 def test_lazy_border_limits_equal_whole_image_limits_on_every_window():
     """Lazily scanned border limits mask every window exactly as the whole-image scan, and
     an interior window reads no edge strip at all."""
-    from sarssl.calibration import border_limits_from_array
-    from sarssl.preprocess import LazyBorderLimits
+    from sarssl.sar.calibration import border_limits_from_array
+    from sarssl.sar.preprocess import LazyBorderLimits
 
     rng = np.random.default_rng(3)
     n_lines, n_samples, scan = 700, 900, 60
@@ -338,7 +338,7 @@ def test_uniform_sigma0_across_a_subswath_seam_end_to_end(template, tmp_path):
     from affine import Affine
     from pyproj import Transformer
 
-    from sarssl.safe import open_product, template_path
+    from sarssl.sar.safe import open_product, template_path
 
     tpl = open_product(template_path(template))
     ann = tpl.annotation("VV")

@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 
 from sarssl import CHANNELS
 from sarssl.cli import main as cli_main
-from sarssl.datasets import write_store
-from sarssl.models import load_encoder
-from sarssl.pretrain import PretrainImages, train
+from sarssl.data.store import write_store
+from sarssl.downstream.models import load_encoder
+from sarssl.selfsup.pretrain import PretrainImages, train
 
 BACKBONE = {"model_name": "vit_tiny_patch16_224", "patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2}
 MAE_HP = {"backbone": BACKBONE, "mae": {"decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2, "epochs": 50,
@@ -39,7 +39,7 @@ def make_store(root, n=40, s=16, seed=0, noise=0.3):
 
 
 def cfg(store, stats, out, method="mae", hp=None, **kw):
-    from sarssl.pretrain import resolve_hparams
+    from sarssl.selfsup.pretrain import resolve_hparams
 
     c = {"method": method, "hparams": resolve_hparams(method, hp or MAE_HP), "seed": 7, "chips_dirs": [str(store)],
          "stats": str(stats), "out_dir": str(out), "device": "cpu", "quiet": True, "threads": 1}
@@ -150,7 +150,7 @@ def test_ddp_two_processes_match_one(tiny_store, tmp_path):
 def test_dino_collapse_diagnostics_and_bf16_cpu(tiny_store, tmp_path):
     """The entropies separate healthy, uniform and one-prototype teachers; a DINO run logs
     them, and an MAE run with dtype bf16 takes the autocast path on CPU and still learns."""
-    from sarssl.dino import collapse_diagnostics
+    from sarssl.selfsup.dino import collapse_diagnostics
 
     k = 32
     uniform = collapse_diagnostics(torch.full((8, k), 1.0 / k))
@@ -195,9 +195,9 @@ def test_batch_loader_path_matches_dataset_path(tiny_store, tmp_path):
     """PretrainBatches + BatchLoader + Normalize deliver, micro-batch by micro-batch, the
     images of the ChipDataset path in the SeededBatchOrder (two stores, block order, two
     ranks, accumulation), and the block order is a world-size-independent permutation."""
-    from sarssl.datasets import BatchLoader, Normalize, load_stats
+    from sarssl.data.store import BatchLoader, Normalize, load_stats
     from sarssl.engine import SeededBatchOrder
-    from sarssl.pretrain import PretrainBatches, _image_stream
+    from sarssl.selfsup.pretrain import PretrainBatches, _image_stream
 
     store, stats = tiny_store
     store2, _ = make_store(tmp_path, n=25, seed=3)

@@ -1,6 +1,6 @@
 """Wrong or corrupt products must not enter the composites.
 
-Product validation (:func:`sarssl.safe.validate_product`: mission, IW mode, GRD type, the
+Product validation (:func:`sarssl.sar.safe.validate_product`: mission, IW mode, GRD type, the
 name telling the truth about the manifest), measurement checksums (the manifest's MD5 and
 the zip CRC-32, checked by ``sarssl preprocess`` unless ``--no-verify-checksums``) and one
 product per acquisition in the catalogue (``--rejected-out`` lists what was left out).
@@ -26,11 +26,11 @@ import numpy as np
 import pytest
 import rasterio
 
-from sarssl import snap
-from sarssl.catalogue import build_catalogue, make_filters
+from sarssl.sar import snap
+from sarssl.catalogue.builtin import build_catalogue, make_filters
 from sarssl.cli import main
 from sarssl.errors import InputError, SarsslError
-from sarssl.safe import TEMPLATE_NAMES, open_product, template_path
+from sarssl.sar.safe import TEMPLATE_NAMES, open_product, template_path
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 
@@ -162,7 +162,7 @@ def test_slc_and_ew_rejected_by_the_catalogue(case, sim, tmp_path, caplog):
     catalogue; the reason is logged and written to --rejected-out."""
     bad = _wrong_type_zip(sim["zips"][0], case, tmp_path / "in")
     good = shutil.copy(sim["zips"][1], tmp_path / "in")
-    with caplog.at_level(logging.WARNING, logger="sarssl.catalogue"):
+    with caplog.at_level(logging.WARNING, logger="sarssl.catalogue.builtin"):
         table, excluded = build_catalogue([tmp_path / "in"], _filters())
     assert list(table.path) == [str(good)], f"{case} product kept"
     reason = dict(excluded)[str(bad)]
@@ -250,7 +250,7 @@ def test_no_verify_checksums_skips_only_the_md5(sim, tmp_path, monkeypatch):
     nothing else: the type check stays (see test_slc_and_ew_rejected_by_preprocess) and so
     does the size check against the manifest. On a valid product both runs give the same
     output."""
-    from sarssl import safe
+    from sarssl.sar import safe
 
     hashed: list[int] = []
     real_md5 = hashlib.md5
@@ -363,7 +363,7 @@ def test_four_copies_of_one_acquisition_keep_one(four_copies, tmp_path, caplog):
     c = four_copies
     given = [c["zip"], c["safe"], c["reprocessed"], c["renamed"]]
     for order in (given, given[::-1]):
-        with caplog.at_level(logging.WARNING, logger="sarssl.catalogue"):
+        with caplog.at_level(logging.WARNING, logger="sarssl.catalogue.builtin"):
             table, excluded = build_catalogue(order, _filters())
         assert list(table.path) == [str(c["reprocessed"])]
         assert sorted(excluded) == sorted(
@@ -400,7 +400,7 @@ def test_pyrosar_backend_ingests_only_valid_unique_products(four_copies, sim, tm
                                                           monkeypatch):
     """--backend pyrosar applies the same validation and the same one-per-acquisition rule
     before anything reaches the scene database (the pyroSAR worker is faked here)."""
-    from sarssl import archive
+    from sarssl.catalogue import archive
 
     seen = {}
 
@@ -452,7 +452,7 @@ def test_pyrosar_backend_ingests_only_valid_unique_products(four_copies, sim, tm
 def test_real_and_simulated_products_pass(sim):
     """The four real reference products, the bundled templates and simulated products are
     valid; simulated measurements match their manifest MD5s."""
-    from sarssl.safe import check_measurements, validate_product
+    from sarssl.sar.safe import check_measurements, validate_product
 
     paths = sorted(SHARED.iterdir()) + [template_path(n) for n in TEMPLATE_NAMES] + sim["zips"]
     for p in paths:
@@ -465,7 +465,7 @@ def test_real_and_simulated_products_pass(sim):
 def test_validation_errors_name_every_mismatch(tmp_path):
     """A folder named for another acquisition of another mission: every disagreeing field
     is listed, with the file."""
-    from sarssl.safe import InvalidProductError, validate_product
+    from sarssl.sar.safe import InvalidProductError, validate_product
 
     other = "S1A_IW_GRDH_1SDV_20211223T061122_20211223T061147_030149_039993_5371"
     p = _copy_safe(SHARED / f"{ROME}.SAFE", tmp_path / f"{other}.SAFE")

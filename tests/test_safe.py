@@ -1,4 +1,4 @@
-"""The Sentinel-1 product reader on the bundled real product metadata (sarssl.safe)."""
+"""The Sentinel-1 product reader on the bundled real product metadata (sarssl.sar.safe)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from rasterio.windows import Window
 from shapely.geometry import Point
 
 from sarssl.errors import InputError
-from sarssl.safe import (
+from sarssl.sar.safe import (
     TEMPLATE_NAMES,
     bundled_dem_path,
     open_product,
@@ -260,9 +260,9 @@ def test_geometry_is_lazy_and_cached(monkeypatch):
             calls.append(root)
             return "geometry"
 
-    fake = types.ModuleType("sarssl.geometry")
+    fake = types.ModuleType("sarssl.sar.geometry")
     fake.RadarGeometry = FakeGeometry
-    monkeypatch.setitem(sys.modules, "sarssl.geometry", fake)
+    monkeypatch.setitem(sys.modules, "sarssl.sar.geometry", fake)
     ann = open_product(template_path("S1B_rome")).annotation("VV")
     assert calls == []
     assert ann.geometry == "geometry" and ann.geometry == "geometry"

@@ -25,11 +25,11 @@ from pyproj import CRS  # noqa: E402
 from rasterio.windows import Window  # noqa: E402
 from scipy.ndimage import gaussian_filter  # noqa: E402
 
-from sarssl.calibration import calibrate_window  # noqa: E402
-from sarssl.dem import read_dem  # noqa: E402
-from sarssl.geocoding import GeocodingLUT  # noqa: E402
-from sarssl.grid import Grid  # noqa: E402
-from sarssl.safe import bundled_dem_path, open_product, template_path  # noqa: E402
+from sarssl.sar.calibration import calibrate_window  # noqa: E402
+from sarssl.sar.dem import read_dem  # noqa: E402
+from sarssl.sar.geocoding import GeocodingLUT  # noqa: E402
+from sarssl.sar.grid import Grid  # noqa: E402
+from sarssl.sar.safe import bundled_dem_path, open_product, template_path  # noqa: E402
 
 CROP = 160  # DEM pixels (~1 arc-second): the comparison window
 

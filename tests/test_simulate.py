@@ -1,7 +1,7 @@
 """Tests of ``sarssl simulate``: real geometry, real LUTs, tiny areas.
 
-The products are read back with the project's own reader (:mod:`sarssl.safe`) and
-calibrated with :mod:`sarssl.calibration`, exactly as the preprocessing stage will.
+The products are read back with the project's own reader (:mod:`sarssl.sar.safe`) and
+calibrated with :mod:`sarssl.sar.calibration`, exactly as the preprocessing stage will.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import pytest
 import rasterio
 from affine import Affine
 
-from sarssl import backscatter as bs
-from sarssl import calibration as C
-from sarssl import safe
-from sarssl import simulate as sim
+from sarssl.vocabulary import season_windows
+from sarssl.demo import backscatter as bs
+from sarssl.sar import calibration as C
+from sarssl.sar import safe
+from sarssl.demo import simulate as sim
 from sarssl.cli import main
 from sarssl.errors import SarsslError
 
@@ -74,7 +75,7 @@ def test_products_are_redated_consistently(uniform):
     assert len(zips) == 4
     rows = list(csv.DictReader(open(truth / "acquisitions.csv")))
     assert [r["season"] for r in rows] == ["winter", "spring", "summer", "fall"]
-    windows = sim.season_windows(2021)
+    windows = season_windows(2021)
     for r in rows:
         d = dt.date.fromisoformat(r["date"])
         a, b = windows[r["season"]]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sarssl.errors import SarsslError
-from sarssl.speckle import FILTERS, edge_masks, estimate_enl, speckle_filter
+from sarssl.sar.speckle import FILTERS, edge_masks, estimate_enl, speckle_filter
 
 ENL = 4.4
 

@@ -1,4 +1,4 @@
-"""Tests for sarssl.tables: validation, collection, summaries, label efficiency, rendering."""
+"""Tests for sarssl.downstream.tables: validation, collection, summaries, label efficiency, rendering."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sarssl import tables
+from sarssl.downstream import tables
 from sarssl.cli import main
 from sarssl.errors import InputError
 

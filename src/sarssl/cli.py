@@ -24,17 +24,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sarssl.acquire.cli",
         "download real inputs: Sentinel-1 GRD, orbit files, DEM, WorldCover, MOD44B",
     ),
-    "simulate": ("sarssl.simulate", "synthesise demo Sentinel-1 GRD products with known truth"),
-    "catalogue": ("sarssl.catalogue", "list and filter Sentinel-1 products into a scene catalogue"),
-    "preprocess": ("sarssl.preprocess", "raw GRD product -> calibrated, terrain-corrected GeoTIFF"),
-    "composite": ("sarssl.composite", "seasonal 12-channel composites from preprocessed scenes"),
-    "chips": ("sarssl.chips", "cut composites into labelled chips with spatial splits"),
-    "stats": ("sarssl.chips", "per-channel normalisation statistics from training chips"),
-    "fractions": ("sarssl.chips", "nested label-fraction subsets of a chip store's training ids"),
-    "pretrain": ("sarssl.pretrain", "self-supervised pretraining (MAE or DINO)"),
-    "finetune": ("sarssl.finetune", "fine-tune / linear-probe on a task at a label fraction"),
-    "tables": ("sarssl.tables", "collect fine-tuning metrics into tidy tables"),
-    "plot": ("sarssl.plots", "figures (learning curves and more)"),
+    "simulate": ("sarssl.demo.simulate", "synthesise demo Sentinel-1 GRD products with known truth"),
+    "catalogue": ("sarssl.catalogue.builtin", "list and filter Sentinel-1 products into a scene catalogue"),
+    "preprocess": ("sarssl.sar.preprocess", "raw GRD product -> calibrated, terrain-corrected GeoTIFF"),
+    "composite": ("sarssl.data.composite", "seasonal 12-channel composites from preprocessed scenes"),
+    "chips": ("sarssl.data.chips", "cut composites into labelled chips with spatial splits"),
+    "stats": ("sarssl.data.chips", "per-channel normalisation statistics from training chips"),
+    "fractions": ("sarssl.data.chips", "nested label-fraction subsets of a chip store's training ids"),
+    "pretrain": ("sarssl.selfsup.pretrain", "self-supervised pretraining (MAE or DINO)"),
+    "finetune": ("sarssl.downstream.finetune", "fine-tune / linear-probe on a task at a label fraction"),
+    "tables": ("sarssl.downstream.tables", "collect fine-tuning metrics into tidy tables"),
+    "plot": ("sarssl.figures.registry", "figures (learning curves and more)"),
 }
 
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     module_name, help_text = COMMANDS[top.command]
     module = importlib.import_module(module_name)
     sub = argparse.ArgumentParser(prog=f"sarssl {top.command}", description=help_text)
-    if top.command in ("stats", "fractions"):  # second commands of sarssl.chips
+    if top.command in ("stats", "fractions"):  # second commands of sarssl.data.chips
         getattr(module, f"add_{top.command}_arguments")(sub)
         runner = getattr(module, f"run_{top.command}")
     else:

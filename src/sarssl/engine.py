@@ -237,7 +237,7 @@ class SeededBatchOrder:
 
     With ``block_rows > 1`` the permutation moves blocks of ``block_rows`` consecutive
     sample indices instead of single samples (the block shuffle of
-    :func:`sarssl.datasets.block_batches`): a block of neighbouring rows of a chip store
+    :func:`sarssl.data.store.block_batches`): a block of neighbouring rows of a chip store
     is then one sequential read. ``block_rows = 1`` is the plain per-sample shuffle.
     """
 

@@ -2,7 +2,7 @@
 
 Channels and their order, seasons and their default windows, tasks, protocols, splits,
 initialisations, the ESA WorldCover classes (codes, names, legend colours) and the
-ignore index. Standard library only, so that ``workflow/rules/common.smk`` imports it
+ignore index. Standard library only (and :mod:`sarssl.errors`), so that ``workflow/rules/common.smk`` imports it
 before any job runs (without numpy, torch or GDAL) instead of repeating it.
 """
 
@@ -11,6 +11,8 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 from collections.abc import Mapping, Sequence
+
+from .errors import SarsslError
 
 # --------------------------------------------------------------------------------------
 # channels and seasons
@@ -34,46 +36,61 @@ DEFAULT_SEASONS: dict[str, tuple[str, str]] = {
 February); a window whose start comes after its end starts in the previous year."""
 
 
-class SeasonError(ValueError):
-    """A season window that is not a calendar day or not one of :data:`SEASONS`."""
+class SeasonError(SarsslError, ValueError):
+    """A season window that is not a calendar day, misses a season or overlaps another."""
 
 
-def month_day(text: str, year: int) -> dt.date:
-    """``MM-DD`` (or ``MM-end``, the month's last day) as a date of ``year``."""
+def month_day(text: str, year: int, where: str = "season") -> dt.date:
+    """``MM-DD`` or ``MM-end`` (the month's last day) as a date of ``year``."""
     try:
-        month_s, day_s = str(text).split("-")
+        month_s, day_s = str(text).strip().split("-")
         month = int(month_s)
-        day = calendar.monthrange(year, month)[1] if day_s == "end" else int(day_s)
+        day = calendar.monthrange(year, month)[1] if day_s.lower() == "end" else int(day_s)
         return dt.date(year, month, day)
     except (ValueError, calendar.IllegalMonthError) as exc:
-        raise SeasonError(f"{text!r} is not a calendar day (MM-DD or MM-end): {exc}") from exc
+        raise SeasonError(f"{where}: bad month-day {text!r} (expected 'MM-DD' or 'MM-end')") from exc
 
 
 def season_windows(
     year: int, seasons: Mapping[str, Sequence[str]] | None = None
 ) -> dict[str, tuple[dt.date, dt.date]]:
-    """Season name -> (first day, last day), both inclusive, for composite year ``year``.
+    """Inclusive (first day, last day) of each season of composite year ``year``.
 
-    Winter of 2021 with the default windows is 2020-12-01 .. 2021-02-28: a window whose
-    start comes after its end in the calendar starts in ``year - 1``.
+    A window ends in ``year``; when its start month-day lies after its end (winter:
+    12-01 .. 02-end) it starts in ``year - 1``, so winter of 2021 is 2020-12-01 ..
+    2021-02-28. Seasons must be exactly :data:`SEASONS` and must not overlap.
     """
     seasons = DEFAULT_SEASONS if seasons is None else seasons
-    unknown = set(seasons) - set(SEASONS)
-    missing = set(SEASONS) - set(seasons)
-    if unknown or missing:
-        raise SeasonError(
-            f"seasons must be exactly {', '.join(SEASONS)} "
-            f"(unknown: {sorted(unknown)}, missing: {sorted(missing)})"
-        )
-    windows = {}
+    if set(seasons) != set(SEASONS):
+        raise SeasonError(f"seasons: expected exactly {list(SEASONS)}, got {list(seasons)}")
+    out: dict[str, tuple[dt.date, dt.date]] = {}
     for name in SEASONS:
-        start, end = seasons[name]
-        last = month_day(end, year)
-        first = month_day(start, year)
-        if first > last:
-            first = month_day(start, year - 1)
-        windows[name] = (first, last)
-    return windows
+        win = seasons[name]
+        if len(win) != 2:
+            raise SeasonError(f"seasons.{name}: expected [start, end], got {win!r}")
+        # decide the start year on a leap year, so that '02-29' style days always parse
+        s_md = month_day(win[0], 2000, f"seasons.{name}")
+        e_md = month_day(win[1], 2000, f"seasons.{name}")
+        start_year = year - 1 if (s_md.month, s_md.day) > (e_md.month, e_md.day) else year
+        end = month_day(win[1], year, f"seasons.{name}")
+        start = month_day(win[0], start_year, f"seasons.{name}")
+        out[name] = (start, end)
+    spans = sorted(out.items(), key=lambda kv: kv[1][0])
+    for (n1, (_, e1)), (n2, (s2, _)) in zip(spans, spans[1:]):
+        if s2 <= e1:
+            raise SeasonError(f"seasons: {n1} and {n2} overlap ({e1} >= {s2})")
+    return out
+
+
+def assign_season(
+    date: dt.date | dt.datetime, windows: Mapping[str, tuple[dt.date, dt.date]]
+) -> str | None:
+    """The season whose window contains ``date`` (UTC calendar day), or None."""
+    day = date.date() if isinstance(date, dt.datetime) else date
+    for name, (start, end) in windows.items():
+        if start <= day <= end:
+            return name
+    return None
 
 
 # --------------------------------------------------------------------------------------

@@ -5,22 +5,37 @@ so that the rule files stay declarative (no lambdas in rules) and the same logic
 exercised by every rule that needs it.
 """
 
-import calendar
 import csv as csv_module
-import datetime
 import functools
 import hashlib
 import json
 import os
 import re
 import shlex
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-SEASON_NAMES = ("winter", "spring", "summer", "fall")  # = sarssl.SEASONS
-BUILTIN_INITS = ("scratch", "mae", "dino", "unet")
-PRETRAINED_INITS = ("mae", "dino")
+# The study's vocabulary has one owner, sarssl.vocabulary (standard library only): found in
+# the environment running Snakemake, else in this checkout's src/.
+try:
+    from sarssl.vocabulary import (
+        BUILTIN_INITS,
+        PRETRAIN_METHODS,
+        SeasonError,
+        season_windows,
+    )
+except ImportError:
+    sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
+    from sarssl.vocabulary import (
+        BUILTIN_INITS,
+        PRETRAIN_METHODS,
+        SeasonError,
+        season_windows,
+    )
+
+PRETRAINED_INITS = PRETRAIN_METHODS
 
 
 wildcard_constraints:
@@ -143,9 +158,7 @@ def check_config(cfg):
             "chips.size",
             f"{size} px is not a multiple of pretrain.backbone.patch_size ({patch} px)",
         )
-    for name, (start, end) in cfg["composite"]["seasons"].items():
-        for md in (start, end):
-            month_day(md, 2021)  # raises on 02-30, 04-31, ...
+    acquisition_window(2021, cfg["composite"]["seasons"])  # raises on 02-30, 04-31, ...
     for name, area in cfg["areas"].items():
         if area["source"] != "directory":
             continue
@@ -167,42 +180,16 @@ def check_config(cfg):
 
 
 # --------------------------------------------------------------------------------------
-# Seasons and dates
+# Seasons and dates (the windows are sarssl.vocabulary's, the one owner)
 # --------------------------------------------------------------------------------------
-
-
-def month_day(text, year):
-    """Parse ``MM-DD`` (or ``02-end``, the last day of February) into a date of ``year``."""
-    month, day = text.split("-")
-    month = int(month)
-    if day == "end":
-        day = calendar.monthrange(year, month)[1]
-    try:
-        return datetime.date(year, month, int(day))
-    except ValueError as exc:
-        config_error("composite.seasons", f"{text!r} is not a calendar day ({exc})")
-
-
-def season_dates(year, seasons):
-    """Season name -> (first day, last day), both inclusive, for composite year ``year``.
-
-    A window whose start comes after its end in the calendar (winter: 12-01 .. 02-end)
-    starts in the previous year, so winter of 2021 is 2020-12-01 .. 2021-02-28.
-    """
-    dates = {}
-    for name in SEASON_NAMES:
-        start, end = seasons[name]
-        last = month_day(end, year)
-        first = month_day(start, year)
-        if first > last:
-            first = month_day(start, year - 1)
-        dates[name] = (first, last)
-    return dates
 
 
 def acquisition_window(year, seasons):
     """First and last day (inclusive) of the union of the season windows."""
-    dates = season_dates(year, seasons)
+    try:
+        dates = season_windows(year, seasons)
+    except SeasonError as exc:
+        config_error("composite.seasons", str(exc))
     return (
         min(first for first, _ in dates.values()),
         max(last for _, last in dates.values()),

@@ -15,7 +15,7 @@ not exist: a 404 for them is logged and skipped.
 
 Heights are orthometric, above the **EGM2008** geoid. The tiles' own CRS is plain EPSG:4326,
 so the mosaic is written with the compound CRS **EPSG:9518 (WGS 84 + EGM2008 height)** and
-a ``VERTICAL_DATUM=EGM2008`` tag, which :func:`sarssl.dem.vertical_datum` reads to add the
+a ``VERTICAL_DATUM=EGM2008`` tag, which :func:`sarssl.sar.dem.vertical_datum` reads to add the
 geoid undulation before terrain correction.
 
 Reference: Copernicus DEM Product Handbook (AIRBUS, GEO.2018-1988-2, v5.0, 2022).

@@ -1,7 +1,7 @@
-"""EGM2008 / EGM96 geoid grids from the PROJ CDN, for offline use by :mod:`sarssl.dem`.
+"""EGM2008 / EGM96 geoid grids from the PROJ CDN, for offline use by :mod:`sarssl.sar.dem`.
 
 Terrain correction needs heights above the WGS84 ellipsoid, DEMs give heights above a
-geoid: ``h = H + N(lon, lat)`` (see :mod:`sarssl.dem`). Copernicus DEM heights refer to
+geoid: ``h = H + N(lon, lat)`` (see :mod:`sarssl.sar.dem`). Copernicus DEM heights refer to
 EGM2008, but Debian's ``proj-data`` ships only the EGM96 grid, so without this download an
 EGM2008 DEM is converted with EGM96 (< ~1 m off in most places, a few metres in rugged
 terrain). ``sarssl acquire geoid --model egm2008`` fetches, once, the grid PROJ itself uses:
@@ -20,9 +20,9 @@ then opened with rasterio and checked to be a geographic GeoTIFF that spans the 
 (|N| < 150 m; the real range is -107..+86 m); a file that fails is deleted, so the next run
 downloads it again.
 
-The default destination is :func:`sarssl.dem.user_geoid_dir` (``$SARSSL_GEOID_DIR`` if set,
+The default destination is :func:`sarssl.sar.dem.user_geoid_dir` (``$SARSSL_GEOID_DIR`` if set,
 else ``$XDG_DATA_HOME/sarssl/geoid``, else ``~/.local/share/sarssl/geoid``), which
-:mod:`sarssl.dem` searches without any variable set.
+:mod:`sarssl.sar.dem` searches without any variable set.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import dem as dem_mod
+from ..sar import dem as dem_mod
 from ..errors import SarsslError
 from .http import HttpClient
 
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 #: PROJ content delivery network (the grids of the PROJ-data package, one file each).
 PROJ_CDN_URL = "https://cdn.proj.org"
-#: File name of each model's grid on the PROJ CDN (also the first name sarssl.dem looks for).
+#: File name of each model's grid on the PROJ CDN (also the first name sarssl.sar.dem looks for).
 GEOID_FILES = {"egm2008": "us_nga_egm08_25.tif", "egm96": "us_nga_egm96_15.tif"}
 #: Geoid undulations outside this range (m) mean a wrong or corrupt file (real: -107..+86 m).
 MAX_ABS_UNDULATION = 150.0
@@ -119,11 +119,11 @@ def acquire_geoid(
     out_dir: str | Path | None = None,
     base_url: str = PROJ_CDN_URL,
 ) -> GridInfo:
-    """Download ``model``'s PROJ grid into ``out_dir`` (default :func:`sarssl.dem.user_geoid_dir`)
+    """Download ``model``'s PROJ grid into ``out_dir`` (default :func:`sarssl.sar.dem.user_geoid_dir`)
     and verify it (:func:`verify_global_grid`); an existing valid file is kept.
 
     A file failing verification is deleted before the error is raised, so a rerun fetches it
-    again. Clears :mod:`sarssl.dem`'s geoid cache so this process sees the new grid.
+    again. Clears :mod:`sarssl.sar.dem`'s geoid cache so this process sees the new grid.
     """
     name = geoid_file(model)
     out = Path(out_dir).expanduser() if out_dir is not None else dem_mod.user_geoid_dir()

@@ -20,7 +20,7 @@ MOD44B is annual (dated day 065 of the year), 250 m, ``Percent_Tree_Cover`` 0..1
   ``{v:02d}``, ``{version}`` fields (e.g. tiles exported from AppEEARS or converted with
   ``gdal_translate``).
 
-The mosaic keeps raw values (uint8, sinusoidal CRS, nodata 253); :mod:`sarssl.labels`
+The mosaic keeps raw values (uint8, sinusoidal CRS, nodata 253); :mod:`sarssl.data.labels`
 turns 200 into 0 % and fill into NaN when it resamples onto the chip grid.
 
 Reference: DiMiceli et al. (2015, 2022), MOD44B MODIS/Terra Vegetation Continuous Fields

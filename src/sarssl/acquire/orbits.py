@@ -7,9 +7,9 @@ ESA's orbit files (EOF, XML) are named::
 with the production time and the validity interval ``V<start>_<stop>``. POEORB (precise,
 ~5 cm, available ~20 days after sensing, each file valid ~26 h) is preferred; RESORB
 (restituted, ~10 cm, within hours, valid ~3 h) is the fallback for recent scenes. A file is
-usable when its validity covers the acquisition with :data:`sarssl.geometry.ORBIT_MARGIN_S`
+usable when its validity covers the acquisition with :data:`sarssl.sar.geometry.ORBIT_MARGIN_S`
 to spare on both sides (the orbit interpolator needs state vectors around the scene), the
-same rule :func:`sarssl.geometry.find_orbit_file` applies when ``preprocess --orbit-dir``
+same rule :func:`sarssl.sar.geometry.find_orbit_file` applies when ``preprocess --orbit-dir``
 picks one; among usable files the most recently produced wins.
 
 Providers (base URLs configurable):
@@ -23,7 +23,7 @@ Providers (base URLs configurable):
   covering the scene) and its authenticated download (CDSE credentials).
 
 Files are saved under their own name in ``--out-dir`` (``.EOF`` or ``.EOF.zip``, both read by
-:func:`sarssl.geometry.read_eof`).
+:func:`sarssl.sar.geometry.read_eof`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError, SarsslError
-from ..safe import parse_product_name
+from ..sar.safe import parse_product_name
 from .http import AcquireError, HttpClient, NotFoundError
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 STEP_URL = "https://step.esa.int/auxdata/orbits/Sentinel-1"
 ASF_ORBIT_URL = "https://s1qc.asf.alaska.edu"
 KINDS = ("POEORB", "RESORB")
-#: Seconds of orbit needed before and after the scene (as in sarssl.geometry).
+#: Seconds of orbit needed before and after the scene (as in sarssl.sar.geometry).
 ORBIT_MARGIN_S = 60.0
 
 EOF_NAME = re.compile(

@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import SarsslError
-from ..safe import parse_product_name, relative_orbit_from_absolute
+from ..sar.safe import parse_product_name, relative_orbit_from_absolute
 from .http import AcquireError, Auth, AuthenticationError, Credentials, HttpClient, Service
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ available (no credentials) from ``https://esa-worldcover.s3.eu-central-1.amazona
 The tile label is the south-west corner of the 3-degree cell, on multiples of 3: latitude
 2 digits (``N39``, ``S21``), longitude 3 digits (``E012``, ``W072``). Values are the
 WorldCover legend codes (10 tree cover, 20 shrubland, ..., 95 mangroves, 100 moss and
-lichen; 0 = no data), which :mod:`sarssl.labels` maps to training classes. The mosaic keeps
+lichen; 0 = no data), which :mod:`sarssl.data.labels` maps to training classes. The mosaic keeps
 the codes unchanged (uint8, nodata 0).
 
 Reference: Zanaga et al. (2021, 2022), ESA WorldCover 10 m v100 / v200, doi

@@ -1,7 +1,7 @@
 """The study's map and model figures, registered as ``sarssl plot NAME`` subcommands.
 
 One module per figure family; importing this package registers every figure with
-:func:`sarssl.plots.register_figure` (``sarssl.plots`` imports it at its end):
+:func:`sarssl.figures.registry.register_figure` (``sarssl.figures.registry`` imports it at its end):
 
 - :mod:`.qa` — ``preprocessing-qa`` (raw DN, calibrated and speckle-filtered sigma0)
 - :mod:`.composites` — ``composites`` (seasonal false colour) and

@@ -2,7 +2,7 @@
 DINO attention-map paper, arXiv 2310.03513).
 
 For each chip, the last transformer block's attention from the class token to every
-patch token, one map per head, computed by :func:`sarssl.dino.last_layer_attention`
+patch token, one map per head, computed by :func:`sarssl.selfsup.dino.last_layer_attention`
 (softmax(q k^T / sqrt(d)) recomputed explicitly). The class token's attention to itself
 is dropped and each head's map is renormalised to sum to 1 over the patches (a
 distribution over the chip), then upsampled to the chip size by repeating each value over
@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from .. import SEASONS
 from ..errors import InputError
-from ..plots import register_figure, styled
+from .registry import register_figure, styled
 from .common import (
     IGNORE,
     image_axes,
@@ -43,7 +43,7 @@ def attention_maps(backbone, images: np.ndarray) -> np.ndarray:
     head renormalised to sum to 1 over the patches. ``images`` are normalised inputs."""
     import torch
 
-    from ..dino import last_layer_attention
+    from ..selfsup.dino import last_layer_attention
 
     backbone.eval()
     with torch.no_grad():
@@ -140,8 +140,8 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 @register_figure("attention", "DINO last-layer CLS attention per head over test chips", _args)
 def _build(args: argparse.Namespace) -> Figure:
-    from ..datasets import ChipStore, load_stats
-    from ..models import load_encoder
+    from ..data.store import ChipStore, load_stats
+    from ..downstream.models import load_encoder
 
     backbone, meta = load_encoder(require_file(args.encoder, "encoder weights"))
     store = ChipStore(require_file(args.chips_dir, "chip store"))

@@ -177,8 +177,8 @@ def stretch_caption() -> str:
 # --------------------------------------------------------------------------- chips
 def normalise(x_db: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """The models' input normalisation ``(x - mean) / (std + 1e-5)`` per channel, NaN -> 0
-    (identical to :class:`sarssl.datasets.ChipDataset`); ``x_db`` is (B, C, H, W)."""
-    from ..datasets import NORM_EPS
+    (identical to :class:`sarssl.data.store.ChipDataset`); ``x_db`` is (B, C, H, W)."""
+    from ..data.store import NORM_EPS
 
     x = (np.asarray(x_db, dtype=np.float32) - mean[None, :, None, None]) / (
         std[None, :, None, None] + np.float32(NORM_EPS)
@@ -188,7 +188,7 @@ def normalise(x_db: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray
 
 def denormalise(x_norm: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """Inverse of :func:`normalise` (back to dB) for (B, C, H, W) arrays."""
-    from ..datasets import NORM_EPS
+    from ..data.store import NORM_EPS
 
     x = np.asarray(x_norm, dtype=np.float32)
     return x * (std[None, :, None, None] + np.float32(NORM_EPS)) + mean[None, :, None, None]

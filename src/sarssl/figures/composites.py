@@ -1,14 +1,14 @@
 """``composites`` and ``backscatter-distributions``: the seasonal composites of an area.
 
 ``composites`` shows the four seasonal composites (mean or median of linear power per
-season, see :mod:`sarssl.composite`) in the fixed SAR false colour of
+season, see :mod:`sarssl.data.composite`) in the fixed SAR false colour of
 :mod:`sarssl.figures.common` (R = VV, G = VH, B = VV - VH, dB), so that seasonal change
 (crop phenology, wet/dry soil, wind on water) reads as a change of colour.
 
 ``backscatter-distributions`` shows, per season and polarisation, the distribution of
 composite backscatter (dB) of the pixels of each land-cover class of the truth raster
 (ESA WorldCover codes, reprojected onto the composite grid with nearest neighbour by
-:func:`sarssl.labels.read_landcover`), as violins in the class colours with the median
+:func:`sarssl.data.labels.read_landcover`), as violins in the class colours with the median
 marked. Classes separate in VH (volume scattering of vegetation) more than in VV.
 """
 
@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 
 from .. import CHANNELS, SEASONS
 from ..errors import InputError
-from ..plots import register_figure, styled
+from .registry import register_figure, styled
 from .common import (
     IGNORE,
     N_CLASSES,
@@ -41,11 +41,11 @@ log = logging.getLogger(__name__)
 
 
 def read_composite(path: str) -> tuple[np.ndarray, object, dict]:
-    """(12-band float32 dB array, :class:`sarssl.grid.Grid`, tags) of a composite GeoTIFF,
+    """(12-band float32 dB array, :class:`sarssl.sar.grid.Grid`, tags) of a composite GeoTIFF,
     checking the band count and, when tagged, the channel order."""
     import rasterio
 
-    from ..grid import Grid
+    from ..sar.grid import Grid
 
     p = require_file(path, "composite")
     try:
@@ -252,7 +252,7 @@ def _dist_args(p: argparse.ArgumentParser) -> None:
 def _build_distributions(args: argparse.Namespace) -> Figure:
     from pathlib import Path
 
-    from ..labels import read_landcover
+    from ..data.labels import read_landcover
 
     x, grid, _ = read_composite(args.composite)
     lc = read_landcover(require_file(args.landcover, "land-cover raster"), grid)

@@ -24,7 +24,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .. import SEASONS
 from ..errors import InputError
-from ..plots import register_figure, styled
+from .registry import register_figure, styled
 from .common import (
     IGNORE,
     N_CLASSES,
@@ -53,7 +53,7 @@ def scenes_per_season(
     where: str = "catalogue",
 ) -> pd.Series:
     """Number of catalogue rows per season of ``year`` (index: SEASONS + 'outside')."""
-    from ..composite import assign_season, season_windows
+    from ..vocabulary import assign_season, season_windows
 
     col = (
         "start_time"
@@ -264,8 +264,8 @@ def _store_area(store) -> str:
     "data-statistics", "scenes per season, chips per split, class shares per split", _args
 )
 def _build(args: argparse.Namespace) -> Figure:
-    from ..composite import parse_seasons
-    from ..datasets import ChipStore
+    from ..data.composite import parse_seasons
+    from ..data.store import ChipStore
 
     if not args.catalogue and not args.chips_dir:
         raise InputError("data-statistics: give --catalogue and/or --chips-dir")

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from ..errors import InputError
-from ..plots import register_figure, styled
+from .registry import register_figure, styled
 from .common import (
     IGNORE_COLOR,
     N_CLASSES,
@@ -74,7 +74,7 @@ def embed(backbone, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     import torch
     from tqdm import tqdm
 
-    from ..models import patch_tokens
+    from ..downstream.models import patch_tokens
 
     backbone.eval()
     out = []
@@ -99,7 +99,7 @@ def embeddings_figure(
     :func:`pca_2d`; ``majority`` (N,) classes 0..10 (255 = unlabelled); ``areas`` (N,).
     Scatter collections carry ``gid`` ``"pts|ENCODER|class"`` / ``"pts|ENCODER|area"``.
     """
-    from .. import tables
+    from ..downstream import tables
 
     majority = np.asarray(majority).astype(np.int64)
     areas = np.asarray(areas).astype(str)
@@ -207,8 +207,8 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 @register_figure("embeddings", "PCA of encoder chip embeddings by land-cover class and area", _args)
 def _build(args: argparse.Namespace) -> Figure:
-    from ..datasets import ChipStore, load_stats
-    from ..models import load_encoder
+    from ..data.store import ChipStore, load_stats
+    from ..downstream.models import load_encoder
 
     encoders = parse_named_paths(args.encoder, "--encoder")
     rng = np.random.default_rng(args.seed)

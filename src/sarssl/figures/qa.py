@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..errors import InputError, SarsslError
-from ..plots import register_figure, styled
+from .registry import register_figure, styled
 from .common import image_axes, require_file
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def preprocessing_qa(
     the dB values (10 log10 of the linear inputs). ``quantity`` (sigma0, beta0 or gamma0)
     names the calibrated backscatter in titles and colour-bar labels.
     """
-    from ..speckle import estimate_enl
+    from ..sar.speckle import estimate_enl
 
     if not panels:
         raise SarsslError("preprocessing-qa: no polarisation to show")
@@ -187,9 +187,9 @@ def read_panels(
     speckle_window: int,
 ) -> tuple[dict[str, dict[str, np.ndarray]], str]:
     """Read, calibrate and filter one window of each polarisation; returns (panels, title)."""
-    from ..calibration import calibrate
-    from ..safe import open_product
-    from ..speckle import speckle_filter as apply_filter
+    from ..sar.calibration import calibrate
+    from ..sar.safe import open_product
+    from ..sar.speckle import speckle_filter as apply_filter
 
     product = open_product(require_file(product_path, "Sentinel-1 product"))
     pols = list(pols) if pols else list(product.polarisations)
@@ -242,7 +242,7 @@ def aoi_window(product_path: str, bbox: str, size: int, pol: str | None = None) 
     from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator
 
     from ..io import parse_bbox
-    from ..safe import open_product
+    from ..sar.safe import open_product
 
     product = open_product(product_path)
     ann = product.annotation(pol or product.polarisations[0])
@@ -262,7 +262,7 @@ def aoi_window(product_path: str, bbox: str, size: int, pol: str | None = None) 
 
 
 def _args(p: argparse.ArgumentParser) -> None:
-    from ..speckle import FILTERS
+    from ..sar.speckle import FILTERS
 
     p.add_argument("--product", required=True, help="Sentinel-1 GRD product (.zip or .SAFE)")
     p.add_argument("--pols", default=None, help="comma-separated polarisations (default: all)")

@@ -8,7 +8,7 @@ each model's predicted chip-mean tree cover written beside it (the vegetation ta
 chip-level regression, so ``predictions.npz`` holds one value per chip).
 
 Inputs are the fine-tuning runs' ``predictions.npz`` (keys ``rows``, ``ids``, ``pred``,
-``target``; see :mod:`sarssl.finetune`) and the chip store they were evaluated on. Chips
+``target``; see :mod:`sarssl.downstream.finetune`) and the chip store they were evaluated on. Chips
 are those present in every prediction file, preferring chips with many classes.
 """
 
@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 
 from .. import SEASONS
 from ..errors import InputError
-from ..plots import init_color, register_figure, styled
+from .registry import init_color, register_figure, styled
 from .common import (
     IGNORE,
     image_axes,
@@ -94,7 +94,7 @@ def qualitative_figure(
     percent. Land-cover panels carry ``gid`` ``"lc|NAME|ROW"`` (NAME = "truth" or the
     model) with the class array as data; input panels ``"input|ROW"``.
     """
-    from .. import tables
+    from ..downstream import tables
 
     lc_preds = dict(lc_preds or {})
     tc_preds = dict(tc_preds or {})
@@ -205,7 +205,7 @@ def _args(p: argparse.ArgumentParser) -> None:
     "qualitative", "input, truth and predicted land-cover / tree-cover maps of test chips", _args
 )
 def _build(args: argparse.Namespace) -> Figure:
-    from ..datasets import ChipStore
+    from ..data.store import ChipStore
 
     lc_paths = parse_named_paths(args.landcover, "--landcover")
     tc_paths = parse_named_paths(args.treecover, "--treecover")

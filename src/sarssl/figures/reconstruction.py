@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 
 from .. import SEASONS
 from ..errors import InputError
-from ..plots import register_figure, styled
+from .registry import register_figure, styled
 from .common import (
     denormalise,
     image_axes,
@@ -43,10 +43,10 @@ MASK_GREY = 0.5
 
 def reconstruct(model, images: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(reconstruction (B, C, H, W) in the normalised domain, pixel mask (B, H, W) bool,
-    True = masked) of a :class:`sarssl.mae.MaskedAutoencoder` on normalised ``images``."""
+    True = masked) of a :class:`sarssl.selfsup.mae.MaskedAutoencoder` on normalised ``images``."""
     import torch
 
-    from ..mae import patchify, unpatchify
+    from ..selfsup.mae import patchify, unpatchify
 
     model.eval()
     x = torch.as_tensor(images, dtype=torch.float32)
@@ -112,13 +112,13 @@ def reconstruction_figure(
 
 
 def load_mae(checkpoint: str | Path, chip_size: int | None = None) -> tuple[Any, dict[str, Any]]:
-    """Rebuild the :class:`~sarssl.mae.MaskedAutoencoder` of a ``sarssl pretrain --method
+    """Rebuild the :class:`~sarssl.selfsup.mae.MaskedAutoencoder` of a ``sarssl pretrain --method
     mae`` checkpoint (architecture from its ``hparams``; chip size from ``encoder.json``
     beside it, else from the size of the stored position embedding). The checkpoint is
     read with ``weights_only=True`` (:func:`sarssl.engine.load_checkpoint`): a file that is
     not plain tensors is refused (InputError) and nothing in it runs."""
     from ..engine import load_checkpoint
-    from ..pretrain import build_model
+    from ..selfsup.pretrain import build_model
 
     path = require_file(checkpoint, "MAE checkpoint")
     state = load_checkpoint(path)
@@ -161,7 +161,7 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 @register_figure("mae-reconstructions", "MAE input, mask and reconstruction of a few chips", _args)
 def _build(args: argparse.Namespace) -> Figure:
-    from ..datasets import ChipStore, load_stats
+    from ..data.store import ChipStore, load_stats
 
     model, meta = load_mae(args.checkpoint)
     store = ChipStore(require_file(args.chips_dir, "chip store"))

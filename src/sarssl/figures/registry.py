@@ -40,9 +40,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, NullLocator
 
-from . import tables
-from .errors import InputError, SarsslError
-from .io import atomic_path
+from ..downstream import tables
+from ..errors import InputError, SarsslError
+from ..io import atomic_path
 
 log = logging.getLogger(__name__)
 # The PDF backend subsets fonts through fontTools, which logs every table at INFO level.
@@ -226,7 +226,7 @@ def learning_curves(
 ) -> Figure:
     """Metric versus label fraction, one row per task and one column per region pair.
 
-    ``df``: tidy metric rows (:data:`sarssl.tables.COLUMNS`) or their summary. Each task is
+    ``df``: tidy metric rows (:data:`sarssl.downstream.tables.COLUMNS`) or their summary. Each task is
     shown on its primary metric (mIoU for land cover, RMSE in tree-cover percentage points
     for tree cover) unless ``metrics`` maps task -> metric. Columns: in-region panels
     (fine-tuned where the encoder was pretrained) first, then out-of-region panels. Each
@@ -339,7 +339,7 @@ def label_efficiency_chart(
 ) -> Figure:
     """Bar chart of the label fraction each pretrained init needs to match scratch@100 %.
 
-    ``df``: a label-efficiency table (:func:`sarssl.tables.label_efficiency`) or tidy metric
+    ``df``: a label-efficiency table (:func:`sarssl.downstream.tables.label_efficiency`) or tidy metric
     rows / a summary from which it is computed. One panel per task; bars grouped by region
     pair, coloured by initialisation, hatched for linear probing; log y axis in percent of
     the training chips (lower = more label-efficient). A run that never matches the
@@ -514,4 +514,4 @@ def run(args: argparse.Namespace) -> int:
         fig = spec.build(args)
     save_figure(fig, args.out, dpi=args.dpi)
     return 0
-from . import figures as _figures  # noqa: F401  (registers the map and model figures)
+from .. import figures as _figures  # noqa: F401  (registers the map and model figures)

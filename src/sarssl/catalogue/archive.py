@@ -2,7 +2,7 @@
 
 ``sarssl catalogue PRODUCT_OR_DIR... --backend pyrosar --db scenes.db --aoi ... --out A.csv``
 
-The *builtin* catalogue backend (:mod:`sarssl.catalogue`) scans product manifests on every
+The *builtin* catalogue backend (:mod:`sarssl.catalogue.builtin`) scans product manifests on every
 run. This backend keeps a persistent scene database instead, the scene archive of pyroSAR
 (Truckenbrodt et al. 2019, "Towards Sentinel-1 SAR analysis-ready data: a best practices
 assessment on preparing backscatter data for the cube", Data 4(3):93):
@@ -15,11 +15,11 @@ assessment on preparing backscatter data for the cube", Data 4(3):93):
 2. **select** (:func:`select`): ``Archive.select`` with the AOI as a
    ``spatialist`` bounding-box vector (``ST_Intersects`` in the database), the dates,
    ``orbit`` (``A``/``D``), ``orbitNumber_rel`` and the polarisation flags.
-3. The CSV is written by :mod:`sarssl.catalogue` from the selected products' manifests
-   (read with :mod:`sarssl.safe`), with exactly the builtin backend's columns.
+3. The CSV is written by :mod:`sarssl.catalogue.builtin` from the selected products' manifests
+   (read with :mod:`sarssl.sar.safe`), with exactly the builtin backend's columns.
 
 Products given are screened exactly as by the builtin backend before anything reaches the
-database (:func:`sarssl.catalogue.screen_products`: unreadable products, products that are
+database (:func:`sarssl.catalogue.builtin.screen_products`: unreadable products, products that are
 not IW GRD or whose name disagrees with the manifest, and all but the newest processing of
 each acquisition are rejected and never ingested). A selected scene that the database holds
 under another name than the product kept for its acquisition (an older processing ingested
@@ -83,12 +83,12 @@ import pandas as pd
 from shapely.geometry import box
 from tqdm import tqdm
 
-from .errors import InputError, SarsslError
+from ..errors import InputError, SarsslError
 
 log = logging.getLogger(__name__)
 
 #: Repository root (``src/sarssl/archive.py`` -> ``.``) when running from a checkout.
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 ENV_SCRIPT = "tools/pyrosar-env.sh"
 VENV_NAME = ".venv-pyrosar"
 #: Environment variables of the main environment not handed to the worker.
@@ -180,7 +180,7 @@ def select(arc, q):
     elif q.get("relative_orbits"):
         kw["orbitNumber_rel"] = list(q["relative_orbits"])
     with bbox({"xmin": w, "xmax": e, "ymin": s, "ymax": n}, crs=4326) as site:
-        # start >= mindate (strict) and start <= maxdate (not strict): see sarssl.archive
+        # start >= mindate (strict) and start <= maxdate (not strict): see sarssl.catalogue.archive
         lower = arc.select(vectorobject=site, mindate=q["mindate"], date_strict=True, **kw)
         upper = set(arc.select(vectorobject=site, maxdate=q["maxdate"], date_strict=False,
                                **kw))
@@ -399,7 +399,7 @@ def _as_db(db: Database | str | os.PathLike) -> Database:
 
 
 def _query(filters: Any) -> dict[str, Any]:
-    """Worker query from :class:`sarssl.catalogue.Filters` (dates bound the start time)."""
+    """Worker query from :class:`sarssl.catalogue.builtin.Filters` (dates bound the start time)."""
     return {
         "aoi": [float(v) for v in filters.aoi],
         "mindate": str(filters.start)[:10].replace("-", "") + "T000000",
@@ -456,7 +456,7 @@ def ingest(products: Sequence[str | os.PathLike], db: Database | str) -> IngestR
 def select(db: Database | str, filters: Any) -> list[str]:
     """Scene paths registered in the archive that match ``filters`` (pyroSAR's answer).
 
-    ``filters`` is a :class:`sarssl.catalogue.Filters`. The AOI is matched against the
+    ``filters`` is a :class:`sarssl.catalogue.builtin.Filters`. The AOI is matched against the
     footprint *envelope* (pyroSAR's ``bbox`` column); the dates bound the acquisition start
     (inclusive, UTC); every polarisation listed must be present.
     """
@@ -475,12 +475,12 @@ def build_catalogue_pyrosar(
     inputs: Sequence[str | os.PathLike], filters: Any, db: Database | str,
     rejected: list | None = None,
 ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """Like :func:`sarssl.catalogue.build_catalogue`, the selection made by the archive.
+    """Like :func:`sarssl.catalogue.builtin.build_catalogue`, the selection made by the archive.
 
     With ``inputs``, they are screened (validated, one per acquisition), the kept ones
     ingested, and only they can be selected (a product held under several paths is reported
     from the path the builtin backend keeps); with no inputs, the whole archive is queried.
-    Rejected products are appended to ``rejected`` (:class:`sarssl.catalogue.Rejection`).
+    Rejected products are appended to ``rejected`` (:class:`sarssl.catalogue.builtin.Rejection`).
     """
     return build_catalogues_pyrosar(inputs, [filters], db, rejected=rejected)[0]
 
@@ -492,7 +492,7 @@ def build_catalogues_pyrosar(
     """:func:`build_catalogue_pyrosar` for several filter sets (e.g. one per area) with a
     single ingest and a single start of the pyroSAR environment (``rejected`` collects the
     rejections of every set, each product once)."""
-    from .catalogue import Rejection, find_products, screen_products
+    from .builtin import Rejection, find_products, screen_products
 
     db = _as_db(db)
     excluded: list[tuple[str, str]] = []
@@ -527,7 +527,7 @@ def build_catalogues_pyrosar(
 
 def _acquisition(name: str) -> tuple[str, int, dt.datetime] | None:
     """(mission, absolute orbit, start) of a product from its name, or None."""
-    from .safe import parse_product_name
+    from ..sar.safe import parse_product_name
 
     f = parse_product_name(Path(name).name)
     if f is None:
@@ -554,8 +554,8 @@ def _table(scenes: list[str], filters: Any, given: dict[str, str] | None,
            ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """Catalogue rows for the archive's selection (footprint refinement included) and the
     reasons the other given products were left out."""
-    from .catalogue import Rejection, _reason, product_row, screen_products, table_from_rows
-    from .safe import open_product
+    from .builtin import Rejection, _reason, product_row, screen_products, table_from_rows
+    from ..sar.safe import open_product
 
     index: dict[tuple[str, int], list[tuple[dt.datetime, str]]] = {}
     for key in given or {}:

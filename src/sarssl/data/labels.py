@@ -2,7 +2,7 @@
 
 Labels come in their own CRS and resolution (ESA WorldCover: EPSG:4326, 1/12000 deg
 ~ 10 m; MODIS MOD44B: sinusoidal, 250 m; the demo truth: the area grid). They are read
-once per area onto the composite's :class:`sarssl.grid.Grid` with
+once per area onto the composite's :class:`sarssl.sar.grid.Grid` with
 ``rasterio.warp.reproject``:
 
 - **land cover**: nearest-neighbour (a class is a category, never averaged), then the
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .grid import Grid
+from ..errors import InputError
+from ..sar.grid import Grid
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def _read_source(path: Path, grid: Grid, margin: int = 2):
     from rasterio.warp import transform_bounds
     from rasterio.windows import Window, from_bounds
 
-    from .io import gdal_message
+    from ..io import gdal_message
 
     if not path.is_file():
         raise InputError(f"{path}: label raster not found")

@@ -39,7 +39,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 

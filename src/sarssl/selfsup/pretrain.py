@@ -68,8 +68,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import CHANNELS
-from .engine import (
+from .. import CHANNELS
+from ..engine import (
     MetricsLog,
     PreemptionFlags,
     SeededBatchOrder,
@@ -88,9 +88,9 @@ from .engine import (
     seed_everything,
     step_generator,
 )
-from .datasets import load_stats
-from .errors import SarsslError
-from .io import run_record, write_json
+from ..data.store import load_stats
+from ..errors import SarsslError
+from ..io import run_record, write_json
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def resolve_hparams(method: str, raw: dict[str, Any]) -> dict[str, Any]:
 def _pretrain_rows(store_dirs: list[str], splits: tuple[str, ...]) -> list[tuple[Any, np.ndarray]]:
     """(store, sorted rows of ``splits``) for each chip store that has such chips; stores
     whose channel order differs from :data:`sarssl.CHANNELS` are refused."""
-    from .datasets import ChipStore
+    from ..data.store import ChipStore
 
     out = []
     for d in store_dirs:
@@ -197,7 +197,7 @@ class PretrainImages(torch.utils.data.Dataset):
     """
 
     def __init__(self, store_dirs: list[str], stats: str, splits: tuple[str, ...] = ("train", "val")):
-        from .datasets import ChipDataset
+        from ..data.store import ChipDataset
 
         self.datasets = []
         sizes = set()
@@ -231,9 +231,9 @@ class PretrainImages(torch.utils.data.Dataset):
 
 
 class PretrainBatches:
-    """Raw micro-batches of the train + val chips of several stores, for :class:`~sarssl.datasets.BatchLoader`.
+    """Raw micro-batches of the train + val chips of several stores, for :class:`~sarssl.data.store.BatchLoader`.
 
-    Duck-types :class:`~sarssl.datasets.ChipBatches` (the interface ``BatchLoader``
+    Duck-types :class:`~sarssl.data.store.ChipBatches` (the interface ``BatchLoader``
     uses: ``epoch``/``set_epoch``, ``batches``, ``buffers``, ``read_into``, ``meta``),
     but its plan is not ChipBatches' own shuffle: it is the slice ``[start, end)`` of
     the optimiser steps of a :class:`~sarssl.engine.SeededBatchOrder` (this rank's
@@ -241,11 +241,11 @@ class PretrainBatches:
     world size) and a resumed run simply plans from its checkpoint step. Sample ``i``
     is row ``i - offsets[k]`` of the sorted train+val rows of store ``k``; reading is
     ChipBatches' ``pread`` of contiguous row runs into reused buffers, and the images
-    stay raw float16 dB (normalise them with :class:`~sarssl.datasets.Normalize`).
+    stay raw float16 dB (normalise them with :class:`~sarssl.data.store.Normalize`).
     """
 
     def __init__(self, store_dirs: list[str], splits: tuple[str, ...] = ("train", "val")):
-        from .datasets import ChipBatches
+        from ..data.store import ChipBatches
 
         self.stores: list[Any] = []
         self.rows: list[np.ndarray] = []
@@ -363,7 +363,7 @@ def _image_stream(
     for optimiser steps ``start .. end - 1`` (NaN / no data -> 0, as in ChipDataset)."""
     cuda = device.type == "cuda"
     if isinstance(data, PretrainBatches):
-        from .datasets import BatchLoader, Normalize
+        from ..data.store import BatchLoader, Normalize
 
         data.plan(order, start, end)
         norm = Normalize(mean_db, std_db).to(device)
@@ -432,7 +432,7 @@ def build_model(method: str, hp: dict[str, Any], chip_size: int) -> tuple[nn.Mod
     """(full model, trainable module, timm name, timm kwargs) for ``method``."""
     from .dino import DINO
     from .mae import MaskedAutoencoder
-    from .models import backbone_kwargs, create_backbone
+    from ..downstream.models import backbone_kwargs, create_backbone
 
     if method == "dino":
         hp = {**hp, "dynamic_img_size": True}  # local crops are S/2
@@ -689,7 +689,7 @@ def train(cfg: dict[str, Any]) -> int:
     checkpoint(total, final_path)
 
     if is_main:
-        from .models import export_encoder
+        from ..downstream.models import export_encoder
 
         stats = json.loads(Path(cfg["stats"]).read_text())
         encoder = model.encoder

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import CHANNELS, SEASONS
+from .. import CHANNELS, SEASONS
 
 
 # --------------------------------------------------------------------------------------

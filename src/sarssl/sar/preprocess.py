@@ -5,7 +5,7 @@ The chain (SNAP operator names in brackets), all in radar geometry until the las
 1. read the GRD window that covers the area of interest (plus a speckle-window margin);
 2. GRD border noise removal [Remove-GRD-Border-Noise];
 3. thermal noise removal and radiometric calibration to sigma0/beta0/gamma0
-   [ThermalNoiseRemoval, Calibration] (``sarssl.calibration``);
+   [ThermalNoiseRemoval, Calibration] (``sarssl.sar.calibration``);
 4. optional terrain flattening: beta0 x A_beta / A_gamma (Small 2011) -> gamma0_T
    [Terrain-Flattening];
 5. speckle filter on linear intensity [Speckle-Filter];
@@ -17,9 +17,9 @@ Outputs (``docs/architecture.md``, "Preprocessed scene"): a float32 COG with one
 polarisation (VV, VH), NaN nodata and provenance tags, and ``<stem>.mask.tif`` (uint8: 0 no
 data, 1 valid, +2 layover, +4 shadow). Nothing is written when any input check fails.
 
-Before any work the product is validated (:func:`sarssl.safe.validate_product`: an IW GRD
+Before any work the product is validated (:func:`sarssl.sar.safe.validate_product`: an IW GRD
 product whose name agrees with its manifest) and each measurement to be read is checked
-against the manifest (:func:`sarssl.safe.check_measurements`: its size, and its MD5
+against the manifest (:func:`sarssl.sar.safe.check_measurements`: its size, and its MD5
 streamed through the whole file, which for a zipped product also checks the zip CRC-32).
 ``--no-verify-checksums`` skips only the MD5 (a full read of each measurement, about
 0.9 GB per polarisation for a real IW GRDH product); the other checks always run.
@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import __version__
-from .errors import InputError, SarsslError
-from .io import parse_bbox
+from .. import __version__
+from ..errors import InputError, SarsslError
+from ..io import parse_bbox
 from .speckle import FILTERS
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def _tile_margin(dem, resolution: float) -> int:
 class LazyBorderLimits:
     """GRD border-noise limits computed on demand for the radar windows actually read.
 
-    :func:`sarssl.calibration.find_border_limits` scans the ``scan``-wide edge strips of the
+    :func:`sarssl.sar.calibration.find_border_limits` scans the ``scan``-wide edge strips of the
     *whole* image (every line's near/far range strip, every column's first/last lines). A
     window only depends on the strips it overlaps: a pixel at column ``c >= scan`` can never
     be near-range border noise (the near-range limit is capped at ``scan``), and likewise for
@@ -142,7 +142,7 @@ class LazyBorderLimits:
     it reaches, remembering what was scanned; unscanned entries keep neutral limits (0 /
     last index) that no window inside the strips' complement can see. The result equals the
     whole-image limits on every window passed to :meth:`for_window`. Thresholds and the
-    denoising follow :func:`sarssl.calibration.find_border_limits` (SNAP's
+    denoising follow :func:`sarssl.sar.calibration.find_border_limits` (SNAP's
     Remove-GRD-Border-Noise: 500 px, amplitude 0.5 after thermal-noise subtraction).
     """
 
@@ -247,7 +247,7 @@ def preprocess(
     from .geocoding import MASK_NODATA, GeocodingLUT
     from .geometry import apply_orbit_dir
     from .grid import area_grid
-    from .rasterio_blocks import BlockWriter, close_all
+    from ..rasterio_blocks import BlockWriter, close_all
     from .safe import check_measurements, open_product, validate_product
     from .speckle import estimate_enl
     from .speckle import speckle_filter as run_filter

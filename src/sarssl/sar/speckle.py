@@ -35,7 +35,7 @@ import math
 import numba
 import numpy as np
 
-from .errors import SarsslError
+from ..errors import SarsslError
 
 log = logging.getLogger(__name__)
 

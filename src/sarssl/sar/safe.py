@@ -64,15 +64,15 @@ import numpy as np
 from lxml import etree
 from shapely.geometry import Polygon
 
-from .errors import InputError
+from ..errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .calibration import CalibrationLUT, NoiseLUT
 
 log = logging.getLogger(__name__)
 
-#: Bundled real product metadata (see ``data/templates/ATTRIBUTION.md``).
-TEMPLATES_DIR = Path(__file__).resolve().parent / "data" / "templates"
+#: Bundled real product metadata (see ``demo/templates/ATTRIBUTION.md``).
+TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "demo" / "templates"
 TEMPLATE_NAMES = ("S1B_rome", "S1A_chimoio", "S1B_noisefree")
 
 PRODUCT_NAME_RE = re.compile(
@@ -148,7 +148,7 @@ def template_path(name: str) -> Path:
 
 def bundled_dem_path() -> Path:
     """The bundled 30 m DEM crop around Rome (EPSG:9707 = WGS 84 + EGM96 height; the shared
-    data README calls it EGM2008, but its CRS and sarssl.dem say EGM96)."""
+    data README calls it EGM2008, but its CRS and sarssl.sar.dem say EGM96)."""
     path = TEMPLATES_DIR / "dem" / "Rome-30m-DEM.tif"
     if not path.is_file():
         raise InputError(f"bundled DEM missing: {path}")
@@ -404,7 +404,7 @@ class Annotation:
 
     Exposes what the reader itself needs (image size, timing, pixel spacing, swath merge);
     the radar geometry (orbit, GCP grid, slant/ground range polynomials, forward model) is
-    :class:`sarssl.geometry.RadarGeometry`, built lazily from :attr:`root` by
+    :class:`sarssl.sar.geometry.RadarGeometry`, built lazily from :attr:`root` by
     :attr:`geometry`.
     """
 
@@ -503,7 +503,7 @@ class Annotation:
 
     @functools.cached_property
     def geometry(self) -> Any:
-        """:class:`sarssl.geometry.RadarGeometry` of this annotation (built once)."""
+        """:class:`sarssl.sar.geometry.RadarGeometry` of this annotation (built once)."""
         from .geometry import RadarGeometry
 
         return RadarGeometry.from_annotation(self.root)
@@ -583,7 +583,7 @@ class Product:
         return self._cache[key]
 
     def calibration(self, pol: str) -> "CalibrationLUT":
-        """The calibration LUTs of ``pol`` (:class:`sarssl.calibration.CalibrationLUT`)."""
+        """The calibration LUTs of ``pol`` (:class:`sarssl.sar.calibration.CalibrationLUT`)."""
         from .calibration import CalibrationLUT
 
         key = ("calibration", pol.upper())
@@ -595,7 +595,7 @@ class Product:
         return self._cache[key]
 
     def noise(self, pol: str) -> "NoiseLUT":
-        """The thermal-noise LUTs of ``pol`` (:class:`sarssl.calibration.NoiseLUT`)."""
+        """The thermal-noise LUTs of ``pol`` (:class:`sarssl.sar.calibration.NoiseLUT`)."""
         from .calibration import NoiseLUT
 
         key = ("noise", pol.upper())
@@ -1086,7 +1086,7 @@ def record_measurement_checksums(safe_dir: str | os.PathLike) -> list[str]:
     download, it would hide exactly the corruption :meth:`Product.verify_measurement`
     exists to catch. The manifest is replaced atomically.
     """
-    from .io import atomic_path
+    from ..io import atomic_path
 
     root = Path(safe_dir)
     manifest = etree.parse(str(root / "manifest.safe"))

@@ -35,7 +35,7 @@ import numpy as np
 from affine import Affine
 from pyproj import CRS
 
-from .errors import InputError, SarsslError
+from ..errors import InputError, SarsslError
 
 log = logging.getLogger(__name__)
 

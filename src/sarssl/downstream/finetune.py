@@ -54,8 +54,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import CHANNELS
-from .engine import (
+from .. import CHANNELS
+from ..engine import (
     WarmupCosine,
     autocast,
     load_hparams,
@@ -66,9 +66,9 @@ from .engine import (
     save_checkpoint,
     seed_everything,
 )
-from .errors import InputError, SarsslError
+from ..errors import InputError, SarsslError
 from .evaluation import SegmentationMeter, metric_rows, regression_scores
-from .io import atomic_path, run_record, write_json
+from ..io import atomic_path, run_record, write_json
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def check_encoder_compatible(meta: dict[str, Any], encoder_path: Path, store_cha
     safetensors header (InputError for a file that is not safetensors) and compared with
     the chip store's channel count, so timm never gets to adapt, say, 3-channel weights
     to 12 channels."""
-    from .datasets import load_stats
+    from ..data.store import load_stats
     from .models import encoder_in_chans
 
     if list(meta["channels"]) != list(store_channels):
@@ -226,13 +226,13 @@ class SplitTensors:
 
     The demo stores are tiny (a few MB), and a fine-tuning job visits every chip many
     times, so decoding each chip once (one vectorised pass of
-    :meth:`sarssl.datasets.ChipDataset.__getitems__`) and then slicing tensors is much
+    :meth:`sarssl.data.store.ChipDataset.__getitems__`) and then slicing tensors is much
     cheaper than a Dataset call per item and batch. ``features`` may later hold the
     frozen encoder's patch tokens (``--protocol linear``).
     """
 
     def __init__(self, ds: Any, device: torch.device):
-        from .datasets import collate_chips
+        from ..data.store import collate_chips
 
         self.rows = np.asarray(ds.rows)
         self.ids = np.asarray(ds.ids, dtype=str)
@@ -255,7 +255,7 @@ class SplitTensors:
 
 def load_split(store: Any, rows: np.ndarray, stats: str, device: torch.device) -> SplitTensors:
     """Decode the chips ``rows`` of ``store`` into memory (see :class:`SplitTensors`)."""
-    from .datasets import ChipDataset
+    from ..data.store import ChipDataset
 
     return SplitTensors(ChipDataset(store, rows, stats), device)
 
@@ -356,7 +356,7 @@ def finetune(cfg: dict[str, Any]) -> dict[str, Any]:
     """Run one fine-tuning job; returns the run summary (also written to run.json)."""
     from tqdm import tqdm
 
-    from .datasets import ChipStore
+    from ..data.store import ChipStore
 
     t0 = time.time()
     task, protocol, seed = cfg["task"], cfg["protocol"], int(cfg["seed"])

@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import CHANNELS, __version__
-from .errors import InputError, SarsslError
-from .io import atomic_dir, atomic_path, write_json
+from .. import CHANNELS, __version__
+from ..errors import InputError, SarsslError
+from ..io import atomic_dir, atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ class StoreWriter:
             arr = np.empty(shape, dtype=dtype)
             np.save(path, arr)
             return arr
-        from .io import preallocate
+        from ..io import preallocate
 
         arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)  # sparse
         preallocate(path)

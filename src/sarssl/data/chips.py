@@ -70,8 +70,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from . import CHANNELS
-from .datasets import (
+from .. import CHANNELS
+from .store import (
     DEFAULT_FRACTIONS,
     SPLITS,
     ChipStore,
@@ -80,9 +80,9 @@ from .datasets import (
     nested_fractions,
     treecover_mean,
 )
-from .errors import InputError, SarsslError
-from .grid import Grid
-from .io import (
+from ..errors import InputError, SarsslError
+from ..sar.grid import Grid
+from ..io import (
     atomic_dir,
     gdal_message,
     is_no_space,
@@ -463,7 +463,7 @@ def export_chips(store_dir: str | os.PathLike, split: str, export_dir: str | os.
     import rasterio.shutil  # noqa: F401  (sarssl.io.write_geotiff uses rasterio.shutil.copy)
     from affine import Affine
 
-    from .io import write_geotiff
+    from ..io import write_geotiff
 
     st = ChipStore(store_dir)
     rows = st.rows(split)
@@ -642,7 +642,7 @@ def run_fractions(args: argparse.Namespace) -> int:
     training ids. The subsets depend only on the ids and the seed (fraction ``f`` is a
     prefix of one seeded shuffle), so adding fractions never changes the existing ones, and
     the workflow can change ``finetune.fractions`` without re-cutting chips or pretraining."""
-    from .datasets import ChipStore, write_fractions
+    from .store import ChipStore, write_fractions
 
     fr = write_fractions(args.chips_dir, ChipStore(args.chips_dir).index, args.fractions, args.seed)
     log.info("%s/fractions.json: %s", args.chips_dir, {f: len(v) for f, v in fr.items()})

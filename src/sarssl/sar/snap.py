@@ -10,7 +10,7 @@ testable without SNAP). pyroSAR writes gpt failures to ``<outdir>/<name>_error.l
 instead of raising; :func:`check_error_logs` turns those into a :class:`SarsslError`.
 The SNAP result is then resampled onto the exact area grid and written with our tags.
 The product is validated and its measurements checked against the manifest exactly as for
-the Python chain (:func:`sarssl.safe.validate_product`, :func:`sarssl.safe.check_measurements`)
+the Python chain (:func:`sarssl.sar.safe.validate_product`, :func:`sarssl.sar.safe.check_measurements`)
 before SNAP sees it.
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SarsslError
+from ..errors import SarsslError
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +143,12 @@ def preprocess_snap(product: str | Path, dem: str | Path, out: str | Path, **opt
     from rasterio.warp import Resampling, reproject
     from shapely.geometry import box
 
-    from . import __version__
+    from .. import __version__
     from .dem import vertical_datum
-    from .errors import InputError
+    from ..errors import InputError
     from .geocoding import MASK_LAYOVER, MASK_SHADOW
     from .grid import area_grid
-    from .io import write_geotiff
+    from ..io import write_geotiff
     from .safe import check_measurements, open_product, validate_product
 
     from pyroSAR.snap.util import geocode  # lazy, optional

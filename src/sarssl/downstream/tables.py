@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import InputError, SarsslError
-from .io import atomic_path
+from ..errors import InputError, SarsslError
+from ..io import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Range-Doppler terrain correction onto an area grid, layover/shadow, terrain flattening.
 
-For every output pixel of a :class:`sarssl.grid.Grid` the ground point is the pixel centre
+For every output pixel of a :class:`sarssl.sar.grid.Grid` the ground point is the pixel centre
 at its DEM height (bilinear in the DEM, ellipsoidal metres); the forward model
-(:meth:`sarssl.geometry.RadarGeometry.ground_to_radar`) maps it to a fractional GRD
+(:meth:`sarssl.sar.geometry.RadarGeometry.ground_to_radar`) maps it to a fractional GRD
 (line, pixel), where the radar image is sampled bilinearly (backward geocoding, as SNAP's
 Range-Doppler Terrain Correction).
 
@@ -43,7 +43,7 @@ import numpy as np
 from pyproj import CRS, Transformer
 
 from .dem import Dem
-from .errors import InputError
+from ..errors import InputError
 from .geometry import RadarGeometry, lonlat_h_to_ecef
 from .grid import Grid
 

@@ -1,6 +1,6 @@
 """``sarssl simulate``: demo Sentinel-1 IW GRDH products with a known ground truth.
 
-From a bundled *real* product template (:func:`sarssl.safe.template_path`) this stage
+From a bundled *real* product template (:func:`sarssl.sar.safe.template_path`) this stage
 synthesises a year of dual-polarisation (VV+VH) GRDH products over an area of interest,
 plus the truth they were rendered from. The products are meant to be indistinguishable,
 for every later stage, from real downloads:
@@ -37,7 +37,7 @@ Measurement
 Rendering
     The truth is sampled on a 5 m grid over the area (plus a margin) in the area's UTM CRS;
     heights come from the truth DEM converted to ellipsoidal heights (EGM96 geoid grid),
-    points go to ECEF and through :meth:`sarssl.geometry.RadarGeometry.ground_to_radar` to
+    points go to ECEF and through :meth:`sarssl.sar.geometry.RadarGeometry.ground_to_radar` to
     fractional (line, pixel). Each sample carries sigma0(class, season, pol, local
     incidence) x its true surface area (from the ECEF tangent vectors of the sample grid,
     so slopes count with their real area), splatted bilinearly onto the 4 nearest radar
@@ -86,9 +86,10 @@ from lxml import etree
 from tqdm import tqdm
 
 from . import backscatter as bs
-from .errors import InputError, SarsslError
-from .grid import Grid, area_grid
-from .io import (
+from ..errors import InputError, SarsslError
+from ..vocabulary import season_windows
+from ..sar.grid import Grid, area_grid
+from ..io import (
     atomic_path,
     parse_bbox,
     raise_gdal_write_errors,
@@ -170,17 +171,6 @@ def run(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------
 # acquisition dates
 # --------------------------------------------------------------------------------------
-def season_windows(year: int) -> dict[str, tuple[dt.date, dt.date]]:
-    """The study's seasons of year Y (inclusive dates)."""
-    feb_end = dt.date(year, 3, 1) - dt.timedelta(days=1)
-    return {
-        "winter": (dt.date(year - 1, 12, 1), feb_end),
-        "spring": (dt.date(year, 3, 1), dt.date(year, 5, 31)),
-        "summer": (dt.date(year, 6, 1), dt.date(year, 8, 31)),
-        "fall": (dt.date(year, 9, 1), dt.date(year, 11, 30)),
-    }
-
-
 def choose_cycles(template_date: dt.date, year: int, per_season: int, seed: int) -> list[tuple[str, int]]:
     """(season, k) pairs: acquisitions on ``template_date + 12 k days``, ``per_season`` per
     season spread over it (valid dates split into consecutive groups, one drawn in each)."""
@@ -299,7 +289,7 @@ class Template:
 
 
 def load_template(name: str) -> Template:
-    from .safe import open_product, parse_product_name, template_path
+    from ..sar.safe import open_product, parse_product_name, template_path
 
     safe_dir = template_path(name)
     prod = open_product(safe_dir)
@@ -451,7 +441,7 @@ def make_dem(bbox, dem_path: Path | None, geom, seed: int) -> Dem:
     import rasterio
     from affine import Affine
 
-    from .safe import bundled_dem_path
+    from ..sar.safe import bundled_dem_path
 
     w, s, e, n = bbox
     m = DEM_MARGIN_DEG
@@ -588,7 +578,7 @@ def flat_area_ratio(geom, sg: Grid, h_ref: float, lines: np.ndarray, pixels: np.
     """
     from pyproj import Transformer
 
-    from .geometry import lonlat_h_to_ecef
+    from ..sar.geometry import lonlat_h_to_ecef
 
     x0, y0, x1, y1 = sg.bounds
     xs = np.linspace(x0, x1, n)
@@ -619,8 +609,8 @@ def build_scene(geom, dem: Dem, grid10: Grid, classes_ext: np.ndarray, ext10: Gr
     from pyproj import Transformer
     from scipy import ndimage
 
-    from .calibration import calibration_lut, noise_lut
-    from .geometry import lonlat_h_to_ecef
+    from ..sar.calibration import calibration_lut, noise_lut
+    from ..sar.geometry import lonlat_h_to_ecef
 
     t_start = time.perf_counter()
     sg = _expand(grid10, OUTER_MARGIN_M, SAMPLE_SPACING_M)
@@ -831,8 +821,8 @@ def simulate(
     profile: str | None = None,
 ) -> list[dict[str, Any]]:
     """Synthesise the products and the truth of one area; returns the acquisition rows."""
-    from .calibration import CalibrationLUT, NoiseLUT
-    from .geometry import RadarGeometry
+    from ..sar.calibration import CalibrationLUT, NoiseLUT
+    from ..sar.geometry import RadarGeometry
 
     t_all = time.perf_counter()
     tpl = load_template(template)

@@ -34,7 +34,7 @@ from typing import Iterable
 import numpy as np
 from lxml import etree
 
-from .errors import InputError
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import CHANNELS
-from .errors import InputError, SarsslError
-from .io import atomic_path, write_json
+from .. import CHANNELS
+from ..errors import InputError, SarsslError
+from ..io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 

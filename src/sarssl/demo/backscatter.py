@@ -1,7 +1,7 @@
 """Synthetic ground truth for the demo: land-cover map, tree cover and a backscatter model.
 
 Everything here is *synthetic but plausible* and fully determined by a seed, so the demo
-products rendered by :mod:`sarssl.simulate` have a known truth that the downstream stages
+products rendered by :mod:`sarssl.demo.simulate` have a known truth that the downstream stages
 (preprocessing, composites, chips, learning) can be checked against.
 
 Land cover
@@ -39,8 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from . import SEASONS
-from .io import atomic_path
+from .. import SEASONS
+from ..io import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -4,14 +4,14 @@
 [--orbit-direction ascending|descending|any] [--relative-orbits 15,88]
 [--polarisations VV,VH] --out results/catalogue/A.csv``
 
-Only each product's ``manifest.safe`` is read (through :func:`sarssl.safe.open_product`), so
+Only each product's ``manifest.safe`` is read (through :func:`sarssl.sar.safe.open_product`), so
 scanning hundreds of zipped products takes seconds. A product is kept when its footprint
 (the manifest's ``gml:coordinates``, lon/lat) intersects the AOI box, its start time falls
 on a date in ``[start, end]`` (inclusive, UTC), its pass direction and relative orbit match
 the filters and it holds every required polarisation. Every excluded product is logged
 with its reason.
 
-Before the filters, every product is validated (:func:`sarssl.safe.validate_product`: an
+Before the filters, every product is validated (:func:`sarssl.sar.safe.validate_product`: an
 S1A-S1D IW GRDH/GRDM product whose name agrees with its manifest) and only one product per
 acquisition is kept (:func:`one_per_acquisition`): products of the same mission and
 absolute orbit whose manifest start times lie within :data:`ACQUISITION_TOLERANCE` are one
@@ -28,7 +28,7 @@ Footprints are treated as plain lon/lat polygons (no antimeridian handling).
 
 ``--backend pyrosar --db scenes.db`` (or ``--db postgresql://USER@HOST:PORT/DB``) makes the
 same selection through pyroSAR's scene archive in a SpatiaLite/PostGIS database instead
-(:mod:`sarssl.archive`): the products given are ingested into the database, the database is
+(:mod:`sarssl.catalogue.archive`): the products given are ingested into the database, the database is
 queried, and the CSV has the same columns. With that backend the products may be omitted to
 query everything the database holds.
 """
@@ -47,9 +47,9 @@ import pandas as pd
 from shapely.geometry import box
 from tqdm import tqdm
 
-from .errors import InputError, SarsslError
-from .io import atomic_path, parse_bbox
-from .safe import (
+from ..errors import InputError, SarsslError
+from ..io import atomic_path, parse_bbox
+from ..sar.safe import (
     InvalidProductError,
     Product,
     ipf_version_key,

@@ -26,7 +26,6 @@ stays within a fixed memory budget.
 from __future__ import annotations
 
 import argparse
-import calendar
 import contextlib
 import datetime as dt
 import json
@@ -42,18 +41,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from . import CHANNELS, SEASONS
-from .errors import InputError, SarsslError
-from .rasterio_blocks import BlockWriter
+from ..vocabulary import CHANNELS, DEFAULT_SEASONS, SEASONS, assign_season, season_windows
+from ..errors import InputError, SarsslError
+from ..rasterio_blocks import BlockWriter
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SEASONS: dict[str, tuple[str, str]] = {
-    "winter": ("12-01", "02-end"),
-    "spring": ("03-01", "05-31"),
-    "summer": ("06-01", "08-31"),
-    "fall": ("09-01", "11-30"),
-}
 METHODS = ("mean", "median")
 DEFAULT_BLOCK_ROWS = 1024
 DEFAULT_BLOCK_BUDGET = 192 * 2**20  # bytes of working arrays for one block of rows
@@ -66,57 +59,6 @@ GDAL_CACHE_BYTES = 64 * 2**20
 # --------------------------------------------------------------------------------------
 # seasons
 # --------------------------------------------------------------------------------------
-def _month_day(text: str, year: int, where: str) -> dt.date:
-    """'MM-DD' or 'MM-end' -> the date in ``year`` (``end`` = last day of that month)."""
-    try:
-        mm, dd = str(text).strip().split("-")
-        month = int(mm)
-        day = calendar.monthrange(year, month)[1] if dd.lower() == "end" else int(dd)
-        return dt.date(year, month, day)
-    except (ValueError, calendar.IllegalMonthError) as exc:
-        raise SarsslError(f"{where}: bad month-day {text!r} (expected 'MM-DD' or 'MM-end')") from exc
-
-
-def season_windows(
-    year: int, seasons: Mapping[str, Sequence[str]] | None = None
-) -> dict[str, tuple[dt.date, dt.date]]:
-    """Inclusive (first day, last day) of each season of year ``year``.
-
-    A window ends in ``year``; when its start month-day lies after its end (winter:
-    12-01 .. 02-end) it starts in ``year - 1``. Seasons must be exactly
-    :data:`sarssl.SEASONS` and must not overlap.
-    """
-    seasons = DEFAULT_SEASONS if seasons is None else seasons
-    if set(seasons) != set(SEASONS):
-        raise SarsslError(f"seasons: expected exactly {list(SEASONS)}, got {list(seasons)}")
-    out: dict[str, tuple[dt.date, dt.date]] = {}
-    for name in SEASONS:
-        win = seasons[name]
-        if len(win) != 2:
-            raise SarsslError(f"seasons.{name}: expected [start, end], got {win!r}")
-        # Decide the start year on a leap year so '02-29' style days always parse.
-        s_md = _month_day(win[0], 2000, f"seasons.{name}")
-        e_md = _month_day(win[1], 2000, f"seasons.{name}")
-        start_year = year - 1 if (s_md.month, s_md.day) > (e_md.month, e_md.day) else year
-        end = _month_day(win[1], year, f"seasons.{name}")
-        start = _month_day(win[0], start_year, f"seasons.{name}")
-        out[name] = (start, end)
-    spans = sorted(out.items(), key=lambda kv: kv[1][0])
-    for (n1, (_, e1)), (n2, (s2, _)) in zip(spans, spans[1:]):
-        if s2 <= e1:
-            raise SarsslError(f"seasons: {n1} and {n2} overlap ({e1} >= {s2})")
-    return out
-
-
-def assign_season(date: dt.date | dt.datetime, windows: Mapping[str, tuple[dt.date, dt.date]]) -> str | None:
-    """The season whose window contains ``date`` (UTC calendar day), or None."""
-    day = date.date() if isinstance(date, dt.datetime) else date
-    for name, (start, end) in windows.items():
-        if start <= day <= end:
-            return name
-    return None
-
-
 def parse_seasons(text: str | None) -> dict[str, tuple[str, str]] | None:
     """``--seasons``: a JSON object (inline or a path to a JSON file) or None."""
     if text is None:
