@@ -16,7 +16,7 @@ from pyproj import CRS
 
 from sarssl import CHANNELS, SEASONS, cli
 
-from sarssl.figures import registry as plots
+from sarssl.figures import cli as figures_cli
 from sarssl.errors import InputError, SarsslError
 from sarssl.figures import (
     attention,
@@ -738,9 +738,9 @@ def test_every_figure_is_registered():
         "attention",
         "mae-reconstructions",
         "embeddings",
-    } <= set(plots.FIGURES)
+    } <= set(figures_cli.FIGURES)
     parser = argparse.ArgumentParser()
-    plots.add_arguments(parser)  # every option parses without clashes
+    figures_cli.add_arguments(parser)  # every option parses without clashes
 
 
 def test_qa_window_is_centred_on_the_area():

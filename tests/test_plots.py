@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sarssl.figures import registry as plots
+from sarssl.figures import cli as figures_cli
+from sarssl.figures import curves, registry
 
 from sarssl.downstream import tables
 from sarssl.cli import main
@@ -74,7 +75,7 @@ def metrics() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def fig(metrics):
-    return plots.learning_curves(metrics)
+    return curves.learning_curves(metrics)
 
 
 def _artists(fig, kind):
@@ -136,14 +137,14 @@ def test_lines_are_seed_means_and_bands_are_std(fig, metrics):
             assert ys.min() == pytest.approx(m - sd) and ys.max() == pytest.approx(m + sd)
         # style: linear probing dashed, full fine-tuning solid; colour by init
         assert line.get_linestyle() == ("--" if protocol == "linear" else "-")
-        assert mcolors.same_color(line.get_color(), plots.INIT_COLORS[init])
+        assert mcolors.same_color(line.get_color(), registry.INIT_COLORS[init])
         assert bands[tag][0] is ax
 
 
 def test_colours_consistent_and_legend(fig):
-    assert mcolors.to_hex(plots.INIT_COLORS["scratch"]) == "#7f7f7f"  # grey
-    assert mcolors.to_rgb(plots.init_color("mae"))[2] > 0.6  # blue
-    assert plots.init_color("my_ckpt") == plots.init_color("my_ckpt")  # stable for new names
+    assert mcolors.to_hex(registry.INIT_COLORS["scratch"]) == "#7f7f7f"  # grey
+    assert mcolors.to_rgb(registry.init_color("mae"))[2] > 0.6  # blue
+    assert registry.init_color("my_ckpt") == registry.init_color("my_ckpt")  # stable for new names
     (leg,) = fig.legends
     texts = [t.get_text() for t in leg.get_texts()]
     assert texts == ["Scratch", "MAE", "DINO", "full fine-tuning", "linear probing"]
@@ -152,14 +153,14 @@ def test_colours_consistent_and_legend(fig):
 
 
 def test_single_seed_has_no_band():
-    f = plots.learning_curves(make_metrics(seeds=(0,)))
+    f = curves.learning_curves(make_metrics(seeds=(0,)))
     assert _artists(f, "line") and not _artists(f, "band")
 
 
 def test_baseline_with_other_pretrain_area_joins_every_panel():
     df = make_metrics()
     df.loc[df.init == "scratch", "pretrain_area"] = "none"  # scratch never saw a pretrain area
-    lines = _artists(plots.learning_curves(df), "line")
+    lines = _artists(curves.learning_curves(df), "line")
     assert "landcover|rome|chimoio|scratch|finetune" in lines
     assert "landcover|rome|rome|scratch|finetune" in lines
 
@@ -169,7 +170,7 @@ def test_label_efficiency_bars(metrics):
     crip = (df.init == "dino") & (df.protocol == "linear") & (df.task == "landcover")
     df.loc[crip, "value"] -= 0.5  # DINO linear never matches scratch@100%
     eff = tables.label_efficiency(tables.summarise(df))
-    f = plots.label_efficiency_chart(eff)
+    f = curves.label_efficiency_chart(eff)
     bars = {}
     for ax in f.axes:
         for p in ax.patches:
@@ -200,7 +201,7 @@ def test_cli_writes_png_and_vector_pdf(metrics, tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and pdf[:5] == b"%PDF-"
     assert b"/Subtype /Image" not in pdf  # vector: no embedded raster
     w, h = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
-    fw, fh = plots.learning_curves(metrics).get_size_inches()
+    fw, fh = curves.learning_curves(metrics).get_size_inches()
     assert (w, h) == (round(fw * 300), round(fh * 300))  # 300 dpi
     out2 = tmp_path / "fig" / "label_efficiency.png"
     assert main(["plot", "label-efficiency", "--metrics", str(csv), "--out", str(out2)]) == 0
@@ -209,7 +210,7 @@ def test_cli_writes_png_and_vector_pdf(metrics, tmp_path):
 
 
 def test_registry_and_bad_input(tmp_path, capsys):
-    assert {"learning-curves", "label-efficiency"} <= set(plots.FIGURES)
+    assert {"learning-curves", "label-efficiency"} <= set(figures_cli.FIGURES)
     bad = tmp_path / "metrics.json"
     bad.write_text(json.dumps([{"task": "landcover", "init": "mae"}]))
     out = tmp_path / "x.png"

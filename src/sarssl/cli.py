@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("sarssl.selfsup.pretrain", "self-supervised pretraining (MAE or DINO)"),
     "finetune": ("sarssl.downstream.finetune", "fine-tune / linear-probe on a task at a label fraction"),
     "tables": ("sarssl.downstream.tables", "collect fine-tuning metrics into tidy tables"),
-    "plot": ("sarssl.figures.registry", "figures (learning curves and more)"),
+    "plot": ("sarssl.figures.cli", "figures (learning curves and more)"),
 }
 
 

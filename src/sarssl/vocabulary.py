@@ -153,3 +153,9 @@ WORLDCOVER_COLORS: tuple[str, ...] = (
 N_LANDCOVER_CLASSES: int = len(WORLDCOVER_CODES)
 IGNORE_INDEX: int = 255
 """Land-cover value meaning 'no label' (the loss's ``ignore_index``)."""
+
+
+def fraction_key(fraction: float | str) -> str:
+    """The one spelling of a label fraction, in ``fractions.json``, paths (``f0.05_s0``) and
+    tables: Python's shortest round-trip float text (``0.05``, ``1.0``)."""
+    return repr(float(fraction))

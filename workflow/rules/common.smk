@@ -24,6 +24,7 @@ try:
         BUILTIN_INITS,
         PRETRAIN_METHODS,
         SeasonError,
+        fraction_key,
         season_windows,
     )
 except ImportError:
@@ -32,6 +33,7 @@ except ImportError:
         BUILTIN_INITS,
         PRETRAIN_METHODS,
         SeasonError,
+        fraction_key,
         season_windows,
     )
 
@@ -403,11 +405,6 @@ def seasons_json():
 CHIP_FILES = ("index.parquet", "x.npy", "landcover.npy", "treecover.npy")
 
 
-def fraction_label(fraction):
-    """Canonical text of a label fraction (``0.05``, ``1.0``), used in paths and keys."""
-    return repr(float(fraction))
-
-
 def chips_args():
     """Options of ``sarssl chips`` (no label fractions: see :func:`fractions_arg`)."""
     ch = config["chips"]
@@ -427,7 +424,7 @@ def chips_args():
 def fractions_arg():
     """``--fractions`` of ``sarssl fractions``: the configured ones plus 1.0."""
     fractions = sorted({float(f) for f in config["finetune"]["fractions"]} | {1.0})
-    return ",".join(fraction_label(f) for f in fractions)
+    return ",".join(fraction_key(f) for f in fractions)
 
 
 def chips_dir(wildcards):
@@ -600,7 +597,7 @@ def finetune_metrics():
             init=init_label(init),
             protocol=protocols or ["finetune"],
             area=ft["areas"],
-            fraction=[fraction_label(f) for f in ft["fractions"]],
+            fraction=[fraction_key(f) for f in ft["fractions"]],
             seed=ft["seeds"],
         )
     return runs
@@ -642,7 +639,7 @@ def qualitative_run():
     fine-tuning (when planned) with the most labels, first seed."""
     ft = config["finetune"]
     protocol = "finetune" if "finetune" in ft["protocols"] else ft["protocols"][0]
-    return protocol, fraction_label(max(ft["fractions"])), ft["seeds"][0]
+    return protocol, fraction_key(max(ft["fractions"])), ft["seeds"][0]
 
 
 def qualitative_predictions(wildcards):

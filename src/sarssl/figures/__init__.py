@@ -1,7 +1,10 @@
 """The study's map and model figures, registered as ``sarssl plot NAME`` subcommands.
 
-One module per figure family; importing this package registers every figure with
-:func:`sarssl.figures.registry.register_figure` (``sarssl.figures.registry`` imports it at its end):
+One registry and house style (:mod:`.registry`), one module per figure family, each
+registering its figures with :func:`.registry.register_figure`; :mod:`.cli` imports them
+all and is the ``sarssl plot`` command:
+
+- :mod:`.curves` — ``learning-curves`` and ``label-efficiency`` (results)
 
 - :mod:`.qa` — ``preprocessing-qa`` (raw DN, calibrated and speckle-filtered sigma0)
 - :mod:`.composites` — ``composites`` (seasonal false colour) and
@@ -15,5 +18,3 @@ One module per figure family; importing this package registers every figure with
 Builders are plain functions of arrays/DataFrames returning a
 :class:`matplotlib.figure.Figure`; the registered ``_build*`` adapters only load inputs.
 """
-
-from . import attention, composites, datastats, embeddings, qa, qualitative, reconstruction  # noqa: F401
