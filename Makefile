@@ -2,7 +2,7 @@
 #   make run    create .venv if needed, then run the whole workflow (snakemake --cores all)
 #   make test   create .venv if needed, then run the test suite
 #   make matrix the demo with the study's full fine-tuning matrix (config/matrix.yaml)
-#   make lint   snakemake --lint and snakefmt --check
+#   make lint   ruff check + ruff format --check, snakemake --lint, snakefmt --check
 #   make dag    docs/rulegraph.svg (the rule graph shown in the README)
 #   make clean  remove workflow outputs (results/, resources/, logs/, benchmarks/*/)
 # The environment is built once: a stamp file records a successful install and depends
@@ -76,6 +76,8 @@ test: $(STAMP) $(PYROSAR_STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SARSSL_REQUIRE_PYROSAR=1 $(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS)
 
 lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks tools
+	$(VENV)/bin/ruff format --check src tests benchmarks tools
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SNAKEMAKE) --lint
 	$(VENV)/bin/snakefmt --check workflow/
 

@@ -2,7 +2,7 @@
 
     python benchmarks/chips.py [--scenes 4] [--size 2048] [--chips 2000] [--chip-size 448]
         [--repeats 3] [--cache-dir benchmarks/.cache/chips] [--clean-cache]
-        [--skip-composite] [--skip-loader] [--legacy-chips 320]
+        [--skip-composite] [--skip-loader] [--memory-chips 320]
 
 1. Compositing throughput in output megapixels (12 channels) per second, end to end
    (read, composite, write the COG) and for the compositing pass alone (read +
@@ -10,13 +10,14 @@
    DEFLATE and ZSTD, in a fresh subprocess each.
 2. Peak memory (``ru_maxrss`` of that subprocess) of compositing N and 2N scenes:
    streaming keeps it flat.
-3. Loader throughput over a synthetic store of ``--chips`` chips of 12 x S x S float16
-   (2,000 x 448^2 = 9.6 GB, kept in the git-ignored ``--cache-dir`` between runs;
-   ``--clean-cache`` deletes it at the end) in chips/s and MB/s of the float16 images:
-   the raw-batch path (``ChipBatches`` through ``DataLoader(batch_size=None)`` with 2
-   workers, and ``BatchLoader`` with 2 and 1 threads) and, on ``--legacy-chips``, the
-   per-item normalising path (``ChipDataset`` + ``DataLoader``, ``ChipLoader``).
-   Each is run ``--repeats`` times: best and median, with the load average.
+3. Loader throughput (:mod:`sarssl.data.loaders`) over a synthetic store of ``--chips``
+   chips of 12 x S x S float16 (2,000 x 448^2 = 9.6 GB, kept in the git-ignored
+   ``--cache-dir`` between runs; ``--clean-cache`` deletes it at the end) in chips/s and
+   MB/s of the float16 images: the raw-batch path (``ChipBatches`` through
+   ``DataLoader(batch_size=None)`` with 2 workers, and ``BatchLoader`` with 2 and 1
+   threads), and ``load_chips`` (the first ``--memory-chips`` chips into memory,
+   normalised: fine-tuning and figures). Each is run ``--repeats`` times: best and
+   median, with the load average.
 4. The rate one GPU needs for MAE ViT-B/16 pretraining at 448 px and whether the
    store's per-core throughput x 16 cores meets it.
 
@@ -107,8 +108,8 @@ def make_store(directory: Path, n: int, size: int) -> Path:
     """A synthetic chip store of ``n`` chips written through StoreWriter."""
     import pandas as pd
 
-    from sarssl import CHANNELS
     from sarssl.data.store import StoreWriter
+    from sarssl.vocabulary import CHANNELS
 
     rng = np.random.default_rng(0)
     block = rng.normal(-12, 3, size=(16, len(CHANNELS), size, size)).astype(np.float16)
@@ -133,7 +134,7 @@ def make_store(directory: Path, n: int, size: int) -> Path:
             "treecover_mean": 40.0,
         }
     )
-    w.finish(index, resolution=10.0, crs="EPSG:32633", area="bench", fractions=[1.0])
+    w.finish(index, resolution=10.0, crs="EPSG:32633", area="bench")
     return directory
 
 
@@ -148,25 +149,18 @@ def _timed(loader, key: str, per_chip: int, limit: int | None = None) -> dict:
     return {"chips": n, "wall_s": wall, "chips_per_s": n / wall, "mb_per_s": n * per_chip / wall / 1e6}
 
 
-def legacy_dataloader(store: Path, workers: int, batch: int, limit: int) -> dict:
-    """Per-item path: ChipDataset (decode + normalise on the CPU) through a DataLoader."""
-    import torch
-    from torch.utils.data import DataLoader
+def chips_in_memory(store: Path, limit: int) -> dict:
+    """load_chips of the first ``limit`` chips, normalised (fine-tuning's and the figures' path)."""
+    from sarssl.data.loaders import load_chips
+    from sarssl.data.store import ChipStore
 
-    from sarssl.data.store import ChipDataset, collate_chips
-
-    ds = ChipDataset(store)
-    loader = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, collate_fn=collate_chips,
-                        prefetch_factor=2 if workers else None, generator=torch.Generator().manual_seed(0))
-    return _timed(loader, "image", ds.store.meta["bytes_per_chip_x"], limit)
-
-
-def legacy_chiploader(store: Path, threads: int, batch: int, limit: int) -> dict:
-    from sarssl.data.store import ChipDataset, ChipLoader
-
-    ds = ChipDataset(store)
-    loader = ChipLoader(ds, batch_size=batch, shuffle=True, seed=0, threads=threads, prefetch=2)
-    return _timed(loader, "image", ds.store.meta["bytes_per_chip_x"], limit)
+    st = ChipStore(store)
+    stats = {"mean": [-12.0] * len(st.channels), "std": [3.0] * len(st.channels)}
+    t0 = time.perf_counter()
+    chips = load_chips(st, np.arange(min(limit, st.n)), arrays=("x",), stats=stats)
+    wall = time.perf_counter() - t0
+    n = len(chips)
+    return {"chips": n, "wall_s": wall, "chips_per_s": n / wall, "mb_per_s": n * st.meta["bytes_per_chip_x"] / wall / 1e6}
 
 
 def raw_dataloader(store: Path, workers: int, batch: int, epoch: int) -> dict:
@@ -174,7 +168,7 @@ def raw_dataloader(store: Path, workers: int, batch: int, epoch: int) -> dict:
     import torch
     from torch.utils.data import DataLoader
 
-    from sarssl.data.store import ChipBatches
+    from sarssl.data.loaders import ChipBatches
 
     ds = ChipBatches(store, batch_size=batch, seed=0, labels=False)
     ds.set_epoch(epoch)
@@ -184,7 +178,7 @@ def raw_dataloader(store: Path, workers: int, batch: int, epoch: int) -> dict:
 
 
 def raw_batchloader(store: Path, threads: int, batch: int, epoch: int) -> dict:
-    from sarssl.data.store import BatchLoader, ChipBatches
+    from sarssl.data.loaders import BatchLoader, ChipBatches
 
     ds = ChipBatches(store, batch_size=batch, seed=0, labels=False)
     loader = BatchLoader(ds, threads=threads, prefetch=2)
@@ -196,7 +190,8 @@ def normalize_cost(store: Path, batch: int) -> dict:
     """CPU time of the consumer-side Normalize on one raw batch (on a GPU it is ~free)."""
     import torch
 
-    from sarssl.data.store import ChipBatches, Normalize
+    from sarssl.data.loaders import ChipBatches
+    from sarssl.data.normalize import Normalize
 
     ds = ChipBatches(store, batch_size=batch, seed=0, labels=False)
     x = ds[0]["x"]
@@ -242,7 +237,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--legacy-chips", type=int, default=320, help="chips read by the per-item paths (slow)")
+    p.add_argument("--memory-chips", type=int, default=320, help="chips read into memory by load_chips")
     p.add_argument("--workdir", default=tempfile.gettempdir(), help="temporary scenes (deleted)")
     p.add_argument("--cache-dir", default=str(ROOT / "benchmarks" / ".cache" / "chips"), help="kept store")
     p.add_argument("--clean-cache", action="store_true", help="delete the cached store at the end")
@@ -314,13 +309,9 @@ def main() -> None:
                     print(f"  {name} rep {rep}: {r['chips_per_s']:.0f} chips/s ({r['chips']} chips, load {load()})", file=sys.stderr, flush=True)
             for name, v in res.items():
                 add(f"{name}, batch {args.batch}, chips/s", f"{_stats(v)} = {float(np.median(v)) * mb:.0f} MB/s median (load {load()})")
-            lim = args.legacy_chips
-            legacy = {
-                f"per-item ChipDataset+DataLoader {args.workers} workers": [legacy_dataloader(cache, args.workers, args.batch, lim)["chips_per_s"] for _ in range(args.repeats)],
-                f"per-item ChipLoader {args.workers} threads": [legacy_chiploader(cache, args.workers, args.batch, lim)["chips_per_s"] for _ in range(args.repeats)],
-            }
-            for name, v in legacy.items():
-                add(f"{name}, {lim} chips, chips/s", f"{_stats(v)} (load {load()})")
+            lim = args.memory_chips
+            v = [chips_in_memory(cache, lim)["chips_per_s"] for _ in range(args.repeats)]
+            add(f"load_chips (in memory, normalised), {lim} chips, chips/s", f"{_stats(v)} (load {load()})")
             add("consumer-side Normalize on this CPU, chips/s", f"{normalize_cost(cache, args.batch)['chips_per_s']:.0f}")
             req = mae_requirement()
             per_core = float(np.median(res["raw BatchLoader 1 thread"]))

@@ -39,12 +39,16 @@ from sarssl.selfsup.dino import MultiCropAugment, teacher_momentum
 from sarssl.engine import autocast, param_groups, step_generator
 from sarssl.data.store import load_stats
 from sarssl.engine import SeededBatchOrder
-from sarssl.selfsup.pretrain import PretrainBatches, _image_stream, build_model, resolve_hparams
+from sarssl.selfsup.batches import PretrainBatches, image_stream
+from sarssl.selfsup.pretrain import build_model, resolve_hparams
 
 STUDY = {
+    # the study's sizes: ViT-B/16 (768 wide, 12 layers, 12 heads) and ViT-S/16 (384, 12, 6)
     "mae": {"model_name": "vit_base_patch16_224", "patch_size": 16, "img_size": 448,
+            "embed_dim": 768, "depth": 12, "num_heads": 12,
             "decoder_dim": 512, "decoder_depth": 1, "decoder_heads": 16},
-    "dino": {"model_name": "vit_small_patch16_224", "patch_size": 16, "img_size": 448},
+    "dino": {"model_name": "vit_small_patch16_224", "patch_size": 16, "img_size": 448,
+             "embed_dim": 384, "depth": 12, "num_heads": 6},
 }
 TINY = {"model_name": "vit_tiny_patch16_224", "patch_size": 8, "embed_dim": 96, "depth": 4, "num_heads": 3,
         "img_size": 64, "decoder_dim": 64, "decoder_depth": 1, "decoder_heads": 4}
@@ -130,7 +134,7 @@ def bench(method: str, args: argparse.Namespace) -> dict:
     data = PretrainBatches([str(store)], splits=("train",))
     order = SeededBatchOrder(data.n, args.batch_size, seed=0, block_rows=max(1, min(8, args.batch_size // 4)))
     mean, std = load_stats(str(stats))
-    it = _image_stream(data, order, 0, n_steps, device, mean, std, {"loader_threads": args.loader_threads})
+    it = image_stream(data, order, 0, n_steps, device, mean, std, {"loader_threads": args.loader_threads})
 
     fast: dict[str, torch.nn.Module] = {"m": model if method == "mae" else model.student}
 

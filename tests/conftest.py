@@ -7,11 +7,15 @@ repository's ``workflow/Snakefile``), in a temporary working directory, so they 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
@@ -59,6 +63,30 @@ def run_snakemake(
     )
 
 
+# ---------------------------------------------------------------------------------------
+# the real Sentinel-1 annotations of ../shared/data/sentinel1
+# ---------------------------------------------------------------------------------------
+SENTINEL1 = ROOT / ".." / "shared" / "data" / "sentinel1"
+
+
+def real_annotations() -> dict:
+    """One VV product annotation (lxml root) per real product of the shared data, keyed
+    ``s1a-iw-g0210119t031653-`` style (the VH annotations share their geometry)."""
+    import zipfile
+
+    from lxml import etree
+
+    roots = {}
+    for f in sorted(SENTINEL1.glob("*.SAFE/annotation/s1*-vv-*.xml")):
+        roots[f.name[:8] + f.name[15:30]] = etree.parse(str(f)).getroot()
+    for z in sorted(SENTINEL1.glob("*.zip")):
+        with zipfile.ZipFile(z) as zf:
+            for n in zf.namelist():
+                if "/annotation/s1" in n and "-vv-" in n and n.endswith(".xml"):
+                    roots[Path(n).name[:8] + Path(n).name[15:30]] = etree.fromstring(zf.read(n))
+    return roots
+
+
 @pytest.fixture
 def demo_config() -> dict:
     """A fresh copy of the demo configuration (config/config.yaml) as a dict."""
@@ -75,3 +103,217 @@ def write_config(tmp_path: Path):
         return path
 
     return _write
+
+
+# ---------------------------------------------------------------------------------------
+# a tiny chip store and pretraining configuration (pretraining, checkpoints, fine-tuning)
+# ---------------------------------------------------------------------------------------
+BACKBONE = {
+    "model_name": "vit_tiny_patch16_224",
+    "patch_size": 4,
+    "embed_dim": 32,
+    "depth": 2,
+    "num_heads": 2,
+}
+MAE_HP = {
+    "backbone": BACKBONE,
+    "mae": {
+        "decoder_dim": 16,
+        "decoder_depth": 1,
+        "decoder_heads": 2,
+        "epochs": 50,
+        "batch_size": 8,
+        "lr": 3e-3,
+        "warmup_epochs": 1,
+    },
+}
+
+
+def make_store(root, n=40, s=16, seed=0, noise=0.3):
+    """Tiny chip store whose images are blocky class patterns (learnable structure), with
+    label fractions 0.25 and 1.0 and its stats.json; returns (store dir, stats path)."""
+    import numpy as np
+
+    from sarssl.data.store import write_store
+    from sarssl.vocabulary import CHANNELS
+
+    rng = np.random.default_rng(seed)
+    cls_mean = rng.normal(-12, 4, size=(11, 12))
+    coarse = rng.integers(
+        0, 4, size=(n, 1, 1)
+    )  # one class per chip: visible patches predict masked ones
+    lc = np.kron(coarse, np.ones((1, s, s), np.int64)).astype(np.uint8)
+    x = cls_mean[lc].transpose(0, 3, 1, 2) + rng.normal(0, noise, size=(n, 12, s, s))
+    tc = np.where(lc == 0, 80.0, 5.0) + rng.uniform(0, 5, size=lc.shape)
+    store = write_store(
+        root / "store",
+        x.astype(np.float32),
+        lc,
+        tc.astype(np.float32),
+        area="a",
+        fractions=[0.25, 1.0],
+        seed=seed,
+    )
+    xs = x[np.arange(n) % 5 < 3]
+    stats = {
+        "channels": list(CHANNELS),
+        "mean": xs.mean((0, 2, 3)).tolist(),
+        "std": xs.std((0, 2, 3)).tolist(),
+        "areas": ["a"],
+        "n_chips": n,
+    }
+    (root / "stats.json").write_text(json.dumps(stats))
+    return store, root / "stats.json"
+
+
+def cfg(store, stats, out, method="mae", hp=None, **kw):
+    """A ``sarssl.selfsup.pretrain.train`` configuration on a tiny store (CPU, quiet)."""
+    from sarssl.selfsup.pretrain import resolve_hparams
+
+    c = {
+        "method": method,
+        "hparams": resolve_hparams(method, hp or MAE_HP),
+        "seed": 7,
+        "chips_dirs": [str(store)],
+        "stats": str(stats),
+        "out_dir": str(out),
+        "device": "cpu",
+        "quiet": True,
+        "threads": 1,
+    }
+    c.update(kw)
+    return c
+
+
+def losses(out):
+    """The losses of a pretraining run's metrics.jsonl, in step order."""
+    return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+# ---------------------------------------------------------------------------------------
+# fake HTTP server for the downloaders (127.0.0.1 only, never a real service)
+# ---------------------------------------------------------------------------------------
+class FakeServer(ThreadingHTTPServer):
+    """Routes ``(method, path) -> handler(h, query, body)``; logs every request."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.routes: dict[tuple[str, str], object] = {}
+        self.log: list[dict] = []
+        self.lock = threading.Lock()
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def url(self, path: str = "", host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}{path}"
+
+    def route(self, method: str, path: str):
+        def deco(fn):
+            self.routes[(method, path)] = fn
+            return fn
+
+        return deco
+
+    def requests(self, path_prefix: str) -> list[dict]:
+        return [r for r in self.log if r["path"].startswith(path_prefix)]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+    def _dispatch(self, method: str) -> None:
+        parts = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        with self.server.lock:
+            self.server.log.append({"method": method, "path": parts.path, "query": parts.query,
+                                    "headers": dict(self.headers), "body": body})
+        fn = self.server.routes.get((method, parts.path))
+        if fn is None:
+            self.send_response(404)
+            self.send_header("Content-Length", "9")
+            self.end_headers()
+            self.wfile.write(b"not found")
+            return
+        fn(self, parse_qs(parts.query), body)
+
+    def do_GET(self):
+        self._dispatch("GET")
+
+    def do_POST(self):
+        self._dispatch("POST")
+
+
+def send_bytes(h, data: bytes, *, status: int = 200, headers: dict | None = None) -> None:
+    h.send_response(status)
+    for k, v in (headers or {}).items():
+        h.send_header(k, v)
+    h.send_header("Content-Length", str(len(data)))
+    h.end_headers()
+    h.wfile.write(data)
+
+
+def send_json(h, obj, status: int = 200) -> None:
+    send_bytes(h, json.dumps(obj).encode(), status=status, headers={"Content-Type": "application/json"})
+
+
+def send_file(h, data: bytes, *, drop_after: int | None = None) -> None:
+    """Serve ``data`` honouring ``Range: bytes=N-``; optionally cut the body short."""
+    rng = h.headers.get("Range")
+    start = 0
+    if rng and rng.startswith("bytes="):
+        start = int(rng[6:].split("-")[0])
+        if start >= len(data):
+            h.send_response(416)
+            h.send_header("Content-Range", f"bytes */{len(data)}")
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        h.send_response(206)
+        h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+    else:
+        h.send_response(200)
+    body = data[start:]
+    h.send_header("Content-Length", str(len(body)))
+    h.send_header("Accept-Ranges", "bytes")
+    h.end_headers()
+    if drop_after is not None:
+        h.wfile.write(body[:drop_after])
+        h.wfile.flush()
+        h.close_connection = True  # the client sees fewer bytes than Content-Length
+        return
+    h.wfile.write(body)
+
+
+@pytest.fixture
+def server():
+    srv = FakeServer()
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(timeout=5)
+
+
+class Sleeps(list):
+    """Records requested waits instead of sleeping."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def client(**kw):
+    """An :class:`sarssl.acquire.http.HttpClient` for tests: no real sleeping, short timeouts."""
+    from sarssl.acquire.http import HttpClient
+
+    kw.setdefault("sleep", Sleeps())
+    kw.setdefault("backoff", 0.5)
+    kw.setdefault("timeout", 5)
+    kw.setdefault("progress", False)
+    return HttpClient(**kw)

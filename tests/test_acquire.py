@@ -15,9 +15,8 @@ import io
 import json
 import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import numpy as np
 import pytest
@@ -34,126 +33,16 @@ from sarssl.acquire.http import (
     AcquireError,
     AuthenticationError,
     ChecksumError,
-    HttpClient,
     NotFoundError,
     Service,
     parse_retry_after,
 )
 
+from conftest import client, send_bytes, send_file, send_json
+
 PRODUCT = "S1A_IW_GRDH_1SDV_20210119T031653_20210119T031718_036201_043ED0_8255"
 PRODUCT2 = "S1A_IW_GRDH_1SDV_20210131T031652_20210131T031717_036376_0444E8_1A2B"
 PRODUCT_ASC = "S1A_IW_GRDH_1SDV_20210125T160210_20210125T160235_036297_04422A_77C1"
-
-
-# ---------------------------------------------------------------------------------------
-# fake server
-# ---------------------------------------------------------------------------------------
-class FakeServer(ThreadingHTTPServer):
-    """Routes ``(method, path) -> handler(h, query, body)``; logs every request."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.routes: dict[tuple[str, str], object] = {}
-        self.log: list[dict] = []
-        self.lock = threading.Lock()
-
-    @property
-    def port(self) -> int:
-        return self.server_address[1]
-
-    def url(self, path: str = "", host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
-
-    def route(self, method: str, path: str):
-        def deco(fn):
-            self.routes[(method, path)] = fn
-            return fn
-
-        return deco
-
-    def requests(self, path_prefix: str) -> list[dict]:
-        return [r for r in self.log if r["path"].startswith(path_prefix)]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args):  # keep pytest output clean
-        pass
-
-    def _dispatch(self, method: str) -> None:
-        parts = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        with self.server.lock:
-            self.server.log.append({"method": method, "path": parts.path, "query": parts.query,
-                                    "headers": dict(self.headers), "body": body})
-        fn = self.server.routes.get((method, parts.path))
-        if fn is None:
-            self.send_response(404)
-            self.send_header("Content-Length", "9")
-            self.end_headers()
-            self.wfile.write(b"not found")
-            return
-        fn(self, parse_qs(parts.query), body)
-
-    def do_GET(self):
-        self._dispatch("GET")
-
-    def do_POST(self):
-        self._dispatch("POST")
-
-
-def send_bytes(h, data: bytes, *, status: int = 200, headers: dict | None = None) -> None:
-    h.send_response(status)
-    for k, v in (headers or {}).items():
-        h.send_header(k, v)
-    h.send_header("Content-Length", str(len(data)))
-    h.end_headers()
-    h.wfile.write(data)
-
-
-def send_json(h, obj, status: int = 200) -> None:
-    send_bytes(h, json.dumps(obj).encode(), status=status, headers={"Content-Type": "application/json"})
-
-
-def send_file(h, data: bytes, *, drop_after: int | None = None) -> None:
-    """Serve ``data`` honouring ``Range: bytes=N-``; optionally cut the body short."""
-    rng = h.headers.get("Range")
-    start = 0
-    if rng and rng.startswith("bytes="):
-        start = int(rng[6:].split("-")[0])
-        if start >= len(data):
-            h.send_response(416)
-            h.send_header("Content-Range", f"bytes */{len(data)}")
-            h.send_header("Content-Length", "0")
-            h.end_headers()
-            return
-        h.send_response(206)
-        h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-    else:
-        h.send_response(200)
-    body = data[start:]
-    h.send_header("Content-Length", str(len(body)))
-    h.send_header("Accept-Ranges", "bytes")
-    h.end_headers()
-    if drop_after is not None:
-        h.wfile.write(body[:drop_after])
-        h.wfile.flush()
-        h.close_connection = True  # the client sees fewer bytes than Content-Length
-        return
-    h.wfile.write(body)
-
-
-@pytest.fixture
-def server():
-    srv = FakeServer()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(timeout=5)
 
 
 @pytest.fixture
@@ -164,19 +53,6 @@ def no_credentials(monkeypatch, tmp_path):
     monkeypatch.setenv("NETRC", str(tmp_path / "no.netrc"))
 
 
-class Sleeps(list):
-    """Records requested waits instead of sleeping."""
-
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-
-
-def client(**kw) -> HttpClient:
-    kw.setdefault("sleep", Sleeps())
-    kw.setdefault("backoff", 0.5)
-    kw.setdefault("timeout", 5)
-    kw.setdefault("progress", False)
-    return HttpClient(**kw)
 
 
 def fake_zip(name: str, size: int = 200_000, seed: int = 0) -> bytes:

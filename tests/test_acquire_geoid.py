@@ -21,7 +21,7 @@ from sarssl.sar import dem as dem_mod
 from sarssl.acquire import geoid as geoid_mod
 from sarssl.acquire.cli import add_arguments, run
 from sarssl.errors import SarsslError
-from test_acquire import client, send_file, server  # noqa: F401 - `server` is a fixture
+from conftest import client, send_file
 
 STEP = 10.0  # degrees between grid nodes
 

@@ -31,7 +31,9 @@ from sarssl.catalogue.archive import (
     parse_db,
     select,
 )
-from sarssl.catalogue.builtin import COLUMNS, build_catalogue, make_filters
+from sarssl.catalogue.builtin import build_catalogue
+from sarssl.catalogue.screening import make_filters
+from sarssl.catalogue.table import COLUMNS
 from sarssl.cli import main
 from sarssl.errors import SarsslError
 from sarssl.sar.safe import open_product, template_path

@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 from shapely import wkt
 
-from sarssl.catalogue.builtin import COLUMNS, build_catalogue, find_products, make_filters
+from sarssl.catalogue.builtin import build_catalogue
+from sarssl.catalogue.screening import find_products, make_filters
+from sarssl.catalogue.table import COLUMNS
 from sarssl.cli import main
 from sarssl.errors import InputError, SarsslError
 from sarssl.sar.safe import template_path
@@ -105,7 +107,7 @@ def test_date_direction_orbit_polarisation_filters(products):
 def test_duplicates_kept_once(products, tmp_path, caplog):
     safe = tmp_path / f"{CHIMOIO}.SAFE"
     shutil.copytree(template_path("S1A_chimoio"), safe)
-    with caplog.at_level(logging.WARNING, logger="sarssl.catalogue.builtin"):
+    with caplog.at_level(logging.WARNING, logger="sarssl.catalogue.screening"):
         t, ex = build_catalogue([products / f"{CHIMOIO}.zip", safe], _filters())
     assert list(t.product_id) == [CHIMOIO] and t.path[0].endswith(".zip")
     assert ex == [(str(safe), f"duplicate of {products / f'{CHIMOIO}.zip'}")]

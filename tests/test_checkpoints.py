@@ -22,11 +22,17 @@ import torch
 from sarssl.engine import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from sarssl.errors import InputError, SarsslError
 from sarssl.selfsup.pretrain import train
+from conftest import BACKBONE, MAE_HP, cfg, losses, make_store
 
-from test_pretrain import BACKBONE, MAE_HP, cfg, losses, make_store
-
-DINO = {"head_hidden_dim": 16, "head_bottleneck_dim": 8, "head_out_dim": 32, "batch_size": 8,
-        "epochs": 2, "lr": 1e-3, "local_crops": 2}
+DINO = {
+    "head_hidden_dim": 16,
+    "head_bottleneck_dim": 8,
+    "head_out_dim": 32,
+    "batch_size": 8,
+    "epochs": 2,
+    "lr": 1e-3,
+    "local_crops": 2,
+}
 DINO_HP = {"backbone": BACKBONE, "dino": DINO}
 HP = {"mae": MAE_HP, "dino": DINO_HP}
 #: the outputs the workflow's pretrain rule declares: Snakemake deletes them before a rerun
@@ -51,8 +57,14 @@ class Planted:
 
 
 def _write_payload(path: Path, marker: Path, kind: str) -> None:
-    payload = {"step": 1, "fingerprint": "x", "method": "mae", "hparams": {}, "model": {},
-               "x": Planted(marker)}
+    payload = {
+        "step": 1,
+        "fingerprint": "x",
+        "method": "mae",
+        "hparams": {},
+        "model": {},
+        "x": Planted(marker),
+    }
     if kind == "torch":
         torch.save(payload, path)  # torch's zip format with a pickled payload
     else:
@@ -128,6 +140,7 @@ def test_rng_state_roundtrip_through_a_weights_only_file(tmp_path):
     random.seed(3), np.random.seed(4), torch.manual_seed(5)
     random.random(), np.random.standard_normal(), torch.rand(3)  # mid-stream, a cached gaussian
     save_checkpoint(tmp_path / "c.pt", {"rng": capture_rng_state()})
+
     def draw():
         return random.random(), np.random.standard_normal(3).tolist(), torch.rand(3).tolist()
 
@@ -222,12 +235,12 @@ def test_resume_dir_with_another_configuration_restarts_with_a_warning(store, tm
 
 SLOW_CLI = (
     "import sys, time\n"
-    "import sarssl.selfsup.pretrain as p\n"
-    "real = p.step_generator\n"
+    "import sarssl.selfsup.method as m\n"
+    "real = m.step_generator\n"
     "def slow(*a, **k):\n"
     "    time.sleep(0.1)\n"
     "    return real(*a, **k)\n"
-    "p.step_generator = slow\n"
+    "m.step_generator = slow\n"
     "from sarssl.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
@@ -242,12 +255,39 @@ def test_sigterm_checkpoints_into_resume_dir_and_resumes_exactly(store, tmp_path
     full, out, resume = tmp_path / "full", tmp_path / "out", tmp_path / "resume"
     hp_file = tmp_path / "hp.json"
     hp_file.write_text(json.dumps(MAE_HP))
-    cmd = [sys.executable, "-c", SLOW_CLI, "pretrain", "--method", "mae", "--chips-dir", str(chips),
-           "--stats", str(stats), "--hparams", str(hp_file), "--seed", "7", "--out-dir", str(out),
-           "--resume-dir", str(resume), "--device", "cpu", "--max-steps", str(steps),
-           "--threads", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-c",
+        SLOW_CLI,
+        "pretrain",
+        "--method",
+        "mae",
+        "--chips-dir",
+        str(chips),
+        "--stats",
+        str(stats),
+        "--hparams",
+        str(hp_file),
+        "--seed",
+        "7",
+        "--out-dir",
+        str(out),
+        "--resume-dir",
+        str(resume),
+        "--device",
+        "cpu",
+        "--max-steps",
+        str(steps),
+        "--threads",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     deadline = time.monotonic() + 120
     metrics = out / "metrics.jsonl"
     while time.monotonic() < deadline and proc.poll() is None:

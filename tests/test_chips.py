@@ -15,7 +15,8 @@ from affine import Affine
 from sarssl import CHANNELS
 from sarssl.data.chips import chip_grid, chip_id, make_chips, split_bands
 from sarssl.cli import main
-from sarssl.data.store import ChipDataset, ChipStore
+from sarssl.data.loaders import load_chips
+from sarssl.data.store import ChipStore
 from sarssl.errors import InputError, SarsslError
 from sarssl.sar.grid import Grid, area_grid
 from sarssl.io import write_geotiff
@@ -60,8 +61,8 @@ def inputs(tmp_path_factory):
 def store(inputs, tmp_path_factory):
     out = tmp_path_factory.mktemp("chips_out") / "rome"
     meta = make_chips(inputs["cpath"], inputs["lpath"], inputs["tpath"], "rome", out, size=SIZE,
-                      max_nodata=0.05, split_angle=30, split_band_width=320, seed=7,
-                      fractions=[0.1, 0.5, 1.0], progress=False)
+                      max_nodata=0.05, split_angle=30, split_band_width=320, progress=False)
+    assert main(["fractions", "--chips-dir", str(out), "--fractions", "0.1,0.5,1", "--seed", "7"]) == 0
     return out, meta
 
 
@@ -141,17 +142,39 @@ def test_splits_and_fractions(store):
     assert frac["seed"] == 7
     train = set(df.id[df.split == "train"])
     f = frac["fractions"]
+    assert list(f) == ["0.1", "0.5", "1.0"]  # sarssl.vocabulary.fraction_key
     assert set(f["1.0"]) == train
     assert len(f["0.1"]) == math.ceil(0.1 * len(train)) and set(f["0.1"]) <= set(f["0.5"]) <= train
+
+
+def test_chips_write_no_fractions_and_store_json_describes_none(inputs, tmp_path, capsys):
+    """`sarssl chips` writes no fractions.json (`sarssl fractions` is its only writer) and
+    store.json says nothing about label fractions; reading fractions of such a store says
+    which command writes them."""
+    out = tmp_path / "store"
+    rc = main(["chips", "--composite", str(inputs["cpath"]), "--landcover", str(inputs["lpath"]),
+               "--treecover", str(inputs["tpath"]), "--area", "rome", "--size", str(SIZE),
+               "--split-band-width", "320", "--out-dir", str(out)])
+    assert rc == 0 and not (out / "fractions.json").exists()
+    meta = json.loads((out / "store.json").read_text())
+    assert "fractions" not in meta["params"] and "seed" not in meta["params"]
+    assert "fraction" not in json.dumps(meta)
+    with pytest.raises(InputError, match="sarssl fractions"):
+        ChipStore(out).rows("train", fraction=1.0)
+    assert main(["fractions", "--chips-dir", str(out), "--fractions", "0.5,1", "--seed", "7"]) == 0
+    fr = ChipStore(out).fractions
+    assert fr["seed"] == 7 and list(fr["fractions"]) == ["0.5", "1.0"]
+    assert json.loads((out / "store.json").read_text()) == meta  # untouched by sarssl fractions
 
 
 def test_deterministic(inputs, store, tmp_path):
     out, _ = store
     again = tmp_path / "again"
     make_chips(inputs["cpath"], inputs["lpath"], inputs["tpath"], "rome", again, size=SIZE,
-               split_band_width=320, seed=7, fractions=[0.1, 0.5, 1.0], progress=False)
+               split_band_width=320, progress=False)
     a, b = pd.read_parquet(out / "index.parquet"), pd.read_parquet(again / "index.parquet")
     pd.testing.assert_frame_equal(a, b)
+    assert main(["fractions", "--chips-dir", str(again), "--fractions", "0.1,0.5,1.0", "--seed", "7"]) == 0
     assert (out / "fractions.json").read_text() == (again / "fractions.json").read_text()
     assert (out / "x.npy").read_bytes() == (again / "x.npy").read_bytes()
 
@@ -171,9 +194,8 @@ def test_stats_cli_train_only(store, tmp_path):
     # including val/test would differ
     allx = np.asarray(st.x[:], dtype=np.float64)
     assert not np.allclose(stats["mean"], np.nanmean(allx, axis=(0, 2, 3)), rtol=1e-6)
-    # the dataset normalises with it to ~zero mean / unit std on train
-    ds = ChipDataset(out, rows, stats_path)
-    img = np.stack([ds[i]["image"].numpy() for i in range(len(ds))])
+    # the loader normalises with it to ~zero mean / unit std on train
+    img = load_chips(out, rows, arrays=("x",), stats=stats_path)["image"].numpy()
     assert abs(img.mean()) < 1e-3 and abs(img.std() - 1) < 1e-2
 
 
@@ -181,8 +203,8 @@ def test_cli_export_and_errors(inputs, tmp_path, capsys):
     out, exp = tmp_path / "store", tmp_path / "exp"
     rc = main(["chips", "--composite", str(inputs["cpath"]), "--landcover", str(inputs["lpath"]),
                "--treecover", str(inputs["tpath"]), "--area", "rome", "--size", str(SIZE), "--overlap", "4",
-               "--split-band-width", "500", "--split-pattern", "train,val,test", "--fractions", "0.5,1",
-               "--seed", "1", "--out-dir", str(out), "--export-split", "test", "--export-dir", str(exp)])
+               "--split-band-width", "500", "--split-pattern", "train,val,test",
+               "--out-dir", str(out), "--export-split", "test", "--export-dir", str(exp)])
     assert rc == 0
     st = ChipStore(out)
     assert st.meta["params"]["overlap"] == 4 and st.meta["splits"]["test"] > 0
@@ -199,7 +221,7 @@ def test_cli_export_and_errors(inputs, tmp_path, capsys):
     bad = tmp_path / "bad.tif"
     write_geotiff(bad, np.zeros((11, 40, 40), np.float32), crs=GRID.crs, transform=GRID.transform)
     rc = main(["chips", "--composite", str(bad), "--landcover", str(inputs["lpath"]),
-               "--treecover", str(inputs["tpath"]), "--area", "x", "--seed", "0", "--out-dir", str(tmp_path / "o")])
+               "--treecover", str(inputs["tpath"]), "--area", "x", "--out-dir", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc == 2 and "bad.tif" in err and "12 bands" in err
     assert not (tmp_path / "o").exists()
@@ -211,5 +233,4 @@ def test_all_dropped_is_an_error(tmp_path):
     write_geotiff(tmp_path / "c.tif", comp, crs=g.crs, transform=g.transform, nodata=float("nan"))
     write_geotiff(tmp_path / "l.tif", np.full((32, 32), 10, np.uint8), crs=g.crs, transform=g.transform)
     with pytest.raises(InputError, match="all 4 chips were dropped"):
-        make_chips(tmp_path / "c.tif", tmp_path / "l.tif", tmp_path / "l.tif", "x", tmp_path / "o", size=16,
-                   seed=0, progress=False)
+        make_chips(tmp_path / "c.tif", tmp_path / "l.tif", tmp_path / "l.tif", "x", tmp_path / "o", size=16, progress=False)

@@ -1,4 +1,4 @@
-"""Chip store writing/reading and the ChipDataset contract (docs/architecture.md)."""
+"""Chip store writing/reading, label fractions, the loaders and the one normalisation."""
 
 from __future__ import annotations
 
@@ -13,18 +13,19 @@ import shapely
 import torch
 from torch.utils.data import DataLoader
 
-from sarssl import CHANNELS
+from sarssl.data.loaders import BatchLoader, ChipBatches, block_batches, contiguous_runs, load_chips
+from sarssl.data.normalize import NORM_EPS, Normalize, denormalize_batch, normalize_batch
 from sarssl.data.store import (
-    ChipDataset,
     ChipStore,
-    collate_chips,
-    landcover_majority,
     nested_fractions,
+    write_fractions,
     write_store,
 )
 from sarssl.errors import InputError, SarsslError
+from sarssl.vocabulary import CHANNELS, fraction_key
 
 S = 8
+STATS = {"channels": list(CHANNELS), "mean": list(np.linspace(-15, -5, 12)), "std": list(np.linspace(1, 3, 12))}
 
 
 def _arrays(n: int = 10, seed: int = 0):
@@ -119,36 +120,24 @@ def test_store_access(store):
         st.rows("train", fraction=0.3)
     np.testing.assert_array_equal(st.landcover[4], lc[4])
     st2 = pickle.loads(pickle.dumps(st))
-    assert st2._maps == {}
     np.testing.assert_array_equal(st2.landcover[5], lc[5])
 
 
-def test_dataset_items_normalised(store, tmp_path):
+def test_load_chips_normalised_by_the_formula(store):
     path, x, lc, tc = store
-    mean = list(np.linspace(-15, -5, 12))
-    std = list(np.linspace(1, 3, 12))
-    stats = tmp_path / "stats.json"
-    stats.write_text(json.dumps({"channels": list(CHANNELS), "mean": mean, "std": std}))
-    ds = ChipDataset(path, [5, 0, 2], stats)
-    assert len(ds) == 3
-    item = ds[1]
-    assert item["id"] == "32633_0_0" and item["row"] == 0
-    img = item["image"]
+    mean, std = np.float32(STATS["mean"]), np.float32(STATS["std"])
+    chips = load_chips(path, [5, 0, 2], stats=STATS)
+    assert len(chips) == 3 and chips.rows.tolist() == [0, 2, 5]  # ascending rows
+    assert chips.ids.tolist() == ["32633_0_0", "32633_160_0", "32633_400_0"]
+    img = chips["image"][0]
     assert img.dtype == torch.float32 and img.shape == (12, S, S)
     x16 = x[0].astype(np.float16).astype(np.float32)
-    expect = (x16 - np.float32(mean)[:, None, None]) / (np.float32(std)[:, None, None] + 1e-5)
-    expect = np.nan_to_num(expect, nan=0.0)
+    expect = np.nan_to_num((x16 - mean[:, None, None]) / (std[:, None, None] + 1e-5), nan=0.0)
     np.testing.assert_allclose(img.numpy(), expect, rtol=1e-5, atol=1e-5)
     assert img[:, 0, 0].abs().sum() == 0  # NaN -> 0
-    assert item["landcover"].dtype == torch.int64 and torch.equal(item["landcover"], torch.from_numpy(lc[0].astype(np.int64)))
-    assert item["treecover"].dtype == torch.float32 and item["treecover"].dim() == 0
-    assert item["treecover_map"].shape == (S, S)
-    # batched access keeps the requested order
-    batch = collate_chips(ds.__getitems__([2, 0, 1]))
-    assert batch["row"].tolist() == [2, 5, 0]
-    assert batch["id"] == ["32633_160_0", "32633_400_0", "32633_0_0"]
-    np.testing.assert_allclose(batch["image"][2].numpy(), expect, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(batch["treecover"][0], np.nanmean(tc[2].astype(np.float16).astype(np.float64)), rtol=1e-3)
+    assert torch.equal(chips["landcover"][0], torch.from_numpy(lc[0]))
+    assert chips["treecover"].dtype == torch.float32 and chips["treecover"].shape == (3,)
+    np.testing.assert_allclose(chips["treecover"][1], np.nanmean(tc[2].astype(np.float16).astype(np.float64)), rtol=1e-3)
 
 
 def test_bad_stats_rejected(store, tmp_path):
@@ -156,58 +145,15 @@ def test_bad_stats_rejected(store, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"channels": list(CHANNELS)[::-1], "mean": [0] * 12, "std": [1] * 12}))
     with pytest.raises(InputError, match="bad.json"):
-        ChipDataset(path, None, bad)
+        load_chips(path, None, stats=bad)
     with pytest.raises(InputError, match="store.json not found"):
         ChipStore(tmp_path)
-
-
-def test_dataloader_with_workers(store):
-    path, x, lc, tc = store
-    ds = ChipDataset(path, np.arange(10))
-    loader = DataLoader(ds, batch_size=4, num_workers=2, shuffle=False, collate_fn=collate_chips)
-    rows = []
-    for batch in loader:
-        assert batch["image"].shape[1:] == (12, S, S)
-        rows += batch["row"].tolist()
-        r = batch["row"][0].item()
-        x16 = np.nan_to_num(x[r].astype(np.float16).astype(np.float32), nan=0.0)
-        np.testing.assert_allclose(batch["image"][0].numpy(), x16, atol=1e-4)
-    assert rows == list(range(10))
-    # the default collate works too
-    batch = next(iter(DataLoader(ds, batch_size=3)))
-    assert batch["image"].shape == (3, 12, S, S) and batch["landcover"].dtype == torch.int64
-
-
-def test_chip_loader_matches_dataset(store):
-    from sarssl.data.store import ChipLoader
-
-    path, x, lc, tc = store
-    ds = ChipDataset(path, np.arange(10))
-    loader = ChipLoader(ds, batch_size=4, shuffle=True, seed=5, threads=2, prefetch=1, copy=True)
-    assert len(loader) == 3
-    seen = []
-    for batch in loader:
-        assert batch["image"].shape[1:] == (12, S, S) and batch["landcover"].dtype == torch.int64
-        ref = collate_chips(ds.__getitems__(batch["row"].tolist()))
-        assert torch.equal(batch["image"], ref["image"])
-        assert torch.equal(batch["landcover"], ref["landcover"])
-        assert torch.equal(batch["treecover_map"].nan_to_num(-1), ref["treecover_map"].nan_to_num(-1))
-        assert batch["id"] == ref["id"]
-        seen += batch["row"].tolist()
-    assert sorted(seen) == list(range(10)) and seen != list(range(10))
-    # deterministic per (seed, epoch); a new epoch reshuffles
-    again = [b["row"].tolist() for b in ChipLoader(ds, batch_size=4, shuffle=True, seed=5)]
-    assert sum(again, []) == seen
-    assert sum((b["row"].tolist() for b in loader), []) != seen
-    assert len(list(ChipLoader(ds, batch_size=4, drop_last=True))) == 2
 
 
 # --------------------------------------------------------------------------------------
 # raw batches (GPU feeding path)
 # --------------------------------------------------------------------------------------
 def test_block_batches_cover_rows_in_contiguous_blocks():
-    from sarssl.data.store import block_batches, contiguous_runs
-
     rows = np.arange(100, 150)
     b0 = block_batches(rows, 12, block_rows=4, seed=1, epoch=0)
     flat = np.concatenate(b0)
@@ -233,16 +179,16 @@ def test_block_batches_cover_rows_in_contiguous_blocks():
 
 
 def test_chip_batches_raw_and_normalize(store, tmp_path):
-    from sarssl.data.store import ChipBatches, Normalize, normalize_batch
-
     path, x, lc, tc = store
-    stats = {"channels": list(CHANNELS), "mean": list(np.linspace(-15, -5, 12)), "std": list(np.linspace(1, 3, 12))}
-    rows = ChipStore(path).rows("train")  # 0..5
+    stats = STATS
+    st = ChipStore(path)
+    rows = st.rows("train")  # 0..5
     ds = ChipBatches(path, np.concatenate([rows, [8, 9]]), batch_size=3, block_rows=2, seed=7)
     assert len(ds) == 3
     seen = []
-    ref_ds = ChipDataset(path, np.arange(10), stats)
-    norm = Normalize(ref_ds.mean, ref_ds.std)
+    mean, std = np.float32(stats["mean"]), np.float32(stats["std"])
+    norm = Normalize(mean, std)
+    tree_means = st.index.set_index("row")["treecover_mean"].to_numpy(np.float32)
     for i in range(len(ds)):
         b = ds[i]
         r = b["row"].numpy()
@@ -251,10 +197,10 @@ def test_chip_batches_raw_and_normalize(store, tmp_path):
         np.testing.assert_array_equal(b["x"].numpy(), x[r].astype(np.float16))
         np.testing.assert_array_equal(b["landcover"].numpy(), lc[r])
         np.testing.assert_array_equal(b["treecover_map"].numpy(), tc[r].astype(np.float16))
-        ref = collate_chips(ref_ds.__getitems__(r.tolist()))
-        torch.testing.assert_close(norm(b["x"]), ref["image"], rtol=0, atol=2e-6)
-        torch.testing.assert_close(normalize_batch(b["x"], ref_ds.mean, ref_ds.std), ref["image"], rtol=0, atol=2e-6)
-        torch.testing.assert_close(b["treecover"], ref["treecover"], equal_nan=True)
+        ref = normalize_batch(x[r].astype(np.float16), mean, std)
+        assert np.array_equal(norm(b["x"]).numpy(), ref)  # one normalisation: bit-identical
+        assert np.array_equal(normalize_batch(b["x"], mean, std).numpy(), ref)
+        np.testing.assert_array_equal(b["treecover"].numpy(), tree_means[r])
     assert sorted(seen) == [0, 1, 2, 3, 4, 5, 8, 9]
     with pytest.raises(IndexError):
         ds[3]
@@ -267,8 +213,6 @@ def test_chip_batches_raw_and_normalize(store, tmp_path):
 
 
 def test_chip_batches_dataloader_and_batch_loader_agree(store):
-    from sarssl.data.store import BatchLoader, ChipBatches
-
     path, x, lc, tc = store
     ds = ChipBatches(path, batch_size=4, block_rows=2, seed=3)
     direct = [ds[i]["row"].tolist() for i in range(len(ds))]
@@ -292,8 +236,6 @@ def test_chip_batches_dataloader_and_batch_loader_agree(store):
 
 
 def test_chip_batches_truncated_store(store):
-    from sarssl.data.store import ChipBatches
-
     path, *_ = store
     ds = ChipBatches(path, batch_size=10, shuffle=False)
     assert ds[0]["x"].shape[0] == 10  # files now open
@@ -304,3 +246,85 @@ def test_chip_batches_truncated_store(store):
         ds[0]  # the open descriptor hits the end of the file
     with pytest.raises(InputError, match="x.npy.*truncated"):
         ChipBatches(path, batch_size=10)[0]  # a fresh store refuses the short file
+
+
+def test_chip_batches_reads_only_the_named_arrays(store):
+    path, x, lc, tc = store
+    ds = ChipBatches(path, [1, 4, 7], batch_size=3, shuffle=False, arrays=("landcover",))
+    b = ds[0]
+    assert set(b) == {"landcover", "treecover", "row"}
+    np.testing.assert_array_equal(b["landcover"].numpy(), lc[[1, 4, 7]])
+    with pytest.raises(SarsslError, match="arrays"):
+        ChipBatches(path, arrays=("x", "labels"))
+
+
+# --------------------------------------------------------------------------------------
+# chips in memory: the fine-tuning and figure path
+# --------------------------------------------------------------------------------------
+def test_load_chips_raw_and_normalised_match_the_batches(store):
+    path, x, lc, tc = store
+    mean, std = np.float32(STATS["mean"]), np.float32(STATS["std"])
+    rows = np.array([9, 2, 0, 5, 3])
+    raw = load_chips(path, rows, chunk=2)  # ascending rows, read 2 chips at a time
+    ref = ChipBatches(path, rows, batch_size=5, shuffle=False)[0]
+    assert raw.rows.tolist() == [0, 2, 3, 5, 9] == ref["row"].tolist() and len(raw) == 5
+    assert raw.ids.tolist() == [f"32633_{r * 80}_0" for r in raw.rows]
+    assert set(raw.tensors) == {"x", "landcover", "treecover_map", "treecover"}
+    for key in ("x", "landcover", "treecover_map"):
+        assert raw[key].dtype == ref[key].dtype and torch.equal(raw[key].nan_to_num(-1), ref[key].nan_to_num(-1))
+    np.testing.assert_array_equal(raw["x"].numpy(), x[raw.rows].astype(np.float16))
+    assert torch.equal(raw["treecover"].nan_to_num(-1), ref["treecover"].nan_to_num(-1))
+    norm = load_chips(ChipStore(path), rows, arrays=("x", "landcover"), stats=STATS, chunk=3)
+    assert set(norm.tensors) == {"image", "landcover", "treecover"}
+    assert norm["image"].dtype == torch.float32
+    assert torch.equal(norm["image"], normalize_batch(ref["x"], mean, std))
+    b = norm.batch([4, 0])
+    assert torch.equal(b["image"], norm["image"][[4, 0]]) and torch.equal(b["landcover"], ref["landcover"][[4, 0]])
+    norm["features"] = torch.arange(5.0)
+    assert "features" in norm and norm.batch([1])["features"].tolist() == [1.0]
+    assert len(load_chips(path, [], arrays=("x",))) == 0
+
+
+# --------------------------------------------------------------------------------------
+# the one normalisation
+# --------------------------------------------------------------------------------------
+def test_normalisation_numpy_and_torch_are_one_definition():
+    """normalize_batch on NumPy arrays (figures), on torch tensors (fine-tuning) and the
+    Normalize module (pretraining) give the same bits."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(-12, 6, size=(3, 12, 5, 5)).astype(np.float16)
+    x[0, 0, 0, 0], x[0, 1, 0, 0], x[1, 2, 3, 3] = np.nan, np.inf, -np.inf
+    mean, std = rng.normal(-12, 3, 12), rng.uniform(0.5, 4, 12)
+    y_np = normalize_batch(x, mean, std)
+    y_t = normalize_batch(torch.from_numpy(x), mean, std)
+    assert y_np.dtype == np.float32 and y_t.dtype == torch.float32
+    assert np.array_equal(y_np, y_t.numpy())
+    assert torch.equal(Normalize(mean, std)(torch.from_numpy(x)), y_t)
+    assert y_np[0, 0, 0, 0] == 0 and y_np[0, 1, 0, 0] == 0 and y_np[1, 2, 3, 3] == 0  # no data -> 0
+    # the formula, written out in float64 for the finite values
+    finite = np.isfinite(x)
+    expect = (x.astype(np.float64) - mean[None, :, None, None]) / (std[None, :, None, None] + NORM_EPS)
+    np.testing.assert_allclose(y_np[finite], expect[finite], rtol=1e-6, atol=1e-6)
+    # and denormalize_batch inverts it where there is data
+    np.testing.assert_allclose(denormalize_batch(y_np, mean, std)[finite], x[finite].astype(np.float32), atol=1e-3)
+
+
+# --------------------------------------------------------------------------------------
+# label fractions: written by `sarssl fractions` only
+# --------------------------------------------------------------------------------------
+def test_store_without_fractions_is_a_clear_error(tmp_path):
+    x, lc, tc = _arrays()
+    path = write_store(tmp_path / "s", x, lc, tc)  # as `sarssl chips` leaves it: no fractions
+    assert not (path / "fractions.json").exists()
+    meta = json.loads((path / "store.json").read_text())
+    assert "fraction" not in json.dumps(meta)  # store.json does not describe fractions
+    st = ChipStore(path)
+    assert st.rows("train").size == 6  # everything else works
+    with pytest.raises(InputError, match=r"fractions.json not found.*sarssl fractions"):
+        st.rows("train", fraction=0.5)
+    fr = write_fractions(path, st.index, [0.5, 1], seed=0)
+    assert list(fr) == ["0.5", "1.0"] == [fraction_key(f) for f in (0.5, 1)]
+    assert len(st.rows("train", fraction="0.5")) == len(st.rows("train", fraction=0.5)) == 3
+    assert st.fraction_ids(1) == fr["1.0"]
+
+

@@ -7,7 +7,6 @@ import logging
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import rasterio
 

@@ -8,13 +8,14 @@ import torch
 
 import sarssl.downstream.finetune as ft
 from sarssl.cli import main as cli_main
+from sarssl.data.loaders import ChipTensors
 from sarssl.data.store import ChipStore
-from sarssl.errors import InputError
+from sarssl.errors import InputError, SarsslError
 from sarssl.downstream.finetune import finetune, resolve_hparams
 from sarssl.selfsup.pretrain import resolve_hparams as pre_hparams
 from sarssl.selfsup.pretrain import train
 
-from test_pretrain import BACKBONE, MAE_HP, make_store
+from conftest import BACKBONE, MAE_HP, make_store
 
 FT_HP = {"epochs": 6, "batch_size": 8, "lr": 3e-3, "weight_decay": 0.05, "layer_decay": 0.8, "patience": 3,
          "backbone": BACKBONE, "unet_width": 4, "unet_depth": 2, "seg_width": 16}
@@ -49,7 +50,7 @@ def test_exact_subset_and_no_test_leak(setup, tmp_path, monkeypatch):
     store = ChipStore(store_dir)
     split = dict(zip(store.index["id"], store.index["split"]))
     seen: list[tuple[str, list[str]]] = []  # ("load", ids) or ("batch", ids) in call order
-    real_load, real_batch = ft.load_split, ft.SplitTensors.batch
+    real_load, real_batch = ft.load_split, ChipTensors.batch
 
     def spy_load(store_, rows, stats, device):
         split_data = real_load(store_, rows, stats, device)
@@ -61,7 +62,7 @@ def test_exact_subset_and_no_test_leak(setup, tmp_path, monkeypatch):
         return real_batch(self, idx)
 
     monkeypatch.setattr(ft, "load_split", spy_load)
-    monkeypatch.setattr(ft.SplitTensors, "batch", spy_batch)
+    monkeypatch.setattr(ChipTensors, "batch", spy_batch)
     summary = finetune(job(setup, tmp_path / "a"))
     frac_ids = store.fractions["fractions"]["0.25"]
     assert sorted(summary["ids"]["train"]) == sorted(frac_ids)
@@ -133,13 +134,13 @@ def test_steps_per_epoch_and_dihedral_augmentation(setup, tmp_path, monkeypatch)
     """A fixed number of steps per epoch (same compute at every label fraction), and the
     flips/rotations move images and land-cover maps together."""
     calls = []
-    real_batch = ft.SplitTensors.batch
+    real_batch = ChipTensors.batch
 
     def spy_batch(self, idx):
         calls.append(len(np.asarray(idx)))
         return real_batch(self, idx)
 
-    monkeypatch.setattr(ft.SplitTensors, "batch", spy_batch)
+    monkeypatch.setattr(ChipTensors, "batch", spy_batch)
     hp = resolve_hparams({**FT_HP, "steps_per_epoch": 3, "patience": 10})
     s = finetune(job(setup, tmp_path / "a", hparams=hp, init="scratch", max_epochs=2))
     n_train = len(s["ids"]["train"])
@@ -239,3 +240,34 @@ def test_encoder_with_another_channel_count_or_format_is_refused(setup, tmp_path
                        "--out-dir", str(tmp_path / "y"), "--device", "cpu", "--max-epochs", "1"])
         assert rc == 2 and str(path) in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
+
+
+def test_chip_size_comes_from_the_store(setup, tmp_path, capsys):
+    """--hparams img_size equal to the store's chip size is accepted (the workflow passes
+    it); another one is an error naming both, before any training, on the command line too."""
+    hp16 = resolve_hparams({**FT_HP, "backbone": {**BACKBONE, "img_size": 16}})
+    r = finetune(job(setup, tmp_path / "ok", init="scratch", fraction=1.0, max_epochs=1, hparams=hp16))
+    assert r["init_detail"]["model_kwargs"]["img_size"] == 16
+    for hp in ({**FT_HP, "backbone": {**BACKBONE, "img_size": 32}}, {**FT_HP, "img_size": 32}):
+        for init in ("scratch", "mae", "unet"):
+            with pytest.raises(SarsslError, match=r"img_size 32 differs from the chip size 16"):
+                finetune(job(setup, tmp_path / "bad", init=init, hparams=resolve_hparams(hp)))
+    assert not (tmp_path / "bad").exists()
+    store, stats, enc = setup
+    hp_file = tmp_path / "hp.json"
+    hp_file.write_text(json.dumps({**FT_HP, "backbone": {**BACKBONE, "img_size": 32}}))
+    rc = cli_main(["finetune", "--task", "landcover", "--init", "scratch", "--encoder", str(enc), "--fraction", "1.0",
+                   "--seed", "0", "--chips-dir", str(store), "--stats", str(stats), "--hparams", str(hp_file),
+                   "--out-dir", str(tmp_path / "cli"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "img_size 32" in err and "chip size 16" in err and str(store) in err
+
+
+def test_store_without_fractions_says_to_run_sarssl_fractions(setup, tmp_path):
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(setup[0], store)
+    (store / "fractions.json").unlink()
+    with pytest.raises(InputError, match=r"fractions.json not found.*sarssl fractions"):
+        finetune(job(setup, tmp_path / "x", chips_dir=str(store), init="unet"))

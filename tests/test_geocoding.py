@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -10,14 +9,16 @@ import numpy as np
 import pytest
 from pyproj import Transformer
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_geometry import ANNOTATIONS  # noqa: E402
 
-from sarssl.sar.dem import Dem, constant_dem, read_dem, vertical_datum  # noqa: E402
-from sarssl.errors import InputError  # noqa: E402
-from sarssl.sar.geocoding import MASK_LAYOVER, MASK_SHADOW, GeocodingLUT  # noqa: E402
-from sarssl.sar.geometry import RadarGeometry  # noqa: E402
-from sarssl.sar.grid import area_grid  # noqa: E402
+from sarssl.sar.dem import Dem, constant_dem, read_dem, vertical_datum
+from sarssl.errors import InputError
+from sarssl.sar.geocoding import MASK_LAYOVER, MASK_SHADOW, GeocodingLUT
+from sarssl.sar.geometry import RadarGeometry
+from sarssl.sar.grid import area_grid
+
+from conftest import real_annotations
+
+ANNOTATIONS = real_annotations()
 
 DEM = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dem" / "Rome-30m-DEM.tif"
 
@@ -45,9 +46,9 @@ def test_point_targets_at_gcps(prefix):
         bbox = (lon - 0.004, lat - 0.003, lon + 0.004, lat + 0.003)
         grid = area_grid(bbox, 10.0)
         lut = GeocodingLUT.compute(geom, grid, constant_dem(bbox, h))
-        l0, p0, nl, npx = lut.radar_bounds(geom)
-        img = _blob((nl, npx), (g.line[idx] - l0, g.pixel[idx] - p0))
-        out = lut.sample(img, (l0, p0))
+        win = lut.radar_bounds(geom)
+        img = _blob(win.shape, (g.line[idx] - win.row_off, g.pixel[idx] - win.col_off))
+        out = lut.sample(img, win.offset)
         w = np.nan_to_num(out) * (np.nan_to_num(out) > 0.05)
         xs, ys = grid.xy()
         gx, gy = np.meshgrid(xs, ys)
@@ -103,9 +104,9 @@ def test_flat_terrain_flattening_is_tan_theta_and_no_masks():
     bbox = (12.46, 41.96, 12.50, 41.99)
     grid = area_grid(bbox, 10.0)
     lut = GeocodingLUT.compute(geom, grid, constant_dem(bbox, 100.0))
-    l0, p0, nl, npx = lut.radar_bounds(geom)
-    f = lut.flattening_factor(geom, (nl, npx), (l0, p0))
-    fg = lut.sample(f, (l0, p0))
+    win = lut.radar_bounds(geom)
+    f = lut.flattening_factor(geom, win.shape, win.offset)
+    fg = lut.sample(f, win.offset)
     inc = geom.incidence_angle(lut.line[5:-5, 5:-5], lut.pixel[5:-5, 5:-5])
     ratio = fg[5:-5, 5:-5] / np.tan(np.radians(inc))
     assert abs(np.nanmedian(ratio) - 1) < 0.03

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from lxml import etree
 
 from sarssl.errors import InputError
 from sarssl.sar.geometry import (
@@ -21,23 +19,9 @@ from sarssl.sar.geometry import (
     read_eof,
 )
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "sentinel1"
+from conftest import real_annotations
 
-
-def _annotations() -> dict[str, etree._Element]:
-    """One VV annotation per real product (the VH ones share their geometry)."""
-    roots = {}
-    for f in sorted(DATA.glob("*.SAFE/annotation/s1*-vv-*.xml")):
-        roots[f.name[:8] + f.name[15:30]] = etree.parse(str(f)).getroot()
-    for z in sorted(DATA.glob("*.zip")):
-        with zipfile.ZipFile(z) as zf:
-            for n in zf.namelist():
-                if "/annotation/s1" in n and "-vv-" in n and n.endswith(".xml"):
-                    roots[Path(n).name[:8] + Path(n).name[15:30]] = etree.fromstring(zf.read(n))
-    return roots
-
-
-ANNOTATIONS = _annotations()
+ANNOTATIONS = real_annotations()
 
 
 @pytest.fixture(scope="module", params=sorted(ANNOTATIONS))

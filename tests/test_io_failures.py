@@ -397,7 +397,7 @@ def chip_inputs(tmp_path_factory):
 
 def _chips_args(inp, out_dir, *extra):
     return ["chips", "--composite", str(inp["cpath"]), "--landcover", str(inp["lpath"]),
-            "--treecover", str(inp["tpath"]), "--area", "rome", "--size", str(SIZE), "--seed", "1",
+            "--treecover", str(inp["tpath"]), "--area", "rome", "--size", str(SIZE),
             "--out-dir", str(out_dir), *extra]
 
 
@@ -434,7 +434,7 @@ def test_chips_enospc_in_a_later_write_is_a_clear_error(chip_inputs, tmp_path, m
     out = tmp_path / "store"
     with pytest.raises(Exception) as info:
         make_chips(chip_inputs["cpath"], chip_inputs["lpath"], chip_inputs["tpath"], "rome", out,
-                   size=SIZE, seed=1, progress=False)
+                   size=SIZE, progress=False)
     _assert_write_error(info.value, str(out / "index.parquet"), no_space=True)
     assert list(tmp_path.iterdir()) == []
 
@@ -540,7 +540,7 @@ def test_partial_label_coverage_warns_and_is_recorded(tmp_path, caplog):
     c, lc, tc, expect = _half_labelled(tmp_path)
     assert 0.3 < expect < 0.5
     with caplog.at_level(logging.WARNING, logger="sarssl.data.chips"):
-        meta = make_chips(c, lc, tc, "x", tmp_path / "o", size=16, seed=0, progress=False,
+        meta = make_chips(c, lc, tc, "x", tmp_path / "o", size=16, progress=False,
                           min_label_coverage=0.3)
     cov = meta["label_coverage"]
     assert cov["landcover"] == pytest.approx(expect, abs=1e-12) and cov["treecover"] == 1.0
@@ -554,12 +554,12 @@ def test_partial_label_coverage_warns_and_is_recorded(tmp_path, caplog):
 def test_label_coverage_below_minimum_is_an_error(tmp_path, capsys):
     c, lc, tc, expect = _half_labelled(tmp_path)
     with pytest.raises(InputError) as info:
-        make_chips(c, lc, tc, "x", tmp_path / "o", size=16, seed=0, progress=False)  # default 0.5
+        make_chips(c, lc, tc, "x", tmp_path / "o", size=16, progress=False)  # default 0.5
     msg = str(info.value)
     assert "lc.tif" in msg and f"{100 * expect:.1f}%" in msg and "--min-label-coverage" in msg, msg
     assert not (tmp_path / "o").exists()
     base = ["chips", "--composite", str(c), "--landcover", str(lc), "--treecover", str(tc),
-            "--area", "x", "--size", "16", "--seed", "0", "--out-dir", str(tmp_path / "o")]
+            "--area", "x", "--size", "16", "--out-dir", str(tmp_path / "o")]
     assert main(base) == 2
     err = capsys.readouterr().err
     assert "--min-label-coverage" in err and "lc.tif" in err
@@ -577,7 +577,7 @@ def test_corrupt_composite_is_a_clear_error(chip_inputs, tmp_path):
     bad.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError) as info:
         make_chips(bad, chip_inputs["lpath"], chip_inputs["tpath"], "rome", tmp_path / "o",
-                   size=SIZE, seed=1, progress=False)
+                   size=SIZE, progress=False)
     assert str(bad) in str(info.value) and "corrupt composite" in str(info.value)
     assert "See previous exception" not in str(info.value)
     assert not (tmp_path / "o").exists()

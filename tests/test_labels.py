@@ -12,12 +12,12 @@ from sarssl.errors import InputError
 from sarssl.sar.grid import Grid, area_grid
 from sarssl.io import write_geotiff
 from sarssl.data.labels import (
-    WORLDCOVER_CODES,
     mod44b_to_percent,
     read_landcover,
     read_treecover,
     worldcover_to_class,
 )
+from sarssl.vocabulary import WORLDCOVER_CODES
 
 
 def test_worldcover_mapping_table():

@@ -1,6 +1,5 @@
 """Backbones, heads, MAE and DINO building blocks, encoder export through plain timm."""
 
-import math
 
 import pytest
 import timm
@@ -203,3 +202,16 @@ def test_load_encoder_refuses_non_safetensors_and_channel_mismatch(tmp_path):
     with pytest.raises(InputError, match=r"3 input channels.*12") as err:
         load_encoder(three)
     assert str(three) in str(err.value)
+
+
+def test_backbone_kwargs_take_the_chip_size_from_the_store():
+    """The chip size passed in (the chip store's) is the model's; a hyper-parameter
+    img_size may only repeat it (it used to win over the store)."""
+    from sarssl.downstream.models import backbone_kwargs
+    from sarssl.errors import SarsslError
+
+    hp = {"model_name": "vit_tiny_patch16_224", "patch_size": 4, "embed_dim": 32}
+    assert backbone_kwargs(hp, 16)[1]["img_size"] == 16
+    assert backbone_kwargs({**hp, "img_size": 16}, 16)[1] == backbone_kwargs(hp, 16)[1]
+    with pytest.raises(SarsslError, match=r"img_size 32 differs from the chip size 16"):
+        backbone_kwargs({**hp, "img_size": 32}, 16)

@@ -215,58 +215,6 @@ def test_error_log_detection(tmp_path):
         snap.check_error_logs(tmp_path)
 
 
-class _ArrayProduct:
-    """Duck-typed product over an in-memory DN array (no noise LUT) for border tests."""
-
-    def __init__(self, dn: np.ndarray) -> None:
-        self.dn = dn
-
-    def annotation(self, pol):
-        class _Ann:
-            shape = self.dn.shape
-        return _Ann()
-
-    def has(self, what, pol):
-        return False
-
-    def read_measurement(self, pol, window):
-        c0, r0, w, h = window
-        return self.dn[r0:r0 + h, c0:c0 + w].copy()
-
-
-def test_lazy_border_limits_equal_whole_image_limits_on_every_window():
-    """Lazily scanned border limits mask every window exactly as the whole-image scan, and
-    an interior window reads no edge strip at all."""
-    from sarssl.sar.calibration import border_limits_from_array
-    from sarssl.sar.preprocess import LazyBorderLimits
-
-    rng = np.random.default_rng(3)
-    n_lines, n_samples, scan = 700, 900, 60
-    dn = rng.integers(5, 200, (n_lines, n_samples)).astype(np.uint16)
-    near = rng.integers(3, 40, n_lines)
-    far = rng.integers(3, 40, n_lines)
-    for r in range(n_lines):
-        dn[r, :near[r]] = 0
-        dn[r, n_samples - far[r]:] = 0
-    dn[:rng.integers(2, 9), :] = 0
-    dn[-5:, :300] = 0
-    dn[100:110, :] = 0  # fully empty lines: the whole strip is trimmed
-    whole = border_limits_from_array(dn, None, scan=scan)
-    lazy = LazyBorderLimits(_ArrayProduct(dn), "VV", remove_noise=False, scan=scan)
-    interior = (200, 200, 100, 300)
-    assert lazy.for_window(interior) is None  # no edge strip reached: nothing to mask
-    assert lazy.pixels_read == 0
-    assert whole.valid(np.arange(200, 300), np.arange(200, 500)).all()
-    windows = [(0, 0, 150, 150), (90, 0, 40, 500), (600, 700, 100, 200), (0, 850, 700, 50),
-               (650, 0, 50, 900), (0, 0, n_lines, n_samples)]
-    for r0, c0, h, w in windows:
-        lim = lazy.for_window((r0, c0, h, w))
-        rows, cols = np.arange(r0, r0 + h), np.arange(c0, c0 + w)
-        np.testing.assert_array_equal(lim.valid(rows, cols), whole.valid(rows, cols), err_msg=str((r0, c0, h, w)))
-    # every strip pixel is read exactly once in total despite the overlapping windows
-    assert lazy.pixels_read == 2 * n_lines * scan + 2 * n_samples * scan
-
-
 def test_block_writer_publishes_a_zstd_cog_with_average_overviews(tmp_path):
     """Blocks go in out of order; the result is a valid COG (LAYOUT=COG, 512 px tiles,
     internal overviews averaged from the data), ZSTD-compressed, lossless, in a new folder."""

@@ -27,7 +27,8 @@ import pytest
 import rasterio
 
 from sarssl.sar import snap
-from sarssl.catalogue.builtin import build_catalogue, make_filters
+from sarssl.catalogue.builtin import build_catalogue
+from sarssl.catalogue.screening import make_filters
 from sarssl.cli import main
 from sarssl.errors import InputError, SarsslError
 from sarssl.sar.safe import TEMPLATE_NAMES, open_product, template_path
@@ -162,7 +163,7 @@ def test_slc_and_ew_rejected_by_the_catalogue(case, sim, tmp_path, caplog):
     catalogue; the reason is logged and written to --rejected-out."""
     bad = _wrong_type_zip(sim["zips"][0], case, tmp_path / "in")
     good = shutil.copy(sim["zips"][1], tmp_path / "in")
-    with caplog.at_level(logging.WARNING, logger="sarssl.catalogue.builtin"):
+    with caplog.at_level(logging.WARNING, logger="sarssl.catalogue.screening"):
         table, excluded = build_catalogue([tmp_path / "in"], _filters())
     assert list(table.path) == [str(good)], f"{case} product kept"
     reason = dict(excluded)[str(bad)]
@@ -363,7 +364,7 @@ def test_four_copies_of_one_acquisition_keep_one(four_copies, tmp_path, caplog):
     c = four_copies
     given = [c["zip"], c["safe"], c["reprocessed"], c["renamed"]]
     for order in (given, given[::-1]):
-        with caplog.at_level(logging.WARNING, logger="sarssl.catalogue.builtin"):
+        with caplog.at_level(logging.WARNING, logger="sarssl.catalogue.screening"):
             table, excluded = build_catalogue(order, _filters())
         assert list(table.path) == [str(c["reprocessed"])]
         assert sorted(excluded) == sorted(

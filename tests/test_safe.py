@@ -24,6 +24,7 @@ from sarssl.sar.safe import (
     relative_orbit_from_absolute,
     template_path,
 )
+from sarssl.sar.window import PixelWindow
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 
@@ -157,6 +158,22 @@ def test_read_measurement_window(small_safe):
     assert np.array_equal(p.read_measurement("VH", (0, 30, SAMPLES, 7)), _dn("VH")[30:37])
     with pytest.raises(InputError, match="outside"):
         p.read_measurement("VV", window=(50, 0, 10, 10))
+    # the SAR chain's own window type, in numpy order: the same pixels as rasterio's
+    pw = PixelWindow(row_off=3, col_off=5, height=4, width=10)
+    assert PixelWindow.of(Window(5, 3, 10, 4)) == PixelWindow.of((5, 3, 10, 4)) == pw
+    assert pw.to_rasterio() == Window(5, 3, 10, 4) and pw.shape == (4, 10) and pw.offset == (3, 5)
+    assert np.array_equal(p.read_measurement("VV", window=pw), full[pw.row_slice, pw.col_slice])
+
+
+def test_select_polarisations_orders_and_checks(small_safe):
+    """Output band order VV, VH whatever the request's order; a polarisation the product
+    lacks is an error naming the product and what it has."""
+    p = open_product(small_safe)
+    assert p.select_polarisations() == ["VV", "VH"]
+    assert p.select_polarisations(["vh", " VV", "VH"]) == ["VV", "VH"]
+    assert p.select_polarisations(["VH"]) == ["VH"]
+    with pytest.raises(InputError, match="'HH' requested but the product has VV, VH"):
+        p.select_polarisations(["VV", "HH"], what="the product")
 
 
 def test_noise_free_product_opens_but_has_no_calibration():

@@ -83,7 +83,8 @@ def scene(tmp_path_factory):
     prod = open_product(safe)
     geom = prod.annotation("VV").geometry
     lut = GeocodingLUT.compute(geom, grid, read_dem(dem_path, bbox))
-    l0, p0, nl, npx = lut.radar_bounds(geom, margin=30)
+    w = lut.radar_bounds(geom, margin=30)
+    l0, p0, nl, npx = w.row_off, w.col_off, w.height, w.width
     # textured DN image over that window (sparse full-size TIFF, like sarssl simulate)
     rng = np.random.default_rng(7)
     tex = np.exp(gaussian_filter(rng.standard_normal((nl, npx)), 2.0) * 6.0)

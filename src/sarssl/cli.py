@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "download real inputs: Sentinel-1 GRD, orbit files, DEM, WorldCover, MOD44B",
     ),
     "simulate": ("sarssl.demo.simulate", "synthesise demo Sentinel-1 GRD products with known truth"),
-    "catalogue": ("sarssl.catalogue.builtin", "list and filter Sentinel-1 products into a scene catalogue"),
+    "catalogue": ("sarssl.catalogue.cli", "list and filter Sentinel-1 products into a scene catalogue"),
     "preprocess": ("sarssl.sar.preprocess", "raw GRD product -> calibrated, terrain-corrected GeoTIFF"),
     "composite": ("sarssl.data.composite", "seasonal 12-channel composites from preprocessed scenes"),
     "chips": ("sarssl.data.chips", "cut composites into labelled chips with spatial splits"),

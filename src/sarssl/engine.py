@@ -64,7 +64,9 @@ def reuse_freed_memory(threshold: int = 1 << 30) -> bool:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, int(threshold))) and bool(libc.mallopt(m_trim_threshold, 2 * int(threshold)))
+        return bool(libc.mallopt(m_mmap_threshold, int(threshold))) and bool(
+            libc.mallopt(m_trim_threshold, 2 * int(threshold))
+        )
     except (OSError, AttributeError):  # musl or another libc without mallopt
         return False
 
@@ -83,7 +85,10 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 def derive_seed(*keys: int) -> int:
     """A 63-bit seed that is a pure function of the integer ``keys`` (NumPy SeedSequence)."""
-    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+    return int(
+        np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)[0]
+        >> np.uint64(1)
+    )
 
 
 def step_generator(*keys: int, device: str | torch.device = "cpu") -> torch.Generator:
@@ -183,10 +188,16 @@ def param_groups(
         no_decay = p.ndim <= 1 or any(k in name for k in NO_DECAY_KEYS)
         scale = backbone_lr_scale if name.startswith(backbone_prefix) else 1.0
         if layer_decay < 1.0 and num_layers is not None and name.startswith(backbone_prefix):
-            scale *= layer_decay ** (num_layers + 1 - vit_layer_id(name[len(backbone_prefix):], num_layers))
+            scale *= layer_decay ** (
+                num_layers + 1 - vit_layer_id(name[len(backbone_prefix) :], num_layers)
+            )
         key = (no_decay, scale)
         if key not in groups:
-            groups[key] = {"params": [], "weight_decay": 0.0 if no_decay else weight_decay, "lr_scale": scale}
+            groups[key] = {
+                "params": [],
+                "weight_decay": 0.0 if no_decay else weight_decay,
+                "lr_scale": scale,
+            }
         groups[key]["params"].append(p)
     return list(groups.values())
 
@@ -208,7 +219,9 @@ class WarmupCosine:
             return self.base_lr * (step + 1) / self.warmup_steps
         span = max(1, self.total_steps - self.warmup_steps)
         progress = min(1.0, (step - self.warmup_steps) / span)
-        return self.base_lr * (self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+        return self.base_lr * (
+            self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        )
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
         lr = self.lr_at(step)
@@ -237,16 +250,24 @@ class SeededBatchOrder:
 
     With ``block_rows > 1`` the permutation moves blocks of ``block_rows`` consecutive
     sample indices instead of single samples (the block shuffle of
-    :func:`sarssl.data.store.block_batches`): a block of neighbouring rows of a chip store
+    :func:`sarssl.data.loaders.block_batches`): a block of neighbouring rows of a chip store
     is then one sequential read. ``block_rows = 1`` is the plain per-sample shuffle.
     """
 
     def __init__(
-        self, n: int, global_batch: int, seed: int, rank: int = 0, world: int = 1, accum: int = 1, block_rows: int = 1
+        self,
+        n: int,
+        global_batch: int,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        accum: int = 1,
+        block_rows: int = 1,
     ):
         if global_batch % (world * accum):
             raise SarsslError(
-                f"batch size {global_batch} must be divisible by world size {world} x accumulation steps {accum}"
+                f"batch size {global_batch} must be divisible by world size {world} "
+                f"x accumulation steps {accum}"
             )
         self.n, self.global_batch, self.seed = int(n), int(global_batch), int(seed)
         self.rank, self.world, self.accum = int(rank), int(world), int(accum)
@@ -268,7 +289,12 @@ class SeededBatchOrder:
             order = rng.permutation(self.n)
         else:
             starts = np.arange(0, self.n, self.block_rows)
-            order = np.concatenate([np.arange(s, min(s + self.block_rows, self.n)) for s in starts[rng.permutation(starts.size)]])
+            order = np.concatenate(
+                [
+                    np.arange(s, min(s + self.block_rows, self.n))
+                    for s in starts[rng.permutation(starts.size)]
+                ]
+            )
         self._cache = (int(epoch), order)
         return order
 
@@ -434,35 +460,35 @@ class MetricsLog:
     ):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if resume_step is None:
-            self.lines: list[str] = []
-        elif history is not None:
-            self.lines = [
-                line for line in history if json.loads(line).get("step", -1) <= resume_step
-            ]
-        elif self.path.exists():
-            self.lines = [
-                line
-                for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", -1) <= resume_step
-            ]
-        else:
-            self.lines = []
+        self.lines: list[str] = self.kept_lines(resume_step, history)
         with atomic_path(self.path) as tmp:
             tmp.write_text("".join(k + "\n" for k in self.lines))
         self.fh = open(self.path, "a")
-        self.tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+        self.tb = self.tensorboard(resume_step) if tensorboard else None
 
-                # on resume, purge_step makes TensorBoard drop the events of the steps
-                # after the checkpoint that an interrupted run had already written
-                purge = resume_step + 1 if resume_step is not None else None
-                self.tb = SummaryWriter(str(self.path.parent / "tensorboard"), purge_step=purge)
-            except ImportError:  # tensorboard not installed: optional
-                log.info("tensorboard is not installed: metrics go to %s only", self.path)
-                self.tb = None
+    def kept_lines(self, resume_step: int | None, history: list[str] | None) -> list[str]:
+        """The lines of steps up to ``resume_step`` (from ``history``, else the existing file)."""
+        if resume_step is None:
+            return []
+        if history is None:
+            history = self.path.read_text().splitlines() if self.path.exists() else []
+        return [
+            line
+            for line in history
+            if line.strip() and json.loads(line).get("step", -1) <= resume_step
+        ]
+
+    def tensorboard(self, resume_step: int | None) -> Any:
+        """A SummaryWriter beside the file, or None when tensorboard is not installed."""
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard not installed: optional
+            log.info("tensorboard is not installed: metrics go to %s only", self.path)
+            return None
+        # on resume, purge_step makes TensorBoard drop the events of the steps after the
+        # checkpoint that an interrupted run had already written
+        purge = resume_step + 1 if resume_step is not None else None
+        return SummaryWriter(str(self.path.parent / "tensorboard"), purge_step=purge)
 
     def write(self, record: dict[str, Any]) -> None:
         line = json.dumps(record)

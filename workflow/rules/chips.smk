@@ -23,12 +23,11 @@ rule chips:
         mem_mb=4000,
     params:
         options=chips_args(),
-        seed=chips_seed,
         out_dir=out_dir,
     shell:
         "sarssl chips --composite {input.composite:q} --landcover {input.landcover:q}"
         " --treecover {input.treecover:q} --area {wildcards.area:q} {params.options}"
-        " --seed {params.seed:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule fractions:

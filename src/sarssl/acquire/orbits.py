@@ -177,11 +177,11 @@ def candidates_cdse(client: HttpClient, acq: Acquisition, kind: str, catalogue_u
         parsed = parse_orbit_name(name) or parse_orbit_name(name + ".EOF")
         if parsed is None:
             continue
-        from .sentinel1 import _cdse_checksum
+        from .sentinel1 import cdse_checksum
 
         out.append(dataclasses.replace(
             parsed, url=f"{download_url.rstrip('/')}/Products({item['Id']})/$value",
-            size=int(item["ContentLength"]) if item.get("ContentLength") else None, checksum=_cdse_checksum(item),
+            size=int(item["ContentLength"]) if item.get("ContentLength") else None, checksum=cdse_checksum(item),
         ))
     return out
 

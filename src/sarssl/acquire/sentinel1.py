@@ -299,7 +299,10 @@ def _cdse_attrs(item: dict) -> dict[str, Any]:
     return {a.get("Name"): a.get("Value") for a in item.get("Attributes") or [] if isinstance(a, dict)}
 
 
-def _cdse_checksum(item: dict) -> tuple[str, str] | None:
+def cdse_checksum(item: dict) -> tuple[str, str] | None:
+    """(algorithm, hex digest) of a CDSE OData product or orbit item, or None: the
+    first checksum of a known algorithm the catalogue lists (products and orbit files share
+    the format)."""
     for c in item.get("Checksum") or []:
         algo = str(c.get("Algorithm", "")).lower()
         if algo in ("md5", "sha256", "sha1", "sha3-256") and c.get("Value"):
@@ -341,7 +344,7 @@ def search_cdse(client: HttpClient, query: Query, *, catalogue_url: str = CDSE_C
                 id=fields["id"], provider="cdse",
                 url=f"{download_url.rstrip('/')}/Products({item['Id']})/$value",
                 filename=f"{fields['id']}.zip", size=int(size) if size else None,
-                checksum=_cdse_checksum(item),
+                checksum=cdse_checksum(item),
                 start=cd.get("Start") or _compact_iso(fields["start"]),
                 stop=cd.get("End") or _compact_iso(fields["stop"]),
                 pass_direction=(str(attrs.get("orbitDirection") or "").upper() or None),

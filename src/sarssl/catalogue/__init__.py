@@ -1,6 +1,8 @@
 """Scene selection: which products of a folder (or a pyroSAR archive) enter an area.
 
-``builtin`` validates every product, keeps one per acquisition and filters by area,
-dates, orbit and polarisations; ``archive`` does the same through pyroSAR's scene
-database. Contract: ``results/catalogue/AREA.csv`` and ``AREA.rejected.csv``.
+``screening`` finds products, validates them, keeps one per acquisition and holds the
+filters (area, dates, orbit, polarisations); ``table`` the CSV rows and writers. Two
+backends use both: ``builtin`` scans the manifests, ``archive`` selects through pyroSAR's
+scene database; ``cli`` is ``sarssl catalogue``. Contract: ``results/catalogue/AREA.csv``
+and ``AREA.rejected.csv``.
 """

@@ -15,11 +15,11 @@ assessment on preparing backscatter data for the cube", Data 4(3):93):
 2. **select** (:func:`select`): ``Archive.select`` with the AOI as a
    ``spatialist`` bounding-box vector (``ST_Intersects`` in the database), the dates,
    ``orbit`` (``A``/``D``), ``orbitNumber_rel`` and the polarisation flags.
-3. The CSV is written by :mod:`sarssl.catalogue.builtin` from the selected products' manifests
-   (read with :mod:`sarssl.sar.safe`), with exactly the builtin backend's columns.
+3. The CSV rows come from the selected products' manifests (read with :mod:`sarssl.sar.safe`)
+   through :mod:`sarssl.catalogue.table`, exactly the builtin backend's columns.
 
 Products given are screened exactly as by the builtin backend before anything reaches the
-database (:func:`sarssl.catalogue.builtin.screen_products`: unreadable products, products that are
+database (:func:`sarssl.catalogue.screening.screen_products`: unreadable products, products that are
 not IW GRD or whose name disagrees with the manifest, and all but the newest processing of
 each acquisition are rejected and never ingested). A selected scene that the database holds
 under another name than the product kept for its acquisition (an older processing ingested
@@ -84,10 +84,13 @@ from shapely.geometry import box
 from tqdm import tqdm
 
 from ..errors import InputError, SarsslError
+from ..sar.safe import open_product, parse_product_name
+from .screening import Filters, exclusion_reason, find_products, screen_products
+from .table import Rejection, product_row, table_from_rows
 
 log = logging.getLogger(__name__)
 
-#: Repository root (``src/sarssl/archive.py`` -> ``.``) when running from a checkout.
+#: Repository root (``src/sarssl/catalogue/archive.py`` -> ``.``) when running from a checkout.
 REPO_ROOT = Path(__file__).resolve().parents[3]
 ENV_SCRIPT = "tools/pyrosar-env.sh"
 VENV_NAME = ".venv-pyrosar"
@@ -398,8 +401,9 @@ def _as_db(db: Database | str | os.PathLike) -> Database:
     return db if isinstance(db, Database) else parse_db(db)
 
 
-def _query(filters: Any) -> dict[str, Any]:
-    """Worker query from :class:`sarssl.catalogue.builtin.Filters` (dates bound the start time)."""
+def _query(filters: Filters) -> dict[str, Any]:
+    """Worker query from :class:`~sarssl.catalogue.screening.Filters` (dates bound the
+    start time)."""
     return {
         "aoi": [float(v) for v in filters.aoi],
         "mindate": str(filters.start)[:10].replace("-", "") + "T000000",
@@ -453,12 +457,12 @@ def ingest(products: Sequence[str | os.PathLike], db: Database | str) -> IngestR
     return report
 
 
-def select(db: Database | str, filters: Any) -> list[str]:
+def select(db: Database | str, filters: Filters) -> list[str]:
     """Scene paths registered in the archive that match ``filters`` (pyroSAR's answer).
 
-    ``filters`` is a :class:`sarssl.catalogue.builtin.Filters`. The AOI is matched against the
-    footprint *envelope* (pyroSAR's ``bbox`` column); the dates bound the acquisition start
-    (inclusive, UTC); every polarisation listed must be present.
+    The AOI is matched against the footprint *envelope* (pyroSAR's ``bbox`` column); the
+    dates bound the acquisition start (inclusive, UTC); every polarisation listed must be
+    present.
     """
     return _run(_as_db(db), None, [_query(filters)])[1][0]
 
@@ -472,28 +476,26 @@ def product_key(path: str | os.PathLike) -> str:
 
 
 def build_catalogue_pyrosar(
-    inputs: Sequence[str | os.PathLike], filters: Any, db: Database | str,
-    rejected: list | None = None,
+    inputs: Sequence[str | os.PathLike], filters: Filters, db: Database | str,
+    rejected: list[Rejection] | None = None,
 ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """Like :func:`sarssl.catalogue.builtin.build_catalogue`, the selection made by the archive.
 
     With ``inputs``, they are screened (validated, one per acquisition), the kept ones
     ingested, and only they can be selected (a product held under several paths is reported
     from the path the builtin backend keeps); with no inputs, the whole archive is queried.
-    Rejected products are appended to ``rejected`` (:class:`sarssl.catalogue.builtin.Rejection`).
+    Rejected products are appended to ``rejected`` (:class:`sarssl.catalogue.table.Rejection`).
     """
     return build_catalogues_pyrosar(inputs, [filters], db, rejected=rejected)[0]
 
 
 def build_catalogues_pyrosar(
-    inputs: Sequence[str | os.PathLike], filters_list: Sequence[Any], db: Database | str,
-    rejected: list | None = None,
+    inputs: Sequence[str | os.PathLike], filters_list: Sequence[Filters], db: Database | str,
+    rejected: list[Rejection] | None = None,
 ) -> list[tuple[pd.DataFrame, list[tuple[str, str]]]]:
     """:func:`build_catalogue_pyrosar` for several filter sets (e.g. one per area) with a
     single ingest and a single start of the pyroSAR environment (``rejected`` collects the
     rejections of every set, each product once)."""
-    from .builtin import Rejection, find_products, screen_products
-
     db = _as_db(db)
     excluded: list[tuple[str, str]] = []
     screened: list[Rejection] = []
@@ -527,8 +529,6 @@ def build_catalogues_pyrosar(
 
 def _acquisition(name: str) -> tuple[str, int, dt.datetime] | None:
     """(mission, absolute orbit, start) of a product from its name, or None."""
-    from ..sar.safe import parse_product_name
-
     f = parse_product_name(Path(name).name)
     if f is None:
         return None
@@ -549,14 +549,11 @@ def _same_acquisition(scene: str, index: dict[tuple[str, int], list[tuple[dt.dat
     return None
 
 
-def _table(scenes: list[str], filters: Any, given: dict[str, str] | None,
-           excluded: list[tuple[str, str]], rejected: list | None = None,
+def _table(scenes: list[str], filters: Filters, given: dict[str, str] | None,
+           excluded: list[tuple[str, str]], rejected: list[Rejection] | None = None,
            ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """Catalogue rows for the archive's selection (footprint refinement included) and the
     reasons the other given products were left out."""
-    from .builtin import Rejection, _reason, product_row, screen_products, table_from_rows
-    from ..sar.safe import open_product
-
     index: dict[tuple[str, int], list[tuple[dt.datetime, str]]] = {}
     for key in given or {}:
         acq = _acquisition(key)
@@ -605,7 +602,7 @@ def _table(scenes: list[str], filters: Any, given: dict[str, str] | None,
         if key in chosen:
             continue
         try:
-            reason = _reason(open_product(path), filters, aoi_poly)
+            reason = exclusion_reason(open_product(path), filters, aoi_poly)
         except SarsslError as exc:
             reason = f"unreadable: {exc}"
         if reason is None:

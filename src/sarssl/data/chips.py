@@ -3,8 +3,9 @@
 ``sarssl chips --composite C.tif --landcover LC.tif --treecover TC.tif --area A --size 64
 [--overlap 0] [--max-nodata 0.05] [--min-label-coverage 0.5] [--split-angle 30]
 [--split-band-width M] [--split-pattern train,train,train,test,val]
-[--fractions 0.01,...,1.0] --seed S --out-dir results/chips/A
-[--export-split SPLIT --export-dir DIR]``
+--out-dir results/chips/A [--export-split SPLIT --export-dir DIR]``
+
+``sarssl fractions --chips-dir D --fractions 0.01,...,1.0 --seed S``
 
 ``sarssl stats --chips-dir D [--chips-dir ...] --out stats.json``
 
@@ -43,8 +44,10 @@ coordinates, so deterministic and extent-independent), and split =
 Neighbouring chips of different splits therefore only touch along band edges, never
 interleave, which limits spatial autocorrelation leaking from train into test.
 
-**Label fractions.** Nested subsets of the training ids: sorted ids shuffled once with
-``--seed``, fraction ``f`` takes the first ``max(1, ceil(f n))`` (``fractions.json``).
+**Label fractions.** ``sarssl fractions`` (and only it) writes ``fractions.json``: nested
+subsets of the training ids, sorted ids shuffled once with ``--seed``, fraction ``f``
+takes the first ``max(1, ceil(f n))``. ``sarssl chips`` writes none, so changing the
+fractions never re-cuts chips, and ``store.json`` does not describe them.
 
 **Statistics.** ``sarssl stats`` computes per-channel mean and (population) standard
 deviation of the dB values over the *training* chips of the given stores only, ignoring
@@ -70,16 +73,6 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .. import CHANNELS
-from .store import (
-    DEFAULT_FRACTIONS,
-    SPLITS,
-    ChipStore,
-    StoreWriter,
-    landcover_majority,
-    nested_fractions,
-    treecover_mean,
-)
 from ..errors import InputError, SarsslError
 from ..sar.grid import Grid
 from ..io import (
@@ -90,6 +83,15 @@ from ..io import (
     published_name,
     run_record,
     write_json,
+)
+from ..vocabulary import CHANNELS, IGNORE_INDEX, SPLITS
+from .store import (
+    DEFAULT_FRACTIONS,
+    ChipStore,
+    StoreWriter,
+    landcover_majority,
+    treecover_mean,
+    write_fractions,
 )
 
 log = logging.getLogger(__name__)
@@ -293,8 +295,6 @@ def make_chips(
     split_angle: float = 30.0,
     split_band_width: float | None = None,
     split_pattern: Sequence[str] = DEFAULT_PATTERN,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
-    seed: int = 0,
     export_split: str | None = None,
     export_dir: str | os.PathLike | None = None,
     progress: bool = True,
@@ -303,8 +303,9 @@ def make_chips(
 
     Label rasters covering less than ``min_label_coverage`` of the valid composite pixels
     are an :class:`InputError`; a full disk is an :class:`~sarssl.errors.OutputError`
-    (nothing is left behind either way)."""
-    from .labels import IGNORE, read_landcover, read_treecover
+    (nothing is left behind either way). No label fractions (nothing here is random): they
+    are :func:`run_fractions`'s, the one writer of ``fractions.json``."""
+    from .labels import read_landcover, read_treecover
 
     composite = Path(composite)
     if not 0.0 <= max_nodata <= 1.0:
@@ -345,7 +346,7 @@ def make_chips(
                 valid = np.isfinite(strip[:, first - row_off :]).all(axis=0)
                 rows = slice(first, row_off + size)
                 n_valid += int(np.count_nonzero(valid))
-                n_landcover += int(np.count_nonzero(valid & (lc_full[rows] != IGNORE)))
+                n_landcover += int(np.count_nonzero(valid & (lc_full[rows] != IGNORE_INDEX)))
                 n_treecover += int(np.count_nonzero(valid & np.isfinite(tc_full[rows])))
                 counted_to = row_off + size
             for i, c in group:
@@ -416,8 +417,6 @@ def make_chips(
                     tc_mean[r] = treecover_mean(tc)
             index["landcover_majority"] = lc_major
             index["treecover_mean"] = tc_mean
-            train_ids = index.loc[index["split"] == "train", "id"].tolist()
-            fr = nested_fractions(train_ids, fractions, seed)
             params = {
                 "size": size,
                 "overlap": overlap,
@@ -426,16 +425,12 @@ def make_chips(
                 "split_angle": split_angle,
                 "split_band_width": band_width,
                 "split_pattern": list(split_pattern),
-                "fractions": [float(f) for f in fractions],
-                "seed": seed,
             }
             meta = writer.finish(
                 index,
                 resolution=res,
                 crs=grid.crs,
                 area=area,
-                fractions=fr,
-                seed=seed,
                 qa=qa,
                 extra={
                     "composite": str(composite),
@@ -489,7 +484,7 @@ def export_chips(store_dir: str | os.PathLike, split: str, export_dir: str | os.
                 crs=st.meta["crs"],
                 transform=tr,
                 band_names=["landcover", "treecover"],
-                tags={"CHIP_ID": rec.id, "LANDCOVER_IGNORE": 255},
+                tags={"CHIP_ID": rec.id, "LANDCOVER_IGNORE": IGNORE_INDEX},
                 cog=False,
             )
     log.info("exported %d %s chips to %s", len(rows), split, export_dir)
@@ -590,10 +585,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--split-pattern", type=_csv_words, default=list(DEFAULT_PATTERN), help="splits assigned cyclically to bands"
     )
-    parser.add_argument(
-        "--fractions", type=_csv_floats, default=list(DEFAULT_FRACTIONS), help="nested label fractions of train"
-    )
-    parser.add_argument("--seed", type=int, required=True, help="seed of the label-fraction subsets")
     parser.add_argument("--out-dir", required=True, help="chip store directory")
     parser.add_argument("--export-split", choices=SPLITS, default=None, help="also export this split as GeoTIFFs")
     parser.add_argument("--export-dir", default=None, help="where --export-split writes its GeoTIFFs")
@@ -613,8 +604,6 @@ def run(args: argparse.Namespace) -> int:
         split_angle=args.split_angle,
         split_band_width=args.split_band_width,
         split_pattern=args.split_pattern,
-        fractions=args.fractions,
-        seed=args.seed,
         export_split=args.export_split,
         export_dir=args.export_dir,
     )
@@ -638,12 +627,11 @@ def add_fractions_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_fractions(args: argparse.Namespace) -> int:
-    """(Re)write ``fractions.json`` of a chip store: the nested label-fraction subsets of its
-    training ids. The subsets depend only on the ids and the seed (fraction ``f`` is a
-    prefix of one seeded shuffle), so adding fractions never changes the existing ones, and
-    the workflow can change ``finetune.fractions`` without re-cutting chips or pretraining."""
-    from .store import ChipStore, write_fractions
-
+    """(Re)write ``fractions.json`` of a chip store, its only writer: the nested
+    label-fraction subsets of its training ids. The subsets depend only on the ids and the
+    seed (fraction ``f`` is a prefix of one seeded shuffle), so adding fractions never
+    changes the existing ones, and the workflow can change ``finetune.fractions`` without
+    re-cutting chips or pretraining."""
     fr = write_fractions(args.chips_dir, ChipStore(args.chips_dir).index, args.fractions, args.seed)
     log.info("%s/fractions.json: %s", args.chips_dir, {f: len(v) for f, v in fr.items()})
     return 0

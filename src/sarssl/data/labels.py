@@ -31,25 +31,10 @@ import numpy as np
 
 from ..errors import InputError
 from ..sar.grid import Grid
+from ..vocabulary import IGNORE_INDEX, WORLDCOVER_CODES
 
 log = logging.getLogger(__name__)
 
-WORLDCOVER_CODES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100)
-WORLDCOVER_NAMES = (
-    "tree_cover",
-    "shrubland",
-    "grassland",
-    "cropland",
-    "built_up",
-    "bare_sparse_vegetation",
-    "snow_and_ice",
-    "permanent_water_bodies",
-    "herbaceous_wetland",
-    "mangroves",
-    "moss_and_lichen",
-)
-"""Class names of training classes 0..10 (WorldCover 2020 legend)."""
-IGNORE = 255
 MOD44B_WATER = 200
 MOD44B_FILL = (253, 254, 255)
 
@@ -61,7 +46,7 @@ def worldcover_to_class(codes: np.ndarray) -> np.ndarray:
     [0, 9, 10, 255, 255, 255]
     """
     codes = np.asarray(codes)
-    out = np.full(codes.shape, IGNORE, dtype=np.uint8)
+    out = np.full(codes.shape, IGNORE_INDEX, dtype=np.uint8)
     for cls, code in enumerate(WORLDCOVER_CODES):
         out[codes == code] = cls
     return out
@@ -145,7 +130,7 @@ def read_landcover(path: str | os.PathLike, grid: Grid) -> np.ndarray:
         resampling=Resampling.nearest,
     )
     out = worldcover_to_class(dst)
-    log.info("%s: land cover on %dx%d grid, %.1f%% labelled", path, grid.width, grid.height, 100 * (out != IGNORE).mean())
+    log.info("%s: land cover on %dx%d grid, %.1f%% labelled", path, grid.width, grid.height, 100 * (out != IGNORE_INDEX).mean())
     return out
 
 

@@ -3,7 +3,7 @@
 Protocol (the study's, made leak-proof):
 
 - **train** on exactly the ``fractions.json`` subset for ``--fraction`` (TRAIN split
-  only; the subsets are nested and seeded by the chip stage);
+  only; the subsets are nested and seeded by ``sarssl fractions``);
 - **select** the checkpoint and stop early on the VAL split only (land cover: mIoU,
   higher is better; tree cover: RMSE, lower is better; ``patience`` epochs);
 - **score** once, with the selected checkpoint, on the TEST split only.
@@ -25,6 +25,13 @@ Encoders are read from safetensors only, and weights whose patch embedding takes
 number of input channels than the chip store has are refused before timm could adapt
 them (:func:`check_encoder_compatible`).
 
+The chip size comes from the chip store only: every ViT is built for the store's chips
+(a pretrained encoder's position embedding is resampled when it was pretrained on other
+chips), and an ``img_size`` in ``--hparams`` that differs from the store's chip size is an
+error naming both (:func:`sarssl.downstream.models.backbone_kwargs`). The chips are read
+with :func:`sarssl.data.loaders.load_chips` and normalised by
+:mod:`sarssl.data.normalize`, like every other consumer of a chip store.
+
 No resume, by design. A fine-tuning job that is killed (SIGTERM, preemption) exits 143
 and is rerun from the start; it has no ``--resume-dir``. The jobs are short (about 9 s
 in the demo; minutes, at most about an hour, at study scale, against many hours of
@@ -41,7 +48,6 @@ that trade-off is reversed.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import math
@@ -54,7 +60,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import CHANNELS
 from ..engine import (
     WarmupCosine,
     autocast,
@@ -67,13 +72,12 @@ from ..engine import (
     seed_everything,
 )
 from ..errors import InputError, SarsslError
-from .evaluation import SegmentationMeter, metric_rows, regression_scores
 from ..io import atomic_path, run_record, write_json
+from ..vocabulary import BUILTIN_INITS, CHANNELS, IGNORE_INDEX, PROTOCOLS, TASKS, fraction_key
+from .evaluation import SegmentationMeter, metric_rows, regression_scores
 
 log = logging.getLogger(__name__)
 
-TASKS = ("landcover", "treecover")
-PROTOCOLS = ("finetune", "linear")
 DEFAULTS: dict[str, Any] = {
     "epochs": 15,
     "batch_size": 16,
@@ -153,7 +157,8 @@ def check_encoder_compatible(meta: dict[str, Any], encoder_path: Path, store_cha
 def build_model(
     task: str, init: str, encoder: str | None, hp: dict[str, Any], chip_size: int, store_channels: list[str], stats: Path
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """(task model, description of the initialisation for run.json)."""
+    """(task model, description of the initialisation for run.json); every ViT is built
+    for ``chip_size``, the chip store's."""
     from .models import backbone_kwargs, build_task_model, create_backbone, load_encoder, read_encoder_meta
 
     if init == "unet":
@@ -178,8 +183,7 @@ def build_model(
         if init in ("mae", "dino") and meta.get("method") not in (None, init):
             raise InputError(f"{path}: encoder was pretrained with {meta.get('method')}, not {init}")
         check_encoder_compatible(meta, path, store_channels, stats)
-        override = {"img_size": chip_size} if int(meta["model_kwargs"].get("img_size", chip_size)) != chip_size else {}
-        backbone, meta = load_encoder(path, **override)
+        backbone, meta = load_encoder(path, img_size=chip_size)
         desc = {"init": init, "encoder": str(path), "model_name": meta["model_name"], "method": meta.get("method")}
     model = build_task_model(task, backbone, seg_width=int(hp["seg_width"]))
     return model, desc
@@ -188,6 +192,20 @@ def build_model(
 # --------------------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------------------
+def open_store(chips_dir: str, hp: dict[str, Any]) -> Any:
+    """The chip store, checked against the study's channels and the hyper-parameters'
+    ``img_size`` (which, when given, must be the store's chip size)."""
+    from ..data.store import ChipStore
+    from .models import check_img_size
+
+    store = ChipStore(chips_dir)
+    if list(store.channels) != list(CHANNELS):
+        raise InputError(f"chip store {store.path}: channels {store.channels} differ from {list(CHANNELS)}")
+    for block in (hp, hp.get("backbone") or {}):
+        check_img_size(block, store.chip_size, f"chip store {store.path}")
+    return store
+
+
 def split_rows(store: Any, fraction: float, task: str) -> dict[str, np.ndarray]:
     """Rows of the training subset for ``fraction`` and of the val and test splits.
 
@@ -195,13 +213,13 @@ def split_rows(store: Any, fraction: float, task: str) -> dict[str, np.ndarray]:
     fractions.json would otherwise leak val/test chips into training). For tree cover,
     chips without a known tree cover are dropped from every split.
     """
-    table = store.fractions["fractions"]
-    key = store._fraction_key(table, fraction)
-    ids = set(table[key])
+    ids = set(store.fraction_ids(fraction))
     train_ids = set(store.index.loc[store.index["split"] == "train", "id"])
     if not ids <= train_ids:
         bad = sorted(ids - train_ids)[:5]
-        raise InputError(f"{store.path / 'fractions.json'}: fraction {key} lists non-training chips {bad}")
+        raise InputError(
+            f"{store.path / 'fractions.json'}: fraction {fraction_key(fraction)} lists non-training chips {bad}"
+        )
     rows = {"train": store.rows("train", fraction), "val": store.rows("val"), "test": store.rows("test")}
     if task == "treecover":
         known = store.index.set_index("row")["treecover_mean"].notna()
@@ -214,50 +232,22 @@ def split_rows(store: Any, fraction: float, task: str) -> dict[str, np.ndarray]:
     return rows
 
 
-def _batches(n: int, batch_size: int, seed: int | None, epoch: int) -> list[np.ndarray]:
-    order = np.arange(n) if seed is None else np.random.default_rng([seed, epoch]).permutation(n)
+def _chunks(n: int, batch_size: int) -> list[np.ndarray]:
+    """Positions 0..n-1 in order, cut into batches of ``batch_size``."""
+    order = np.arange(n)
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
-class SplitTensors:
-    """One split of the chip store decoded once into memory: ``image`` float32
-    ``(N, C, S, S)`` normalised, ``landcover`` int64 ``(N, S, S)``, ``treecover`` float32
-    ``(N,)`` chip-mean percent, plus ``rows`` and ``ids``.
+def load_split(store: Any, rows: np.ndarray, stats: str, device: torch.device) -> Any:
+    """The chips ``rows`` of ``store`` in memory on ``device``
+    (:func:`sarssl.data.loaders.load_chips`): ``image`` normalised float32, ``landcover``
+    int64 (the loss's targets), ``treecover`` chip means. A fine-tuning job visits each
+    chip of its small splits many times, so it reads and normalises them once."""
+    from ..data.loaders import load_chips
 
-    The demo stores are tiny (a few MB), and a fine-tuning job visits every chip many
-    times, so decoding each chip once (one vectorised pass of
-    :meth:`sarssl.data.store.ChipDataset.__getitems__`) and then slicing tensors is much
-    cheaper than a Dataset call per item and batch. ``features`` may later hold the
-    frozen encoder's patch tokens (``--protocol linear``).
-    """
-
-    def __init__(self, ds: Any, device: torch.device):
-        from ..data.store import collate_chips
-
-        self.rows = np.asarray(ds.rows)
-        self.ids = np.asarray(ds.ids, dtype=str)
-        batch = collate_chips(ds.__getitems__(list(range(len(ds)))))
-        self.image = batch["image"].to(device)
-        self.landcover = batch["landcover"].to(device)
-        self.treecover = batch["treecover"].float().to(device)
-        self.features: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return int(self.rows.size)
-
-    def batch(self, idx: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
-        i = torch.as_tensor(idx, dtype=torch.long, device=self.image.device)
-        out = {"image": self.image[i], "landcover": self.landcover[i], "treecover": self.treecover[i]}
-        if self.features is not None:
-            out["features"] = self.features[i]
-        return out
-
-
-def load_split(store: Any, rows: np.ndarray, stats: str, device: torch.device) -> SplitTensors:
-    """Decode the chips ``rows`` of ``store`` into memory (see :class:`SplitTensors`)."""
-    from ..data.store import ChipDataset
-
-    return SplitTensors(ChipDataset(store, rows, stats), device)
+    split = load_chips(store, rows, arrays=("x", "landcover"), stats=stats, device=device)
+    split["landcover"] = split["landcover"].long()
+    return split
 
 
 def dihedral(batch: dict[str, torch.Tensor], k: int, flip: bool) -> dict[str, torch.Tensor]:
@@ -280,9 +270,9 @@ def _loss(task: str, out: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor |
 
     if task == "landcover":
         target = batch["landcover"]
-        if not (target != 255).any():
+        if not (target != IGNORE_INDEX).any():
             return None
-        return F.cross_entropy(out.float(), target, ignore_index=255)
+        return F.cross_entropy(out.float(), target, ignore_index=IGNORE_INDEX)
     target = batch["treecover"].float()
     ok = torch.isfinite(target)
     if not ok.any():
@@ -292,38 +282,34 @@ def _loss(task: str, out: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor |
 
 def _forward(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Model output; with cached frozen-encoder ``features`` only the head runs."""
+    from .models import patch_grid
+
     if "features" in batch:
         return model.head(batch["features"], patch_grid(model.backbone, tuple(batch["image"].shape[-2:])))
     return model(batch["image"])
 
 
-def patch_grid(backbone: nn.Module, size: tuple[int, int]) -> tuple[int, int]:
-    from .models import patch_grid as grid
-
-    return grid(backbone, size)
-
-
 @torch.no_grad()
-def cache_features(model: nn.Module, split: SplitTensors, batch_size: int, device: torch.device, dtype: str) -> None:
+def cache_features(model: nn.Module, split: Any, batch_size: int, device: torch.device, dtype: str) -> None:
     """Patch tokens of the frozen encoder for every chip of ``split`` (linear protocol):
     the encoder never changes, so it runs once per chip instead of once per epoch."""
     from .models import patch_tokens
 
     model.backbone.eval()
     feats = []
-    for idx in _batches(len(split), batch_size, None, 0):
+    for idx in _chunks(len(split), batch_size):
         with autocast(device, dtype):
             feats.append(patch_tokens(model.backbone, split.batch(idx)["image"]).float())
-    split.features = torch.cat(feats)
+    split["features"] = torch.cat(feats)
 
 
 @torch.no_grad()
-def predict(model: nn.Module, split: SplitTensors, task: str, batch_size: int, device: torch.device, dtype: str) -> dict[str, Any]:
+def predict(model: nn.Module, split: Any, task: str, batch_size: int, device: torch.device, dtype: str) -> dict[str, Any]:
     """Predictions and scores of ``model`` on every chip of ``split`` (in order)."""
     model.eval()
     meter = SegmentationMeter() if task == "landcover" else None
     preds = []
-    for idx in _batches(len(split), batch_size, None, 0):
+    for idx in _chunks(len(split), batch_size):
         batch = split.batch(idx)
         with autocast(device, dtype):
             out = _forward(model, batch)
@@ -335,10 +321,10 @@ def predict(model: nn.Module, split: SplitTensors, task: str, batch_size: int, d
             preds.append(out.float().cpu())
     pred = torch.cat(preds)
     if task == "landcover":
-        target = split.landcover.to(torch.uint8).cpu()
+        target = split["landcover"].to(torch.uint8).cpu()
         scores = meter.compute()
     else:
-        target = split.treecover.cpu()
+        target = split["treecover"].cpu()
         scores = regression_scores(pred, target)
     return {"pred": pred.numpy(), "target": target.numpy(), "scores": scores}
 
@@ -350,56 +336,32 @@ def selection_score(task: str, scores: dict[str, Any]) -> float:
 
 
 # --------------------------------------------------------------------------------------
-# main
+# training
 # --------------------------------------------------------------------------------------
-def finetune(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Run one fine-tuning job; returns the run summary (also written to run.json)."""
-    from tqdm import tqdm
+def prepare_model(model: nn.Module, cfg: dict[str, Any], data: dict[str, Any], device: torch.device, dtype: str) -> None:
+    """Freeze the encoder (linear protocol; its features are then cached once), start the
+    tree-cover head from the training mean, and move the model to ``device``."""
+    from .models import RegressionHead
 
-    from ..data.store import ChipStore
-
-    t0 = time.time()
-    task, protocol, seed = cfg["task"], cfg["protocol"], int(cfg["seed"])
-    hp = cfg["hparams"]
-    out_dir = Path(cfg["out_dir"])
-    device = resolve_device(cfg.get("device", "auto"))
-    dtype = resolve_dtype(str(hp["dtype"]), device)
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg["threads"]))
-    reuse_freed_memory()
-    seed_everything(seed)
-
-    store = ChipStore(cfg["chips_dir"])
-    if list(store.channels) != list(CHANNELS):
-        raise InputError(f"chip store {store.path}: channels {store.channels} differ from {list(CHANNELS)}")
-    rows = split_rows(store, float(cfg["fraction"]), task)
-    # train and val now; the test chips are read only after training and model selection
-    data = {k: load_split(store, rows[k], cfg["stats"], device) for k in ("train", "val")}
-
-    model, init_desc = build_model(
-        task, cfg["init"], cfg.get("encoder"), hp, store.chip_size, store.channels, Path(cfg["stats"])
-    )
-    linear = protocol == "linear"
+    linear = cfg["protocol"] == "linear"
     if linear:
         if cfg["init"] == "unet":
             raise SarsslError("--protocol linear needs a ViT encoder; --init unet is trained end to end")
         for p in model.backbone.parameters():
             p.requires_grad_(False)
-    if task == "treecover":
-        from .models import RegressionHead
-
+    if cfg["task"] == "treecover":
         head = next((m for m in model.modules() if isinstance(m, RegressionHead)), None)
         if head is not None:
-            head.init_output(float(data["train"].treecover.float().mean()))
+            head.init_output(float(data["train"]["treecover"].float().mean()))
     model.to(device)
     if linear:
         for split in data.values():
             cache_features(model, split, 64, device, dtype)
 
-    epochs = int(cfg.get("max_epochs") or hp["epochs"])
-    n_train = len(data["train"])
-    bs = min(int(hp["batch_size"]), n_train)
-    steps_per_epoch = int(hp["steps_per_epoch"] or math.ceil(n_train / bs))
+
+def make_optimizer(model: nn.Module, cfg: dict[str, Any], steps_per_epoch: int, epochs: int) -> tuple[Any, WarmupCosine]:
+    """AdamW over layer-decayed parameter groups and its warm-up + cosine schedule."""
+    hp = cfg["hparams"]
     pretrained = cfg["init"] not in ("scratch", "unet")
     depth = len(model.backbone.blocks) if hasattr(model, "backbone") else None
     groups = param_groups(
@@ -409,6 +371,22 @@ def finetune(cfg: dict[str, Any]) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(groups, lr=float(hp["lr"]))
     total_steps = steps_per_epoch * epochs
     schedule = WarmupCosine(float(hp["lr"]), min(int(hp["warmup_epochs"]) * steps_per_epoch, total_steps // 2), total_steps)
+    return optimizer, schedule
+
+
+def train_and_select(model: nn.Module, cfg: dict[str, Any], data: dict[str, Any], device: torch.device, dtype: str) -> dict[str, Any]:
+    """Train on ``data["train"]``, score every epoch on ``data["val"]``, stop early after
+    ``patience`` epochs without improvement and load the best epoch's weights into
+    ``model``. Returns ``best_epoch``, ``best_val_score``, ``epochs_run``, ``history``."""
+    from tqdm import tqdm
+
+    task, hp, seed = cfg["task"], cfg["hparams"], int(cfg["seed"])
+    linear = cfg["protocol"] == "linear"
+    epochs = int(cfg.get("max_epochs") or hp["epochs"])
+    n_train = len(data["train"])
+    bs = min(int(hp["batch_size"]), n_train)
+    steps_per_epoch = int(hp["steps_per_epoch"] or math.ceil(n_train / bs))
+    optimizer, schedule = make_optimizer(model, cfg, steps_per_epoch, epochs)
     # the seeded sample stream: consecutive permutations of the training subset, cut into
     # batches of ``bs`` (an epoch is ``steps_per_epoch`` batches of this stream)
     stream_rng = np.random.default_rng([seed, 1])
@@ -420,8 +398,8 @@ def finetune(cfg: dict[str, Any]) -> dict[str, Any]:
     history = []
     step = 0
     epochs_run = 0
-    for epoch in tqdm(range(epochs), desc=f"finetune {task} {cfg['init']} {protocol} f={cfg['fraction']}", unit="epoch",
-                      disable=cfg.get("quiet", False)):
+    for epoch in tqdm(range(epochs), desc=f"finetune {task} {cfg['init']} {cfg['protocol']} f={cfg['fraction']}",
+                      unit="epoch", disable=cfg.get("quiet", False)):
         model.train()
         if linear:
             model.backbone.eval()  # frozen: no dropout/drop-path in the features
@@ -459,25 +437,33 @@ def finetune(cfg: dict[str, Any]) -> dict[str, Any]:
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
-    data["test"] = load_split(store, rows["test"], cfg["stats"], device)
-    if linear:
-        cache_features(model, data["test"], 64, device, dtype)
-    test = predict(model, data["test"], task, 64, device, dtype)
-    wall = time.time() - t0
+    return {"best_epoch": best_epoch, "best_val_score": best_score, "epochs_run": epochs_run, "history": history}
 
+
+# --------------------------------------------------------------------------------------
+# outputs
+# --------------------------------------------------------------------------------------
+def write_outputs(
+    cfg: dict[str, Any], model: nn.Module, init_desc: dict[str, Any], data: dict[str, Any],
+    test: dict[str, Any], fit: dict[str, Any], wall: float,
+) -> dict[str, Any]:
+    """``metrics.json``, ``predictions.npz``, ``checkpoint.pt`` and ``run.json`` in
+    ``--out-dir``; returns the run summary (the content of run.json besides the config)."""
+    out_dir = Path(cfg["out_dir"])
+    task, protocol = cfg["task"], cfg["protocol"]
     metric_list = [
         {
             "task": task,
             "init": cfg["init_label"],
             "protocol": protocol,
             "fraction": float(cfg["fraction"]),
-            "seed": seed,
+            "seed": int(cfg["seed"]),
             "pretrain_area": cfg.get("pretrain_area"),
             "finetune_area": cfg.get("finetune_area"),
-            "n_train_chips": n_train,
+            "n_train_chips": len(data["train"]),
             "metric": name,
             "value": float(value),
-            "epochs": epochs_run,
+            "epochs": fit["epochs_run"],
             "wall_s": round(wall, 3),
         }
         for name, value in metric_rows(task, test["scores"])
@@ -488,7 +474,7 @@ def finetune(cfg: dict[str, Any]) -> dict[str, Any]:
         with open(tmp, "wb") as fh:
             np.savez_compressed(
                 fh,
-                rows=rows["test"],
+                rows=data["test"].rows,
                 ids=np.asarray(data["test"].ids, dtype=str),
                 pred=test["pred"],
                 target=test["target"],
@@ -500,23 +486,56 @@ def finetune(cfg: dict[str, Any]) -> dict[str, Any]:
             "task": task,
             "init": json.loads(json.dumps(init_desc, default=str)),  # plain values only
             "protocol": protocol,
-            "best_epoch": best_epoch,
-            "hparams": json.loads(json.dumps(hp, default=str)),
+            "best_epoch": fit["best_epoch"],
+            "hparams": json.loads(json.dumps(cfg["hparams"], default=str)),
         },
     )
     summary = {
-        "best_epoch": best_epoch,
-        "best_val_score": best_score,
-        "epochs_run": epochs_run,
+        "best_epoch": fit["best_epoch"],
+        "best_val_score": fit["best_val_score"],
+        "epochs_run": fit["epochs_run"],
         "test_scores": test["scores"],
-        "history": history,
+        "history": fit["history"],
         "ids": {k: [str(i) for i in data[k].ids] for k in ("train", "val", "test")},
         "init_detail": init_desc,
         "wall_s": wall,
     }
     write_json(out_dir / "run.json", run_record({k: v for k, v in cfg.items() if k != "quiet"}, **summary))
-    log.info("%s %s %s f=%s: test %s in %.1f s (%d epochs)", task, cfg["init_label"], protocol, cfg["fraction"],
-             {k: round(v, 4) for k, v in test["scores"].items() if k != "iou"}, wall, epochs_run)
+    return summary
+
+
+# --------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------
+def finetune(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Run one fine-tuning job; returns the run summary (also written to run.json)."""
+    t0 = time.time()
+    task, hp = cfg["task"], cfg["hparams"]
+    device = resolve_device(cfg.get("device", "auto"))
+    dtype = resolve_dtype(str(hp["dtype"]), device)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
+    reuse_freed_memory()
+    seed_everything(int(cfg["seed"]))
+
+    store = open_store(cfg["chips_dir"], hp)
+    rows = split_rows(store, float(cfg["fraction"]), task)
+    # train and val now; the test chips are read only after training and model selection
+    data = {k: load_split(store, rows[k], cfg["stats"], device) for k in ("train", "val")}
+    model, init_desc = build_model(
+        task, cfg["init"], cfg.get("encoder"), hp, store.chip_size, store.channels, Path(cfg["stats"])
+    )
+    prepare_model(model, cfg, data, device, dtype)
+    fit = train_and_select(model, cfg, data, device, dtype)
+
+    data["test"] = load_split(store, rows["test"], cfg["stats"], device)
+    if cfg["protocol"] == "linear":
+        cache_features(model, data["test"], 64, device, dtype)
+    test = predict(model, data["test"], task, 64, device, dtype)
+    wall = time.time() - t0
+    summary = write_outputs(cfg, model, init_desc, data, test, fit, wall)
+    log.info("%s %s %s f=%s: test %s in %.1f s (%d epochs)", task, cfg["init_label"], cfg["protocol"], cfg["fraction"],
+             {k: round(v, 4) for k, v in test["scores"].items() if k != "iou"}, wall, fit["epochs_run"])
     return summary
 
 
@@ -545,7 +564,7 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if not Path(args.stats).is_file():
         raise SarsslError(f"--stats {args.stats}: file not found")
     init = args.init
-    if init not in ("scratch", "mae", "dino", "unet") and not Path(init).is_file():
+    if init not in BUILTIN_INITS and not Path(init).is_file():
         raise SarsslError(f"--init {init}: not scratch/mae/dino/unet nor an existing encoder file")
     if args.encoder and not Path(args.encoder).is_file():
         raise SarsslError(f"--encoder {args.encoder}: file not found")
@@ -554,7 +573,7 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "task": args.task,
         "init": init,
-        "init_label": init if init in ("scratch", "mae", "dino", "unet") else Path(init).parent.name or Path(init).stem,
+        "init_label": init if init in BUILTIN_INITS else Path(init).parent.name or Path(init).stem,
         "encoder": args.encoder,
         "protocol": args.protocol,
         "fraction": args.fraction,

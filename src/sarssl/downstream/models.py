@@ -32,28 +32,39 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import CHANNELS
 from ..errors import InputError, SarsslError
 from ..io import atomic_path, write_json
+from ..vocabulary import CHANNELS, N_LANDCOVER_CLASSES, TASKS
 
 log = logging.getLogger(__name__)
 
-N_LANDCOVER_CLASSES = 11
 TREECOVER_SCALE = 100.0
 """Regression outputs are in percent; the network works in fractions (x / 100)."""
 
-BACKBONE_KEYS = ("model_name", "patch_size", "embed_dim", "depth", "num_heads", "img_size")
+
+def check_img_size(hparams: dict[str, Any], chip_size: int, where: str = "the chip store") -> None:
+    """The chip size is the chip store's: an ``img_size`` in the hyper-parameters is allowed
+    only when it says the same (SarsslError naming both otherwise)."""
+    given = hparams.get("img_size")
+    if given is not None and int(given) != int(chip_size):
+        raise SarsslError(
+            f"--hparams: img_size {int(given)} differs from the chip size {int(chip_size)} "
+            f"of {where}; "
+            "the chip size is read from the chip store (leave img_size out or make it equal)"
+        )
 
 
 def backbone_kwargs(hparams: dict[str, Any], img_size: int, in_chans: int = len(CHANNELS)) -> tuple[str, dict[str, Any]]:
-    """Split a config ``backbone`` block into ``(timm model name, model kwargs)``.
+    """Split a config ``backbone`` block into ``(timm model name, model kwargs)`` for chips of
+    ``img_size`` pixels (the chip store's; :func:`check_img_size`).
 
     The kwargs are exactly what ``timm.create_model`` needs besides ``num_classes=0``,
     so they can be stored in ``encoder.json`` and reused by anyone with timm.
     """
     if "model_name" not in hparams:
         raise SarsslError("hyper-parameters: backbone needs 'model_name' (a timm ViT name)")
-    kwargs: dict[str, Any] = {"in_chans": int(in_chans), "img_size": int(hparams.get("img_size", img_size))}
+    check_img_size(hparams, img_size)
+    kwargs: dict[str, Any] = {"in_chans": int(in_chans), "img_size": int(img_size)}
     for key in ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "drop_path_rate"):
         if key in hparams and hparams[key] is not None:
             kwargs[key] = hparams[key]
@@ -199,8 +210,8 @@ class UNet(nn.Module):
         depth: int = 3,
     ):
         super().__init__()
-        if task not in ("landcover", "treecover"):
-            raise SarsslError(f"UNet: unknown task {task!r}")
+        if task not in TASKS:
+            raise SarsslError(f"UNet: unknown task {task!r}; expected one of {list(TASKS)}")
         self.task = task
         self.depth = depth
         widths = [width * 2**i for i in range(depth + 1)]
@@ -247,7 +258,7 @@ def build_task_model(
     elif task == "treecover":
         head = RegressionHead(d)
     else:
-        raise SarsslError(f"unknown task {task!r}; expected landcover or treecover")
+        raise SarsslError(f"unknown task {task!r}; expected one of {list(TASKS)}")
     return TaskModel(backbone, head)
 
 

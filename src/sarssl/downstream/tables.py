@@ -41,6 +41,7 @@ import pandas as pd
 
 from ..errors import InputError, SarsslError
 from ..io import atomic_path
+from ..vocabulary import PROTOCOLS, TASKS
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +88,6 @@ SUMMARY_COLUMNS: tuple[str, ...] = GROUP_KEYS + (
     "wall_s",
 )
 
-TASKS: tuple[str, ...] = ("landcover", "treecover")
-PROTOCOLS: tuple[str, ...] = ("finetune", "linear")
 #: Initialisations without self-supervised pretraining (references, not "pretrained").
 BASELINE_INITS: tuple[str, ...] = ("scratch", "unet")
 #: Display order of the known initialisations; others (checkpoint names) follow by name.

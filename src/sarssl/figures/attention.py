@@ -20,16 +20,14 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from .. import SEASONS
 from ..errors import InputError
+from ..vocabulary import IGNORE_INDEX, SEASONS, SPLITS
 from .registry import register_figure, styled
 from .common import (
-    IGNORE,
     image_axes,
     landcover_cmap,
     landcover_image,
     landcover_legend_handles,
-    normalise,
     require_file,
     season_false_colour,
     select_rows,
@@ -82,7 +80,7 @@ def attention_figure(
         axes[r, 1].imshow(
             landcover_image(landcover[r]), cmap=cmap, norm=norm, interpolation="nearest"
         )
-        seen.update(int(k) for k in np.unique(landcover[r]) if k != IGNORE)
+        seen.update(int(k) for k in np.unique(landcover[r]) if k != IGNORE_INDEX)
         up = upsample(maps[r], patch)
         for h in range(heads):
             axes[r, 2 + h].imshow(
@@ -130,7 +128,7 @@ def _args(p: argparse.ArgumentParser) -> None:
         "--encoder", required=True, help="DINO encoder.safetensors (encoder.json beside it)"
     )
     p.add_argument("--chips-dir", required=True, help="chip store to draw chips from")
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--n-chips", type=int, default=4)
     p.add_argument(
         "--season", default="summer", choices=SEASONS, help="season of the SAR input shown"
@@ -140,21 +138,25 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 @register_figure("attention", "DINO last-layer CLS attention per head over test chips", _args)
 def _build(args: argparse.Namespace) -> Figure:
+    from ..data.loaders import load_chips
+    from ..data.normalize import normalize_batch
     from ..data.store import ChipStore, load_stats
     from ..downstream.models import load_encoder
 
-    backbone, meta = load_encoder(require_file(args.encoder, "encoder weights"))
     store = ChipStore(require_file(args.chips_dir, "chip store"))
+    backbone, meta = load_encoder(
+        require_file(args.encoder, "encoder weights"), img_size=store.chip_size
+    )
     if list(meta["channels"]) != store.channels:
         raise InputError(
             f"{args.encoder}: encoder channels {meta['channels']} differ from the store's"
         )
     mean, std = load_stats(meta["stats"], store.channels)
     rows = select_rows(store, args.n_chips, args.seed, split=args.split)
-    x = np.asarray(store.x[rows], dtype=np.float32)
-    maps = attention_maps(backbone, normalise(x, mean, std))
+    chips = load_chips(store, rows, arrays=("x", "landcover"))
+    x = chips["x"].float().numpy()
+    maps = attention_maps(backbone, normalize_batch(x, mean, std))
     patch = int(backbone.patch_embed.patch_size[0])
-    ids = store.index.set_index("row").loc[rows, "id"].astype(str).tolist()
     return attention_figure(
-        x, np.asarray(store.landcover[rows]), maps, patch, ids, season=args.season
+        x, chips["landcover"].numpy(), maps, patch, chips.ids.tolist(), season=args.season
     )

@@ -1,5 +1,9 @@
-"""Shared pieces of the study's map figures: WorldCover colours, the SAR false-colour
-stretch, chip loading and normalisation, and small plotting helpers.
+"""Shared pieces of the study's map figures: WorldCover colour maps, the SAR false-colour
+stretch, the choice of chips to show, and small plotting helpers.
+
+The classes, codes, names and colours are :mod:`sarssl.vocabulary`'s; chips are read
+with :func:`sarssl.data.loaders.load_chips` and normalised for a model with
+:func:`sarssl.data.normalize.normalize_batch`, like everywhere else.
 
 False colour (every SAR image of every figure uses the same fixed stretch, so colours are
 comparable between figures, seasons and areas): red = VV, green = VH, blue = VV - VH, each
@@ -21,44 +25,20 @@ import numpy as np
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.patches import Patch
 
-from .. import CHANNELS, SEASONS
 from ..errors import InputError, SarsslError
+from ..vocabulary import (
+    CHANNELS,
+    IGNORE_INDEX,
+    N_LANDCOVER_CLASSES,
+    SEASONS,
+    WORLDCOVER_CODES,
+    WORLDCOVER_COLORS,
+    WORLDCOVER_LABELS,
+)
 
 log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- land cover
-#: ESA WorldCover 2020 codes of training classes 0..10.
-WORLDCOVER_CODES: tuple[int, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100)
-#: Official WorldCover legend colours of classes 0..10 (product user manual v1.0).
-WORLDCOVER_COLORS: tuple[str, ...] = (
-    "#006400",  # 10 tree cover
-    "#ffbb22",  # 20 shrubland
-    "#ffff4c",  # 30 grassland
-    "#f096ff",  # 40 cropland
-    "#fa0000",  # 50 built-up
-    "#b4b4b4",  # 60 bare / sparse vegetation
-    "#f0f0f0",  # 70 snow and ice
-    "#0064c8",  # 80 permanent water bodies
-    "#0096a0",  # 90 herbaceous wetland
-    "#00cf75",  # 95 mangroves
-    "#fae6a0",  # 100 moss and lichen
-)
-#: Human-readable class names of classes 0..10.
-WORLDCOVER_LABELS: tuple[str, ...] = (
-    "Tree cover",
-    "Shrubland",
-    "Grassland",
-    "Cropland",
-    "Built-up",
-    "Bare / sparse vegetation",
-    "Snow and ice",
-    "Permanent water bodies",
-    "Herbaceous wetland",
-    "Mangroves",
-    "Moss and lichen",
-)
-N_CLASSES = len(WORLDCOVER_CODES)
-IGNORE = 255
 #: Colour of ignored / unlabelled pixels (class 255) in land-cover maps.
 IGNORE_COLOR = "#ffffff"
 
@@ -72,7 +52,7 @@ def landcover_cmap() -> tuple[ListedColormap, BoundaryNorm]:
     cmap = ListedColormap(list(WORLDCOVER_COLORS), name="worldcover").with_extremes(
         bad=IGNORE_COLOR
     )
-    norm = BoundaryNorm(np.arange(-0.5, N_CLASSES + 0.5, 1.0), N_CLASSES)
+    norm = BoundaryNorm(np.arange(-0.5, N_LANDCOVER_CLASSES + 0.5, 1.0), N_LANDCOVER_CLASSES)
     return cmap, norm
 
 
@@ -80,7 +60,7 @@ def landcover_image(classes: np.ndarray) -> np.ma.MaskedArray:
     """Class map (0..10, 255 ignore) as a masked array ready for ``imshow`` with
     :func:`landcover_cmap` (anything outside 0..10 is masked)."""
     c = np.asarray(classes)
-    return np.ma.masked_where((c < 0) | (c >= N_CLASSES), c.astype(np.int16))
+    return np.ma.masked_where((c < 0) | (c >= N_LANDCOVER_CLASSES), c.astype(np.int16))
 
 
 def landcover_rgb(classes: np.ndarray) -> np.ndarray:
@@ -89,13 +69,13 @@ def landcover_rgb(classes: np.ndarray) -> np.ndarray:
 
     table = np.array([to_rgb(c) for c in WORLDCOVER_COLORS] + [to_rgb(IGNORE_COLOR)])
     c = np.asarray(classes).astype(np.int64)
-    c = np.where((c >= 0) & (c < N_CLASSES), c, N_CLASSES)
+    c = np.where((c >= 0) & (c < N_LANDCOVER_CLASSES), c, N_LANDCOVER_CLASSES)
     return table[c]
 
 
 def landcover_legend_handles(classes: Sequence[int] | None = None) -> list[Patch]:
     """Legend patches (WorldCover colour, black edge) for ``classes`` (default all 0..10)."""
-    classes = range(N_CLASSES) if classes is None else sorted({int(c) for c in classes})
+    classes = range(N_LANDCOVER_CLASSES) if classes is None else sorted({int(c) for c in classes})
     return [
         Patch(
             facecolor=WORLDCOVER_COLORS[c],
@@ -104,7 +84,7 @@ def landcover_legend_handles(classes: Sequence[int] | None = None) -> list[Patch
             label=f"{WORLDCOVER_CODES[c]} {WORLDCOVER_LABELS[c]}",
         )
         for c in classes
-        if 0 <= c < N_CLASSES
+        if 0 <= c < N_LANDCOVER_CLASSES
     ]
 
 
@@ -175,25 +155,6 @@ def stretch_caption() -> str:
 
 
 # --------------------------------------------------------------------------- chips
-def normalise(x_db: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """The models' input normalisation ``(x - mean) / (std + 1e-5)`` per channel, NaN -> 0
-    (identical to :class:`sarssl.data.store.ChipDataset`); ``x_db`` is (B, C, H, W)."""
-    from ..data.store import NORM_EPS
-
-    x = (np.asarray(x_db, dtype=np.float32) - mean[None, :, None, None]) / (
-        std[None, :, None, None] + np.float32(NORM_EPS)
-    )
-    return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
-
-
-def denormalise(x_norm: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`normalise` (back to dB) for (B, C, H, W) arrays."""
-    from ..data.store import NORM_EPS
-
-    x = np.asarray(x_norm, dtype=np.float32)
-    return x * (std[None, :, None, None] + np.float32(NORM_EPS)) + mean[None, :, None, None]
-
-
 def select_rows(
     store: Any,
     n: int,
@@ -213,10 +174,12 @@ def select_rows(
         rows = store.rows(split)
     if rows.size == 0:
         raise InputError(f"chip store {store.path}: no chips in split {split!r} to show")
+    from ..data.loaders import load_chips
+
     rng = np.random.default_rng(seed)
     tiebreak = rng.random(rows.size)
-    lc = np.asarray(store.landcover[rows])
-    diversity = np.array([np.unique(m[m != IGNORE]).size for m in lc])
+    lc = load_chips(store, rows, arrays=("landcover",))["landcover"].numpy()
+    diversity = np.array([np.unique(m[m != IGNORE_INDEX]).size for m in lc])
     order = np.lexsort((tiebreak, -diversity))
     return np.sort(rows[order[: max(1, int(n))]])
 

@@ -22,14 +22,17 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from .. import CHANNELS, SEASONS
 from ..errors import InputError
-from .registry import register_figure, styled
-from .common import (
-    IGNORE,
-    N_CLASSES,
+from ..vocabulary import (
+    CHANNELS,
+    IGNORE_INDEX,
+    N_LANDCOVER_CLASSES,
+    SEASONS,
     WORLDCOVER_COLORS,
     WORLDCOVER_LABELS,
+)
+from .registry import register_figure, styled
+from .common import (
     channel_index,
     image_axes,
     require_file,
@@ -155,7 +158,7 @@ def class_samples(
     c = np.asarray(classes).ravel()
     rng = np.random.default_rng(seed)
     out: dict[int, np.ndarray] = {}
-    for k in range(N_CLASSES):
+    for k in range(N_LANDCOVER_CLASSES):
         sel = v[(c == k) & np.isfinite(v)]
         if sel.size < min_pixels:
             continue
@@ -187,7 +190,9 @@ def backscatter_distributions(
         raise InputError(
             f"backscatter distributions: land cover {lc.shape} and composite {x.shape[1:]} differ"
         )
-    present = sorted({int(k) for k in np.unique(lc) if k != IGNORE and 0 <= k < N_CLASSES})
+    present = sorted(
+        {int(k) for k in np.unique(lc) if k != IGNORE_INDEX and 0 <= k < N_LANDCOVER_CLASSES}
+    )
     if not present:
         raise InputError("backscatter distributions: no labelled pixel in the land-cover raster")
     ncol = len(seasons)

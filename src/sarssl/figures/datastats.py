@@ -22,20 +22,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .. import SEASONS
 from ..errors import InputError
+from ..vocabulary import IGNORE_INDEX, N_LANDCOVER_CLASSES, SEASONS, SPLITS, WORLDCOVER_COLORS
 from .registry import register_figure, styled
-from .common import (
-    IGNORE,
-    N_CLASSES,
-    WORLDCOVER_COLORS,
-    landcover_legend_handles,
-    require_file,
-)
+from .common import landcover_legend_handles, require_file
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 SPLIT_COLORS = {"train": "#4c72b0", "val": "#dd8452", "test": "#55a868"}
 SEASON_COLORS = {
     "winter": "#5b8db8",
@@ -84,22 +77,23 @@ def split_counts(index: pd.DataFrame) -> pd.Series:
     return pd.Series({s: int(vc.get(s, 0)) for s in SPLITS}, name="chips")
 
 
-def class_pixel_counts(
-    landcover: np.ndarray, splits: Sequence[str], chunk: int = 256
-) -> pd.DataFrame:
-    """Labelled pixels per (split, class) of a (N, S, S) class array (255 ignored).
+def class_pixel_counts(store, chunk: int = 256) -> pd.DataFrame:
+    """Labelled pixels per (split, class) of a chip store's land cover (255 ignored).
 
-    Returns a DataFrame indexed by split with columns 0..10; read in chunks of chips so a
-    memory-mapped store is never loaded whole.
+    Returns a DataFrame indexed by split with columns 0..10; the land-cover maps are read
+    ``chunk`` chips at a time (:class:`sarssl.data.loaders.ChipBatches`, nothing else),
+    so a store is never loaded whole.
     """
-    splits = np.asarray(splits).astype(str)
-    out = pd.DataFrame(0, index=list(SPLITS), columns=range(N_CLASSES), dtype=np.int64)
+    from ..data.loaders import ChipBatches
+
+    n = N_LANDCOVER_CLASSES
+    out = pd.DataFrame(0, index=list(SPLITS), columns=range(n), dtype=np.int64)
     for s in SPLITS:
-        rows = np.flatnonzero(splits == s)
-        for i in range(0, rows.size, chunk):
-            block = np.asarray(landcover[rows[i : i + chunk]]).ravel()
-            block = block[block != IGNORE]
-            out.loc[s] += np.bincount(block.astype(np.int64), minlength=N_CLASSES)[:N_CLASSES]
+        batches = ChipBatches(store, store.rows(s), chunk, shuffle=False, arrays=("landcover",))
+        for i in range(len(batches)):
+            block = batches[i]["landcover"].numpy().ravel()
+            block = block[block != IGNORE_INDEX]
+            out.loc[s] += np.bincount(block.astype(np.int64), minlength=n)[:n]
     return out
 
 
@@ -192,7 +186,7 @@ def data_statistics(
             total = counts.sum()
             bottom = 0.0
             if total > 0:
-                for k in range(N_CLASSES):
+                for k in range(N_LANDCOVER_CLASSES):
                     share = 100.0 * counts[k] / total
                     if share <= 0:
                         continue
@@ -286,7 +280,6 @@ def _build(args: argparse.Namespace) -> Figure:
     for d in args.chips_dir:
         store = ChipStore(require_file(d, "chip store"))
         area = _store_area(store)
-        idx = store.index.sort_values("row")
-        chips[area] = split_counts(idx)
-        pixels[area] = class_pixel_counts(store.landcover, idx["split"].to_numpy())
+        chips[area] = split_counts(store.index)
+        pixels[area] = class_pixel_counts(store)
     return data_statistics(scenes, chips, pixels)

@@ -20,17 +20,15 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from ..errors import InputError
-from .registry import register_figure, styled
-from .common import (
-    IGNORE_COLOR,
-    N_CLASSES,
+from ..vocabulary import (
+    N_LANDCOVER_CLASSES,
+    SPLITS,
     WORLDCOVER_CODES,
     WORLDCOVER_COLORS,
     WORLDCOVER_LABELS,
-    normalise,
-    parse_named_paths,
-    require_file,
 )
+from .registry import register_figure, styled
+from .common import IGNORE_COLOR, parse_named_paths, require_file
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +104,7 @@ def embeddings_figure(
     area_names = sorted(set(areas.tolist()))
     area_col = {a: AREA_COLORS[i % len(AREA_COLORS)] for i, a in enumerate(area_names)}
     cls_col = np.array(
-        [WORLDCOVER_COLORS[c] if 0 <= c < N_CLASSES else IGNORE_COLOR for c in majority]
+        [WORLDCOVER_COLORS[c] if 0 <= c < N_LANDCOVER_CLASSES else IGNORE_COLOR for c in majority]
     )
     n = len(projections)
     fig = Figure(figsize=(6.4, 2.7 * n + 0.9), layout="constrained")
@@ -144,9 +142,9 @@ def embeddings_figure(
             label=f"{WORLDCOVER_CODES[c]} {WORLDCOVER_LABELS[c]}",
         )
         for c in present
-        if 0 <= c < N_CLASSES
+        if 0 <= c < N_LANDCOVER_CLASSES
     ]
-    if any(not 0 <= c < N_CLASSES for c in present):
+    if any(not 0 <= c < N_LANDCOVER_CLASSES for c in present):
         cls_handles.append(
             Line2D(
                 [],
@@ -193,7 +191,7 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--split",
         default=None,
-        choices=("train", "val", "test"),
+        choices=SPLITS,
         help="only this split (default all)",
     )
     p.add_argument(
@@ -207,23 +205,30 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 @register_figure("embeddings", "PCA of encoder chip embeddings by land-cover class and area", _args)
 def _build(args: argparse.Namespace) -> Figure:
+    from ..data.loaders import load_chips
+    from ..data.normalize import normalize_batch
     from ..data.store import ChipStore, load_stats
     from ..downstream.models import load_encoder
 
     encoders = parse_named_paths(args.encoder, "--encoder")
     rng = np.random.default_rng(args.seed)
     xs, maj, area = [], [], []
-    channels = None
+    channels = chip_size = None
     for d in args.chips_dir:
         store = ChipStore(require_file(d, "chip store"))
         channels = channels or store.channels
+        chip_size = chip_size or store.chip_size
         if store.channels != channels:
             raise InputError(f"{d}: channels differ from the first chip store's")
+        if store.chip_size != chip_size:
+            raise InputError(
+                f"{d}: chips of {store.chip_size} px, the first chip store's of {chip_size} px"
+            )
         rows = store.rows(args.split)
         if rows.size > args.max_chips:
             rows = np.sort(rng.choice(rows, args.max_chips, replace=False))
         idx = store.index.set_index("row").loc[rows]
-        xs.append(np.asarray(store.x[rows], dtype=np.float32))
+        xs.append(load_chips(store, rows, arrays=("x",))["x"].float().numpy())
         maj.append(idx["landcover_majority"].to_numpy(dtype=np.int64))
         name = (
             str(idx["area"].iloc[0])
@@ -236,7 +241,7 @@ def _build(args: argparse.Namespace) -> Figure:
         raise InputError("embeddings: fewer than 2 chips in the given stores")
     projections = {}
     for name, path in encoders.items():
-        backbone, meta = load_encoder(require_file(path, "encoder weights"))
+        backbone, meta = load_encoder(require_file(path, "encoder weights"), img_size=chip_size)
         mean, std = load_stats(meta["stats"], channels)
-        projections[name] = pca_2d(embed(backbone, normalise(x, mean, std)))
+        projections[name] = pca_2d(embed(backbone, normalize_batch(x, mean, std)))
     return embeddings_figure(projections, np.concatenate(maj), area)

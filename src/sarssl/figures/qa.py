@@ -219,7 +219,7 @@ def read_panels(
     return panels, title
 
 
-def _parse_window(text: str | None) -> tuple[int, int, int, int] | None:
+def parse_window(text: str | None) -> tuple[int, int, int, int] | None:
     if text is None:
         return None
     try:
@@ -291,7 +291,7 @@ def _build(args: argparse.Namespace) -> Figure:
     pols = [s.strip().upper() for s in args.pols.split(",")] if args.pols else None
     if args.window is not None and args.aoi is not None:
         raise SarsslError("--window and --aoi are exclusive: give one")
-    window = _parse_window(args.window)
+    window = parse_window(args.window)
     if args.aoi is not None:
         window = aoi_window(args.product, args.aoi, args.size, pols[0] if pols else None)
         log.info("window %s centred on the area %s", window, args.aoi)

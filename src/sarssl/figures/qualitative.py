@@ -22,11 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.figure import Figure
 
-from .. import SEASONS
 from ..errors import InputError
+from ..vocabulary import IGNORE_INDEX, SEASONS
 from .registry import init_color, register_figure, styled
 from .common import (
-    IGNORE,
     image_axes,
     landcover_cmap,
     landcover_image,
@@ -124,9 +123,9 @@ def qualitative_figure(
                 interpolation="nearest",
                 gid=f"lc|{name}|{r}",
             )
-            classes_seen.update(int(k) for k in np.unique(m) if k != IGNORE)
+            classes_seen.update(int(k) for k in np.unique(m) if k != IGNORE_INDEX)
             if name != "truth":
-                valid = landcover[r] != IGNORE
+                valid = landcover[r] != IGNORE_INDEX
                 acc = (
                     float((m[valid] == landcover[r][valid]).mean()) if valid.any() else float("nan")
                 )
@@ -205,6 +204,7 @@ def _args(p: argparse.ArgumentParser) -> None:
     "qualitative", "input, truth and predicted land-cover / tree-cover maps of test chips", _args
 )
 def _build(args: argparse.Namespace) -> Figure:
+    from ..data.loaders import load_chips
     from ..data.store import ChipStore
 
     lc_paths = parse_named_paths(args.landcover, "--landcover")
@@ -233,12 +233,13 @@ def _build(args: argparse.Namespace) -> Figure:
     if not common:
         raise InputError("qualitative: the prediction files share no chip id")
     rows = select_rows(store, args.n_chips, args.seed, ids=sorted(common))
-    ids = store.index.set_index("row").loc[rows, "id"].astype(str).tolist()
-    x = np.asarray(store.x[rows], dtype=np.float32)
-    lc = np.asarray(store.landcover[rows])
+    chips = load_chips(store, rows)
+    ids = chips.ids.tolist()
+    x = chips["x"].float().numpy()
+    lc = chips["landcover"].numpy()
     lc_preds = {k: np.stack([run.lookup(i) for i in ids]) for k, run in lc_runs.items()}
     tc_preds = {
         k: np.array([run.lookup(i) for i in ids], dtype=np.float32) for k, run in tc_runs.items()
     }
-    treecover = np.asarray(store.treecover[rows], dtype=np.float32) if tc_runs else None
+    treecover = chips["treecover_map"].float().numpy() if tc_runs else None
     return qualitative_figure(x, lc, ids, lc_preds, treecover, tc_preds, season=args.season)

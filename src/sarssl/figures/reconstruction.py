@@ -22,13 +22,12 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from .. import SEASONS
+from ..data.normalize import denormalize_batch, normalize_batch
 from ..errors import InputError
+from ..vocabulary import SEASONS, SPLITS
 from .registry import register_figure, styled
 from .common import (
-    denormalise,
     image_axes,
-    normalise,
     require_file,
     season_false_colour,
     select_rows,
@@ -153,7 +152,7 @@ def _args(p: argparse.ArgumentParser) -> None:
         help="stats.json of the pretraining "
         "(default: the stats in encoder.json beside the checkpoint)",
     )
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--n-chips", type=int, default=4)
     p.add_argument("--season", default="summer", choices=SEASONS)
     p.add_argument("--seed", type=int, default=0, help="seed of the masks and of the chip choice")
@@ -161,6 +160,7 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 @register_figure("mae-reconstructions", "MAE input, mask and reconstruction of a few chips", _args)
 def _build(args: argparse.Namespace) -> Figure:
+    from ..data.loaders import load_chips
     from ..data.store import ChipStore, load_stats
 
     model, meta = load_mae(args.checkpoint)
@@ -178,9 +178,14 @@ def _build(args: argparse.Namespace) -> Figure:
             f"{model.grid[0] * model.patch_size} px"
         )
     rows = select_rows(store, args.n_chips, args.seed, split=args.split)
-    x = np.asarray(store.x[rows], dtype=np.float32)
-    rec, mask = reconstruct(model, normalise(x, mean, std), args.seed)
-    ids = store.index.set_index("row").loc[rows, "id"].astype(str).tolist()
+    chips = load_chips(store, rows, arrays=("x",))
+    x = chips["x"].float().numpy()
+    rec, mask = reconstruct(model, normalize_batch(x, mean, std), args.seed)
     return reconstruction_figure(
-        x, denormalise(rec, mean, std), mask, ids, season=args.season, mask_ratio=model.mask_ratio
+        x,
+        denormalize_batch(rec, mean, std),
+        mask,
+        chips.ids.tolist(),
+        season=args.season,
+        mask_ratio=model.mask_ratio,
     )

@@ -22,6 +22,13 @@ interpolated along line within it. Before IPF 2.9 only range vectors exist
 
 All functions work on windows given by 1-D line (row) and pixel (column) coordinates of the
 full image, so a 26000 x 16700 scene can be processed piece by piece in float32.
+
+GRD border noise (SNAP's Remove-GRD-Border-Noise) is owned here as well:
+:func:`remove_border_noise` masks it with :class:`BorderLimits` found on a whole image in
+memory (:func:`border_limits_from_array`), on a product's edge strips
+(:func:`find_border_limits`), or lazily for the windows actually read
+(:class:`LazyBorderLimits`, what ``sarssl preprocess`` uses); :func:`calibrate_window`
+reads, masks and calibrates one window.
 """
 
 from __future__ import annotations
@@ -29,12 +36,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 from lxml import etree
 
 from ..errors import InputError
+from .window import PixelWindow
 
 log = logging.getLogger(__name__)
 
@@ -635,6 +643,13 @@ def remove_border_noise(
     return out
 
 
+def _denoised_window(product, pol: str, noise: NoiseLUT | None, win: PixelWindow) -> np.ndarray:
+    """De-noised amplitude ``sqrt(max(DN^2 - eta, 0))`` of a measurement window."""
+    dn = product.read_measurement(pol, window=win)
+    eta = None if noise is None else noise_lut(noise, win.rows(), win.cols())
+    return _denoised_amplitude(dn, eta)
+
+
 def find_border_limits(
     product,
     pol: str,
@@ -655,36 +670,108 @@ def find_border_limits(
     noise = product.noise(pol) if remove_noise and product.has("noise", pol) else None
     left, top = min(scan, n_samples), min(scan, n_lines)
 
-    def amp(r0: int, c0: int, w: int, h: int) -> np.ndarray:
-        dn = product.read_measurement(pol, window=(c0, r0, w, h))
-        eta = None
-        if noise is not None:
-            eta = noise_lut(noise, np.arange(r0, r0 + h), np.arange(c0, c0 + w))
-        return _denoised_amplitude(dn, eta)
+    def amp(win: PixelWindow) -> np.ndarray:
+        return _denoised_window(product, pol, noise, win)
 
     fs = np.empty(n_lines, dtype=np.int64)
     ls = np.empty(n_lines, dtype=np.int64)
     for r0 in tqdm(range(0, n_lines, chunk), desc=f"border {pol} range edges", leave=False):
         h = min(chunk, n_lines - r0)
-        fs[r0:r0 + h] = _first_above(amp(r0, 0, left, h), threshold, axis=1)
+        fs[r0:r0 + h] = _first_above(amp(PixelWindow(r0, 0, h, left)), threshold, axis=1)
         ls[r0:r0 + h] = n_samples - 1 - _first_above(
-            amp(r0, n_samples - left, left, h)[:, ::-1], threshold, axis=1
+            amp(PixelWindow(r0, n_samples - left, h, left))[:, ::-1], threshold, axis=1
         )
     fl = np.empty(n_samples, dtype=np.int64)
     ll = np.empty(n_samples, dtype=np.int64)
     for c0 in tqdm(range(0, n_samples, chunk), desc=f"border {pol} azimuth edges", leave=False):
         w = min(chunk, n_samples - c0)
-        fl[c0:c0 + w] = _first_above(amp(0, c0, w, top), threshold, axis=0)
+        fl[c0:c0 + w] = _first_above(amp(PixelWindow(0, c0, top, w)), threshold, axis=0)
         ll[c0:c0 + w] = n_lines - 1 - _first_above(
-            amp(n_lines - top, c0, w, top)[::-1], threshold, axis=0
+            amp(PixelWindow(n_lines - top, c0, top, w))[::-1], threshold, axis=0
         )
     return _limits(fs, ls, fl, ll, left, top, n_lines, n_samples)
+
+
+class LazyBorderLimits:
+    """GRD border-noise limits computed on demand for the radar windows actually read.
+
+    :func:`find_border_limits` scans the ``scan``-wide edge strips of the *whole* image
+    (every line's near/far range strip, every column's first/last lines). A window only
+    depends on the strips it overlaps: a pixel at column ``c >= scan`` can never be
+    near-range border noise (the near-range limit is capped at ``scan``), and likewise for
+    the far range and the first/last lines. So for each window we scan only the lines whose
+    near (far) range strip the window reaches and the columns whose first (last) line strip
+    it reaches, remembering what was scanned; unscanned entries keep neutral limits (0 /
+    last index) that no window inside the strips' complement can see. The result equals the
+    whole-image limits on every window passed to :meth:`for_window`. Thresholds and the
+    denoising follow :func:`find_border_limits` (SNAP's Remove-GRD-Border-Noise: 500 px,
+    amplitude 0.5 after thermal-noise subtraction).
+    """
+
+    def __init__(self, product, pol: str, remove_noise: bool, scan: int = 500,
+                 threshold: float = 0.5) -> None:
+        self.product, self.pol, self.threshold = product, pol, threshold
+        self.n_lines, self.n_samples = product.annotation(pol).shape
+        self.noise = product.noise(pol) if remove_noise and product.has("noise", pol) else None
+        self.left, self.top = min(scan, self.n_samples), min(scan, self.n_lines)
+        self.limits = BorderLimits(
+            np.zeros(self.n_lines, np.int32), np.full(self.n_lines, self.n_samples - 1, np.int32),
+            np.zeros(self.n_samples, np.int32), np.full(self.n_samples, self.n_lines - 1, np.int32),
+        )
+        # scanned flags: near/far range strips per line, first/last line strips per column
+        self._done = {k: np.zeros(n, bool) for k, n in (
+            ("near", self.n_lines), ("far", self.n_lines),
+            ("top", self.n_samples), ("bottom", self.n_samples))}
+        self.pixels_read = 0
+
+    def _amp(self, win: PixelWindow) -> np.ndarray:
+        self.pixels_read += win.height * win.width
+        return _denoised_window(self.product, self.pol, self.noise, win)
+
+    def _runs(self, key: str, lo: int, hi: int) -> list[tuple[int, int]]:
+        """Unscanned [start, stop) runs of ``key`` within [lo, hi); marks them scanned."""
+        done = self._done[key]
+        todo = np.flatnonzero(~done[lo:hi]) + lo
+        done[lo:hi] = True
+        if todo.size == 0:
+            return []
+        cut = np.flatnonzero(np.diff(todo) > 1) + 1
+        return [(int(seg[0]), int(seg[-1]) + 1) for seg in np.split(todo, cut)]
+
+    def for_window(self, win: PixelWindow) -> BorderLimits | None:
+        """The limits, valid on the radar window ``win``; None when the window reaches no
+        edge strip (no pixel of it can be border noise, so the caller can skip the masking
+        altogether)."""
+        r0, r1, c0, c1 = win.row_off, win.row_end, win.col_off, win.col_end
+        L, T, ns, nls, thr = self.left, self.top, self.n_samples, self.n_lines, self.threshold
+        if c0 >= L and c1 <= ns - L and r0 >= T and r1 <= nls - T:
+            return None
+        lim = self.limits
+        if c0 < L:  # near-range strip of these lines
+            for a, b in self._runs("near", r0, r1):
+                amp = self._amp(PixelWindow(a, 0, b - a, L))
+                lim.first_sample[a:b] = np.minimum(_first_above(amp, thr, axis=1), L)
+        if c1 > ns - L:  # far-range strip
+            for a, b in self._runs("far", r0, r1):
+                amp = self._amp(PixelWindow(a, ns - L, b - a, L))[:, ::-1]
+                last = ns - 1 - _first_above(amp, thr, axis=1)
+                lim.last_sample[a:b] = np.maximum(last, ns - 1 - L)
+        if r0 < T:  # first lines of these columns
+            for a, b in self._runs("top", c0, c1):
+                amp = self._amp(PixelWindow(0, a, T, b - a))
+                lim.first_line[a:b] = np.minimum(_first_above(amp, thr, axis=0), T)
+        if r1 > nls - T:  # last lines
+            for a, b in self._runs("bottom", c0, c1):
+                amp = self._amp(PixelWindow(nls - T, a, T, b - a))[::-1]
+                last = nls - 1 - _first_above(amp, thr, axis=0)
+                lim.last_line[a:b] = np.maximum(last, nls - 1 - T)
+        return lim
 
 
 def calibrate_window(
     product,
     pol: str,
-    window: tuple[int, int, int, int],
+    window: PixelWindow | Any,
     target: str = "sigma0",
     remove_noise: bool = True,
     border: BorderLimits | None = None,
@@ -692,12 +779,14 @@ def calibrate_window(
 ) -> np.ndarray:
     """Read, (border-noise mask,) and calibrate one measurement window of a product.
 
-    ``window`` = (col_off, row_off, width, height) as in rasterio. Returns float32 linear
+    ``window`` is a :class:`~sarssl.sar.window.PixelWindow` (or anything
+    :meth:`~sarssl.sar.window.PixelWindow.of` takes: a rasterio ``Window`` or a tuple
+    ``(col_off, row_off, width, height)`` in rasterio's order). Returns float32 linear
     backscatter with NaN where there is no data (DN 0 or border noise).
     """
-    c0, r0, w, h = (int(v) for v in window)
-    dn = product.read_measurement(pol, window=(c0, r0, w, h))
-    rows, cols = np.arange(r0, r0 + h), np.arange(c0, c0 + w)
+    win = PixelWindow.of(window)
+    dn = product.read_measurement(pol, window=win)
+    rows, cols = win.rows(), win.cols()
     if border is not None:
         dn = remove_border_noise(dn, window_rows=rows, window_cols=cols, limits=border)
     return calibrate(

@@ -43,9 +43,9 @@ import numpy as np
 from pyproj import CRS, Transformer
 
 from .dem import Dem
-from ..errors import InputError
 from .geometry import RadarGeometry, lonlat_h_to_ecef
 from .grid import Grid
+from .window import PixelWindow
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +140,9 @@ class GeocodingLUT:
     # -- radar window ------------------------------------------------------------------
     def radar_bounds(
         self, geom: RadarGeometry, margin: int = 8, rows: slice = slice(None), cols: slice = slice(None)
-    ) -> tuple[int, int, int, int] | None:
-        """The GRD window (row_off, col_off, height, width) the grid (or its ``rows`` x
-        ``cols`` sub-window) needs, grown by ``margin`` px and clipped to the image; None
-        when it lies outside the image."""
+    ) -> PixelWindow | None:
+        """The GRD window the grid (or its ``rows`` x ``cols`` sub-window) needs, grown by
+        ``margin`` px and clipped to the image; None when it lies outside the image."""
         line, pixel = self.line[rows, cols], self.pixel[rows, cols]
         ok = np.isfinite(line)
         if not ok.any():
@@ -156,7 +155,7 @@ class GeocodingLUT:
         l1, p1 = min(l1, geom.number_of_lines), min(p1, geom.number_of_samples)
         if l1 <= l0 or p1 <= p0:
             return None
-        return l0, p0, l1 - l0, p1 - p0
+        return PixelWindow(l0, p0, l1 - l0, p1 - p0)
 
     # -- products ------------------------------------------------------------------------
     def sample(
@@ -168,7 +167,8 @@ class GeocodingLUT:
     ) -> np.ndarray:
         """Bilinearly sample a radar-geometry image (2-D, or bands first) on the grid.
 
-        ``offset`` = (row_off, col_off) of ``image`` in the full GRD image; ``rows``/``cols``
+        ``offset`` = (row_off, col_off) of ``image`` in the full GRD image (the
+        :attr:`~sarssl.sar.window.PixelWindow.offset` of its radar window); ``rows``/``cols``
         select a sub-window of the grid (default all). NaN where the point falls outside
         ``image`` or where nodata neighbours hold > half the weight.
         """
@@ -531,11 +531,3 @@ def _splat_kernel(line, pixel, value, acc):
                     xx = x0 + b
                     if 0 <= yy < rows and 0 <= xx < cols:
                         acc[yy, xx] += v * (fy if a else 1.0 - fy) * (fx if b else 1.0 - fx)
-
-
-def check_overlap(lut: GeocodingLUT, geom: RadarGeometry, product: str, aoi) -> tuple[int, int, int, int]:
-    """The radar window of the LUT or an InputError naming product and AOI."""
-    win = lut.radar_bounds(geom)
-    if win is None:
-        raise InputError(f"product {product}: the area {aoi} lies outside the scene footprint")
-    return win

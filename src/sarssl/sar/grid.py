@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from affine import Affine
 from pyproj import CRS, Transformer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .window import PixelWindow
 
 
 def utm_crs(lon: float, lat: float) -> CRS:
@@ -57,6 +61,12 @@ class Grid:
         xs = self.transform.c + (np.arange(self.width) + 0.5) * r
         ys = self.transform.f - (np.arange(self.height) + 0.5) * r
         return xs, ys
+
+    def subgrid(self, window: PixelWindow) -> Grid:
+        """The grid of the pixels of ``window`` (it may reach beyond this grid)."""
+        shift = Affine.translation(window.col_off, window.row_off)
+        return Grid(crs=self.crs, transform=self.transform @ shift, width=window.width,
+                    height=window.height)
 
 
 def area_grid(

@@ -58,13 +58,14 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from lxml import etree
 from shapely.geometry import Polygon
 
 from ..errors import InputError
+from .window import PixelWindow
 
 if TYPE_CHECKING:  # pragma: no cover
     from .calibration import CalibrationLUT, NoiseLUT
@@ -91,6 +92,8 @@ POLARISATION_CODES = {
     "VH": ["VH"],
     "HV": ["HV"],
 }
+#: Output band order of the polarisations (:meth:`Product.select_polarisations`).
+POL_ORDER = ("VV", "VH", "HH", "HV")
 #: Offsets of the relative-orbit formula (absolute - offset) % 175 + 1.
 RELATIVE_ORBIT_OFFSET = {"S1A": 73, "S1B": 27, "S1C": 172}
 
@@ -567,6 +570,26 @@ class Product:
         measurement) for ``pol``."""
         return (kind, pol.upper()) in self.files
 
+    def select_polarisations(
+        self, requested: Sequence[str] | None = None, what: str | None = None
+    ) -> list[str]:
+        """The product's polarisations in output band order (:data:`POL_ORDER`: VV, VH, HH,
+        HV), or the ``requested`` ones, each checked to be in the product (an
+        :class:`~sarssl.errors.InputError` naming ``what``, default the product id, if not).
+        Both ``preprocess`` backends select their bands with it."""
+        have = [p.upper() for p in self.polarisations]
+        if requested:
+            wanted = list(dict.fromkeys(p.strip().upper() for p in requested if p.strip()))
+            missing = [p for p in wanted if p not in have]
+            if missing or not wanted:
+                asked = ", ".join(missing) or requested
+                raise InputError(
+                    f"product {what or self.id}: polarisation(s) {asked!r} "
+                    f"requested but the product has {', '.join(have) or 'none'}"
+                )
+            have = wanted
+        return sorted(have, key=lambda p: POL_ORDER.index(p) if p in POL_ORDER else 99)
+
     def _xml(self, kind: str, pol: str) -> etree._Element:
         key = ("xml", kind, pol.upper())
         if key not in self._cache:
@@ -613,12 +636,12 @@ class Product:
     def read_measurement(self, pol: str, window: Any = None) -> np.ndarray:
         """Read the DN image of ``pol`` (uint16), whole or a window.
 
-        ``window`` is a :class:`rasterio.windows.Window` or a tuple
-        ``(col_off, row_off, width, height)`` (rasterio's order) and must lie inside the
-        image. The measurement size is checked against the annotation.
+        ``window`` is a :class:`~sarssl.sar.window.PixelWindow`, a
+        :class:`rasterio.windows.Window` or a tuple ``(col_off, row_off, width, height)``
+        (rasterio's order; see :meth:`~sarssl.sar.window.PixelWindow.of`) and must lie
+        inside the image. The measurement size is checked against the annotation.
         """
         import rasterio
-        from rasterio.windows import Window
 
         path = self.measurement_path(pol)
         ann = self.annotation(pol)
@@ -636,16 +659,15 @@ class Product:
                     f"(lines x samples) but its annotation says {ann.shape[0]}x{ann.shape[1]}"
                 )
             if window is not None:
-                if not isinstance(window, Window):
-                    window = Window(*window)
-                c0, r0 = int(window.col_off), int(window.row_off)
-                w, h = int(window.width), int(window.height)
-                if c0 < 0 or r0 < 0 or w <= 0 or h <= 0 or c0 + w > ds.width or r0 + h > ds.height:
+                win = PixelWindow.of(window)
+                if (win.col_off < 0 or win.row_off < 0 or win.width <= 0 or win.height <= 0
+                        or win.col_end > ds.width or win.row_end > ds.height):
                     raise InputError(
-                        f"product {self.path}: window (col_off={c0}, row_off={r0}, width={w}, "
-                        f"height={h}) outside the {ds.height}x{ds.width} measurement {pol}"
+                        f"product {self.path}: window (col_off={win.col_off}, "
+                        f"row_off={win.row_off}, width={win.width}, height={win.height}) "
+                        f"outside the {ds.height}x{ds.width} measurement {pol}"
                     )
-                window = Window(c0, r0, w, h)
+                window = win.to_rasterio()
             try:
                 data = ds.read(1, window=window)
             except rasterio.errors.RasterioIOError as exc:
@@ -657,10 +679,6 @@ class Product:
                 f"product {self.path}: measurement {pol} has dtype {data.dtype}, expected uint16"
             )
         return data
-
-    def member_paths(self) -> list[str]:
-        """Every file of the product, relative to the SAFE root."""
-        return self._store.members()
 
     def manifest_entries(self) -> dict[str, tuple[int | None, str | None]]:
         """member path -> (size in bytes, lower-case MD5) from the manifest's dataObjects

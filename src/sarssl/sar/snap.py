@@ -140,18 +140,17 @@ def preprocess_snap(product: str | Path, dem: str | Path, out: str | Path, **opt
     """Run pyroSAR/SNAP geocode and write its result onto the area grid per the contract."""
     import rasterio
     import rasterio.shutil  # noqa: F401  (used by sarssl.io.write_geotiff)
+    from pyroSAR.snap.util import geocode  # lazy, optional
     from rasterio.warp import Resampling, reproject
     from shapely.geometry import box
 
     from .. import __version__
-    from .dem import vertical_datum
     from ..errors import InputError
+    from ..io import write_geotiff
+    from .dem import vertical_datum
     from .geocoding import MASK_LAYOVER, MASK_SHADOW
     from .grid import area_grid
-    from ..io import write_geotiff
     from .safe import check_measurements, open_product, validate_product
-
-    from pyroSAR.snap.util import geocode  # lazy, optional
 
     prod = open_product(product)
     validate_product(prod)  # the same checks as the Python chain, before SNAP sees it
@@ -163,9 +162,7 @@ def preprocess_snap(product: str | Path, dem: str | Path, out: str | Path, **opt
         from pyproj import CRS
 
         geoid = vertical_datum(CRS.from_user_input(ds.crs.to_wkt())) != "ellipsoid"
-    from .preprocess import _pols
-
-    pols = _pols(prod, opts.get("polarisations"), what=str(product))
+    pols = prod.select_polarisations(opts.get("polarisations"), what=str(product))
     check_measurements(prod, pols, verify_checksums=opts.get("verify_checksums", True))
     if opts.get("orbit_dir"):
         log.warning("SNAP backend: --orbit-dir is not passed to SNAP; SNAP's own orbit handling applies")

@@ -2,13 +2,13 @@
 Vision Transformers") for 12-channel SAR chips.
 
 A student ViT and an exponential-moving-average (EMA) teacher ViT, each followed by a
-projection head (3-layer MLP, hidden 256, bottleneck 64, L2-normalised, then a
-weight-normalised linear layer onto 1024 prototypes). The student sees every crop of a
-chip (2 global crops at S and L local crops at S/2); the teacher sees the global crops;
-the loss is the cross-entropy between the sharpened, centred teacher distribution
-(temperature 0.04 after a linear warm-up) and the student distribution (temperature 0.1)
-over all (teacher crop, other student crop) pairs. The centre is an EMA (momentum 0.9) of
-the teacher outputs; the teacher momentum follows a cosine from 0.996 to 1.
+projection head (3-layer MLP, L2-normalised bottleneck, then a weight-normalised linear
+layer onto K prototypes). The student sees every crop of a chip (2 global crops at S and
+L local crops at S/2); the teacher sees the global crops; the loss is the cross-entropy
+between the sharpened, centred teacher distribution (low temperature, after an optional
+linear warm-up) and the student distribution over all (teacher crop, other student crop)
+pairs. The centre is an EMA of the teacher outputs; the teacher momentum follows a cosine
+from its base value to 1. Sizes, temperatures and momenta: :class:`DINOConfig`.
 
 Augmentations are SAR-sensible only (no colour jitter, solarisation or grayscale, which
 have no meaning for backscatter): random resized crops, flips, 90-degree rotations (the
@@ -30,12 +30,49 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import CHANNELS, SEASONS
+from ..vocabulary import CHANNELS, SEASONS
+from .method import Method, OptimConfig, Step
+
+N_GLOBAL = 2
+"""Global crops per image: the teacher's views (the DINO recipe)."""
+
+
+@dataclass(frozen=True)
+class DINOConfig(OptimConfig):
+    """DINO hyper-parameters with their defaults (the workflow's ``pretrain.dino``).
+
+    The teacher temperature warms up linearly from ``warmup_teacher_temp`` to
+    ``teacher_temp`` over ``warmup_teacher_temp_epochs`` epochs (equal temperatures: no
+    warm-up); the teacher momentum follows a cosine from ``momentum_teacher`` to 1; the
+    prototype layer is frozen during the first ``freeze_last_layer`` epochs.
+    """
+
+    lr: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.04
+    clip_grad: float = 3.0
+    head_hidden_dim: int = 256
+    head_bottleneck_dim: int = 64
+    head_out_dim: int = 1024
+    teacher_temp: float = 0.04
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_epochs: int = 5
+    student_temp: float = 0.1
+    center_momentum: float = 0.9
+    momentum_teacher: float = 0.996
+    local_crops: int = 2
+    freeze_last_layer: int = 1
+    global_scale: tuple[float, float] = (0.4, 1.0)
+    local_scale: tuple[float, float] = (0.05, 0.4)
+    speckle_looks: float = 16.0
+    speckle_p: float = 0.5
+    channel_drop_p: float = 0.1
 
 
 # --------------------------------------------------------------------------------------
@@ -45,7 +82,13 @@ class DINOHead(nn.Module):
     """MLP (in -> hidden -> hidden -> bottleneck), L2 normalisation, and a weight-normalised
     prototype layer (norm fixed to 1, as in the DINO reference) to ``out_dim`` logits."""
 
-    def __init__(self, in_dim: int, hidden_dim: int = 256, bottleneck_dim: int = 64, out_dim: int = 1024):
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int = DINOConfig.head_hidden_dim,
+        bottleneck_dim: int = DINOConfig.head_bottleneck_dim,
+        out_dim: int = DINOConfig.head_out_dim,
+    ):
         super().__init__()
         self.mlp = nn.Sequential(
             nn.Linear(in_dim, hidden_dim),
@@ -92,13 +135,13 @@ class DINOLoss(nn.Module):
 
     def __init__(
         self,
-        out_dim: int = 1024,
-        n_global: int = 2,
-        student_temp: float = 0.1,
-        teacher_temp: float = 0.04,
-        warmup_teacher_temp: float = 0.04,
-        warmup_teacher_temp_epochs: int = 0,
-        center_momentum: float = 0.9,
+        out_dim: int = DINOConfig.head_out_dim,
+        n_global: int = N_GLOBAL,
+        student_temp: float = DINOConfig.student_temp,
+        teacher_temp: float = DINOConfig.teacher_temp,
+        warmup_teacher_temp: float = DINOConfig.warmup_teacher_temp,
+        warmup_teacher_temp_epochs: int = DINOConfig.warmup_teacher_temp_epochs,
+        center_momentum: float = DINOConfig.center_momentum,
     ):
         super().__init__()
         self.n_global = n_global
@@ -119,7 +162,9 @@ class DINOLoss(nn.Module):
         t = epoch / (self.warmup_epochs - 1)
         return self.warmup_teacher_temp + t * (self.teacher_temp - self.warmup_teacher_temp)
 
-    def forward(self, student_out: torch.Tensor, teacher_out: torch.Tensor, epoch: float) -> torch.Tensor:
+    def forward(
+        self, student_out: torch.Tensor, teacher_out: torch.Tensor, epoch: float
+    ) -> torch.Tensor:
         n_crops = student_out.shape[0] // (teacher_out.shape[0] // self.n_global)
         s = (student_out.float() / self.student_temp).chunk(n_crops)
         temp = self.teacher_temperature(epoch)
@@ -167,7 +212,9 @@ def collapse_diagnostics(probs: torch.Tensor) -> dict[str, float]:
     return {"teacher_entropy": per_image, "teacher_marginal_entropy": marginal}
 
 
-def teacher_momentum(step: int, total_steps: int, base: float = 0.996) -> float:
+def teacher_momentum(
+    step: int, total_steps: int, base: float = DINOConfig.momentum_teacher
+) -> float:
     """Cosine schedule of the EMA momentum from ``base`` (step 0) to 1 (last step)."""
     if total_steps <= 1:
         return base
@@ -183,15 +230,15 @@ class DINO(nn.Module):
     def __init__(
         self,
         backbone: nn.Module,
-        head_hidden_dim: int = 256,
-        head_bottleneck_dim: int = 64,
-        head_out_dim: int = 1024,
-        student_temp: float = 0.1,
-        teacher_temp: float = 0.04,
-        warmup_teacher_temp: float = 0.04,
-        warmup_teacher_temp_epochs: int = 0,
-        center_momentum: float = 0.9,
-        n_global: int = 2,
+        head_hidden_dim: int = DINOConfig.head_hidden_dim,
+        head_bottleneck_dim: int = DINOConfig.head_bottleneck_dim,
+        head_out_dim: int = DINOConfig.head_out_dim,
+        student_temp: float = DINOConfig.student_temp,
+        teacher_temp: float = DINOConfig.teacher_temp,
+        warmup_teacher_temp: float = DINOConfig.warmup_teacher_temp,
+        warmup_teacher_temp_epochs: int = DINOConfig.warmup_teacher_temp_epochs,
+        center_momentum: float = DINOConfig.center_momentum,
+        n_global: int = N_GLOBAL,
     ):
         super().__init__()
         head = DINOHead(backbone.embed_dim, head_hidden_dim, head_bottleneck_dim, head_out_dim)
@@ -201,7 +248,13 @@ class DINO(nn.Module):
             p.requires_grad_(False)
         self.n_global = n_global
         self.criterion = DINOLoss(
-            head_out_dim, n_global, student_temp, teacher_temp, warmup_teacher_temp, warmup_teacher_temp_epochs, center_momentum
+            head_out_dim,
+            n_global,
+            student_temp,
+            teacher_temp,
+            warmup_teacher_temp,
+            warmup_teacher_temp_epochs,
+            center_momentum,
         )
 
     @property
@@ -210,7 +263,9 @@ class DINO(nn.Module):
         (the reference evaluates it), so it is the one returned."""
         return self.teacher.backbone
 
-    def forward(self, crops: Sequence[torch.Tensor], epoch: float, student: nn.Module | None = None) -> torch.Tensor:
+    def forward(
+        self, crops: Sequence[torch.Tensor], epoch: float, student: nn.Module | None = None
+    ) -> torch.Tensor:
         with torch.no_grad():
             t_out = self.teacher(crops[: self.n_global])
         s_out = (student or self.student)(crops)
@@ -251,7 +306,10 @@ def last_layer_attention(backbone: nn.Module, images: torch.Tensor) -> torch.Ten
     attn = (q * attn_mod.scale) @ k.transpose(-2, -1)
     attn = attn.softmax(dim=-1)
     prefix = backbone.num_prefix_tokens
-    gh, gw = images.shape[-2] // backbone.patch_embed.patch_size[0], images.shape[-1] // backbone.patch_embed.patch_size[1]
+    gh, gw = (
+        images.shape[-2] // backbone.patch_embed.patch_size[0],
+        images.shape[-1] // backbone.patch_embed.patch_size[1],
+    )
     return attn[:, :, 0, prefix:].reshape(b, h, gh, gw)
 
 
@@ -277,15 +335,15 @@ class MultiCropAugment:
     def __init__(
         self,
         size: int,
-        n_local: int = 2,
-        global_scale: tuple[float, float] = (0.4, 1.0),
-        local_scale: tuple[float, float] = (0.05, 0.4),
+        n_local: int = DINOConfig.local_crops,
+        global_scale: tuple[float, float] = DINOConfig.global_scale,
+        local_scale: tuple[float, float] = DINOConfig.local_scale,
         std_db: Sequence[float] | None = None,
         channels: Sequence[str] = CHANNELS,
-        speckle_looks: float = 16.0,
-        speckle_p: float = 0.5,
-        channel_drop_p: float = 0.1,
-        n_global: int = 2,
+        speckle_looks: float = DINOConfig.speckle_looks,
+        speckle_p: float = DINOConfig.speckle_p,
+        channel_drop_p: float = DINOConfig.channel_drop_p,
+        n_global: int = N_GLOBAL,
     ):
         self.size = int(size)
         self.local_size = max(1, int(size) // 2)
@@ -295,8 +353,14 @@ class MultiCropAugment:
         self.local_scale = local_scale
         self.speckle_p = float(speckle_p)
         self.channel_drop_p = float(channel_drop_p)
-        self.mu_db, self.sigma_db = _log_gamma_moments_db(speckle_looks) if speckle_looks > 0 else (0.0, 0.0)
-        std = torch.ones(len(channels)) if std_db is None else torch.as_tensor(list(std_db), dtype=torch.float32)
+        self.mu_db, self.sigma_db = (
+            _log_gamma_moments_db(speckle_looks) if speckle_looks > 0 else (0.0, 0.0)
+        )
+        std = (
+            torch.ones(len(channels))
+            if std_db is None
+            else torch.as_tensor(list(std_db), dtype=torch.float32)
+        )
         self.inv_std = 1.0 / (std + 1e-5)
         # which noise draw (vv or vh of a season) enters each channel, with which sign
         self.vv_idx, self.vh_idx = [], []
@@ -308,9 +372,17 @@ class MultiCropAugment:
         self.vh_sign = torch.tensor([-1.0 if name.startswith("vvvh") else 1.0 for name in channels])
 
     # individual transforms ---------------------------------------------------------
-    def _crop_boxes(self, b: int, h: int, w: int, scale: tuple[float, float], g: torch.Generator) -> torch.Tensor:
-        area = h * w * (scale[0] + (scale[1] - scale[0]) * torch.rand(b, generator=g, dtype=torch.float64))
-        log_r = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * torch.rand(b, generator=g, dtype=torch.float64)
+    def _crop_boxes(
+        self, b: int, h: int, w: int, scale: tuple[float, float], g: torch.Generator
+    ) -> torch.Tensor:
+        area = (
+            h
+            * w
+            * (scale[0] + (scale[1] - scale[0]) * torch.rand(b, generator=g, dtype=torch.float64))
+        )
+        log_r = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * torch.rand(
+            b, generator=g, dtype=torch.float64
+        )
         r = torch.exp(log_r)
         cw = torch.sqrt(area * r).clamp(1, w)
         ch = torch.sqrt(area / r).clamp(1, h)
@@ -319,12 +391,21 @@ class MultiCropAugment:
         idx = torch.arange(b, dtype=torch.float64)
         return torch.stack([idx, x0, y0, x0 + cw, y0 + ch], dim=1).float()
 
-    def _resized_crop(self, images: torch.Tensor, out: int, scale: tuple[float, float], g: torch.Generator) -> torch.Tensor:
+    def _resized_crop(
+        self, images: torch.Tensor, out: int, scale: tuple[float, float], g: torch.Generator
+    ) -> torch.Tensor:
         from torchvision.ops import roi_align
 
         b, _, h, w = images.shape
         boxes = self._crop_boxes(b, h, w, scale, g).to(images.device)
-        return roi_align(images.float(), boxes, output_size=(out, out), spatial_scale=1.0, sampling_ratio=2, aligned=True)
+        return roi_align(
+            images.float(),
+            boxes,
+            output_size=(out, out),
+            spatial_scale=1.0,
+            sampling_ratio=2,
+            aligned=True,
+        )
 
     @staticmethod
     def _flip_rotate(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -351,7 +432,9 @@ class MultiCropAugment:
         dev_g = torch.Generator(device=x.device)
         dev_g.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))
         n_seasons = len(SEASONS)
-        noise = self.mu_db + self.sigma_db * torch.randn(b, 2, n_seasons, h, w, generator=dev_g, device=x.device)
+        noise = self.mu_db + self.sigma_db * torch.randn(
+            b, 2, n_seasons, h, w, generator=dev_g, device=x.device
+        )
         zeros = torch.zeros(b, 1, h, w, device=x.device)
         vv = torch.cat([noise[:, 0], zeros], dim=1)  # index -1 -> zeros
         vh = torch.cat([noise[:, 1], zeros], dim=1)
@@ -373,10 +456,71 @@ class MultiCropAugment:
         for i in range(self.n_global + self.n_local):
             is_global = i < self.n_global
             x = self._resized_crop(
-                images, self.size if is_global else self.local_size, self.global_scale if is_global else self.local_scale, generator
+                images,
+                self.size if is_global else self.local_size,
+                self.global_scale if is_global else self.local_scale,
+                generator,
             )
             x = self._flip_rotate(x, generator)
             x = self._speckle(x, generator)
             x = self._channel_dropout(x, generator)
             crops.append(x.to(images.dtype))
         return crops
+
+
+class DINOMethod(Method):
+    """DINO as a pretraining method: multi-crop augmentation of each micro-batch (its own
+    generator per rank and micro-step), last-layer freezing during the first epochs, the
+    EMA teacher update after every optimiser step, the teacher's collapse diagnostics in
+    the metrics; the teacher backbone is exported."""
+
+    name = "dino"
+    Config = DINOConfig
+    dynamic_img_size = True  # local crops are S/2
+
+    def build(self, backbone: nn.Module) -> DINO:
+        c = self.config
+        model = DINO(
+            backbone,
+            head_hidden_dim=c.head_hidden_dim,
+            head_bottleneck_dim=c.head_bottleneck_dim,
+            head_out_dim=c.head_out_dim,
+            student_temp=c.student_temp,
+            teacher_temp=c.teacher_temp,
+            warmup_teacher_temp=c.warmup_teacher_temp,
+            warmup_teacher_temp_epochs=c.warmup_teacher_temp_epochs,
+            center_momentum=c.center_momentum,
+        )
+        self.augment = MultiCropAugment(
+            self.chip_size,
+            n_local=c.local_crops,
+            global_scale=c.global_scale,
+            local_scale=c.local_scale,
+            std_db=self.std_db,
+            speckle_looks=c.speckle_looks,
+            speckle_p=c.speckle_p,
+            channel_drop_p=c.channel_drop_p,
+        )
+        return model
+
+    @property
+    def trainable(self) -> nn.Module:
+        return self.model.student
+
+    def loss(
+        self, images: torch.Tensor, step: Step, micro: int, trainable: nn.Module
+    ) -> torch.Tensor:
+        crops = self.augment(images, step.rank_generator(micro))
+        return self.model(crops, step.epoch, student=trainable)
+
+    def before_optimizer_step(self, step: Step) -> None:
+        if step.epoch < self.config.freeze_last_layer:
+            self.model.student.head.last_layer.weight.grad = None
+
+    def after_optimizer_step(self, step: Step) -> None:
+        self.model.update_teacher(
+            teacher_momentum(step.index, step.total, self.config.momentum_teacher)
+        )
+
+    def diagnostics(self) -> dict[str, float]:
+        return getattr(self.model.criterion, "last_diagnostics", {})

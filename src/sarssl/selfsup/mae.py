@@ -1,7 +1,7 @@
 """Masked autoencoder (He et al. 2022, "Masked Autoencoders Are Scalable Vision Learners")
 for 12-channel SAR chips, written around a timm ``VisionTransformer`` encoder.
 
-The image is cut into ``P x P`` patches; a random ``mask_ratio`` (0.75) of them is hidden
+The image is cut into ``P x P`` patches; a random ``mask_ratio`` of them is hidden
 per sample; the encoder (the ViT's own ``patch_embed``, ``pos_embed``, ``blocks`` and
 ``norm``) sees only the visible patches plus the class token; a light decoder (fixed 2-D
 sine-cosine position embedding, ``decoder_depth`` transformer blocks of width
@@ -10,16 +10,38 @@ channels. The loss is the mean squared error on the *masked* patches only, in th
 normalised input domain (``(x - mean) / std`` per channel, so each channel weighs alike);
 ``norm_pix_loss`` additionally standardises each target patch (the MAE paper's variant).
 
-The masking noise can be supplied by the caller (``noise``), which the training loop uses
-to make the masks a function of (seed, step, sample) only: identical with or without
-resume, and identical between one process and several DDP ranks.
+The masking noise can be supplied by the caller (``noise``), which :class:`MAEMethod`
+uses to make the masks a function of (seed, step, sample) only: identical with or
+without resume, and identical between one process and several DDP ranks. Defaults:
+:class:`MAEConfig`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
+
+from .method import Method, OptimConfig, Step
+
+DECODER_MLP_RATIO = 4.0
+"""Hidden width of the decoder blocks' MLP, in units of ``decoder_dim`` (as in the MAE paper)."""
+
+
+@dataclass(frozen=True)
+class MAEConfig(OptimConfig):
+    """MAE hyper-parameters with their defaults (the workflow's ``pretrain.mae``): a light
+    decoder sized for the demo's tiny ViT (width 96); the study's ViT-B uses 512/16."""
+
+    lr: float = 1.5e-3
+    betas: tuple[float, float] = (0.9, 0.95)
+    mask_ratio: float = 0.75
+    decoder_depth: int = 1
+    decoder_dim: int = 64
+    decoder_heads: int = 4
+    norm_pix_loss: bool = False
 
 
 def patchify(imgs: torch.Tensor, p: int) -> torch.Tensor:
@@ -34,7 +56,9 @@ def patchify(imgs: torch.Tensor, p: int) -> torch.Tensor:
     return x.reshape(b, gh * gw, p * p * c)
 
 
-def unpatchify(x: torch.Tensor, p: int, c: int, grid: tuple[int, int] | None = None) -> torch.Tensor:
+def unpatchify(
+    x: torch.Tensor, p: int, c: int, grid: tuple[int, int] | None = None
+) -> torch.Tensor:
     """Inverse of :func:`patchify`: ``(B, L, p*p*C)`` -> ``(B, C, H, W)`` (square grid unless
     ``grid`` is given)."""
     b, n, _ = x.shape
@@ -55,7 +79,9 @@ def sincos_pos_embed_2d(dim: int, grid: tuple[int, int], cls_token: bool = True)
     if dim % 4:
         raise ValueError(f"sin-cos position embedding needs dim divisible by 4, got {dim}")
     gh, gw = grid
-    yy, xx = np.meshgrid(np.arange(gh, dtype=np.float64), np.arange(gw, dtype=np.float64), indexing="ij")
+    yy, xx = np.meshgrid(
+        np.arange(gh, dtype=np.float64), np.arange(gw, dtype=np.float64), indexing="ij"
+    )
 
     def encode(pos: np.ndarray, d: int) -> np.ndarray:
         omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
@@ -69,7 +95,10 @@ def sincos_pos_embed_2d(dim: int, grid: tuple[int, int], cls_token: bool = True)
 
 
 def random_masking(
-    x: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None, generator: torch.Generator | None = None
+    x: torch.Tensor,
+    mask_ratio: float,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sample random masking by argsort of uniform noise (the MAE recipe).
 
@@ -80,7 +109,9 @@ def random_masking(
     b, n, d = x.shape
     keep = int(n * (1 - mask_ratio))
     if noise is None:
-        noise = torch.rand(b, n, generator=generator, device="cpu" if generator is None else generator.device)
+        noise = torch.rand(
+            b, n, generator=generator, device="cpu" if generator is None else generator.device
+        )
     noise = noise.to(x.device)
     ids_shuffle = torch.argsort(noise, dim=1, stable=True)
     ids_restore = torch.argsort(ids_shuffle, dim=1, stable=True)
@@ -102,12 +133,12 @@ class MaskedAutoencoder(nn.Module):
     def __init__(
         self,
         encoder: nn.Module,
-        mask_ratio: float = 0.75,
-        decoder_dim: int = 512,
-        decoder_depth: int = 1,
-        decoder_heads: int = 16,
-        norm_pix_loss: bool = False,
-        mlp_ratio: float = 4.0,
+        mask_ratio: float = MAEConfig.mask_ratio,
+        decoder_dim: int = MAEConfig.decoder_dim,
+        decoder_depth: int = MAEConfig.decoder_depth,
+        decoder_heads: int = MAEConfig.decoder_heads,
+        norm_pix_loss: bool = MAEConfig.norm_pix_loss,
+        mlp_ratio: float = DECODER_MLP_RATIO,
     ):
         super().__init__()
         from timm.models.vision_transformer import Block
@@ -128,15 +159,28 @@ class MaskedAutoencoder(nn.Module):
 
         self.decoder_embed = nn.Linear(dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
-        self.register_buffer("decoder_pos_embed", sincos_pos_embed_2d(decoder_dim, self.grid), persistent=False)
+        self.register_buffer(
+            "decoder_pos_embed", sincos_pos_embed_2d(decoder_dim, self.grid), persistent=False
+        )
         self.decoder_blocks = nn.ModuleList(
-            Block(decoder_dim, decoder_heads, mlp_ratio=mlp_ratio, qkv_bias=True) for _ in range(decoder_depth)
+            Block(decoder_dim, decoder_heads, mlp_ratio=mlp_ratio, qkv_bias=True)
+            for _ in range(decoder_depth)
         )
         self.decoder_norm = nn.LayerNorm(decoder_dim)
         self.decoder_pred = nn.Linear(decoder_dim, self.patch_size**2 * self.in_chans)
         self.num_patches = n
+        self.init_decoder()
+
+    def init_decoder(self) -> None:
+        """The MAE reference's initialisation of the decoder: normal mask token, Xavier
+        linear layers, unit layer norms."""
         nn.init.normal_(self.mask_token, std=0.02)
-        for m in [self.decoder_embed, self.decoder_pred, *self.decoder_blocks.modules(), self.decoder_norm]:
+        for m in [
+            self.decoder_embed,
+            self.decoder_pred,
+            *self.decoder_blocks.modules(),
+            self.decoder_norm,
+        ]:
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 if m.bias is not None:
@@ -153,7 +197,10 @@ class MaskedAutoencoder(nn.Module):
         return x
 
     def forward_encoder(
-        self, imgs: torch.Tensor, noise: torch.Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        imgs: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         enc = self.encoder
         x = self._embed(imgs) + enc.pos_embed[:, 1:, :]
@@ -189,17 +236,52 @@ class MaskedAutoencoder(nn.Module):
         return (per_patch * mask).sum() / mask.sum()
 
     def forward(
-        self, imgs: torch.Tensor, noise: torch.Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        imgs: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         latent, mask, ids_restore = self.forward_encoder(imgs, noise, generator)
         pred = self.forward_decoder(latent, ids_restore)
         return self.loss(imgs, pred, mask), pred, mask
 
     @torch.no_grad()
-    def reconstruct(self, imgs: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def reconstruct(
+        self, imgs: torch.Tensor, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(reconstructed images (B, C, H, W), pixel mask (B, 1, H, W), 1 = was masked)."""
         _, pred, mask = self.forward(imgs, noise)
         p = self.patch_size
         rec = unpatchify(pred.float(), p, self.in_chans, self.grid)
         m = unpatchify(mask.unsqueeze(-1).expand(-1, -1, p * p), p, 1, self.grid)
         return rec, m
+
+
+class MAEMethod(Method):
+    """MAE as a pretraining method: the masks of a step are drawn for the whole global
+    batch from the step's generator (each rank and micro-batch takes its samples' rows),
+    the loss is the masked reconstruction error, the encoder is exported."""
+
+    name = "mae"
+    Config = MAEConfig
+
+    def build(self, backbone: nn.Module) -> MaskedAutoencoder:
+        c = self.config
+        return MaskedAutoencoder(
+            backbone,
+            mask_ratio=c.mask_ratio,
+            decoder_dim=c.decoder_dim,
+            decoder_depth=c.decoder_depth,
+            decoder_heads=c.decoder_heads,
+            norm_pix_loss=c.norm_pix_loss,
+        )
+
+    def begin_step(self, step: Step) -> None:
+        self.noise = torch.rand(
+            step.global_batch, self.model.num_patches, generator=step.generator()
+        )
+
+    def loss(
+        self, images: torch.Tensor, step: Step, micro: int, trainable: nn.Module
+    ) -> torch.Tensor:
+        return trainable(images, noise=self.noise[step.positions(micro)])[0]

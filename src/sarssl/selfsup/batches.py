@@ -1,0 +1,172 @@
+"""The input of pretraining: the train + val chips of several chip stores, read through
+the chip store's batch path (:class:`~sarssl.data.loaders.ChipBatches` reads,
+:class:`~sarssl.data.loaders.BatchLoader` threads and buffers,
+:class:`~sarssl.data.normalize.Normalize` on the training device), in the order of a
+:class:`~sarssl.engine.SeededBatchOrder`.
+
+Measured on the 2-core demo VM (1 thread, 12 channels, batch 32): 64 px chips 6,700
+chips/s, against 4,500 for the per-chip float16 lookup-table decode it replaced.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.loaders import BatchLoader, ChipBatches
+from ..data.normalize import Normalize
+from ..data.store import ChipStore
+from ..engine import SeededBatchOrder
+from ..errors import SarsslError
+from ..vocabulary import CHANNELS
+
+log = logging.getLogger(__name__)
+
+
+def pretrain_rows(
+    store_dirs: list[str], splits: tuple[str, ...]
+) -> list[tuple[ChipStore, np.ndarray]]:
+    """(store, sorted rows of ``splits``) for each chip store that has such chips; stores
+    whose channel order differs from :data:`sarssl.CHANNELS` are refused."""
+    out = []
+    for d in store_dirs:
+        store = ChipStore(d)
+        if list(store.channels) != list(CHANNELS):
+            raise SarsslError(
+                f"chip store {d}: channels {store.channels} differ from {list(CHANNELS)}"
+            )
+        rows = np.sort(np.concatenate([store.rows(s) for s in splits]))
+        if rows.size == 0:
+            log.warning("chip store %s has no %s chips", d, "/".join(splits))
+            continue
+        out.append((store, rows))
+    return out
+
+
+class PretrainBatches:
+    """Raw micro-batches of the train + val chips of several stores, for
+    :class:`~sarssl.data.loaders.BatchLoader`.
+
+    Duck-types :class:`~sarssl.data.loaders.ChipBatches` (the interface ``BatchLoader``
+    uses: ``epoch``/``set_epoch``, ``batches``, ``buffers``, ``read_into``, ``meta`` and
+    ``open_arrays``), but its plan is not ChipBatches' own shuffle: it is the slice
+    ``[start, end)`` of the optimiser steps of a :class:`~sarssl.engine.SeededBatchOrder`
+    (this rank's micro-batches), so the data order stays a pure function of (seed, epoch,
+    rank, world size) and a resumed run simply plans from its checkpoint step. Sample
+    ``i`` is row ``i - offsets[k]`` of the sorted train+val rows of store ``k``; reading is
+    ChipBatches' ``pread`` of contiguous row runs into reused buffers, and the images stay
+    raw float16 dB (normalise them with :class:`~sarssl.data.normalize.Normalize`).
+    """
+
+    def __init__(self, store_dirs: list[str], splits: tuple[str, ...] = ("train", "val")):
+        self.stores: list[ChipBatches] = []
+        self.rows: list[np.ndarray] = []
+        sizes, dtypes = set(), set()
+        for store, rows in pretrain_rows(store_dirs, splits):
+            self.stores.append(ChipBatches(store, rows, batch_size=1, shuffle=False, labels=False))
+            self.rows.append(rows)
+            sizes.add(store.chip_size)
+            dtypes.add(np.dtype(store.x.dtype).str)
+        if not self.stores:
+            raise SarsslError(f"no {'/'.join(splits)} chips in {store_dirs}")
+        if len(sizes) != 1 or len(dtypes) != 1:
+            raise SarsslError(
+                f"chip stores {store_dirs} differ in chip size {sorted(sizes)} "
+                f"or dtype {sorted(dtypes)}"
+            )
+        self.chip_size = sizes.pop()
+        self.offsets = np.cumsum([0] + [r.size for r in self.rows])
+        self.epoch = 0
+        self.batch_size = 1
+        self._plan: MicroPlan | list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return len(self._plan)
+
+    @property
+    def n(self) -> int:
+        return int(self.offsets[-1])
+
+    def plan(self, order: SeededBatchOrder, start: int, end: int) -> None:
+        """Plan this rank's micro-batches of optimiser steps ``start .. end - 1``."""
+        self._plan = MicroPlan(order, start, end)
+        self.batch_size = order.micro
+
+    def set_epoch(self, epoch: int) -> None:  # the plan already spans the epochs
+        self.epoch = int(epoch)
+
+    def batches(self) -> MicroPlan | list[np.ndarray]:
+        return self._plan
+
+    def open_arrays(self) -> None:
+        """Open every store's files before the loader's threads share them (BatchLoader
+        calls this; reading no rows is how ChipBatches' public API opens them)."""
+        empty = np.empty(0, dtype=np.int64)
+        for b in self.stores:
+            b.read_into(empty, {})
+
+    def buffers(
+        self, n: int | None = None, *, shared: bool = False, pin: bool = False
+    ) -> dict[str, Any]:
+        return self.stores[0].buffers(self.batch_size if n is None else n, shared=shared, pin=pin)
+
+    def read_into(self, idx: np.ndarray, out: dict[str, Any], start: int = 0) -> None:
+        """Copy samples ``idx`` (global indices) into ``out["x"][start : start + len(idx)]``."""
+        idx = np.asarray(idx, dtype=np.int64)
+        which = np.searchsorted(self.offsets, idx, side="right") - 1
+        cuts = np.flatnonzero(np.diff(which)) + 1
+        for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [idx.size]])):
+            k = int(which[a])
+            self.stores[k].read_into(self.rows[k][idx[a:b] - self.offsets[k]], out, start + int(a))
+
+    def meta(self, idx: np.ndarray) -> dict[str, Any]:
+        return {"index": torch.from_numpy(np.asarray(idx, dtype=np.int64).copy())}
+
+
+class MicroPlan:
+    """Lazy sequence of this rank's micro-batch index arrays for steps ``start .. end - 1``."""
+
+    def __init__(self, order: SeededBatchOrder, start: int, end: int):
+        self.order, self.start, self.end = order, int(start), int(end)
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.start) * self.order.accum
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        step, a = divmod(i, self.order.accum)
+        return self.order.global_indices(self.start + step)[self.order.positions(a)]
+
+
+def image_stream(
+    data: PretrainBatches,
+    order: SeededBatchOrder,
+    start: int,
+    end: int,
+    device: torch.device,
+    mean_db: np.ndarray,
+    std_db: np.ndarray,
+    cfg: dict[str, Any],
+) -> Iterator[torch.Tensor]:
+    """Iterator over this rank's normalised (B, C, S, S) float32 micro-batches on ``device``
+    for optimiser steps ``start .. end - 1`` (NaN / no data -> 0, the one normalisation);
+    ``cfg`` may set ``loader_threads`` and ``prefetch`` (default 2 each)."""
+    cuda = device.type == "cuda"
+    data.plan(order, start, end)
+    norm = Normalize(mean_db, std_db).to(device)
+    loader = BatchLoader(
+        data,
+        threads=max(1, int(cfg.get("loader_threads") or 2)),
+        prefetch=max(1, int(cfg.get("prefetch") or 2)),
+        pin_memory=cuda,
+        device=device if cuda else None,
+    )
+    for batch in loader:
+        # on the host the buffer is reused after ``prefetch`` more batches: Normalize
+        # writes a fresh tensor, so nothing downstream aliases it
+        yield norm(batch["x"])
