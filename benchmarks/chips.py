@@ -45,8 +45,8 @@ def make_scenes(directory: Path, n: int, size: int, seed: int = 0) -> list[Path]
     """``n`` synthetic scenes (``size`` x ``size``) spread over the seasons of 2021."""
     import rasterio.shutil  # noqa: F401
 
-    from sarssl.sar.grid import area_grid
     from sarssl.io import write_geotiff
+    from sarssl.sar.grid import area_grid
 
     g = area_grid((12.46, 41.96, 12.47, 41.97), 10.0)
     from affine import Affine
@@ -85,21 +85,44 @@ def composite_child(args: argparse.Namespace) -> None:
     out = Path(args.child_dir) / f"out_{args.child_n}_{args.child_method}_{args.child_compress}"
     t0, c0 = time.perf_counter(), os.times()
     summary = composite(
-        scenes, 2021, out.with_suffix(".tif"), Path(f"{out}_count.tif"), method=args.child_method,
-        compress=args.child_compress, progress=False,
+        scenes,
+        2021,
+        out.with_suffix(".tif"),
+        Path(f"{out}_count.tif"),
+        method=args.child_method,
+        compress=args.child_compress,
+        progress=False,
     )
     wall = time.perf_counter() - t0
     c1 = os.times()
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out.with_suffix(".tif").unlink()
     Path(f"{out}_count.tif").unlink()
-    print(json.dumps({"wall_s": wall, "cpu_s": (c1.user + c1.system) - (c0.user + c0.system),
-                      "composite_s": summary["seconds"]["composite"], "peak_rss_mb": rss_kb / 1024}))
+    print(
+        json.dumps(
+            {
+                "wall_s": wall,
+                "cpu_s": (c1.user + c1.system) - (c0.user + c0.system),
+                "composite_s": summary["seconds"]["composite"],
+                "peak_rss_mb": rss_kb / 1024,
+            }
+        )
+    )
 
 
 def run_child(directory: Path, n: int, method: str, compress: str = "deflate") -> dict:
-    cmd = [sys.executable, __file__, "--child-dir", str(directory), "--child-n", str(n),
-           "--child-method", method, "--child-compress", compress]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child-dir",
+        str(directory),
+        "--child-n",
+        str(n),
+        "--child-method",
+        method,
+        "--child-compress",
+        compress,
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -146,7 +169,12 @@ def _timed(loader, key: str, per_chip: int, limit: int | None = None) -> dict:
         if limit is not None and n >= limit:
             break
     wall = time.perf_counter() - t0
-    return {"chips": n, "wall_s": wall, "chips_per_s": n / wall, "mb_per_s": n * per_chip / wall / 1e6}
+    return {
+        "chips": n,
+        "wall_s": wall,
+        "chips_per_s": n / wall,
+        "mb_per_s": n * per_chip / wall / 1e6,
+    }
 
 
 def chips_in_memory(store: Path, limit: int) -> dict:
@@ -160,7 +188,12 @@ def chips_in_memory(store: Path, limit: int) -> dict:
     chips = load_chips(st, np.arange(min(limit, st.n)), arrays=("x",), stats=stats)
     wall = time.perf_counter() - t0
     n = len(chips)
-    return {"chips": n, "wall_s": wall, "chips_per_s": n / wall, "mb_per_s": n * st.meta["bytes_per_chip_x"] / wall / 1e6}
+    return {
+        "chips": n,
+        "wall_s": wall,
+        "chips_per_s": n / wall,
+        "mb_per_s": n * st.meta["bytes_per_chip_x"] / wall / 1e6,
+    }
 
 
 def raw_dataloader(store: Path, workers: int, batch: int, epoch: int) -> dict:
@@ -172,8 +205,13 @@ def raw_dataloader(store: Path, workers: int, batch: int, epoch: int) -> dict:
 
     ds = ChipBatches(store, batch_size=batch, seed=0, labels=False)
     ds.set_epoch(epoch)
-    loader = DataLoader(ds, batch_size=None, num_workers=workers, prefetch_factor=2 if workers else None,
-                        pin_memory=torch.cuda.is_available())
+    loader = DataLoader(
+        ds,
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=2 if workers else None,
+        pin_memory=torch.cuda.is_available(),
+    )
     return _timed(loader, "x", ds.store.meta["bytes_per_chip_x"])
 
 
@@ -204,8 +242,14 @@ def normalize_cost(store: Path, batch: int) -> dict:
     return {"chips_per_s": x.shape[0] / wall}
 
 
-def mae_requirement(img: int = 448, patch: int = 16, channels: int = 12, mask_ratio: float = 0.75,
-                    mfu: float = 0.40, peak_tflops: float = 990.0) -> dict:
+def mae_requirement(
+    img: int = 448,
+    patch: int = 16,
+    channels: int = 12,
+    mask_ratio: float = 0.75,
+    mfu: float = 0.40,
+    peak_tflops: float = 990.0,
+) -> dict:
     """Images/s one H100 trains MAE ViT-B/16 at, from FLOPs ~ 3 x forward FLOPs.
 
     Forward ~ 2 x params x tokens per transformer (+ attention 4 x L x N^2 x d): the
@@ -229,7 +273,9 @@ def _stats(values: list[float]) -> str:
 def main() -> None:
     import os
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--scenes", type=int, default=4, help="N (memory is compared for N and 2N)")
     p.add_argument("--size", type=int, default=2048, help="scene size in pixels")
     p.add_argument("--chips", type=int, default=2000)
@@ -237,9 +283,13 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--memory-chips", type=int, default=320, help="chips read into memory by load_chips")
+    p.add_argument(
+        "--memory-chips", type=int, default=320, help="chips read into memory by load_chips"
+    )
     p.add_argument("--workdir", default=tempfile.gettempdir(), help="temporary scenes (deleted)")
-    p.add_argument("--cache-dir", default=str(ROOT / "benchmarks" / ".cache" / "chips"), help="kept store")
+    p.add_argument(
+        "--cache-dir", default=str(ROOT / "benchmarks" / ".cache" / "chips"), help="kept store"
+    )
     p.add_argument("--clean-cache", action="store_true", help="delete the cached store at the end")
     p.add_argument("--skip-loader", action="store_true")
     p.add_argument("--skip-composite", action="store_true")
@@ -269,18 +319,29 @@ def main() -> None:
             make_scenes(work, 2 * n, args.size)
             mpx = args.size * args.size / 1e6
             for method, compress in (("mean", "deflate"), ("mean", "zstd"), ("median", "deflate")):
-                runs = {k: [run_child(work, k, method, compress) for _ in range(args.repeats)] for k in (n, 2 * n)}
+                runs = {
+                    k: [run_child(work, k, method, compress) for _ in range(args.repeats)]
+                    for k in (n, 2 * n)
+                }
                 for k, rs in runs.items():
                     e2e = [mpx / r["wall_s"] for r in rs]
                     comp = [mpx / r["composite_s"] for r in rs]
                     cpu = [mpx / r["cpu_s"] for r in rs]
-                    add(f"composite {method}/{compress} {k} scenes {args.size}^2, end to end Mpx/s",
-                        f"{_fmt(e2e)} (load {load()})")
-                    add(f"composite {method}/{compress} {k} scenes, compositing pass only Mpx/s", _fmt(comp))
+                    add(
+                        f"composite {method}/{compress} {k} scenes {args.size}^2, end to end Mpx/s",
+                        f"{_fmt(e2e)} (load {load()})",
+                    )
+                    add(
+                        f"composite {method}/{compress} {k} scenes, compositing pass only Mpx/s",
+                        _fmt(comp),
+                    )
                     add(f"composite {method}/{compress} {k} scenes, Mpx per CPU-second", _fmt(cpu))
                 r1 = max(r["peak_rss_mb"] for r in runs[n])
                 r2 = max(r["peak_rss_mb"] for r in runs[2 * n])
-                add(f"peak RSS {method}/{compress}: N={n} vs 2N={2 * n}", f"{r1:.0f} MB vs {r2:.0f} MB ({100 * (r2 / r1 - 1):+.0f}%)")
+                add(
+                    f"peak RSS {method}/{compress}: N={n} vs 2N={2 * n}",
+                    f"{r1:.0f} MB vs {r2:.0f} MB ({100 * (r2 / r1 - 1):+.0f}%)",
+                )
         finally:
             shutil.rmtree(work, ignore_errors=True)
     if not args.skip_loader:
@@ -290,38 +351,73 @@ def main() -> None:
             shutil.rmtree(cache, ignore_errors=True)
             free = shutil.disk_usage(cache.parent if cache.parent.exists() else ROOT).free
             if free < need + 2e9:
-                raise SystemExit(f"not enough disk for {cache}: need {need / 1e9:.1f} GB, free {free / 1e9:.1f} GB")
+                raise SystemExit(
+                    f"not enough disk for {cache}: need {need / 1e9:.1f} GB, "
+                    f"free {free / 1e9:.1f} GB"
+                )
             t0 = time.perf_counter()
             make_store(cache, args.chips, args.chip_size)
-            add(f"write store {args.chips} x 12x{args.chip_size}^2 f16", f"{time.perf_counter() - t0:.1f} s")
+            add(
+                f"write store {args.chips} x 12x{args.chip_size}^2 f16",
+                f"{time.perf_counter() - t0:.1f} s",
+            )
         try:
             mb = 12 * args.chip_size**2 * 2 / 1e6
             add("store", f"{cache}: {args.chips} chips, {mb:.2f} MB of float16 image per chip")
             res: dict[str, list[float]] = {}
             for rep in range(args.repeats):
                 for name, fn in (
-                    (f"raw DataLoader(batch_size=None) {args.workers} workers", lambda e: raw_dataloader(cache, args.workers, args.batch, e)),
-                    (f"raw BatchLoader {args.workers} threads", lambda e: raw_batchloader(cache, args.workers, args.batch, e)),
-                    ("raw BatchLoader 1 thread", lambda e: raw_batchloader(cache, 1, args.batch, e)),
+                    (
+                        f"raw DataLoader(batch_size=None) {args.workers} workers",
+                        lambda e: raw_dataloader(cache, args.workers, args.batch, e),
+                    ),
+                    (
+                        f"raw BatchLoader {args.workers} threads",
+                        lambda e: raw_batchloader(cache, args.workers, args.batch, e),
+                    ),
+                    (
+                        "raw BatchLoader 1 thread",
+                        lambda e: raw_batchloader(cache, 1, args.batch, e),
+                    ),
                 ):
                     r = fn(rep)
                     res.setdefault(name, []).append(r["chips_per_s"])
-                    print(f"  {name} rep {rep}: {r['chips_per_s']:.0f} chips/s ({r['chips']} chips, load {load()})", file=sys.stderr, flush=True)
+                    print(
+                        f"  {name} rep {rep}: {r['chips_per_s']:.0f} chips/s "
+                        f"({r['chips']} chips, load {load()})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             for name, v in res.items():
-                add(f"{name}, batch {args.batch}, chips/s", f"{_stats(v)} = {float(np.median(v)) * mb:.0f} MB/s median (load {load()})")
+                add(
+                    f"{name}, batch {args.batch}, chips/s",
+                    f"{_stats(v)} = {float(np.median(v)) * mb:.0f} MB/s median (load {load()})",
+                )
             lim = args.memory_chips
             v = [chips_in_memory(cache, lim)["chips_per_s"] for _ in range(args.repeats)]
-            add(f"load_chips (in memory, normalised), {lim} chips, chips/s", f"{_stats(v)} (load {load()})")
-            add("consumer-side Normalize on this CPU, chips/s", f"{normalize_cost(cache, args.batch)['chips_per_s']:.0f}")
+            add(
+                f"load_chips (in memory, normalised), {lim} chips, chips/s",
+                f"{_stats(v)} (load {load()})",
+            )
+            add(
+                "consumer-side Normalize on this CPU, chips/s",
+                f"{normalize_cost(cache, args.batch)['chips_per_s']:.0f}",
+            )
             req = mae_requirement()
             per_core = float(np.median(res["raw BatchLoader 1 thread"]))
-            add("MAE ViT-B/16 448px 12ch on one H100 (bf16, 40% MFU of 990 TFLOP/s)",
+            add(
+                "MAE ViT-B/16 448px 12ch on one H100 (bf16, 40% MFU of 990 TFLOP/s)",
                 f"{req['gflop_fwd']:.0f} GFLOP forward/image -> {req['images_per_s']:.0f} images/s "
-                f"= {req['images_per_s'] * mb:.0f} MB/s (the brief's rough figure: 150-250 images/s)")
-            add("store per core x 16 cores (loaded 2-core machine: a floor)",
+                f"= {req['images_per_s'] * mb:.0f} MB/s "
+                "(the brief's rough figure: 150-250 images/s)",
+            )
+            add(
+                "store per core x 16 cores (loaded 2-core machine: a floor)",
                 f"{per_core:.0f} x 16 = {16 * per_core:.0f} chips/s -> "
-                f"{'meets' if 16 * per_core >= req['images_per_s'] else 'does NOT meet'} {req['images_per_s']:.0f}/s "
-                f"({16 * per_core / req['images_per_s']:.1f}x)")
+                f"{'meets' if 16 * per_core >= req['images_per_s'] else 'does NOT meet'} "
+                f"{req['images_per_s']:.0f}/s "
+                f"({16 * per_core / req['images_per_s']:.1f}x)",
+            )
         finally:
             if args.clean_cache:
                 shutil.rmtree(cache, ignore_errors=True)

@@ -12,10 +12,11 @@ In a temporary directory it writes a config with ``--areas`` real-product
 directory holding its share of the ``--scenes`` product files and empty stand-in DEM /
 land-cover / tree-cover rasters, and pre-writes every area's catalogue checkpoint CSV
 (``results/catalogue/{area}.csv``: one row per product, the columns of ``sarssl
-catalogue``; ``{area}.rejected.csv``: none rejected), newer than its inputs, so Snakemake treats the checkpoints as done and the
-dry-run plans the complete DAG: every preprocessing job, composites, chips, statistics,
-MAE + DINO pretraining, the full fine-tuning matrix (2 tasks x 3 inits x 2 protocols x 6
-label fractions x 3 seeds = 216 runs per fine-tuning area), tables and every figure.
+catalogue``; ``{area}.rejected.csv``: none rejected), newer than its inputs, so Snakemake
+treats the checkpoints as done and the dry-run plans the complete DAG: every preprocessing
+job, composites, chips, statistics, MAE + DINO pretraining, the full fine-tuning matrix
+(2 tasks x 3 inits x 2 protocols x 6 label fractions x 3 seeds = 216 runs per fine-tuning
+area), tables and every figure.
 
 ``--chips`` (the study's chip count, split evenly over the areas) does not change the DAG
 (a chip store is one job per area, whatever its size); it is recorded in the config
@@ -181,18 +182,24 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    n_ft = args.finetune_areas * len(TASKS) * len(INITS) * len(PROTOCOLS) * len(FRACTIONS) * len(SEEDS)
+    n_ft = (
+        args.finetune_areas * len(TASKS) * len(INITS) * len(PROTOCOLS) * len(FRACTIONS) * len(SEEDS)
+    )
     print(
         f"continental DAG: {args.areas} areas, {args.scenes} scenes, {args.chips} chips, "
         f"{n_ft} fine-tuning runs ({args.finetune_areas} areas x 216)"
     )
-    print(f"setup {setup:.1f} s; dry-run: {wall:.1f} s wall, peak RSS {peak_gb:.2f} GB, {jobs} jobs")
+    print(
+        f"setup {setup:.1f} s; dry-run: {wall:.1f} s wall, peak RSS {peak_gb:.2f} GB, {jobs} jobs"
+    )
     if res.returncode != 0:
         print((res.stdout + res.stderr)[-4000:], file=sys.stderr)
         print("FAIL: the dry-run failed", file=sys.stderr)
         return 1
     if wall > args.max_seconds or peak_gb > args.max_gb:
-        print(f"FAIL: over budget ({args.max_seconds:.0f} s, {args.max_gb:.1f} GB)", file=sys.stderr)
+        print(
+            f"FAIL: over budget ({args.max_seconds:.0f} s, {args.max_gb:.1f} GB)", file=sys.stderr
+        )
         return 1
     return 0
 

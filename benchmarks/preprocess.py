@@ -10,8 +10,9 @@
    (dB, with texture) times unit-mean Gamma speckle (ENL 4.4) through the real sigma0 and
    noise LUTs: ``DN = sqrt(A_sigma^2 sigma0 speckle + eta)``; the VH files are the VV
    metadata with the polarisation fields changed (as ``sarssl simulate`` does). Also a
-   30 m (1 arc-second) synthetic DEM over the whole footprint (+0.15 deg lon, +0.1 deg lat: the UTM grid corners): smooth random
-   relief 0..~1500 m in EPSG:4326 + EGM96 heights (EPSG:4326+5773).
+   30 m (1 arc-second) synthetic DEM over the whole footprint (+0.15 deg lon, +0.1 deg lat:
+   the UTM grid corners): smooth random relief 0..~1500 m in EPSG:4326 + EGM96 heights
+   (EPSG:4326+5773).
 2. Times ``sarssl preprocess`` (Refined Lee 7x7, sigma0 dB, 10 m UTM, whole footprint) in
    a subprocess and reads its peak RSS with ``resource.getrusage(RUSAGE_CHILDREN)``.
 3. Runs sarsen's ``terrain_correction`` (``pip install -e .[bench]``; VV only, as sarsen
@@ -63,9 +64,9 @@ def build_product(cache: Path, seed: int = 0) -> Path:
     from rasterio.windows import Window
     from tqdm import tqdm
 
+    from sarssl.demo.simulate import vv_to_vh, vv_to_vh_name
     from sarssl.sar.calibration import calibration_lut_grid, noise_lut
     from sarssl.sar.safe import open_product, record_measurement_checksums, template_path
-    from sarssl.demo.simulate import vv_to_vh, vv_to_vh_name
 
     src = template_path(TEMPLATE)
     dst = cache / src.name
@@ -90,22 +91,39 @@ def build_product(cache: Path, seed: int = 0) -> Path:
         path = dst / "measurement" / name.replace(".xml", ".tiff")
         cal = product.calibration(pol)
         noise = product.noise(pol)
-        profile = dict(driver="GTiff", width=ns, height=nl, count=1, dtype="uint16", tiled=True,
-                       blockxsize=512, blockysize=512, compress="deflate", predictor=2,
-                       num_threads="ALL_CPUS", BIGTIFF="IF_SAFER")
+        profile = dict(
+            driver="GTiff",
+            width=ns,
+            height=nl,
+            count=1,
+            dtype="uint16",
+            tiled=True,
+            blockxsize=512,
+            blockysize=512,
+            compress="deflate",
+            predictor=2,
+            num_threads="ALL_CPUS",
+            BIGTIFF="IF_SAFER",
+        )
         with rasterio.open(path, "w", **profile) as ds:
             for r0 in tqdm(range(0, nl, BLOCK), desc=f"DN {pol}"):
                 h = min(BLOCK, nl - r0)
                 rows = np.arange(r0, r0 + h, dtype=np.float64)
                 cols = np.arange(ns, dtype=np.float64)
-                db = (-11.0 + offset_db + 3.0 * _upsample(coarse_big, rows, cols, 512)
-                      + 2.0 * _upsample(coarse_small, rows, cols, 24))
+                db = (
+                    -11.0
+                    + offset_db
+                    + 3.0 * _upsample(coarse_big, rows, cols, 512)
+                    + 2.0 * _upsample(coarse_small, rows, cols, 24)
+                )
                 sigma0 = 10.0 ** (db / 10.0)
                 a = calibration_lut_grid(cal, "sigmaNought", rows, cols)
                 eta = noise_lut(noise, rows, cols)
                 speckle = rng.gamma(ENL, 1.0 / ENL, size=sigma0.shape).astype(np.float32)
                 dn = np.sqrt(a * a * sigma0 * speckle + eta)
-                ds.write(np.clip(np.rint(dn), 1, 65535).astype(np.uint16), 1, window=Window(0, r0, ns, h))
+                ds.write(
+                    np.clip(np.rint(dn), 1, 65535).astype(np.uint16), 1, window=Window(0, r0, ns, h)
+                )
     record_measurement_checksums(dst)  # preprocess checks sizes and MD5s against the manifest
     done.write_text("ok\n")
     return dst
@@ -128,15 +146,33 @@ def build_dem(cache: Path, bbox: tuple[float, float, float, float], seed: int = 
     coarse1 = _smooth_field((height, width), 600, seed + 10)
     coarse2 = _smooth_field((height, width), 60, seed + 11)
     tmp = path.with_suffix(".tmp.tif")
-    profile = dict(driver="GTiff", width=width, height=height, count=1, dtype="float32", tiled=True,
-                   blockxsize=512, blockysize=512, compress="deflate", predictor=3, nodata=-9999.0,
-                   crs="EPSG:4326+5773", transform=transform, BIGTIFF="IF_SAFER", num_threads="ALL_CPUS")
+    profile = dict(
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=1,
+        dtype="float32",
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        compress="deflate",
+        predictor=3,
+        nodata=-9999.0,
+        crs="EPSG:4326+5773",
+        transform=transform,
+        BIGTIFF="IF_SAFER",
+        num_threads="ALL_CPUS",
+    )
     with rasterio.open(tmp, "w", **profile) as ds:
         for r0 in range(0, height, 1024):
             h = min(1024, height - r0)
             rows = np.arange(r0, r0 + h, dtype=np.float64)
             cols = np.arange(width, dtype=np.float64)
-            z = 500.0 + 400.0 * _upsample(coarse1, rows, cols, 600) + 60.0 * _upsample(coarse2, rows, cols, 60)
+            z = (
+                500.0
+                + 400.0 * _upsample(coarse1, rows, cols, 600)
+                + 60.0 * _upsample(coarse2, rows, cols, 60)
+            )
             ds.write(np.clip(z, 0.0, None).astype(np.float32), 1, window=Window(0, r0, width, h))
     tmp.rename(path)
     return path
@@ -177,14 +213,24 @@ def output_mpx(path: Path) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / ".cache")
     p.add_argument("--skip-full", action="store_true", help="skip the full-scene run")
     p.add_argument("--skip-sarsen", action="store_true", help="skip the sarsen comparison")
-    p.add_argument("--sarsen-size", type=int, default=3000,
-                   help="DEM window (px) for the sarsen comparison (3000: ~90 x 90 km, fixed costs amortised)")
-    p.add_argument("--repeats", type=int, default=3,
-                   help="interleaved runs of each tool in the sarsen comparison; medians are reported")
+    p.add_argument(
+        "--sarsen-size",
+        type=int,
+        default=3000,
+        help="DEM window (px) for the sarsen comparison (3000: ~90 x 90 km, fixed costs amortised)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="interleaved runs of each tool in the sarsen comparison; medians are reported",
+    )
     args = p.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)
 
@@ -194,24 +240,45 @@ def main(argv: list[str] | None = None) -> int:
     safe = build_product(args.cache)
     w, s, e, n = open_product(safe).footprint.bounds
     dem = build_dem(args.cache, (w - 0.15, s - 0.1, e + 0.15, n + 0.1))
-    print(f"inputs ready in {time.perf_counter() - t0:.0f} s: {safe.name}, {dem.name}", file=sys.stderr)
+    print(
+        f"inputs ready in {time.perf_counter() - t0:.0f} s: {safe.name}, {dem.name}",
+        file=sys.stderr,
+    )
 
     rows = []
     exe = [sys.executable, "-m", "sarssl.cli"]
     if not args.skip_full:
         out = args.cache / "out" / "full.tif"
         out.parent.mkdir(exist_ok=True)
-        res = timed([*exe, "preprocess", str(safe), "--dem", str(dem), "--out", str(out),
-                     "--speckle-filter", "refined_lee", "--resolution", "10"])
+        res = timed(
+            [
+                *exe,
+                "preprocess",
+                str(safe),
+                "--dem",
+                str(dem),
+                "--out",
+                str(out),
+                "--speckle-filter",
+                "refined_lee",
+                "--resolution",
+                "10",
+            ]
+        )
         grid_mpx, valid_mpx = output_mpx(out)
         rows.append(("sarssl full scene, refined_lee", res, grid_mpx, valid_mpx))
         print("full scene:", rows[-1], flush=True)
     if not args.skip_sarsen:
         rows += compare_sarsen(args.cache, safe, dem, args.sarsen_size, args.repeats)
-    print(f"{'run':42s} {'wall s':>8s} {'peak GB':>8s} {'out Mpx':>8s} {'valid':>8s} {'Mpx/s':>8s} {'cpu s':>8s} {'load':>10s}")
+    print(
+        f"{'run':42s} {'wall s':>8s} {'peak GB':>8s} {'out Mpx':>8s} {'valid':>8s} "
+        f"{'Mpx/s':>8s} {'cpu s':>8s} {'load':>10s}"
+    )
     for name, res, mpx, valid in rows:
-        print(f"{name:42s} {res['wall_s']:8.1f} {res['peak_gb']:8.2f} {mpx:8.1f} {valid:8.1f} "
-              f"{mpx / res['wall_s']:8.3f} {res['cpu_s']:8.1f} {res['load']:>10s}")
+        print(
+            f"{name:42s} {res['wall_s']:8.1f} {res['peak_gb']:8.2f} {mpx:8.1f} {valid:8.1f} "
+            f"{mpx / res['wall_s']:8.3f} {res['cpu_s']:8.1f} {res['load']:>10s}"
+        )
     sarsen = [r for r in rows if r[0].startswith("sarsen")]
     ours = [r for r in rows if r[0].startswith("sarssl window")]
     if sarsen and ours:
@@ -220,11 +287,17 @@ def main(argv: list[str] | None = None) -> int:
             pols = name.split(", ")[1]
             # per repeat: the runs of a repeat were back to back, so they saw the same load
             per = [(mpx / w) / (s_mpx / sw) for w, sw in zip(res["walls"], s_res["walls"])]
-            print(f"sarssl ({pols}) / sarsen (VV) output Mpx/s on the same DEM window: "
-                  f"{mpx / res['wall_s'] / (s_mpx / s_res['wall_s']):.1f}x wall (medians; per repeat "
-                  f"{', '.join(f'{r:.1f}' for r in per)}), "
-                  f"{mpx / res['cpu_s'] / (s_mpx / s_res['cpu_s']):.1f}x per CPU second"
-                  + (" (like for like; issue 3 floor: >= 10x)" if pols == "VV" else " (twice sarsen's work)"))
+            print(
+                f"sarssl ({pols}) / sarsen (VV) output Mpx/s on the same DEM window: "
+                f"{mpx / res['wall_s'] / (s_mpx / s_res['wall_s']):.1f}x wall (medians; per repeat "
+                f"{', '.join(f'{r:.1f}' for r in per)}), "
+                f"{mpx / res['cpu_s'] / (s_mpx / s_res['cpu_s']):.1f}x per CPU second"
+                + (
+                    " (like for like; issue 3 floor: >= 10x)"
+                    if pols == "VV"
+                    else " (twice sarsen's work)"
+                )
+            )
     return 0
 
 
@@ -266,22 +339,47 @@ def compare_sarsen(cache: Path, safe: Path, dem: Path, size: int, repeats: int =
     for pols, label in (("VV", "VV"), ("VV,VH", "VV+VH")):
         out = out_dir / f"sarssl_window_{size}_{label.replace('+', '')}.tif"
         runs[f"sarssl window {size}px, {label}, no filter"] = (
-            [sys.executable, "-m", "sarssl.cli", "preprocess", str(safe), "--dem", str(crop), "--out", str(out),
-             "--aoi", aoi, "--speckle-filter", "none", "--units", "linear", "--polarisations", pols], out)
+            [
+                sys.executable,
+                "-m",
+                "sarssl.cli",
+                "preprocess",
+                str(safe),
+                "--dem",
+                str(crop),
+                "--out",
+                str(out),
+                "--aoi",
+                aoi,
+                "--speckle-filter",
+                "none",
+                "--units",
+                "linear",
+                "--polarisations",
+                pols,
+            ],
+            out,
+        )
     sar_out = out_dir / f"sarsen_window_{size}.tif"
     code = (
         "import sys, sarsen\n"
         "p = sarsen.Sentinel1SarProduct(sys.argv[1], measurement_group='IW/VV')\n"
         "sarsen.terrain_correction(p, dem_urlpath=sys.argv[2], output_urlpath=sys.argv[3])\n"
     )
-    runs[f"sarsen window {size}px (DEM grid)"] = ([sys.executable, "-c", code, str(safe), str(crop), str(sar_out)],
-                                                  sar_out)
+    runs[f"sarsen window {size}px (DEM grid)"] = (
+        [sys.executable, "-c", code, str(safe), str(crop), str(sar_out)],
+        sar_out,
+    )
     results: dict[str, list[dict]] = {k: [] for k in runs}
     for i in range(repeats + 1):  # round 0 warms up both tools (imports, JIT caches, files) untimed
         for name, (cmd, _) in runs.items():
             res = timed(cmd)
-            print(f"{'warm-up' if i == 0 else f'repeat {i}/{repeats}'} {name}: {res['wall_s']:.1f} s "
-                  f"(load {res['load']})", file=sys.stderr, flush=True)
+            print(
+                f"{'warm-up' if i == 0 else f'repeat {i}/{repeats}'} {name}: {res['wall_s']:.1f} s "
+                f"(load {res['load']})",
+                file=sys.stderr,
+                flush=True,
+            )
             if i > 0:
                 results[name].append(res)
     rows = []

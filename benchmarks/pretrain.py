@@ -35,23 +35,45 @@ from pathlib import Path
 
 import torch
 
-from sarssl.selfsup.dino import MultiCropAugment, teacher_momentum
-from sarssl.engine import autocast, param_groups, step_generator
 from sarssl.data.store import load_stats
-from sarssl.engine import SeededBatchOrder
+from sarssl.engine import SeededBatchOrder, autocast, param_groups, step_generator
 from sarssl.selfsup.batches import PretrainBatches, image_stream
+from sarssl.selfsup.dino import MultiCropAugment, teacher_momentum
 from sarssl.selfsup.pretrain import build_model, resolve_hparams
 
 STUDY = {
     # the study's sizes: ViT-B/16 (768 wide, 12 layers, 12 heads) and ViT-S/16 (384, 12, 6)
-    "mae": {"model_name": "vit_base_patch16_224", "patch_size": 16, "img_size": 448,
-            "embed_dim": 768, "depth": 12, "num_heads": 12,
-            "decoder_dim": 512, "decoder_depth": 1, "decoder_heads": 16},
-    "dino": {"model_name": "vit_small_patch16_224", "patch_size": 16, "img_size": 448,
-             "embed_dim": 384, "depth": 12, "num_heads": 6},
+    "mae": {
+        "model_name": "vit_base_patch16_224",
+        "patch_size": 16,
+        "img_size": 448,
+        "embed_dim": 768,
+        "depth": 12,
+        "num_heads": 12,
+        "decoder_dim": 512,
+        "decoder_depth": 1,
+        "decoder_heads": 16,
+    },
+    "dino": {
+        "model_name": "vit_small_patch16_224",
+        "patch_size": 16,
+        "img_size": 448,
+        "embed_dim": 384,
+        "depth": 12,
+        "num_heads": 6,
+    },
 }
-TINY = {"model_name": "vit_tiny_patch16_224", "patch_size": 8, "embed_dim": 96, "depth": 4, "num_heads": 3,
-        "img_size": 64, "decoder_dim": 64, "decoder_depth": 1, "decoder_heads": 4}
+TINY = {
+    "model_name": "vit_tiny_patch16_224",
+    "patch_size": 8,
+    "embed_dim": 96,
+    "depth": 4,
+    "num_heads": 3,
+    "img_size": 64,
+    "decoder_dim": 64,
+    "decoder_depth": 1,
+    "decoder_heads": 4,
+}
 
 
 PEAK_BF16_TFLOPS = {
@@ -94,11 +116,26 @@ def synthetic_store(root: Path, n: int, size: int) -> tuple[Path, Path]:
     import pandas as pd
 
     index = pd.DataFrame({"id": [f"chip{i}" for i in range(n)], "split": ["train"] * n})
-    store = write_store(root / "store", x, lc, np.zeros((n, size, size), np.float32), index, area="bench",
-                        fractions=[1.0], seed=0)
+    store = write_store(
+        root / "store",
+        x,
+        lc,
+        np.zeros((n, size, size), np.float32),
+        index,
+        area="bench",
+        fractions=[1.0],
+        seed=0,
+    )
     stats = root / "stats.json"
-    stats.write_text(json.dumps({"channels": list(CHANNELS), "mean": [-12.0] * len(CHANNELS),
-                                 "std": [3.0] * len(CHANNELS)}))
+    stats.write_text(
+        json.dumps(
+            {
+                "channels": list(CHANNELS),
+                "mean": [-12.0] * len(CHANNELS),
+                "std": [3.0] * len(CHANNELS),
+            }
+        )
+    )
     return store, stats
 
 
@@ -116,7 +153,9 @@ def measure_cpu_peak_tflops(threads: int, n: int = 4096, reps: int = 3) -> float
 
 
 def bench(method: str, args: argparse.Namespace) -> dict:
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(
+        args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
     arch = dict(TINY if args.tiny else STUDY[method])
     if args.img_size:
         arch["img_size"] = args.img_size
@@ -126,22 +165,30 @@ def bench(method: str, args: argparse.Namespace) -> dict:
     model, trainable, _, kwargs = build_model(method, hp, size)
     model.to(device)
     opt = torch.optim.AdamW(param_groups(trainable, 0.05), lr=1e-4, fused=device.type == "cuda")
-    dtype = args.dtype if device.type == "cuda" or args.dtype == "bf16" and args.cpu_bf16 else "fp32"
+    dtype = (
+        args.dtype if device.type == "cuda" or args.dtype == "bf16" and args.cpu_bf16 else "fp32"
+    )
     aug = MultiCropAugment(size, n_local=int(hp["local_crops"])) if method == "dino" else None
     n_steps = args.steps + args.warmup
     tmp = tempfile.TemporaryDirectory(prefix="sarssl-bench-")
     store, stats = synthetic_store(Path(tmp.name), args.batch_size * n_steps, size)
     data = PretrainBatches([str(store)], splits=("train",))
-    order = SeededBatchOrder(data.n, args.batch_size, seed=0, block_rows=max(1, min(8, args.batch_size // 4)))
+    order = SeededBatchOrder(
+        data.n, args.batch_size, seed=0, block_rows=max(1, min(8, args.batch_size // 4))
+    )
     mean, std = load_stats(str(stats))
-    it = image_stream(data, order, 0, n_steps, device, mean, std, {"loader_threads": args.loader_threads})
+    it = image_stream(
+        data, order, 0, n_steps, device, mean, std, {"loader_threads": args.loader_threads}
+    )
 
     fast: dict[str, torch.nn.Module] = {"m": model if method == "mae" else model.student}
 
     def step(images: torch.Tensor, i: int) -> torch.Tensor:
         with autocast(device, dtype):
             if method == "mae":
-                noise = torch.rand(images.shape[0], model.num_patches, generator=step_generator(0, i)).to(device)
+                noise = torch.rand(
+                    images.shape[0], model.num_patches, generator=step_generator(0, i)
+                ).to(device)
                 loss, _, _ = fast["m"](images, noise=noise)
             else:
                 loss = model(aug(images, step_generator(0, i)), 0, student=fast["m"])
@@ -179,7 +226,11 @@ def bench(method: str, args: argparse.Namespace) -> dict:
     ips = args.batch_size * args.steps / wall
     tokens = (size // int(kwargs["patch_size"])) ** 2
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    peak = args.peak_tflops if args.peak_tflops else (peak_tflops(name) if device.type == "cuda" else None)
+    peak = (
+        args.peak_tflops
+        if args.peak_tflops
+        else (peak_tflops(name) if device.type == "cuda" else None)
+    )
     if peak is None and device.type == "cpu" and args.measure_cpu_peak:
         peak = measure_cpu_peak_tflops(torch.get_num_threads())
     achieved = flops_per_step * args.steps / wall
@@ -198,8 +249,12 @@ def bench(method: str, args: argparse.Namespace) -> dict:
         "gflops_per_image": round(flops_per_step / args.batch_size / 1e9, 2),
         "mfu": round(achieved / (peak * 1e12), 4) if peak else None,
         # CUDA: peak allocated tensor memory; CPU: peak resident set size of the process
-        "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda"
-        else round(__import__("resource").getrusage(__import__("resource").RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        if device.type == "cuda"
+        else round(
+            __import__("resource").getrusage(__import__("resource").RUSAGE_SELF).ru_maxrss / 2**20,
+            2,
+        ),
         "data_loader_share": round(data_s / wall, 4),
         "step_s": round(wall / args.steps, 4),
     }
@@ -211,22 +266,38 @@ def main() -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps (the first one counts FLOPs)")
+    p.add_argument(
+        "--warmup", type=int, default=2, help="untimed steps (the first one counts FLOPs)"
+    )
     p.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
-    p.add_argument("--img-size", type=int, default=None, help="override the chip size (448 in the study)")
-    p.add_argument("--tiny", action="store_true", help="the demo's tiny ViT at 64 px (CPU smoke test)")
-    p.add_argument("--loader-threads", type=int, default=2, help="reader threads of the batch loader")
+    p.add_argument(
+        "--img-size", type=int, default=None, help="override the chip size (448 in the study)"
+    )
+    p.add_argument(
+        "--tiny", action="store_true", help="the demo's tiny ViT at 64 px (CPU smoke test)"
+    )
+    p.add_argument(
+        "--loader-threads", type=int, default=2, help="reader threads of the batch loader"
+    )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
-    p.add_argument("--measure-cpu-peak", action="store_true", help="CPU MFU against a measured fp32 GEMM rate")
-    p.add_argument("--peak-tflops", type=float, default=None,
-                   help="device peak TFLOP/s for MFU (default: bf16 table by GPU name; none on CPU)")
-    p.add_argument("--cpu-bf16", action="store_true", help="use bf16 autocast on CPU too (code-path check)")
+    p.add_argument(
+        "--measure-cpu-peak", action="store_true", help="CPU MFU against a measured fp32 GEMM rate"
+    )
+    p.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="device peak TFLOP/s for MFU (default: bf16 table by GPU name; none on CPU)",
+    )
+    p.add_argument(
+        "--cpu-bf16", action="store_true", help="use bf16 autocast on CPU too (code-path check)"
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the trained module")
     args = p.parse_args()
     args.warmup = max(1, args.warmup)
     if args.threads:
         torch.set_num_threads(args.threads)
-    for method in (["mae", "dino"] if args.method == "both" else [args.method]):
+    for method in ["mae", "dino"] if args.method == "both" else [args.method]:
         print(json.dumps(bench(method, args)), flush=True)
 
 

@@ -231,8 +231,15 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         with self.server.lock:
-            self.server.log.append({"method": method, "path": parts.path, "query": parts.query,
-                                    "headers": dict(self.headers), "body": body})
+            self.server.log.append(
+                {
+                    "method": method,
+                    "path": parts.path,
+                    "query": parts.query,
+                    "headers": dict(self.headers),
+                    "body": body,
+                }
+            )
         fn = self.server.routes.get((method, parts.path))
         if fn is None:
             self.send_response(404)
@@ -259,7 +266,9 @@ def send_bytes(h, data: bytes, *, status: int = 200, headers: dict | None = None
 
 
 def send_json(h, obj, status: int = 200) -> None:
-    send_bytes(h, json.dumps(obj).encode(), status=status, headers={"Content-Type": "application/json"})
+    send_bytes(
+        h, json.dumps(obj).encode(), status=status, headers={"Content-Type": "application/json"}
+    )
 
 
 def send_file(h, data: bytes, *, drop_after: int | None = None) -> None:

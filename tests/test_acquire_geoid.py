@@ -17,11 +17,11 @@ import rasterio
 from affine import Affine
 from pyproj import CRS
 
-from sarssl.sar import dem as dem_mod
+from conftest import client, send_file
 from sarssl.acquire import geoid as geoid_mod
 from sarssl.acquire.cli import add_arguments, run
 from sarssl.errors import SarsslError
-from conftest import client, send_file
+from sarssl.sar import dem as dem_mod
 
 STEP = 10.0  # degrees between grid nodes
 
@@ -39,8 +39,15 @@ def fake_grid_tif(*, lat_max: float = 90.0, scale: float = 1.0) -> bytes:
     transform = Affine(STEP, 0, -180.0 - STEP / 2, 0, -STEP, lat_max + STEP / 2)
     buf = io.BytesIO()
     with rasterio.MemoryFile() as mem:
-        with mem.open(driver="GTiff", width=data.shape[1], height=data.shape[0], count=1, dtype="float32",
-                      crs="EPSG:4326", transform=transform) as ds:
+        with mem.open(
+            driver="GTiff",
+            width=data.shape[1],
+            height=data.shape[0],
+            count=1,
+            dtype="float32",
+            crs="EPSG:4326",
+            transform=transform,
+        ) as ds:
             ds.write(data, 1)
         buf.write(mem.read())
     return buf.getvalue()
@@ -86,8 +93,17 @@ def cli(argv: list[str]) -> int:
 def write_dem(path, height: float, crs) -> None:
     """A 20x20 px constant-height DEM around Rome (12.4..12.6 E, 41.8..42.0 N)."""
     data = np.full((20, 20), height, dtype=np.float32)
-    with rasterio.open(path, "w", driver="GTiff", width=20, height=20, count=1, dtype="float32",
-                       crs=crs, transform=Affine(0.01, 0, 12.4, 0, -0.01, 42.0)) as ds:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=20,
+        height=20,
+        count=1,
+        dtype="float32",
+        crs=crs,
+        transform=Affine(0.01, 0, 12.4, 0, -0.01, 42.0),
+    ) as ds:
         ds.write(data, 1)
 
 
@@ -103,7 +119,9 @@ def test_default_dir_follows_env(monkeypatch, tmp_path):
     assert tmp_path / "g" in dem_mod._grid_dirs()
 
 
-def test_cli_downloads_egm2008_and_dem_uses_it(server, tmp_path, isolated_geoid_dirs, capsys, caplog):
+def test_cli_downloads_egm2008_and_dem_uses_it(
+    server, tmp_path, isolated_geoid_dirs, capsys, caplog
+):
     """Default dir download; then an EGM2008 DEM is converted with the fake grid, no fallback."""
     # an EGM96 grid is present too, with different values: the EGM2008 DEM must not use it
     egm96_dir = tmp_path / "home" / ".local" / "share" / "sarssl" / "geoid"
@@ -111,8 +129,21 @@ def test_cli_downloads_egm2008_and_dem_uses_it(server, tmp_path, isolated_geoid_
     (egm96_dir / "us_nga_egm96_15.tif").write_bytes(fake_grid_tif(scale=-1.0))
     data = fake_grid_tif()
     serve(server, "us_nga_egm08_25.tif", data)
-    assert cli(["geoid", "--model", "EGM2008", "--base-url", server.url("/proj"), "--no-progress",
-                "--retries", "0"]) == 0
+    assert (
+        cli(
+            [
+                "geoid",
+                "--model",
+                "EGM2008",
+                "--base-url",
+                server.url("/proj"),
+                "--no-progress",
+                "--retries",
+                "0",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out.splitlines()
     dest = egm96_dir / "us_nga_egm08_25.tif"
     assert out[0] == str(dest)
@@ -123,12 +154,19 @@ def test_cli_downloads_egm2008_and_dem_uses_it(server, tmp_path, isolated_geoid_
 
     caplog.set_level(logging.WARNING, logger="sarssl.sar.dem")
     # node value exactly, and a point between nodes (bilinear of a linear field = the field)
-    np.testing.assert_allclose(dem_mod.geoid_undulation(np.array([10.0]), np.array([40.0]), "EGM2008"),
-                               fake_n(10.0, 40.0), atol=1e-5)
+    np.testing.assert_allclose(
+        dem_mod.geoid_undulation(np.array([10.0]), np.array([40.0]), "EGM2008"),
+        fake_n(10.0, 40.0),
+        atol=1e-5,
+    )
     lon, lat = np.array([12.5, -71.3]), np.array([41.9, -33.4])
-    np.testing.assert_allclose(dem_mod.geoid_undulation(lon, lat, "EGM2008"), fake_n(lon, lat), atol=1e-4)
+    np.testing.assert_allclose(
+        dem_mod.geoid_undulation(lon, lat, "EGM2008"), fake_n(lon, lat), atol=1e-4
+    )
     # EGM96 grid is a different file with the opposite sign
-    np.testing.assert_allclose(dem_mod.geoid_undulation(lon, lat, "EGM96"), -fake_n(lon, lat), atol=1e-4)
+    np.testing.assert_allclose(
+        dem_mod.geoid_undulation(lon, lat, "EGM96"), -fake_n(lon, lat), atol=1e-4
+    )
 
     dem_path = tmp_path / "dem.tif"
     write_dem(dem_path, 100.0, CRS.from_epsg(9518))  # WGS 84 + EGM2008 height (Copernicus DEM)
@@ -154,7 +192,9 @@ def test_without_egm2008_the_fallback_warns(tmp_path, isolated_geoid_dirs, caplo
     dem_path = tmp_path / "dem.tif"
     write_dem(dem_path, 100.0, CRS.from_epsg(4326))  # no vertical datum stated: EGM2008
     dem = dem_mod.read_dem(dem_path, (12.45, 41.85, 12.55, 41.95))
-    assert dem.vertical_datum == "EGM2008" and dem.geoid == "EGM96 (us_nga_egm96_15.tif) for EGM2008"
+    assert (
+        dem.vertical_datum == "EGM2008" and dem.geoid == "EGM96 (us_nga_egm96_15.tif) for EGM2008"
+    )
     write_dem(dem_path, 100.0, CRS.from_epsg(4979))  # ellipsoidal already: no geoid at all
     dem = dem_mod.read_dem(dem_path, (12.45, 41.85, 12.55, 41.95))
     assert dem.vertical_datum == "ellipsoid" and dem.geoid.startswith("none")
@@ -169,7 +209,9 @@ def test_out_dir_egm96_and_existing_file_kept(server, tmp_path, isolated_geoid_d
     assert info.path == out / "us_nga_egm96_15.tif" and info.path.read_bytes() == data
     assert info.shape == (19, 37) and info.resolution == STEP
     assert info.bounds == (-185.0, -95.0, 185.0, 95.0)
-    assert info.n_min == pytest.approx(fake_n(-180, -90)) and info.n_max == pytest.approx(fake_n(180, 90))
+    assert info.n_min == pytest.approx(fake_n(-180, -90)) and info.n_max == pytest.approx(
+        fake_n(180, 90)
+    )
     n_requests = len(server.requests("/proj/"))
     geoid_mod.acquire_geoid("egm96", client(), out_dir=out, base_url=server.url("/proj"))
     assert len(server.requests("/proj/")) == n_requests  # kept, not fetched again
@@ -183,7 +225,9 @@ def test_out_dir_egm96_and_existing_file_kept(server, tmp_path, isolated_geoid_d
         (fake_grid_tif(scale=100.0), "implausible"),
     ],
 )
-def test_bad_grid_is_deleted_with_clear_error(server, tmp_path, isolated_geoid_dirs, payload, message):
+def test_bad_grid_is_deleted_with_clear_error(
+    server, tmp_path, isolated_geoid_dirs, payload, message
+):
     serve(server, "us_nga_egm08_25.tif", payload)
     out = tmp_path / "grids"
     with pytest.raises(SarsslError, match=message) as err:
@@ -196,4 +240,6 @@ def test_unknown_model_and_missing_file(server, tmp_path, isolated_geoid_dirs):
     with pytest.raises(SarsslError, match="geoid model 'egm84'"):
         geoid_mod.geoid_file("egm84")
     with pytest.raises(SarsslError, match="404"):
-        geoid_mod.acquire_geoid("egm2008", client(), out_dir=tmp_path / "g", base_url=server.url("/proj"))
+        geoid_mod.acquire_geoid(
+            "egm2008", client(), out_dir=tmp_path / "g", base_url=server.url("/proj")
+        )

@@ -21,13 +21,21 @@ PKG = SRC / "sarssl"
 
 #: layer of each top-level part of the package; a module may import its own layer or lower
 LAYERS = {
-    "vocabulary": 0, "errors": 0, "io": 0, "rasterio_blocks": 0,
-    "sar": 1, "catalogue": 1, "acquire": 1,
+    "vocabulary": 0,
+    "errors": 0,
+    "io": 0,
+    "rasterio_blocks": 0,
+    "sar": 1,
+    "catalogue": 1,
+    "acquire": 1,
     "data": 2,
     "engine": 3,
-    "selfsup": 4, "downstream": 4,
-    "demo": 5, "figures": 5,
-    "cli": 6, "__init__": 6,
+    "selfsup": 4,
+    "downstream": 4,
+    "demo": 5,
+    "figures": 5,
+    "cli": 6,
+    "__init__": 6,
 }
 SUBPACKAGES = ("sar", "catalogue", "data", "selfsup", "downstream", "figures", "demo", "acquire")
 

@@ -1,4 +1,5 @@
-"""Scene catalogue through pyroSAR's Archive (sarssl.catalogue.archive, `catalogue --backend pyrosar`).
+"""Scene catalogue through pyroSAR's Archive (sarssl.catalogue.archive,
+`catalogue --backend pyrosar`).
 
 The products are the bundled real product templates (SAFE folders, one zipped, one
 re-dated to an ascending pass), so the test needs nothing outside the repository. The
@@ -130,7 +131,12 @@ def test_parse_db(tmp_path, monkeypatch):
     monkeypatch.setenv("PGPASSWORD", "s3cret")
     pg = parse_db("postgresql://alice@db.example:5433/scenes")
     assert (pg.kind, pg.user, pg.host, pg.port, pg.name) == (
-        "postgresql", "alice", "db.example", 5433, "scenes")
+        "postgresql",
+        "alice",
+        "db.example",
+        5433,
+        "scenes",
+    )
     assert pg.password == "s3cret" and "s3cret" not in pg.describe() + repr(pg)
     assert parse_db("postgresql://bob:pw@host/db").password == "pw"
 
@@ -166,8 +172,17 @@ def test_missing_environment_is_clear(tmp_path, monkeypatch):
 
 
 def test_cli_option_checks(products, tmp_path, capsys):
-    base = ["catalogue", "--aoi", ROME_AOI, "--start", "2021-01-01", "--end", "2021-12-31",
-            "--out", str(tmp_path / "x.csv")]
+    base = [
+        "catalogue",
+        "--aoi",
+        ROME_AOI,
+        "--start",
+        "2021-01-01",
+        "--end",
+        "2021-12-31",
+        "--out",
+        str(tmp_path / "x.csv"),
+    ]
     assert main(base + [str(products), "--backend", "pyrosar"]) == 2
     assert "--backend pyrosar needs --db" in capsys.readouterr().err
     assert main(base + [str(products), "--db", str(tmp_path / "s.db")]) == 2
@@ -189,8 +204,13 @@ def sqlite_db(pyrosar, tmp_path_factory) -> Database:
 
 def test_ingest_is_idempotent_and_keeps_duplicates_apart(pyrosar, products, tmp_path):
     db = tmp_path / "scenes.sqlite"
-    paths = [products / f"{ROME}.SAFE", products / "sub" / f"{NORTH}.SAFE",
-             products / f"{CHIMOIO}.zip", products / f"{ASC}.SAFE", products / "broken.zip"]
+    paths = [
+        products / f"{ROME}.SAFE",
+        products / "sub" / f"{NORTH}.SAFE",
+        products / f"{CHIMOIO}.zip",
+        products / f"{ASC}.SAFE",
+        products / "broken.zip",
+    ]
     rep = ingest(paths, db)
     assert sorted(Path(p).name for p in rep.inserted) == sorted(p.name for p in paths[:4])
     assert [Path(p).name for p, _ in rep.failed] == ["broken.zip"]
@@ -199,8 +219,9 @@ def test_ingest_is_idempotent_and_keeps_duplicates_apart(pyrosar, products, tmp_
     con = sqlite3.connect(db)
     rows = dict(con.execute("SELECT scene, orbitNumber_rel FROM data").fetchall())
     assert rows[str((products / f"{ASC}.SAFE").resolve())] == 117
-    assert con.execute("SELECT srid FROM geometry_columns WHERE f_table_name='data'"
-                       ).fetchone() == (4326,)
+    assert con.execute(
+        "SELECT srid FROM geometry_columns WHERE f_table_name='data'"
+    ).fetchone() == (4326,)
     con.close()
     # again, plus the same acquisition unzipped elsewhere: a duplicate, not a new scene
     safe = tmp_path / "copy" / f"{CHIMOIO}.SAFE"
@@ -250,8 +271,10 @@ def test_footprint_refines_the_envelope_query(pyrosar, products, sqlite_db):
     """pyroSAR indexes footprint envelopes: an AOI in the envelope's corner but off the
     footprint comes back from the database and is removed by the footprint test."""
     rome = open_product(products / f"{ROME}.SAFE").footprint
-    others = [open_product(p).footprint for p in
-              (products / "sub" / f"{NORTH}.SAFE", products / f"{CHIMOIO}.zip")]
+    others = [
+        open_product(p).footprint
+        for p in (products / "sub" / f"{NORTH}.SAFE", products / f"{CHIMOIO}.zip")
+    ]
     corner = box(*rome.bounds).difference(rome.buffer(0.05))
     for other in others:
         corner = corner.difference(other.buffer(0.05))
@@ -268,29 +291,94 @@ def test_footprint_refines_the_envelope_query(pyrosar, products, sqlite_db):
 
 def test_cli_pyrosar_backend(pyrosar, products, tmp_path, capsys):
     db = tmp_path / "cat" / "scenes.db"
-    args = ["--aoi", ROME_AOI, "--start", "2021-01-01", "--end", "2021-12-31",
-            "--orbit-direction", "descending", "--polarisations", "VV,VH"]
+    args = [
+        "--aoi",
+        ROME_AOI,
+        "--start",
+        "2021-01-01",
+        "--end",
+        "2021-12-31",
+        "--orbit-direction",
+        "descending",
+        "--polarisations",
+        "VV,VH",
+    ]
     out_b, out_p = tmp_path / "builtin.csv", tmp_path / "cat" / "rome.csv"
     assert main(["catalogue", str(products), *args, "--out", str(out_b)]) == 0
-    assert main(["catalogue", str(products), *args, "--out", str(out_p),
-                 "--backend", "pyrosar", "--db", str(db)]) == 0
+    assert (
+        main(
+            [
+                "catalogue",
+                str(products),
+                *args,
+                "--out",
+                str(out_p),
+                "--backend",
+                "pyrosar",
+                "--db",
+                str(db),
+            ]
+        )
+        == 0
+    )
     pd.testing.assert_frame_equal(pd.read_csv(out_p), pd.read_csv(out_b))
     assert list(pd.read_csv(out_p).product_id) == [ROME]
     assert sorted(p.name for p in out_p.parent.iterdir()) == ["rome.csv", "scenes.db"]
     # no products: the whole database is queried (paths as registered)
     out_all = tmp_path / "all.csv"
-    assert main(["catalogue", f"--aoi={WORLD}", "--start", "2021-01-01", "--end", "2021-12-31",
-                 "--out", str(out_all), "--backend", "pyrosar", "--db", str(db)]) == 0
+    assert (
+        main(
+            [
+                "catalogue",
+                f"--aoi={WORLD}",
+                "--start",
+                "2021-01-01",
+                "--end",
+                "2021-12-31",
+                "--out",
+                str(out_all),
+                "--backend",
+                "pyrosar",
+                "--db",
+                str(db),
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(out_all)
     assert set(table.product_id) == {ROME, ASC, NORTH, CHIMOIO}
-    assert set(table.path) == {str(p.resolve()) for p in (
-        products / f"{ROME}.SAFE", products / f"{ASC}.SAFE", products / "sub" / f"{NORTH}.SAFE",
-        products / f"{CHIMOIO}.zip")}
+    assert set(table.path) == {
+        str(p.resolve())
+        for p in (
+            products / f"{ROME}.SAFE",
+            products / f"{ASC}.SAFE",
+            products / "sub" / f"{NORTH}.SAFE",
+            products / f"{CHIMOIO}.zip",
+        )
+    }
     capsys.readouterr()
     # nothing kept: clear error, no CSV
     none = tmp_path / "none.csv"
-    assert main(["catalogue", "--aoi", ROME_AOI, "--start", "2020-01-01", "--end", "2020-12-31",
-                 "--out", str(none), "--backend", "pyrosar", "--db", str(db)]) == 2
+    assert (
+        main(
+            [
+                "catalogue",
+                "--aoi",
+                ROME_AOI,
+                "--start",
+                "2020-01-01",
+                "--end",
+                "2020-12-31",
+                "--out",
+                str(none),
+                "--backend",
+                "pyrosar",
+                "--db",
+                str(db),
+            ]
+        )
+        == 2
+    )
     assert not none.exists() and "no product kept" in capsys.readouterr().err
 
 
@@ -305,15 +393,33 @@ def test_bad_databases_give_clear_errors(pyrosar, products, tmp_path, capsys):
         ingest([products / f"{ROME}.SAFE"], other)
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"\x00garbage" * 10)
-    rc = main(["catalogue", str(products), "--aoi", ROME_AOI, "--start", "2021-01-01",
-               "--end", "2021-12-31", "--out", str(tmp_path / "x.csv"), "--backend", "pyrosar",
-               "--db", str(junk)])
+    rc = main(
+        [
+            "catalogue",
+            str(products),
+            "--aoi",
+            ROME_AOI,
+            "--start",
+            "2021-01-01",
+            "--end",
+            "2021-12-31",
+            "--out",
+            str(tmp_path / "x.csv"),
+            "--backend",
+            "pyrosar",
+            "--db",
+            str(junk),
+        ]
+    )
     assert rc == 2 and "junk.db: exists but is not a SQLite database" in capsys.readouterr().err
     # no PostgreSQL server there
     free = _free_port()
-    with pytest.raises(SarsslError, match=rf"cannot open PostGIS database postgresql://"
-                                          rf"postgres@127.0.0.1:{free}/x: no PostgreSQL server "
-                                          rf"reachable at 127.0.0.1:{free}"):
+    with pytest.raises(
+        SarsslError,
+        match=rf"cannot open PostGIS database postgresql://"
+        rf"postgres@127.0.0.1:{free}/x: no PostgreSQL server "
+        rf"reachable at 127.0.0.1:{free}",
+    ):
         select(f"postgresql://postgres@127.0.0.1:{free}/x", _filters())
 
 
@@ -341,8 +447,9 @@ def postgis(pyrosar, tmp_path_factory):
     """A PostgreSQL server with PostGIS on a free local port; yields its URL prefix."""
     bindir = _pg_bin()
     if bindir is None:
-        pytest.skip("PostgreSQL with PostGIS not installed "
-                    "(tools/pyrosar-env.sh --postgis installs it)")
+        pytest.skip(
+            "PostgreSQL with PostGIS not installed (tools/pyrosar-env.sh --postgis installs it)"
+        )
     root = tmp_path_factory.mktemp("pg")
     data = root / "data"
     run_as: list[str] = []
@@ -357,16 +464,44 @@ def postgis(pyrosar, tmp_path_factory):
                 break
             parent.chmod(parent.stat().st_mode | 0o011)
     port = _free_port()
-    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
-                    "-A", "trust", "--no-sync"], check=True, capture_output=True)
-    subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l",
-                    str(root / "log"), "-o", f"-p {port} -k {root} -h 127.0.0.1 -F", "start"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            *run_as,
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *run_as,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-w",
+            "-l",
+            str(root / "log"),
+            "-o",
+            f"-p {port} -k {root} -h 127.0.0.1 -F",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}"
     finally:
-        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                        "stop"], capture_output=True)
+        subprocess.run(
+            [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
 
 
 def test_postgis_backend_matches_builtin(postgis, products):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from lxml import etree
 
+from sarssl.errors import InputError
 from sarssl.sar.calibration import (
     LazyBorderLimits,
     NoiseLUT,
@@ -19,7 +20,6 @@ from sarssl.sar.calibration import (
     noise_lut,
     remove_border_noise,
 )
-from sarssl.errors import InputError
 from sarssl.sar.safe import open_product, template_path
 from sarssl.sar.window import PixelWindow
 
@@ -106,7 +106,10 @@ def test_grid_and_points_match_reference(product):
 def _ref_noise(noise, line, pixel):
     rng = _ref_bilinear(noise.range, line, pixel)
     for b in noise.azimuth:
-        if b.first_line <= round(line) <= b.last_line and b.first_sample <= round(pixel) <= b.last_sample:
+        if (
+            b.first_line <= round(line) <= b.last_line
+            and b.first_sample <= round(pixel) <= b.last_sample
+        ):
             return rng * float(np.interp(line, b.lines, b.lut))
     raise AssertionError(f"pixel ({line}, {pixel}) outside every azimuth block")
 
@@ -178,8 +181,8 @@ def test_uniform_sigma0_round_trip_and_seams(product):
         for b in ann.swath_merge:
             if b.first_sample > 0 and b.first_line <= line <= b.last_line:
                 s = b.first_sample
-                left = 10 * np.log10(q[:, s - 50:s].mean())
-                right = 10 * np.log10(q[:, s:s + 50].mean())
+                left = 10 * np.log10(q[:, s - 50 : s].mean())
+                right = 10 * np.log10(q[:, s : s + 50].mean())
                 assert abs(left - right) < 0.2, (line, b.swath)
         # without noise removal the same DN reads too bright (noise power added)
         raw = calibrate(dn, cal, noise, rows, cols, remove_noise=False)
@@ -192,10 +195,12 @@ def test_targets_floor_and_nodata(product):
     dn = np.full((4, 10), 80, dtype=np.uint16)
     dn[0, 0] = 0  # no data
     dn[1, 1] = 1  # far below the noise: negative after subtraction
-    out = {t: calibrate(dn, cal, noise, rows, cols, target=t) for t in ("sigma0", "beta0", "gamma0")}
+    out = {
+        t: calibrate(dn, cal, noise, rows, cols, target=t) for t in ("sigma0", "beta0", "gamma0")
+    }
     for t, v in out.items():
         assert np.isnan(v[0, 0]) and np.isfinite(v[1:, :]).all() and np.isfinite(v[0, 1:]).all()
-        assert v[1, 1] == pytest.approx(10 ** -3.5, rel=1e-6), t  # clipped to the -35 dB floor
+        assert v[1, 1] == pytest.approx(10**-3.5, rel=1e-6), t  # clipped to the -35 dB floor
     # beta0 = sigma0 * (A_sigma / A_beta)^2 = sigma0 / sin(incidence); gamma0 = sigma0 / cos
     ratio = out["beta0"][2, 5] / out["sigma0"][2, 5]
     a_s = calibration_lut(cal, "sigma0", rows, cols)[2, 5]
@@ -260,9 +265,11 @@ def test_product_border_limits_and_calibrate_window(tmp_path):
     safe = tmp_path / template_path("S1A_chimoio").name
     shutil.copytree(template_path("S1A_chimoio"), safe)
     ann = next((safe / "annotation").glob("s1a-iw-grd-vv-*.xml"))
-    ann.write_text(ann.read_text()
-                   .replace("<numberOfSamples>25931<", f"<numberOfSamples>{n_samples}<")
-                   .replace("<numberOfLines>16854<", f"<numberOfLines>{n_lines}<"))
+    ann.write_text(
+        ann.read_text()
+        .replace("<numberOfSamples>25931<", f"<numberOfSamples>{n_samples}<")
+        .replace("<numberOfLines>16854<", f"<numberOfLines>{n_lines}<")
+    )
     rng = np.random.default_rng(5)
     dn = rng.integers(60, 250, (n_lines, n_samples)).astype(np.uint16)
     first = rng.integers(3, 40, n_lines)
@@ -271,8 +278,15 @@ def test_product_border_limits_and_calibrate_window(tmp_path):
     dn[:, -25:] = 0
     (safe / "measurement").mkdir()
     name = "s1a-iw-grd-vv-20210119t031653-20210119t031718-036201-043ed0-001.tiff"
-    with rasterio.open(safe / "measurement" / name, "w", driver="GTiff", width=n_samples,
-                       height=n_lines, count=1, dtype="uint16") as ds:
+    with rasterio.open(
+        safe / "measurement" / name,
+        "w",
+        driver="GTiff",
+        width=n_samples,
+        height=n_lines,
+        count=1,
+        dtype="uint16",
+    ) as ds:
         ds.write(dn, 1)
     p = open_product(safe)
     lim = find_border_limits(p, "VV", scan=100, chunk=16)
@@ -286,8 +300,9 @@ def test_product_border_limits_and_calibrate_window(tmp_path):
     for i in range(20):
         f = first[10 + i]
         assert np.isnan(win[i, :f]).all() and np.isfinite(win[i, f:]).all()
-    full = calibrate(dn[10:30, :200], p.calibration("VV"), p.noise("VV"), range(10, 30),
-                     range(0, 200))
+    full = calibrate(
+        dn[10:30, :200], p.calibration("VV"), p.noise("VV"), range(10, 30), range(0, 200)
+    )
     assert np.allclose(win[np.isfinite(win)], full[np.isfinite(win)])
 
 
@@ -300,6 +315,7 @@ class _ArrayProduct:
     def annotation(self, pol):
         class _Ann:
             shape = self.dn.shape
+
         return _Ann()
 
     def has(self, what, pol):
@@ -318,9 +334,9 @@ def test_lazy_border_limits_equal_whole_image_limits_on_every_window():
     near = rng.integers(3, 40, n_lines)
     far = rng.integers(3, 40, n_lines)
     for r in range(n_lines):
-        dn[r, :near[r]] = 0
-        dn[r, n_samples - far[r]:] = 0
-    dn[:rng.integers(2, 9), :] = 0
+        dn[r, : near[r]] = 0
+        dn[r, n_samples - far[r] :] = 0
+    dn[: rng.integers(2, 9), :] = 0
     dn[-5:, :300] = 0
     dn[100:110, :] = 0  # fully empty lines: the whole strip is trimmed
     whole = border_limits_from_array(dn, None, scan=scan)
@@ -329,12 +345,20 @@ def test_lazy_border_limits_equal_whole_image_limits_on_every_window():
     assert lazy.for_window(interior) is None  # no edge strip reached: nothing to mask
     assert lazy.pixels_read == 0
     assert whole.valid(np.arange(200, 300), np.arange(200, 500)).all()
-    windows = [(0, 0, 150, 150), (90, 0, 40, 500), (600, 700, 100, 200), (0, 850, 700, 50),
-               (650, 0, 50, 900), (0, 0, n_lines, n_samples)]
+    windows = [
+        (0, 0, 150, 150),
+        (90, 0, 40, 500),
+        (600, 700, 100, 200),
+        (0, 850, 700, 50),
+        (650, 0, 50, 900),
+        (0, 0, n_lines, n_samples),
+    ]
     for r0, c0, h, w in windows:
         lim = lazy.for_window(PixelWindow(r0, c0, h, w))
         rows, cols = np.arange(r0, r0 + h), np.arange(c0, c0 + w)
-        np.testing.assert_array_equal(lim.valid(rows, cols), whole.valid(rows, cols), err_msg=str((r0, c0, h, w)))
+        np.testing.assert_array_equal(
+            lim.valid(rows, cols), whole.valid(rows, cols), err_msg=str((r0, c0, h, w))
+        )
     # every strip pixel is read exactly once in total despite the overlapping windows
     assert lazy.pixels_read == 2 * n_lines * scan + 2 * n_samples * scan
 
@@ -359,8 +383,11 @@ def test_window_lut_memo_is_keyed_on_contents(product):
     cal2 = copy.deepcopy(cal)
     for kind in cal2.luts:
         cal2.luts[kind].values = [v * 2.0 for v in cal2.luts[kind].values]
-    np.testing.assert_allclose(calibrate(dn, cal2, noise, rows, cols, floor_db=None),
-                               calibrate(dn, cal, noise, rows, cols, floor_db=None) / 4.0, rtol=1e-5)
+    np.testing.assert_allclose(
+        calibrate(dn, cal2, noise, rows, cols, floor_db=None),
+        calibrate(dn, cal, noise, rows, cols, floor_db=None) / 4.0,
+        rtol=1e-5,
+    )
     noise2 = copy.deepcopy(noise)
     noise2.range.values = [v * 0.0 for v in noise2.range.values]
     no_noise = calibrate(dn, cal, noise, rows, cols, remove_noise=False)

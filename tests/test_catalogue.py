@@ -62,8 +62,9 @@ def _filters(**kw):
 def test_find_products(products):
     found = find_products([products])
     names = sorted(p.name for p in found)
-    assert names == sorted([f"{ROME}.SAFE", f"{NORTH}.SAFE", f"{CHIMOIO}.zip", f"{ASC}.SAFE",
-                            "broken.zip"])
+    assert names == sorted(
+        [f"{ROME}.SAFE", f"{NORTH}.SAFE", f"{CHIMOIO}.zip", f"{ASC}.SAFE", "broken.zip"]
+    )
     with pytest.raises(InputError, match="nowhere"):
         find_products([products / "nowhere"])
 
@@ -129,16 +130,43 @@ def test_bad_filters():
 
 def test_cli_writes_csv_and_fails_clearly(products, tmp_path, capsys):
     out = tmp_path / "cat" / "rome.csv"
-    rc = main(["catalogue", str(products), "--aoi", ROME_AOI, "--start", "2021-01-01",
-               "--end", "2021-12-31", "--orbit-direction", "descending",
-               "--polarisations", "VV,VH", "--out", str(out)])
+    rc = main(
+        [
+            "catalogue",
+            str(products),
+            "--aoi",
+            ROME_AOI,
+            "--start",
+            "2021-01-01",
+            "--end",
+            "2021-12-31",
+            "--orbit-direction",
+            "descending",
+            "--polarisations",
+            "VV,VH",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     table = pd.read_csv(out)
     assert list(table.product_id) == [ROME] and list(table.columns) == COLUMNS
     assert [p.name for p in out.parent.iterdir()] == ["rome.csv"]  # no temporary left
     none = tmp_path / "none.csv"
-    rc = main(["catalogue", str(products), "--aoi", ROME_AOI, "--start", "2020-01-01",
-               "--end", "2020-12-31", "--out", str(none)])
+    rc = main(
+        [
+            "catalogue",
+            str(products),
+            "--aoi",
+            ROME_AOI,
+            "--start",
+            "2020-01-01",
+            "--end",
+            "2020-12-31",
+            "--out",
+            str(none),
+        ]
+    )
     assert rc == 2 and not none.exists()
     err = capsys.readouterr().err
     assert "no product kept" in err and "AOI 12.46,41.96,12.54,42.04" in err

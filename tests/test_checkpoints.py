@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import BACKBONE, MAE_HP, cfg, losses, make_store
 from sarssl.engine import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from sarssl.errors import InputError, SarsslError
 from sarssl.selfsup.pretrain import train
-from conftest import BACKBONE, MAE_HP, cfg, losses, make_store
 
 DINO = {
     "head_hidden_dim": 16,

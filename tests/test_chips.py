@@ -13,14 +13,14 @@ import rasterio.shutil  # noqa: F401  (works around sarssl.io not importing it)
 from affine import Affine
 
 from sarssl import CHANNELS
-from sarssl.data.chips import chip_grid, chip_id, make_chips, split_bands
 from sarssl.cli import main
+from sarssl.data.chips import chip_grid, chip_id, make_chips, split_bands
+from sarssl.data.labels import worldcover_to_class
 from sarssl.data.loaders import load_chips
 from sarssl.data.store import ChipStore
 from sarssl.errors import InputError, SarsslError
-from sarssl.sar.grid import Grid, area_grid
 from sarssl.io import write_geotiff
-from sarssl.data.labels import worldcover_to_class
+from sarssl.sar.grid import Grid, area_grid
 
 SIZE = 16
 GRID = area_grid((12.46, 41.96, 12.48, 41.975), 10.0)
@@ -44,8 +44,15 @@ def inputs(tmp_path_factory):
     comp[7, c.row_off, c.col_off : c.col_off + 2] = np.nan
     special["few_nan"] = c
     cpath = tmp / "comp.tif"
-    write_geotiff(cpath, comp, crs=GRID.crs, transform=GRID.transform, nodata=float("nan"),
-                  band_names=list(CHANNELS), tags={"COMPOSITE_METHOD": "mean", "YEAR": 2021})
+    write_geotiff(
+        cpath,
+        comp,
+        crs=GRID.crs,
+        transform=GRID.transform,
+        nodata=float("nan"),
+        band_names=list(CHANNELS),
+        tags={"COMPOSITE_METHOD": "mean", "YEAR": 2021},
+    )
     codes = np.array([10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100, 0], np.uint8)
     lc = codes[rng.integers(0, 12, size=(h, w))]
     lpath = tmp / "lc.tif"
@@ -54,15 +61,29 @@ def inputs(tmp_path_factory):
     tc[:, :5] = 200  # water
     tpath = tmp / "tc.tif"
     write_geotiff(tpath, tc, crs=GRID.crs, transform=GRID.transform)
-    return dict(comp=comp, lc=lc, tc=tc, cpath=cpath, lpath=lpath, tpath=tpath, chips=chips, special=special)
+    return dict(
+        comp=comp, lc=lc, tc=tc, cpath=cpath, lpath=lpath, tpath=tpath, chips=chips, special=special
+    )
 
 
 @pytest.fixture(scope="module")
 def store(inputs, tmp_path_factory):
     out = tmp_path_factory.mktemp("chips_out") / "rome"
-    meta = make_chips(inputs["cpath"], inputs["lpath"], inputs["tpath"], "rome", out, size=SIZE,
-                      max_nodata=0.05, split_angle=30, split_band_width=320, progress=False)
-    assert main(["fractions", "--chips-dir", str(out), "--fractions", "0.1,0.5,1", "--seed", "7"]) == 0
+    meta = make_chips(
+        inputs["cpath"],
+        inputs["lpath"],
+        inputs["tpath"],
+        "rome",
+        out,
+        size=SIZE,
+        max_nodata=0.05,
+        split_angle=30,
+        split_band_width=320,
+        progress=False,
+    )
+    assert (
+        main(["fractions", "--chips-dir", str(out), "--fractions", "0.1,0.5,1", "--seed", "7"]) == 0
+    )
     return out, meta
 
 
@@ -74,8 +95,12 @@ def test_chip_grid_alignment():
     assert chips[0].y_top == math.floor(gy1 / step) * step
     for c in chips:
         assert c.x_left % step == 0 and c.y_top % step == 0
-        assert gx0 <= c.x_left and c.x_left + step <= gx1 and gy0 <= c.y_top - step and c.y_top <= gy1
-        assert c.col_off == round((c.x_left - gx0) / 10) and c.row_off == round((gy1 - c.y_top) / 10)
+        assert (
+            gx0 <= c.x_left and c.x_left + step <= gx1 and gy0 <= c.y_top - step and c.y_top <= gy1
+        )
+        assert c.col_off == round((c.x_left - gx0) / 10) and c.row_off == round(
+            (gy1 - c.y_top) / 10
+        )
     nx = int((math.floor(gx1 / step) - math.ceil(gx0 / step)))
     ny = int((math.floor(gy1 / step) - math.ceil(gy0 / step)))
     assert len(chips) == nx * ny
@@ -88,8 +113,13 @@ def test_chip_grid_alignment():
 
 def test_split_bands_by_hand():
     # angle 0: horizontal bands of 100 m stacked in y
-    band, split = split_bands(np.array([5.0, 1e6, 0, 0]), np.array([50.0, 50.0, 150.0, -50.0]), 0.0, 100.0,
-                              ["train", "train", "train", "test", "val"])
+    band, split = split_bands(
+        np.array([5.0, 1e6, 0, 0]),
+        np.array([50.0, 50.0, 150.0, -50.0]),
+        0.0,
+        100.0,
+        ["train", "train", "train", "test", "val"],
+    )
     assert band.tolist() == [0, 0, 1, -1] and split == ["train", "train", "train", "val"]
     # angle 90: vertical bands across x (d = -x)
     band, _ = split_bands(np.array([50.0, -150.0]), np.array([7.0, 1e5]), 90.0, 100.0, ["train"])
@@ -152,9 +182,25 @@ def test_chips_write_no_fractions_and_store_json_describes_none(inputs, tmp_path
     store.json says nothing about label fractions; reading fractions of such a store says
     which command writes them."""
     out = tmp_path / "store"
-    rc = main(["chips", "--composite", str(inputs["cpath"]), "--landcover", str(inputs["lpath"]),
-               "--treecover", str(inputs["tpath"]), "--area", "rome", "--size", str(SIZE),
-               "--split-band-width", "320", "--out-dir", str(out)])
+    rc = main(
+        [
+            "chips",
+            "--composite",
+            str(inputs["cpath"]),
+            "--landcover",
+            str(inputs["lpath"]),
+            "--treecover",
+            str(inputs["tpath"]),
+            "--area",
+            "rome",
+            "--size",
+            str(SIZE),
+            "--split-band-width",
+            "320",
+            "--out-dir",
+            str(out),
+        ]
+    )
     assert rc == 0 and not (out / "fractions.json").exists()
     meta = json.loads((out / "store.json").read_text())
     assert "fractions" not in meta["params"] and "seed" not in meta["params"]
@@ -170,11 +216,22 @@ def test_chips_write_no_fractions_and_store_json_describes_none(inputs, tmp_path
 def test_deterministic(inputs, store, tmp_path):
     out, _ = store
     again = tmp_path / "again"
-    make_chips(inputs["cpath"], inputs["lpath"], inputs["tpath"], "rome", again, size=SIZE,
-               split_band_width=320, progress=False)
+    make_chips(
+        inputs["cpath"],
+        inputs["lpath"],
+        inputs["tpath"],
+        "rome",
+        again,
+        size=SIZE,
+        split_band_width=320,
+        progress=False,
+    )
     a, b = pd.read_parquet(out / "index.parquet"), pd.read_parquet(again / "index.parquet")
     pd.testing.assert_frame_equal(a, b)
-    assert main(["fractions", "--chips-dir", str(again), "--fractions", "0.1,0.5,1.0", "--seed", "7"]) == 0
+    assert (
+        main(["fractions", "--chips-dir", str(again), "--fractions", "0.1,0.5,1.0", "--seed", "7"])
+        == 0
+    )
     assert (out / "fractions.json").read_text() == (again / "fractions.json").read_text()
     assert (out / "x.npy").read_bytes() == (again / "x.npy").read_bytes()
 
@@ -201,10 +258,33 @@ def test_stats_cli_train_only(store, tmp_path):
 
 def test_cli_export_and_errors(inputs, tmp_path, capsys):
     out, exp = tmp_path / "store", tmp_path / "exp"
-    rc = main(["chips", "--composite", str(inputs["cpath"]), "--landcover", str(inputs["lpath"]),
-               "--treecover", str(inputs["tpath"]), "--area", "rome", "--size", str(SIZE), "--overlap", "4",
-               "--split-band-width", "500", "--split-pattern", "train,val,test",
-               "--out-dir", str(out), "--export-split", "test", "--export-dir", str(exp)])
+    rc = main(
+        [
+            "chips",
+            "--composite",
+            str(inputs["cpath"]),
+            "--landcover",
+            str(inputs["lpath"]),
+            "--treecover",
+            str(inputs["tpath"]),
+            "--area",
+            "rome",
+            "--size",
+            str(SIZE),
+            "--overlap",
+            "4",
+            "--split-band-width",
+            "500",
+            "--split-pattern",
+            "train,val,test",
+            "--out-dir",
+            str(out),
+            "--export-split",
+            "test",
+            "--export-dir",
+            str(exp),
+        ]
+    )
     assert rc == 0
     st = ChipStore(out)
     assert st.meta["params"]["overlap"] == 4 and st.meta["splits"]["test"] > 0
@@ -220,8 +300,21 @@ def test_cli_export_and_errors(inputs, tmp_path, capsys):
     # a composite with the wrong number of bands is refused, naming the file
     bad = tmp_path / "bad.tif"
     write_geotiff(bad, np.zeros((11, 40, 40), np.float32), crs=GRID.crs, transform=GRID.transform)
-    rc = main(["chips", "--composite", str(bad), "--landcover", str(inputs["lpath"]),
-               "--treecover", str(inputs["tpath"]), "--area", "x", "--out-dir", str(tmp_path / "o")])
+    rc = main(
+        [
+            "chips",
+            "--composite",
+            str(bad),
+            "--landcover",
+            str(inputs["lpath"]),
+            "--treecover",
+            str(inputs["tpath"]),
+            "--area",
+            "x",
+            "--out-dir",
+            str(tmp_path / "o"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "bad.tif" in err and "12 bands" in err
     assert not (tmp_path / "o").exists()
@@ -231,6 +324,16 @@ def test_all_dropped_is_an_error(tmp_path):
     g = Grid(GRID.crs, Affine(10, 0, 0, 0, -10, 320), 32, 32)
     comp = np.full((12, 32, 32), np.nan, np.float32)
     write_geotiff(tmp_path / "c.tif", comp, crs=g.crs, transform=g.transform, nodata=float("nan"))
-    write_geotiff(tmp_path / "l.tif", np.full((32, 32), 10, np.uint8), crs=g.crs, transform=g.transform)
+    write_geotiff(
+        tmp_path / "l.tif", np.full((32, 32), 10, np.uint8), crs=g.crs, transform=g.transform
+    )
     with pytest.raises(InputError, match="all 4 chips were dropped"):
-        make_chips(tmp_path / "c.tif", tmp_path / "l.tif", tmp_path / "l.tif", "x", tmp_path / "o", size=16, progress=False)
+        make_chips(
+            tmp_path / "c.tif",
+            tmp_path / "l.tif",
+            tmp_path / "l.tif",
+            "x",
+            tmp_path / "o",
+            size=16,
+            progress=False,
+        )

@@ -14,8 +14,8 @@ from sarssl import CHANNELS, SEASONS
 from sarssl.cli import main
 from sarssl.data.composite import assign_season, composite, season_windows
 from sarssl.errors import InputError, SarsslError
-from sarssl.sar.grid import area_grid
 from sarssl.io import write_geotiff
+from sarssl.sar.grid import area_grid
 
 GRID = area_grid((12.46, 41.96, 12.47, 41.965), 10.0)  # ~85 x 57 px, UTM 33N
 
@@ -24,9 +24,18 @@ def _scene(path, vv, vh, when: str, grid=GRID, units=None):
     tags = {"ACQUISITION_START": when, "PRODUCT_ID": path.stem}
     if units:
         tags["UNITS"] = units
-    data = np.stack([np.broadcast_to(vv, grid.shape), np.broadcast_to(vh, grid.shape)]).astype(np.float32)
-    write_geotiff(path, data, crs=grid.crs, transform=grid.transform, nodata=float("nan"),
-                  band_names=["VV", "VH"], tags=tags)
+    data = np.stack([np.broadcast_to(vv, grid.shape), np.broadcast_to(vh, grid.shape)]).astype(
+        np.float32
+    )
+    write_geotiff(
+        path,
+        data,
+        crs=grid.crs,
+        transform=grid.transform,
+        nodata=float("nan"),
+        band_names=["VV", "VH"],
+        tags=tags,
+    )
     return path
 
 
@@ -61,8 +70,12 @@ def test_leap_year_winter():
 
 
 def test_custom_and_bad_seasons():
-    custom = {"winter": ["01-01", "03-end"], "spring": ["04-01", "06-30"],
-              "summer": ["07-01", "09-30"], "fall": ["10-01", "12-31"]}
+    custom = {
+        "winter": ["01-01", "03-end"],
+        "spring": ["04-01", "06-30"],
+        "summer": ["07-01", "09-30"],
+        "fall": ["10-01", "12-31"],
+    }
     w = season_windows(2021, custom)
     assert w["winter"] == (dt.date(2021, 1, 1), dt.date(2021, 3, 31))
     with pytest.raises(SarsslError, match="overlap"):
@@ -116,7 +129,9 @@ def test_mean_and_median_in_linear_power(tmp_path):
     assert counts.dtype == np.uint16
     assert [int(counts[k, 0, 0]) for k in range(4)] == [2, 3, 1, 1]
 
-    med = composite(s, 2021, tmp_path / "m.tif", tmp_path / "m_count.tif", method="median", progress=False)
+    med = composite(
+        s, 2021, tmp_path / "m.tif", tmp_path / "m_count.tif", method="median", progress=False
+    )
     assert med["method"] == "median"
     mdata, mtags, _ = _read(tmp_path / "m.tif")
     assert mtags["COMPOSITE_METHOD"] == "median"
@@ -138,8 +153,15 @@ def test_nan_handling_and_count(tmp_path):
         _scene(tmp_path / "b.tif", vv2, -25.0, "2021-07-05T00:00:00"),
         _scene(tmp_path / "c.tif", -10.0, -15.0, "2021-01-05T00:00:00"),  # winter only
     ]
-    composite(s, 2021, tmp_path / "o.tif", tmp_path / "o_count.tif", block_rows=7, progress=False,
-              min_scenes_per_season=0)
+    composite(
+        s,
+        2021,
+        tmp_path / "o.tif",
+        tmp_path / "o_count.tif",
+        block_rows=7,
+        progress=False,
+        min_scenes_per_season=0,
+    )
     data, tags, _ = _read(tmp_path / "o.tif")
     assert json.loads(tags["EMPTY_SEASONS"]) == ["spring", "fall"]
     counts, _, _ = _read(tmp_path / "o_count.tif")
@@ -155,9 +177,13 @@ def test_nan_handling_and_count(tmp_path):
 
 
 def test_linear_units_input(tmp_path):
-    s = [_scene(tmp_path / "a.tif", 0.1, 0.01, "2021-06-05T00:00:00", units="linear"),
-         _scene(tmp_path / "b.tif", 0.01, 0.001, "2021-06-06T00:00:00", units="linear")]
-    composite(s, 2021, tmp_path / "o.tif", tmp_path / "n.tif", progress=False, min_scenes_per_season=0)
+    s = [
+        _scene(tmp_path / "a.tif", 0.1, 0.01, "2021-06-05T00:00:00", units="linear"),
+        _scene(tmp_path / "b.tif", 0.01, 0.001, "2021-06-06T00:00:00", units="linear"),
+    ]
+    composite(
+        s, 2021, tmp_path / "o.tif", tmp_path / "n.tif", progress=False, min_scenes_per_season=0
+    )
     data, _, _ = _read(tmp_path / "o.tif")
     np.testing.assert_allclose(data[CHANNELS.index("vv_summer")], 10 * np.log10(0.055), atol=1e-4)
 
@@ -169,9 +195,13 @@ def test_refuses_other_grid_and_missing_tag(tmp_path):
     b = _scene(tmp_path / "b.tif", -10.0, -15.0, "2021-06-06T00:00:00", grid=other)
     with pytest.raises(InputError, match="b.tif.*grid"):
         composite([a, b], 2021, tmp_path / "o.tif", tmp_path / "n.tif", progress=False)
-    write_geotiff(tmp_path / "x.tif", np.zeros((2, 4, 4), np.float32), crs=GRID.crs, transform=GRID.transform)
+    write_geotiff(
+        tmp_path / "x.tif", np.zeros((2, 4, 4), np.float32), crs=GRID.crs, transform=GRID.transform
+    )
     with pytest.raises(InputError, match="x.tif.*ACQUISITION_START"):
-        composite([a, tmp_path / "x.tif"], 2021, tmp_path / "o.tif", tmp_path / "n.tif", progress=False)
+        composite(
+            [a, tmp_path / "x.tif"], 2021, tmp_path / "o.tif", tmp_path / "n.tif", progress=False
+        )
     with pytest.raises(InputError, match="none of the"):
         composite([a], 2019, tmp_path / "o.tif", tmp_path / "n.tif", progress=False)
     assert not (tmp_path / "o.tif").exists()
@@ -179,13 +209,46 @@ def test_refuses_other_grid_and_missing_tag(tmp_path):
 
 def test_cli(tmp_path, capsys):
     a = _scene(tmp_path / "a.tif", -10.0, -15.0, "2021-06-05T00:00:00")
-    rc = main(["composite", str(a), "--year", "2021", "--method", "median", "--min-scenes-per-season", "0",
-               "--seasons", json.dumps({"winter": ["12-01", "02-end"], "spring": ["03-01", "05-31"],
-                                        "summer": ["06-01", "08-31"], "fall": ["09-01", "11-30"]}),
-               "--out", str(tmp_path / "o.tif"), "--count-out", str(tmp_path / "n.tif")])
+    rc = main(
+        [
+            "composite",
+            str(a),
+            "--year",
+            "2021",
+            "--method",
+            "median",
+            "--min-scenes-per-season",
+            "0",
+            "--seasons",
+            json.dumps(
+                {
+                    "winter": ["12-01", "02-end"],
+                    "spring": ["03-01", "05-31"],
+                    "summer": ["06-01", "08-31"],
+                    "fall": ["09-01", "11-30"],
+                }
+            ),
+            "--out",
+            str(tmp_path / "o.tif"),
+            "--count-out",
+            str(tmp_path / "n.tif"),
+        ]
+    )
     assert rc == 0 and (tmp_path / "o.tif").exists() and (tmp_path / "n.tif").exists()
-    rc = main(["composite", str(a), "--year", "2021", "--seasons", "{bad",
-               "--out", str(tmp_path / "o.tif"), "--count-out", str(tmp_path / "n.tif")])
+    rc = main(
+        [
+            "composite",
+            str(a),
+            "--year",
+            "2021",
+            "--seasons",
+            "{bad",
+            "--out",
+            str(tmp_path / "o.tif"),
+            "--count-out",
+            str(tmp_path / "n.tif"),
+        ]
+    )
     assert rc == 2 and "--seasons" in capsys.readouterr().err
 
 
@@ -222,13 +285,30 @@ def test_numba_kernels_match_numpy_reference():
 def test_block_written_cog_and_compression(tmp_path):
     rng = np.random.default_rng(1)
     vv = rng.normal(-10, 2, GRID.shape).astype(np.float32)
-    s = [_scene(tmp_path / "a.tif", vv, vv - 6, "2021-06-05T00:00:00"),
-         _scene(tmp_path / "b.tif", vv + 1, vv - 5, "2021-06-07T00:00:00")]
-    ref = composite(s, 2021, tmp_path / "d.tif", tmp_path / "d_n.tif", block_rows=5, compress="deflate",
-                    progress=False, min_scenes_per_season=0)
+    s = [
+        _scene(tmp_path / "a.tif", vv, vv - 6, "2021-06-05T00:00:00"),
+        _scene(tmp_path / "b.tif", vv + 1, vv - 5, "2021-06-07T00:00:00"),
+    ]
+    ref = composite(
+        s,
+        2021,
+        tmp_path / "d.tif",
+        tmp_path / "d_n.tif",
+        block_rows=5,
+        compress="deflate",
+        progress=False,
+        min_scenes_per_season=0,
+    )
     assert set(ref["seconds"]) == {"composite", "publish_cog"}
-    z = composite(s, 2021, tmp_path / "z.tif", tmp_path / "z_n.tif", compress="zstd", progress=False,
-                  min_scenes_per_season=0)
+    z = composite(
+        s,
+        2021,
+        tmp_path / "z.tif",
+        tmp_path / "z_n.tif",
+        compress="zstd",
+        progress=False,
+        min_scenes_per_season=0,
+    )
     assert z["shape"] == ref["shape"]
     d, _, _ = _read(tmp_path / "d.tif")
     zd, _, _ = _read(tmp_path / "z.tif")
@@ -256,15 +336,25 @@ def test_season_without_scene_is_named(tmp_path, capsys):
         _scene(tmp_path / "b.tif", -10.0, -15.0, "2021-04-05T00:00:00"),
         _scene(tmp_path / "c.tif", -10.0, -15.0, "2021-10-05T00:00:00"),
     ]
-    args = ["composite", *map(str, s), "--year", "2021",
-            "--out", str(tmp_path / "o.tif"), "--count-out", str(tmp_path / "n.tif")]
+    args = [
+        "composite",
+        *map(str, s),
+        "--year",
+        "2021",
+        "--out",
+        str(tmp_path / "o.tif"),
+        "--count-out",
+        str(tmp_path / "n.tif"),
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "summer (2021-06-01 .. 2021-08-31): 0 scene(s)" in err, err
     assert "--min-scenes-per-season" in err
     assert not (tmp_path / "o.tif").exists() and not (tmp_path / "n.tif").exists()
     with pytest.raises(InputError, match=r"spring .*1 scene\(s\)"):
-        composite(s, 2021, tmp_path / "o.tif", tmp_path / "n.tif", progress=False, min_scenes_per_season=2)
+        composite(
+            s, 2021, tmp_path / "o.tif", tmp_path / "n.tif", progress=False, min_scenes_per_season=2
+        )
     assert main([*args, "--min-scenes-per-season", "0"]) == 0
     with rasterio.open(tmp_path / "o.tif") as src:
         assert json.loads(src.tags()["EMPTY_SEASONS"]) == ["summer"]

@@ -113,7 +113,8 @@ def test_demo_config_dry_run_expands_the_study(tmp_path):
     res = run_snakemake(tmp_path, DEMO_CONFIG, "--dry-run", "--cores", "1", "--printshellcmds")
     assert res.returncode == 0, res.stderr + res.stdout
     counts = job_counts(res.stdout)
-    # 2 tasks x 2 areas x 3 fractions x 1 seed x (3 ViT inits x 2 protocols + the U-Net, fine-tuned only)
+    # 2 tasks x 2 areas x 3 fractions x 1 seed
+    # x (3 ViT inits x 2 protocols + the U-Net, fine-tuned only)
     assert counts["finetune"] == 2 * 2 * 3 * (3 * 2 + 1)
     assert counts["pretrain"] == 2
     assert counts["simulate"] == counts["catalogue"] == counts["chips"] == 2
@@ -140,7 +141,9 @@ def test_matrix_config_expands_the_full_default_matrix(tmp_path, demo_config, wr
     run_re = r"results/finetune/(\w+)/(\w+)/(\w+)/(\w+)/f([\d.]+)_s(\d+)/metrics.json"
 
     def planned(cfg: dict, name: str) -> tuple[dict, set]:
-        res = run_snakemake(tmp_path, write_config(cfg, name), "--dry-run", "--cores", "1", "--printshellcmds")
+        res = run_snakemake(
+            tmp_path, write_config(cfg, name), "--dry-run", "--cores", "1", "--printshellcmds"
+        )
         assert res.returncode == 0, res.stderr + res.stdout
         return job_counts(res.stdout), set(re.findall(run_re, res.stdout))
 
@@ -151,11 +154,20 @@ def test_matrix_config_expands_the_full_default_matrix(tmp_path, demo_config, wr
     assert "unet" in cfg["finetune"]["inits"]  # the demo's U-Net baseline: fine-tuned, never probed
     vit = {r for r in runs if r[1] != "unet"}
     unet = runs - vit
-    assert len(vit) == 2 * 3 * 2 * 6 * 3 * 2  # tasks x inits x protocols x fractions x seeds x areas
+    assert (
+        len(vit) == 2 * 3 * 2 * 6 * 3 * 2
+    )  # tasks x inits x protocols x fractions x seeds x areas
     assert len(unet) == 2 * 6 * 3 * 2 and {r[2] for r in unet} == {"finetune"}
     assert counts["finetune"] == len(runs)
-    assert {r[0] for r in runs} == {"landcover", "treecover"} and {r[1] for r in vit} == {"scratch", "mae", "dino"}
-    assert {r[2] for r in runs} == {"finetune", "linear"} and {r[3] for r in runs} == {"rome", "chimoio"}
+    assert {r[0] for r in runs} == {"landcover", "treecover"} and {r[1] for r in vit} == {
+        "scratch",
+        "mae",
+        "dino",
+    }
+    assert {r[2] for r in runs} == {"finetune", "linear"} and {r[3] for r in runs} == {
+        "rome",
+        "chimoio",
+    }
     assert {r[4] for r in runs} == {"0.01", "0.05", "0.1", "0.25", "0.5", "1.0"}
     assert {r[5] for r in runs} == {"0", "1", "2"}
     # leaving fractions, seeds and protocols to the schema defaults plans the same runs
@@ -279,7 +291,7 @@ def test_missing_external_encoder_stops_the_run(tmp_path, demo_config, write_con
 def test_duplicate_area_name_is_refused(tmp_path, demo_config, write_config):
     """Before: a config naming an area twice silently kept the last one (YAML's rule)."""
     text = write_config(demo_config).read_text()
-    rome = text[text.index("  rome:\n"):text.index("  chimoio:\n")]
+    rome = text[text.index("  rome:\n") : text.index("  chimoio:\n")]
     dup = tmp_path / "dup.yaml"
     dup.write_text(text.replace("  chimoio:\n", rome + "  chimoio:\n", 1))
     msg = _dry_run_fails(tmp_path, dup)

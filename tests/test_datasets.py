@@ -25,7 +25,11 @@ from sarssl.errors import InputError, SarsslError
 from sarssl.vocabulary import CHANNELS, fraction_key
 
 S = 8
-STATS = {"channels": list(CHANNELS), "mean": list(np.linspace(-15, -5, 12)), "std": list(np.linspace(1, 3, 12))}
+STATS = {
+    "channels": list(CHANNELS),
+    "mean": list(np.linspace(-15, -5, 12)),
+    "std": list(np.linspace(1, 3, 12)),
+}
 
 
 def _arrays(n: int = 10, seed: int = 0):
@@ -50,7 +54,15 @@ def store(tmp_path):
         }
     )
     path = write_store(
-        tmp_path / "store", x, lc, tc, index, resolution=10, crs="EPSG:32633", area="rome", seed=3,
+        tmp_path / "store",
+        x,
+        lc,
+        tc,
+        index,
+        resolution=10,
+        crs="EPSG:32633",
+        area="rome",
+        seed=3,
         fractions=[0.1, 0.5, 1.0],
     )
     return path, x, lc, tc
@@ -58,7 +70,15 @@ def store(tmp_path):
 
 def test_store_files_and_metadata(store):
     path, x, lc, tc = store
-    for name in ("x.npy", "landcover.npy", "treecover.npy", "index.parquet", "fractions.json", "qa.csv", "store.json"):
+    for name in (
+        "x.npy",
+        "landcover.npy",
+        "treecover.npy",
+        "index.parquet",
+        "fractions.json",
+        "qa.csv",
+        "store.json",
+    ):
         assert (path / name).is_file(), name
     meta = json.loads((path / "store.json").read_text())
     assert meta["shape"] == [10, 12, S, S]
@@ -88,7 +108,9 @@ def test_index_is_geoparquet_and_summaries(store):
     assert df.valid_fraction[0] == pytest.approx(1 - 1 / (S * S))
     assert df.valid_fraction[1] == 1.0
     assert df.landcover_majority[1] == 4
-    assert df.treecover_mean[2] == pytest.approx(np.nanmean(tc[2].astype(np.float16).astype(np.float64)), rel=1e-6)
+    assert df.treecover_mean[2] == pytest.approx(
+        np.nanmean(tc[2].astype(np.float16).astype(np.float64)), rel=1e-6
+    )
 
 
 def test_nested_fractions():
@@ -137,13 +159,17 @@ def test_load_chips_normalised_by_the_formula(store):
     assert img[:, 0, 0].abs().sum() == 0  # NaN -> 0
     assert torch.equal(chips["landcover"][0], torch.from_numpy(lc[0]))
     assert chips["treecover"].dtype == torch.float32 and chips["treecover"].shape == (3,)
-    np.testing.assert_allclose(chips["treecover"][1], np.nanmean(tc[2].astype(np.float16).astype(np.float64)), rtol=1e-3)
+    np.testing.assert_allclose(
+        chips["treecover"][1], np.nanmean(tc[2].astype(np.float16).astype(np.float64)), rtol=1e-3
+    )
 
 
 def test_bad_stats_rejected(store, tmp_path):
     path, *_ = store
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"channels": list(CHANNELS)[::-1], "mean": [0] * 12, "std": [1] * 12}))
+    bad.write_text(
+        json.dumps({"channels": list(CHANNELS)[::-1], "mean": [0] * 12, "std": [1] * 12})
+    )
     with pytest.raises(InputError, match="bad.json"):
         load_chips(path, None, stats=bad)
     with pytest.raises(InputError, match="store.json not found"):
@@ -166,7 +192,9 @@ def test_block_batches_cover_rows_in_contiguous_blocks():
         blk = flat[k : k + size]
         assert np.all(np.diff(blk) == 1) and (blk[0] - 100) % 4 == 0
         k += size
-    assert all(len(contiguous_runs(b)) <= 3 + 1 for b in b0)  # 3 blocks per batch at most (+1 partial)
+    assert all(
+        len(contiguous_runs(b)) <= 3 + 1 for b in b0
+    )  # 3 blocks per batch at most (+1 partial)
     again = block_batches(rows[::-1], 12, block_rows=4, seed=1, epoch=0)
     assert all(np.array_equal(a, b) for a, b in zip(b0, again))
     other = np.concatenate(block_batches(rows, 12, block_rows=4, seed=1, epoch=1))
@@ -222,7 +250,12 @@ def test_chip_batches_dataloader_and_batch_loader_agree(store):
         via_workers.append(b["row"].tolist())
         np.testing.assert_array_equal(b["x"].numpy(), x[b["row"].numpy()].astype(np.float16))
     assert via_workers == direct
-    bl = BatchLoader(ChipBatches(path, batch_size=4, block_rows=2, seed=3), threads=2, prefetch=1, pin_memory=False)
+    bl = BatchLoader(
+        ChipBatches(path, batch_size=4, block_rows=2, seed=3),
+        threads=2,
+        prefetch=1,
+        pin_memory=False,
+    )
     epoch0 = []
     for b in bl:
         epoch0.append(b["row"].tolist())
@@ -271,7 +304,9 @@ def test_load_chips_raw_and_normalised_match_the_batches(store):
     assert raw.ids.tolist() == [f"32633_{r * 80}_0" for r in raw.rows]
     assert set(raw.tensors) == {"x", "landcover", "treecover_map", "treecover"}
     for key in ("x", "landcover", "treecover_map"):
-        assert raw[key].dtype == ref[key].dtype and torch.equal(raw[key].nan_to_num(-1), ref[key].nan_to_num(-1))
+        assert raw[key].dtype == ref[key].dtype and torch.equal(
+            raw[key].nan_to_num(-1), ref[key].nan_to_num(-1)
+        )
     np.testing.assert_array_equal(raw["x"].numpy(), x[raw.rows].astype(np.float16))
     assert torch.equal(raw["treecover"].nan_to_num(-1), ref["treecover"].nan_to_num(-1))
     norm = load_chips(ChipStore(path), rows, arrays=("x", "landcover"), stats=STATS, chunk=3)
@@ -279,7 +314,9 @@ def test_load_chips_raw_and_normalised_match_the_batches(store):
     assert norm["image"].dtype == torch.float32
     assert torch.equal(norm["image"], normalize_batch(ref["x"], mean, std))
     b = norm.batch([4, 0])
-    assert torch.equal(b["image"], norm["image"][[4, 0]]) and torch.equal(b["landcover"], ref["landcover"][[4, 0]])
+    assert torch.equal(b["image"], norm["image"][[4, 0]]) and torch.equal(
+        b["landcover"], ref["landcover"][[4, 0]]
+    )
     norm["features"] = torch.arange(5.0)
     assert "features" in norm and norm.batch([1])["features"].tolist() == [1.0]
     assert len(load_chips(path, [], arrays=("x",))) == 0
@@ -303,10 +340,14 @@ def test_normalisation_numpy_and_torch_are_one_definition():
     assert y_np[0, 0, 0, 0] == 0 and y_np[0, 1, 0, 0] == 0 and y_np[1, 2, 3, 3] == 0  # no data -> 0
     # the formula, written out in float64 for the finite values
     finite = np.isfinite(x)
-    expect = (x.astype(np.float64) - mean[None, :, None, None]) / (std[None, :, None, None] + NORM_EPS)
+    expect = (x.astype(np.float64) - mean[None, :, None, None]) / (
+        std[None, :, None, None] + NORM_EPS
+    )
     np.testing.assert_allclose(y_np[finite], expect[finite], rtol=1e-6, atol=1e-6)
     # and denormalize_batch inverts it where there is data
-    np.testing.assert_allclose(denormalize_batch(y_np, mean, std)[finite], x[finite].astype(np.float32), atol=1e-3)
+    np.testing.assert_allclose(
+        denormalize_batch(y_np, mean, std)[finite], x[finite].astype(np.float32), atol=1e-3
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -326,5 +367,3 @@ def test_store_without_fractions_is_a_clear_error(tmp_path):
     assert list(fr) == ["0.5", "1.0"] == [fraction_key(f) for f in (0.5, 1)]
     assert len(st.rows("train", fraction="0.5")) == len(st.rows("train", fraction=0.5)) == 3
     assert st.fraction_ids(1) == fr["1.0"]
-
-

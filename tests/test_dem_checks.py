@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import rasterio
 
-from sarssl.sar.dem import check_void, read_dem
 from sarssl.errors import InputError
+from sarssl.sar.dem import check_void, read_dem
 
 DEM = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dem" / "Rome-30m-DEM.tif"
 BBOX = (12.48, 41.98, 12.52, 42.02)

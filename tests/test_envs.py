@@ -41,8 +41,18 @@ PROVIDED_BY = {
     "numpy": None,
 }
 # Optional imports guarded at run time (ImportError fallbacks), not needed by the rules.
-OPTIONAL = {"tensorboard", "sarsen", "xarray", "xarray_sentinel", "pyrosar", "spatialist",
-            "psycopg2", "geopandas", "sqlalchemy", "numba_progress"}
+OPTIONAL = {
+    "tensorboard",
+    "sarsen",
+    "xarray",
+    "xarray_sentinel",
+    "pyrosar",
+    "spatialist",
+    "psycopg2",
+    "geopandas",
+    "sqlalchemy",
+    "numba_progress",
+}
 
 
 def _env_files() -> list[Path]:
@@ -68,7 +78,9 @@ def test_env_parses_pins_and_uses_conda_forge(env: Path) -> None:
     spec = yaml.safe_load(env.read_text())
     assert spec["channels"][0] == "conda-forge", f"{env.name}: conda-forge must come first"
     assert set(spec["channels"]) <= {"conda-forge", "nodefaults", "pytorch", "nvidia"}
-    unpinned = [n for n, v in _deps(env).items() if v is None and n not in ("pip", "setuptools", "wheel")]
+    unpinned = [
+        n for n, v in _deps(env).items() if v is None and n not in ("pip", "setuptools", "wheel")
+    ]
     assert not unpinned, f"{env.name}: unpinned packages {unpinned}"
 
 
@@ -191,7 +203,9 @@ def test_every_rule_with_a_command_is_checked() -> None:
         assert expected in checked
 
 
-@pytest.mark.parametrize("rule,env,needed", _rule_requirements(), ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize(
+    "rule,env,needed", _rule_requirements(), ids=lambda x: x if isinstance(x, str) else ""
+)
 def test_env_provides_every_imported_package(rule: str, env: str, needed: set[str]) -> None:
     deps = _deps(ENVS / env)
     missing = []

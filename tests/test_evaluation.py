@@ -21,7 +21,8 @@ def test_segmentation_scores_by_hand():
     pred = torch.tensor([[0, 1, 1, 1, 0, 2]])
     s = segmentation_scores(pred, target)
     # class 0: TP 1, FP 1 (pixel 4), FN 1 (pixel 1) -> 1/3
-    # class 1: TP 2, FP 1, FN 0 -> 2/3 ; class 2: TP 0, FN 1 -> 0 (ignored pixel does not count as FP)
+    # class 1: TP 2, FP 1, FN 0 -> 2/3 ; class 2: TP 0, FN 1 -> 0
+    # (ignored pixel does not count as FP)
     assert s["iou"][0] == pytest.approx(1 / 3)
     assert s["iou"][1] == pytest.approx(2 / 3)
     assert s["iou"][2] == pytest.approx(0.0)
@@ -59,8 +60,20 @@ def test_metric_names_are_the_vocabulary_class_names():
     """The per-class metrics are ``iou_<name>`` of sarssl.vocabulary.WORLDCOVER_NAMES, in
     class order (the names of every metrics.json and table so far)."""
     iou = [0.5] * len(WORLDCOVER_NAMES)
-    names = [m for m, _ in metric_rows("landcover", {"miou": 0.5, "overall_accuracy": 0.5, "iou": iou})]
+    names = [
+        m for m, _ in metric_rows("landcover", {"miou": 0.5, "overall_accuracy": 0.5, "iou": iou})
+    ]
     assert names[2:] == [f"iou_{n}" for n in WORLDCOVER_NAMES]
-    assert names[2:] == ["iou_tree_cover", "iou_shrubland", "iou_grassland", "iou_cropland", "iou_built_up",
-                         "iou_bare_sparse", "iou_snow_ice", "iou_water", "iou_herbaceous_wetland",
-                         "iou_mangroves", "iou_moss_lichen"]
+    assert names[2:] == [
+        "iou_tree_cover",
+        "iou_shrubland",
+        "iou_grassland",
+        "iou_cropland",
+        "iou_built_up",
+        "iou_bare_sparse",
+        "iou_snow_ice",
+        "iou_water",
+        "iou_herbaceous_wetland",
+        "iou_mangroves",
+        "iou_moss_lichen",
+    ]

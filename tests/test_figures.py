@@ -15,8 +15,8 @@ from matplotlib.colors import to_hex, to_rgb
 from pyproj import CRS
 
 from sarssl import CHANNELS, SEASONS, cli
-
-from sarssl.figures import cli as figures_cli
+from sarssl.data.loaders import load_chips
+from sarssl.data.normalize import denormalize_batch, normalize_batch
 from sarssl.errors import InputError, SarsslError
 from sarssl.figures import (
     attention,
@@ -28,8 +28,7 @@ from sarssl.figures import (
     qualitative,
     reconstruction,
 )
-from sarssl.data.loaders import load_chips
-from sarssl.data.normalize import denormalize_batch, normalize_batch
+from sarssl.figures import cli as figures_cli
 from sarssl.io import write_geotiff
 from sarssl.vocabulary import SPLITS, WORLDCOVER_CODES, WORLDCOVER_COLORS, WORLDCOVER_LABELS
 
@@ -491,10 +490,7 @@ def test_embeddings_pca_and_figure(store_dir, encoder_path, tmp_path):
     assert set(pts) == {"pts|mae|class", "pts|mae|area", "pts|dino|class", "pts|dino|area"}
     np.testing.assert_allclose(pts["pts|mae|class"].get_offsets(), scores)
     fc = pts["pts|mae|class"].get_facecolors()
-    assert (
-        to_hex(fc[0][:3]) == WORLDCOVER_COLORS[0]
-        and to_hex(fc[3][:3]) == WORLDCOVER_COLORS[7]
-    )
+    assert to_hex(fc[0][:3]) == WORLDCOVER_COLORS[0] and to_hex(fc[3][:3]) == WORLDCOVER_COLORS[7]
     labels = _legend_labels(fig)
     assert {"rome", "chimoio", "unlabelled", "40 Cropland"} <= set(labels)
     out = tmp_path / "emb.png"

@@ -9,14 +9,12 @@ import numpy as np
 import pytest
 from pyproj import Transformer
 
-
-from sarssl.sar.dem import Dem, constant_dem, read_dem, vertical_datum
+from conftest import real_annotations
 from sarssl.errors import InputError
+from sarssl.sar.dem import Dem, constant_dem, read_dem, vertical_datum
 from sarssl.sar.geocoding import MASK_LAYOVER, MASK_SHADOW, GeocodingLUT
 from sarssl.sar.geometry import RadarGeometry
 from sarssl.sar.grid import area_grid
-
-from conftest import real_annotations
 
 ANNOTATIONS = real_annotations()
 
@@ -30,7 +28,9 @@ def _geom(prefix: str) -> RadarGeometry:
 
 def _blob(shape, centre, sigma=2.5):
     r, c = np.mgrid[0 : shape[0], 0 : shape[1]]
-    return np.exp(-((r - centre[0]) ** 2 + (c - centre[1]) ** 2) / (2 * sigma**2)).astype(np.float32)
+    return np.exp(-((r - centre[0]) ** 2 + (c - centre[1]) ** 2) / (2 * sigma**2)).astype(
+        np.float32
+    )
 
 
 @pytest.mark.parametrize("prefix", ["s1b-iw-g0211223", "s1a-iw-g0210119"])
@@ -38,7 +38,10 @@ def test_point_targets_at_gcps(prefix):
     geom = _geom(prefix)
     g = geom.gcps
     inner = np.flatnonzero(
-        (g.line > 0) & (g.line < geom.number_of_lines - 1) & (g.pixel > 0) & (g.pixel < geom.number_of_samples - 1)
+        (g.line > 0)
+        & (g.line < geom.number_of_lines - 1)
+        & (g.pixel > 0)
+        & (g.pixel < geom.number_of_samples - 1)
     )
     errs = []
     for idx in inner[::4]:
@@ -141,7 +144,9 @@ def test_layover_and_shadow_on_a_ridge():
     xs, ys = grid.xy()
     tr = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
     GLON, GLAT = tr.transform(*np.meshgrid(xs, ys))
-    dd = ((GLON - clon) * 111320 * np.cos(np.radians(clat)) * le + (GLAT - clat) * 110540 * ln) / np.hypot(le, ln)
+    dd = (
+        (GLON - clon) * 111320 * np.cos(np.radians(clat)) * le + (GLAT - clat) * 110540 * ln
+    ) / np.hypot(le, ln)
     fore = (dd > 50) & (dd < 400)  # slope facing the sensor
     back = (dd < -50) & (dd > -400)
     assert (m[fore] & MASK_LAYOVER).mean() > 0.95
@@ -178,14 +183,17 @@ def test_cast_shadow_tiles_agree_with_whole_grid():
     assert 0.01 < whole.mean() < 0.5
     # a window grown by a margin reproduces the shadow of the whole grid inside it
     from affine import Affine
+
     from sarssl.sar.grid import Grid
 
     r0, c0, h, w, mg = 100, 120, 80, 90, 60
-    sub = Grid(grid.crs, grid.transform @ Affine.translation(c0 - mg, r0 - mg), w + 2 * mg, h + 2 * mg)
+    sub = Grid(
+        grid.crs, grid.transform @ Affine.translation(c0 - mg, r0 - mg), w + 2 * mg, h + 2 * mg
+    )
     lut_s = GeocodingLUT.compute(geom, sub, dem)
-    part = lut_s.cast_shadow()[mg:mg + h, mg:mg + w]
+    part = lut_s.cast_shadow()[mg : mg + h, mg : mg + w]
     # (rays are rasterised from each grid's own edge: a few boundary pixels differ)
-    assert (part == whole[r0:r0 + h, c0:c0 + w]).mean() > 0.96
+    assert (part == whole[r0 : r0 + h, c0 : c0 + w]).mean() > 0.96
 
 
 def test_fused_mask_equals_numpy_formulation():
@@ -249,4 +257,6 @@ def test_lut_radar_subwindow_matches_full_lut():
     assert np.isnan(part.line[outside]).all() and np.isnan(part.pixel[outside]).all()
     np.testing.assert_array_equal(part.height, full.height)
     np.testing.assert_array_equal(part.look, full.look)
-    assert part.radar_bounds(geom, rows=rows, cols=cols) == full.radar_bounds(geom, rows=rows, cols=cols)
+    assert part.radar_bounds(geom, rows=rows, cols=cols) == full.radar_bounds(
+        geom, rows=rows, cols=cols
+    )

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import real_annotations
 from sarssl.errors import InputError
 from sarssl.sar.geometry import (
     SPEED_OF_LIGHT,
@@ -18,8 +19,6 @@ from sarssl.sar.geometry import (
     lonlat_h_to_ecef,
     read_eof,
 )
-
-from conftest import real_annotations
 
 ANNOTATIONS = real_annotations()
 
@@ -39,7 +38,9 @@ def _ipf236_known_gap(request, what: str) -> None:
     this test's bound: the old-processor geometry is issue #16. Strict, so the test fails
     as soon as the geometry is fixed and the mark must go."""
     if request.node.callspec.params.get("geom", "").startswith("s1a-iw-g0150222"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=f"IPF 002.36 (2015): {what} (#16)"))
+        request.applymarker(
+            pytest.mark.xfail(strict=True, reason=f"IPF 002.36 (2015): {what} (#16)")
+        )
 
 
 def test_parsed_fields(geom: RadarGeometry):
@@ -81,7 +82,9 @@ def test_orbit_reproduces_held_out_state_vectors(geom: RadarGeometry, request):
 def test_forward_model_hits_gcps(geom: RadarGeometry, request):
     _ipf236_known_gap(request, "GCP azimuth times 0.26 ms off, a range-dependent pixel error")
     g = geom.gcps
-    line, pixel, t, r = geom.ground_to_radar(*lonlat_h_to_ecef(g.lon, g.lat, g.height), return_time_range=True)
+    line, pixel, t, r = geom.ground_to_radar(
+        *lonlat_h_to_ecef(g.lon, g.lat, g.height), return_time_range=True
+    )
     # the zero-Doppler solution reproduces ESA's GCP azimuth times and slant ranges
     assert np.median(np.abs(t - g.azimuth_time)) < 5e-5  # s (< 0.04 lines)
     assert np.median(np.abs(r - g.slant_range_time * SPEED_OF_LIGHT / 2)) < 0.5  # m
@@ -117,7 +120,9 @@ def test_footprint_contains_gcps(geom: RadarGeometry):
     fp = geom.footprint()
     g = geom.gcps
     inner = (g.line > 0) & (g.line < g.line.max()) & (g.pixel > 0) & (g.pixel < g.pixel.max())
-    assert all(fp.buffer(1e-3).contains(Point(lo, la)) for lo, la in zip(g.lon[inner], g.lat[inner]))
+    assert all(
+        fp.buffer(1e-3).contains(Point(lo, la)) for lo, la in zip(g.lon[inner], g.lat[inner])
+    )
 
 
 def _write_eof(path: Path, sv: StateVectors, kind: str, shift_m: float = 0.0) -> None:
@@ -132,7 +137,8 @@ def _write_eof(path: Path, sv: StateVectors, kind: str, shift_m: float = 0.0) ->
         )
     path.write_text(
         f"<Earth_Explorer_File><Earth_Explorer_Header><Fixed_Header><File_Type>AUX_{kind}</File_Type>"
-        f"</Fixed_Header></Earth_Explorer_Header><Data_Block type='xml'><List_of_OSVs count='{len(osvs)}'>"
+        "</Fixed_Header></Earth_Explorer_Header><Data_Block type='xml'>"
+        f"<List_of_OSVs count='{len(osvs)}'>"
         + "".join(osvs)
         + "</List_of_OSVs></Data_Block></Earth_Explorer_File>"
     )

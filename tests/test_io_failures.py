@@ -36,12 +36,12 @@ import rasterio.shutil  # noqa: F401  (works around sarssl.io not importing it)
 from affine import Affine
 
 from sarssl import CHANNELS
-from sarssl.data.chips import make_chips
 from sarssl.cli import main
-from sarssl.errors import InputError, SarsslError
-from sarssl.sar.grid import Grid, area_grid
-from sarssl.io import write_geotiff
+from sarssl.data.chips import make_chips
 from sarssl.data.labels import read_landcover, read_treecover
+from sarssl.errors import InputError, SarsslError
+from sarssl.io import write_geotiff
+from sarssl.sar.grid import Grid, area_grid
 
 try:  # the Rome product of the preprocess tests (shared data), for the end-to-end case
     from test_preprocess import AOI as ROME_AOI
@@ -68,8 +68,9 @@ def _assert_write_error(exc: BaseException, name: str, *, no_space: bool) -> Non
         assert NO_SPACE in msg and exc.errno == errno.ENOSPC, msg
 
 
-def _sweep(directory: Path, limits, set_limit, write, reference: dict[str, bytes], *,
-           no_space: bool) -> list[str]:
+def _sweep(
+    directory: Path, limits, set_limit, write, reference: dict[str, bytes], *, no_space: bool
+) -> list[str]:
     """Try ``write(directory)`` under each limit; check every outcome; return them."""
     outcomes = []
     keep = {p.name for p in directory.iterdir()}
@@ -141,13 +142,19 @@ def small_fs(tmp_path):
         d = tmp_path / f"fs{len(mounts)}"
         d.mkdir()
         try:
-            r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)],
-                               capture_output=True, text=True, timeout=30)
+            r = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
         except (OSError, subprocess.SubprocessError) as exc:
             pytest.skip(f"mounting a tmpfs is not permitted here ({exc}); simulated tests run")
         if r.returncode != 0:
-            pytest.skip(f"mounting a tmpfs is not permitted here ({r.stderr.strip()}); "
-                        "the simulated tests cover this")
+            pytest.skip(
+                f"mounting a tmpfs is not permitted here ({r.stderr.strip()}); "
+                "the simulated tests cover this"
+            )
         mounts.append(d)
         filler = d / ".filler"
         filler.touch()
@@ -180,8 +187,16 @@ def _write_tif(cog: bool):
     data = _data()
 
     def write(d: Path) -> None:
-        write_geotiff(d / "out.tif", data, crs=CRS, transform=TRANSFORM, nodata=float("nan"),
-                      band_names=["VV", "VH"], cog=cog, blocksize=128)
+        write_geotiff(
+            d / "out.tif",
+            data,
+            crs=CRS,
+            transform=TRANSFORM,
+            nodata=float("nan"),
+            band_names=["VV", "VH"],
+            cog=cog,
+            blocksize=128,
+        )
 
     return write
 
@@ -193,14 +208,23 @@ def _write_blocks(d: Path) -> None:
 
     data = _data((2, 300, 300), seed=1)
     kw = dict(height=300, width=300, crs=CRS, transform=TRANSFORM, blocksize=128)
-    with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"), \
-         BlockWriter(d / "scene.tif", count=2, dtype="float32", nodata=float("nan"),
-                     band_names=["VV", "VH"], **kw) as data_w, \
-         BlockWriter(d / "scene.mask.tif", count=1, dtype="uint8", band_names=["mask"],
-                     **kw) as mask_w:
+    with (
+        rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"),
+        BlockWriter(
+            d / "scene.tif",
+            count=2,
+            dtype="float32",
+            nodata=float("nan"),
+            band_names=["VV", "VH"],
+            **kw,
+        ) as data_w,
+        BlockWriter(
+            d / "scene.mask.tif", count=1, dtype="uint8", band_names=["mask"], **kw
+        ) as mask_w,
+    ):
         for r0 in range(0, 300, 100):
             for c0 in range(0, 300, 100):
-                blk = data[:, r0:r0 + 100, c0:c0 + 100]
+                blk = data[:, r0 : r0 + 100, c0 : c0 + 100]
                 data_w.write(blk, r0, c0)
                 mask_w.write((blk[0] > -12).astype(np.uint8), r0, c0)
         close_all([data_w, mask_w])
@@ -253,7 +277,8 @@ def test_gdal_error_only_logged_at_close_is_raised(tmp_path, monkeypatch):
     def copy_then_fail_at_close(*args, **kwargs):
         out = real_copy(*args, **kwargs)
         logging.getLogger("rasterio._env").info(  # what rasterio logs for a CE_Failure
-            "GDAL signalled an error: err_no=%r, msg=%r", 1,
+            "GDAL signalled an error: err_no=%r, msg=%r",
+            1,
             "TIFFAppendToStrip:Write error at scanline 0",
         )
         return out
@@ -264,8 +289,15 @@ def test_gdal_error_only_logged_at_close_is_raised(tmp_path, monkeypatch):
     _assert_write_error(info.value, "a.tif", no_space=False)
     assert "TIFFAppendToStrip" in str(info.value)
     with pytest.raises(Exception) as info:
-        with BlockWriter(tmp_path / "b.tif", count=2, height=300, width=300, dtype="float32",
-                         crs=CRS, transform=TRANSFORM) as w:
+        with BlockWriter(
+            tmp_path / "b.tif",
+            count=2,
+            height=300,
+            width=300,
+            dtype="float32",
+            crs=CRS,
+            transform=TRANSFORM,
+        ) as w:
             w.write(_data(), 0, 0)
     _assert_write_error(info.value, "b.tif", no_space=False)
     assert list(tmp_path.iterdir()) == []
@@ -277,8 +309,20 @@ def test_full_disk_is_named_as_the_cause(tmp_path, monkeypatch):
 
     def full(path):
         st = real_statvfs(path)
-        return os.statvfs_result((st.f_bsize, st.f_frsize, st.f_blocks, 0, 0, st.f_files,
-                                  st.f_ffree, st.f_favail, st.f_flag, st.f_namemax))
+        return os.statvfs_result(
+            (
+                st.f_bsize,
+                st.f_frsize,
+                st.f_blocks,
+                0,
+                0,
+                st.f_files,
+                st.f_ffree,
+                st.f_favail,
+                st.f_flag,
+                st.f_namemax,
+            )
+        )
 
     write = _write_tif(True)
     size = len(_reference(tmp_path, write)["out.tif"])
@@ -303,9 +347,20 @@ def test_tiff_problem_finds_every_truncation(bigtiff, tmp_path):
 
     path = tmp_path / "a.tif"
     if bigtiff:
-        with rasterio.open(path, "w", driver="GTiff", count=2, height=300, width=300,
-                           dtype="float32", tiled=True, blockxsize=128, blockysize=128,
-                           BIGTIFF="YES", compress="deflate") as ds:
+        with rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            count=2,
+            height=300,
+            width=300,
+            dtype="float32",
+            tiled=True,
+            blockxsize=128,
+            blockysize=128,
+            BIGTIFF="YES",
+            compress="deflate",
+        ) as ds:
             ds.write(_data())
             ds.build_overviews([2], rasterio.enums.Resampling.average)
     else:
@@ -347,8 +402,18 @@ def test_tmpfs_full_sarssl_preprocess(request, tmp_path, small_fs, capsys):
     neither output nor temporary left; with room enough, both outputs."""
     d, leave = small_fs(64 << 20)  # (skips before the product is built where mounting fails)
     product = request.getfixturevalue("product")
-    args = ["preprocess", str(product), "--dem", str(ROME_DEM), "--aoi",
-            ",".join(map(str, ROME_AOI)), "--speckle-filter", "none", "--backend", "python"]
+    args = [
+        "preprocess",
+        str(product),
+        "--dem",
+        str(ROME_DEM),
+        "--aoi",
+        ",".join(map(str, ROME_AOI)),
+        "--speckle-filter",
+        "none",
+        "--backend",
+        "python",
+    ]
     ref = tmp_path / "ref"
     assert main([*args, "--out", str(ref / "scene.tif")]) == 0
     total = sum(p.stat().st_size for p in ref.iterdir())
@@ -383,22 +448,50 @@ def chip_inputs(tmp_path_factory):
     h, w = CHIP_GRID.shape
     comp = rng.normal(-12, 3, size=(12, h, w)).astype(np.float32)
     cpath = tmp / "comp.tif"
-    write_geotiff(cpath, comp, crs=CHIP_GRID.crs, transform=CHIP_GRID.transform,
-                  nodata=float("nan"), band_names=list(CHANNELS))
+    write_geotiff(
+        cpath,
+        comp,
+        crs=CHIP_GRID.crs,
+        transform=CHIP_GRID.transform,
+        nodata=float("nan"),
+        band_names=list(CHANNELS),
+    )
     lpath = tmp / "lc.tif"
     codes = np.array([10, 20, 30, 40, 50], np.uint8)
-    write_geotiff(lpath, codes[rng.integers(0, 5, size=(h, w))], crs=CHIP_GRID.crs,
-                  transform=CHIP_GRID.transform, nodata=0)
+    write_geotiff(
+        lpath,
+        codes[rng.integers(0, 5, size=(h, w))],
+        crs=CHIP_GRID.crs,
+        transform=CHIP_GRID.transform,
+        nodata=0,
+    )
     tpath = tmp / "tc.tif"
-    write_geotiff(tpath, rng.integers(0, 101, size=(h, w)).astype(np.uint8), crs=CHIP_GRID.crs,
-                  transform=CHIP_GRID.transform)
+    write_geotiff(
+        tpath,
+        rng.integers(0, 101, size=(h, w)).astype(np.uint8),
+        crs=CHIP_GRID.crs,
+        transform=CHIP_GRID.transform,
+    )
     return dict(cpath=cpath, lpath=lpath, tpath=tpath)
 
 
 def _chips_args(inp, out_dir, *extra):
-    return ["chips", "--composite", str(inp["cpath"]), "--landcover", str(inp["lpath"]),
-            "--treecover", str(inp["tpath"]), "--area", "rome", "--size", str(SIZE),
-            "--out-dir", str(out_dir), *extra]
+    return [
+        "chips",
+        "--composite",
+        str(inp["cpath"]),
+        "--landcover",
+        str(inp["lpath"]),
+        "--treecover",
+        str(inp["tpath"]),
+        "--area",
+        "rome",
+        "--size",
+        str(SIZE),
+        "--out-dir",
+        str(out_dir),
+        *extra,
+    ]
 
 
 def test_chips_enospc_on_preallocation_is_a_clear_error(chip_inputs, tmp_path, monkeypatch, capsys):
@@ -433,8 +526,15 @@ def test_chips_enospc_in_a_later_write_is_a_clear_error(chip_inputs, tmp_path, m
     monkeypatch.setattr(pq, "write_table", no_space)
     out = tmp_path / "store"
     with pytest.raises(Exception) as info:
-        make_chips(chip_inputs["cpath"], chip_inputs["lpath"], chip_inputs["tpath"], "rome", out,
-                   size=SIZE, progress=False)
+        make_chips(
+            chip_inputs["cpath"],
+            chip_inputs["lpath"],
+            chip_inputs["tpath"],
+            "rome",
+            out,
+            size=SIZE,
+            progress=False,
+        )
     _assert_write_error(info.value, str(out / "index.parquet"), no_space=True)
     assert list(tmp_path.iterdir()) == []
 
@@ -445,8 +545,9 @@ def test_tmpfs_full_sarssl_chips_exits_cleanly(chip_inputs, tmp_path, small_fs):
     SIGBUS, exit 135), no store and no .tmp directory; with enough space, a complete store."""
     ref = tmp_path / "ref"
     exe = [sys.executable, "-m", "sarssl.cli"]
-    r = subprocess.run(exe + _chips_args(chip_inputs, ref), capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        exe + _chips_args(chip_inputs, ref), capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stderr
     need = sum(p.stat().st_size for p in ref.iterdir())
     x_size = (ref / "x.npy").stat().st_size
@@ -454,8 +555,9 @@ def test_tmpfs_full_sarssl_chips_exits_cleanly(chip_inputs, tmp_path, small_fs):
     outcomes = []
     for free in (16384, x_size // 2, x_size + 8192, need - 8192, 2 * need + 65536):
         leave(free)
-        r = subprocess.run(exe + _chips_args(chip_inputs, d / "store"), capture_output=True,
-                           text=True, timeout=300)
+        r = subprocess.run(
+            exe + _chips_args(chip_inputs, d / "store"), capture_output=True, text=True, timeout=300
+        )
         left = sorted(p.name for p in d.iterdir() if p.name != ".filler")
         if r.returncode == 0:
             assert left == ["store"]
@@ -485,8 +587,14 @@ def _corrupt_copies(tmp_path: Path) -> list[Path]:
     out = []
     for cog in (True, False):
         p = tmp_path / f"labels_{'cog' if cog else 'gtiff'}.tif"
-        write_geotiff(p, codes[rng.integers(0, 4, size=g.shape)], crs=g.crs, transform=g.transform,
-                      nodata=0, cog=cog)
+        write_geotiff(
+            p,
+            codes[rng.integers(0, 4, size=g.shape)],
+            crs=g.crs,
+            transform=g.transform,
+            nodata=0,
+            cog=cog,
+        )
         n = p.stat().st_size
         if cog:
             os.truncate(p, n // 2)
@@ -524,13 +632,20 @@ def _half_labelled(tmp_path: Path):
     rng = np.random.default_rng(4)
     comp = rng.normal(-12, 3, size=(12, 64, 64)).astype(np.float32)
     comp[:, 40:, 50:] = np.nan
-    write_geotiff(tmp_path / "c.tif", comp, crs=g.crs, transform=g.transform, nodata=float("nan"),
-                  band_names=list(CHANNELS))
+    write_geotiff(
+        tmp_path / "c.tif",
+        comp,
+        crs=g.crs,
+        transform=g.transform,
+        nodata=float("nan"),
+        band_names=list(CHANNELS),
+    )
     lc = np.full((64, 64), 10, np.uint8)
     lc[:, 24:] = 0  # nodata
     write_geotiff(tmp_path / "lc.tif", lc, crs=g.crs, transform=g.transform, nodata=0)
-    write_geotiff(tmp_path / "tc.tif", np.full((64, 64), 40, np.uint8), crs=g.crs,
-                  transform=g.transform)
+    write_geotiff(
+        tmp_path / "tc.tif", np.full((64, 64), 40, np.uint8), crs=g.crs, transform=g.transform
+    )
     valid = np.isfinite(comp).all(axis=0)
     expect = float((valid[:, :24]).sum() / valid.sum())
     return tmp_path / "c.tif", tmp_path / "lc.tif", tmp_path / "tc.tif", expect
@@ -540,8 +655,9 @@ def test_partial_label_coverage_warns_and_is_recorded(tmp_path, caplog):
     c, lc, tc, expect = _half_labelled(tmp_path)
     assert 0.3 < expect < 0.5
     with caplog.at_level(logging.WARNING, logger="sarssl.data.chips"):
-        meta = make_chips(c, lc, tc, "x", tmp_path / "o", size=16, progress=False,
-                          min_label_coverage=0.3)
+        meta = make_chips(
+            c, lc, tc, "x", tmp_path / "o", size=16, progress=False, min_label_coverage=0.3
+        )
     cov = meta["label_coverage"]
     assert cov["landcover"] == pytest.approx(expect, abs=1e-12) and cov["treecover"] == 1.0
     assert json.loads((tmp_path / "o" / "store.json").read_text())["label_coverage"] == cov
@@ -558,8 +674,21 @@ def test_label_coverage_below_minimum_is_an_error(tmp_path, capsys):
     msg = str(info.value)
     assert "lc.tif" in msg and f"{100 * expect:.1f}%" in msg and "--min-label-coverage" in msg, msg
     assert not (tmp_path / "o").exists()
-    base = ["chips", "--composite", str(c), "--landcover", str(lc), "--treecover", str(tc),
-            "--area", "x", "--size", "16", "--out-dir", str(tmp_path / "o")]
+    base = [
+        "chips",
+        "--composite",
+        str(c),
+        "--landcover",
+        str(lc),
+        "--treecover",
+        str(tc),
+        "--area",
+        "x",
+        "--size",
+        "16",
+        "--out-dir",
+        str(tmp_path / "o"),
+    ]
     assert main(base) == 2
     err = capsys.readouterr().err
     assert "--min-label-coverage" in err and "lc.tif" in err
@@ -576,8 +705,15 @@ def test_corrupt_composite_is_a_clear_error(chip_inputs, tmp_path):
     data = chip_inputs["cpath"].read_bytes()
     bad.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError) as info:
-        make_chips(bad, chip_inputs["lpath"], chip_inputs["tpath"], "rome", tmp_path / "o",
-                   size=SIZE, progress=False)
+        make_chips(
+            bad,
+            chip_inputs["lpath"],
+            chip_inputs["tpath"],
+            "rome",
+            tmp_path / "o",
+            size=SIZE,
+            progress=False,
+        )
     assert str(bad) in str(info.value) and "corrupt composite" in str(info.value)
     assert "See previous exception" not in str(info.value)
     assert not (tmp_path / "o").exists()

@@ -8,15 +8,15 @@ import rasterio.shutil  # noqa: F401  (works around sarssl.io not importing it)
 from affine import Affine
 from pyproj import Transformer
 
-from sarssl.errors import InputError
-from sarssl.sar.grid import Grid, area_grid
-from sarssl.io import write_geotiff
 from sarssl.data.labels import (
     mod44b_to_percent,
     read_landcover,
     read_treecover,
     worldcover_to_class,
 )
+from sarssl.errors import InputError
+from sarssl.io import write_geotiff
+from sarssl.sar.grid import Grid, area_grid
 from sarssl.vocabulary import WORLDCOVER_CODES
 
 
@@ -57,7 +57,9 @@ def test_checkerboard_reprojected_from_lonlat(tmp_path):
     row = np.floor((n - lat) / res).astype(int)
     expect = worldcover_to_class(src[row, col])
     agree = (out == expect).mean()
-    assert agree > 0.99, agree  # only pixels whose centre is within a fraction of a pixel of a cell edge may differ
+    assert agree > 0.99, (
+        agree
+    )  # only pixels whose centre is within a fraction of a pixel of a cell edge may differ
     assert set(np.unique(out)) == {0, 3, 255}
     assert (out[expect == 255] == 255).mean() > 0.95
 
@@ -107,6 +109,8 @@ def test_errors(tmp_path):
     with pytest.raises(InputError, match="nope.tif"):
         read_landcover(tmp_path / "nope.tif", grid)
     far = Grid(grid.crs, Affine(10, 0, 0, 0, -10, 1000), 10, 10)
-    write_geotiff(tmp_path / "lc.tif", np.full((5, 5), 10, np.uint8), crs=grid.crs, transform=grid.transform)
+    write_geotiff(
+        tmp_path / "lc.tif", np.full((5, 5), 10, np.uint8), crs=grid.crs, transform=grid.transform
+    )
     with pytest.raises(InputError, match="does not overlap"):
         read_landcover(tmp_path / "lc.tif", far)

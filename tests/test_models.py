@@ -1,13 +1,18 @@
 """Backbones, heads, MAE and DINO building blocks, encoder export through plain timm."""
 
-
 import pytest
 import timm
 import torch
 
-from sarssl.selfsup.dino import DINO, DINOLoss, MultiCropAugment, last_layer_attention, teacher_momentum
-from sarssl.selfsup.mae import MaskedAutoencoder, patchify, random_masking, unpatchify
 from sarssl.downstream.models import build_task_model, create_backbone, export_encoder, load_encoder
+from sarssl.selfsup.dino import (
+    DINO,
+    DINOLoss,
+    MultiCropAugment,
+    last_layer_attention,
+    teacher_momentum,
+)
+from sarssl.selfsup.mae import MaskedAutoencoder, patchify, random_masking, unpatchify
 
 TINY = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2)
 
@@ -51,7 +56,12 @@ def test_heads_shapes_and_unet():
     x = torch.randn(2, 12, 16, 16)
     assert build_task_model("landcover", tiny())(x).shape == (2, 11, 16, 16)
     assert build_task_model("treecover", tiny())(x).shape == (2,)
-    assert build_task_model("landcover", None, unet_width=4, unet_depth=2)(x).shape == (2, 11, 16, 16)
+    assert build_task_model("landcover", None, unet_width=4, unet_depth=2)(x).shape == (
+        2,
+        11,
+        16,
+        16,
+    )
     assert build_task_model("treecover", None, unet_width=4, unet_depth=2)(x).shape == (2,)
 
 
@@ -61,12 +71,20 @@ def test_encoder_export_loads_in_plain_timm(tmp_path):
         bb.pos_embed.add_(1.0)  # not the init any more
     kwargs = dict(in_chans=12, **TINY)
     path, meta_path = export_encoder(
-        bb, tmp_path / "encoder.safetensors", model_name="vit_tiny_patch16_224", model_kwargs=kwargs,
-        method="mae", stats={"mean": [0] * 12, "std": [1] * 12},
+        bb,
+        tmp_path / "encoder.safetensors",
+        model_name="vit_tiny_patch16_224",
+        model_kwargs=kwargs,
+        method="mae",
+        stats={"mean": [0] * 12, "std": [1] * 12},
     )
     assert meta_path.name == "encoder.json"
     m = timm.create_model(
-        "vit_tiny_patch16_224", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), num_classes=0, **kwargs
+        "vit_tiny_patch16_224",
+        pretrained=True,
+        pretrained_cfg_overlay=dict(file=str(path)),
+        num_classes=0,
+        **kwargs,
     )
     x = torch.randn(2, 12, 16, 16)
     bb.eval(), m.eval()
@@ -92,7 +110,9 @@ def test_dino_loss_centre_and_ema():
     assert teacher_momentum(10, 11) == pytest.approx(1.0)
     assert teacher_momentum(5, 11) == pytest.approx(0.998)
     # EMA
-    dino = DINO(tiny(dynamic_img_size=True), head_hidden_dim=16, head_bottleneck_dim=8, head_out_dim=32)
+    dino = DINO(
+        tiny(dynamic_img_size=True), head_hidden_dim=16, head_bottleneck_dim=8, head_out_dim=32
+    )
     with torch.no_grad():
         for p in dino.student.parameters():
             p.add_(1.0)
@@ -104,7 +124,9 @@ def test_dino_loss_centre_and_ema():
 
 def test_dino_learns_and_teacher_differs():
     torch.manual_seed(0)
-    dino = DINO(tiny(dynamic_img_size=True), head_hidden_dim=32, head_bottleneck_dim=16, head_out_dim=64)
+    dino = DINO(
+        tiny(dynamic_img_size=True), head_hidden_dim=32, head_bottleneck_dim=16, head_out_dim=64
+    )
     dino.criterion.center_momentum = 1.0  # fixed centre: a fixed target for the student
     aug = MultiCropAugment(16, n_local=2)
     base = torch.randn(8, 12, 16, 16)
@@ -122,7 +144,10 @@ def test_dino_learns_and_teacher_differs():
     dino.update_teacher(teacher_momentum(0, 20, 0.9))
     assert any(not torch.equal(a, b) for a, b in zip(teacher0, dino.teacher.parameters()))
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
-    diff = sum(float((a - b).abs().sum()) for a, b in zip(dino.student.parameters(), dino.teacher.parameters()))
+    diff = sum(
+        float((a - b).abs().sum())
+        for a, b in zip(dino.student.parameters(), dino.teacher.parameters())
+    )
     assert diff > 0
     att = last_layer_attention(dino.encoder, base[:2])
     assert att.shape == (2, 2, 4, 4)
@@ -163,9 +188,14 @@ def test_encoder_export_is_byte_deterministic(tmp_path):
     bb = tiny()
     digests = set()
     for i in range(6):
-        path, _ = export_encoder(bb, tmp_path / str(i) / "encoder.safetensors", method="mae",
-                                 stats={}, model_name="vit_tiny_patch16_224",
-                                 model_kwargs=dict(in_chans=12, **TINY))
+        path, _ = export_encoder(
+            bb,
+            tmp_path / str(i) / "encoder.safetensors",
+            method="mae",
+            stats={},
+            model_name="vit_tiny_patch16_224",
+            model_kwargs=dict(in_chans=12, **TINY),
+        )
         digests.add(hashlib.sha256(path.read_bytes()).hexdigest())
     assert len(digests) == 1
 
@@ -179,8 +209,12 @@ def test_load_encoder_refuses_non_safetensors_and_channel_mismatch(tmp_path):
     from sarssl.errors import InputError
 
     kwargs = dict(in_chans=12, **TINY)
-    common = dict(model_name="vit_tiny_patch16_224", model_kwargs=kwargs, method="mae",
-                  stats={"mean": [0] * 12, "std": [1] * 12})
+    common = dict(
+        model_name="vit_tiny_patch16_224",
+        model_kwargs=kwargs,
+        method="mae",
+        stats={"mean": [0] * 12, "std": [1] * 12},
+    )
     _, meta = export_encoder(tiny(), tmp_path / "good" / "encoder.safetensors", **common)
     junk = tmp_path / "junk" / "encoder.safetensors"
     junk.parent.mkdir()

@@ -11,11 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sarssl.cli import main
+from sarssl.downstream import tables
 from sarssl.figures import cli as figures_cli
 from sarssl.figures import curves, registry
-
-from sarssl.downstream import tables
-from sarssl.cli import main
 
 FRACTIONS = (0.01, 0.1, 1.0)
 BASE = {"scratch": 0.40, "mae": 0.56, "dino": 0.49}

@@ -12,13 +12,17 @@ import rasterio
 from lxml import etree
 from rasterio.windows import Window
 
-from sarssl.sar import snap
 from sarssl.cli import main
 from sarssl.errors import SarsslError
+from sarssl.sar import snap
 from sarssl.sar.geometry import RadarGeometry
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-SAFE = SHARED / "sentinel1" / "S1B_IW_GRDH_1SDV_20211223T051122_20211223T051147_030148_039993_5371.SAFE"
+SAFE = (
+    SHARED
+    / "sentinel1"
+    / "S1B_IW_GRDH_1SDV_20211223T051122_20211223T051147_030148_039993_5371.SAFE"
+)
 DEM = SHARED / "dem" / "Rome-30m-DEM.tif"
 AOI = (12.48, 41.98, 12.52, 42.01)
 
@@ -37,8 +41,9 @@ def product(tmp_path_factory) -> Path:
         shutil.copy(f, f.with_name(f.name.replace("-vv-", "-vh-").replace("-001.xml", "-002.xml")))
     ann = next((root / "annotation").glob("s1b-*-vv-*.xml"))
     geom = RadarGeometry.from_annotation(etree.parse(str(ann)).getroot())
-    lines, pixels = geom.lonlat_to_radar(np.array([AOI[0], AOI[2], AOI[0], AOI[2]]),
-                                         np.array([AOI[1], AOI[1], AOI[3], AOI[3]]), 60.0)
+    lines, pixels = geom.lonlat_to_radar(
+        np.array([AOI[0], AOI[2], AOI[0], AOI[2]]), np.array([AOI[1], AOI[1], AOI[3], AOI[3]]), 60.0
+    )
     r0, r1 = int(lines.min()) - 60, int(lines.max()) + 60
     c0, c1 = int(pixels.min()) - 60, int(pixels.max()) + 60
     r0, c0 = r0 - r0 % 256, c0 - c0 % 256
@@ -47,20 +52,37 @@ def product(tmp_path_factory) -> Path:
     rows, cols = np.arange(r0, r1), np.arange(c0, c1)
     rng = np.random.default_rng(0)
     _, pmid = geom.lonlat_to_radar(np.array([12.5]), np.array([41.995]), 60.0)
-    for pol, scale in (("vv", 1.0), ("vh", 10 ** -0.8)):
+    for pol, scale in (("vv", 1.0), ("vh", 10**-0.8)):
         name = ann.name.replace("-vv-", f"-{pol}-").replace(".xml", ".tiff")
         if pol == "vh":
             name = name.replace("-001.tiff", "-002.tiff")
         prod = open_product(root)
         a = calibration_lut(prod.calibration(pol.upper()), "sigmaNought", rows, cols)
         eta = noise_lut(prod.noise(pol.upper()), rows, cols)  # thermal noise the chain removes
-        sigma = scale * np.where(cols[None, :] < pmid[0], 0.05, 0.2) * rng.gamma(4.4, 1 / 4.4, (len(rows), len(cols)))
+        sigma = (
+            scale
+            * np.where(cols[None, :] < pmid[0], 0.05, 0.2)
+            * rng.gamma(4.4, 1 / 4.4, (len(rows), len(cols)))
+        )
         dn = np.sqrt(sigma * np.asarray(a, dtype=float) ** 2 + eta)
-        with rasterio.open(root / "measurement" / name, "w", driver="GTiff", width=geom.number_of_samples,
-                           height=geom.number_of_lines, count=1, dtype="uint16", tiled=True, blockxsize=256,
-                           blockysize=256, SPARSE_OK="TRUE") as ds:
-            ds.write(np.clip(np.round(dn), 1, 65535).astype(np.uint16), 1,
-                     window=Window(c0, r0, c1 - c0, r1 - r0))
+        with rasterio.open(
+            root / "measurement" / name,
+            "w",
+            driver="GTiff",
+            width=geom.number_of_samples,
+            height=geom.number_of_lines,
+            count=1,
+            dtype="uint16",
+            tiled=True,
+            blockxsize=256,
+            blockysize=256,
+            SPARSE_OK="TRUE",
+        ) as ds:
+            ds.write(
+                np.clip(np.round(dn), 1, 65535).astype(np.uint16),
+                1,
+                window=Window(c0, r0, c1 - c0, r1 - r0),
+            )
     # the manifest lists ESA's 872 MB measurements: record the synthetic ones instead
     # (preprocess checks each measurement's size and MD5 against the manifest)
     assert record_measurement_checksums(root)
@@ -70,8 +92,22 @@ def product(tmp_path_factory) -> Path:
 def test_preprocess_cli_outputs_contract(product, tmp_path):
     out = tmp_path / "scene.tif"
     aoi = ",".join(str(v) for v in AOI)
-    rc = main(["preprocess", str(product), "--dem", str(DEM), "--out", str(out), "--aoi", aoi,
-               "--speckle-filter", "refined_lee", "--backend", "python"])
+    rc = main(
+        [
+            "preprocess",
+            str(product),
+            "--dem",
+            str(DEM),
+            "--out",
+            str(out),
+            "--aoi",
+            aoi,
+            "--speckle-filter",
+            "refined_lee",
+            "--backend",
+            "python",
+        ]
+    )
     assert rc == 0
     with rasterio.open(out) as ds:
         assert ds.count == 2 and ds.dtypes[0] == "float32"
@@ -79,10 +115,25 @@ def test_preprocess_cli_outputs_contract(product, tmp_path):
         assert np.isnan(ds.nodata)
         assert ds.res == (10.0, 10.0) and ds.crs.to_epsg() == 32633
         tags = ds.tags()
-        for k in ("PRODUCT_ID", "ACQUISITION_START", "PASS", "RELATIVE_ORBIT", "ORBIT_SOURCE", "CALIBRATION",
-                  "TERRAIN_FLATTENING", "SPECKLE_FILTER", "UNITS", "BACKEND", "SARSSL_VERSION"):
+        for k in (
+            "PRODUCT_ID",
+            "ACQUISITION_START",
+            "PASS",
+            "RELATIVE_ORBIT",
+            "ORBIT_SOURCE",
+            "CALIBRATION",
+            "TERRAIN_FLATTENING",
+            "SPECKLE_FILTER",
+            "UNITS",
+            "BACKEND",
+            "SARSSL_VERSION",
+        ):
             assert k in tags, k
-        assert tags["ORBIT_SOURCE"] == "annotation" and tags["UNITS"] == "db" and tags["BACKEND"] == "python"
+        assert (
+            tags["ORBIT_SOURCE"] == "annotation"
+            and tags["UNITS"] == "db"
+            and tags["BACKEND"] == "python"
+        )
         # the Rome DEM is EGM96 (EPSG:9707); the geoid applied is named with its grid file
         from sarssl.sar.dem import find_geoid_grid
 
@@ -123,17 +174,24 @@ def test_polarisations_option_selects_bands(product, tmp_path, capsys):
     common = ["--dem", str(DEM), "--aoi", aoi, "--speckle-filter", "none", "--backend", "python"]
     both, vh = tmp_path / "both.tif", tmp_path / "vh.tif"
     assert main(["preprocess", str(product), "--out", str(both), *common]) == 0
-    assert main(["preprocess", str(product), "--out", str(vh), "--polarisations", "vh", *common]) == 0
+    assert (
+        main(["preprocess", str(product), "--out", str(vh), "--polarisations", "vh", *common]) == 0
+    )
     with rasterio.open(both) as a, rasterio.open(vh) as b:
         assert a.count == 2 and b.count == 1 and b.descriptions == ("VH",)
         np.testing.assert_array_equal(a.read(2), b.read(1))
     bad = tmp_path / "hh.tif"
     capsys.readouterr()
-    assert main(["preprocess", str(product), "--out", str(bad), "--polarisations", "VV,HH", *common]) == 2
+    assert (
+        main(["preprocess", str(product), "--out", str(bad), "--polarisations", "VV,HH", *common])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "HH" in err and str(product) in err and "VV, VH" in err
     assert not bad.exists() and not bad.with_name("hh.mask.tif").exists()
-    assert main(["preprocess", str(product), "--out", str(bad), "--polarisations", "XX", *common]) == 2
+    assert (
+        main(["preprocess", str(product), "--out", str(bad), "--polarisations", "XX", *common]) == 2
+    )
     assert "XX" in capsys.readouterr().err and not bad.exists()
 
 
@@ -155,8 +213,22 @@ def test_sigterm_mid_write_leaves_nothing(product, tmp_path, monkeypatch, capsys
     monkeypatch.setattr(rasterio_blocks.BlockWriter, "write", write_then_sigterm)
     before = signal.getsignal(signal.SIGTERM)
     out = tmp_path / "scene.tif"
-    rc = main(["preprocess", str(product), "--dem", str(DEM), "--out", str(out), "--aoi",
-               ",".join(str(v) for v in AOI), "--speckle-filter", "none", "--backend", "python"])
+    rc = main(
+        [
+            "preprocess",
+            str(product),
+            "--dem",
+            str(DEM),
+            "--out",
+            str(out),
+            "--aoi",
+            ",".join(str(v) for v in AOI),
+            "--speckle-filter",
+            "none",
+            "--backend",
+            "python",
+        ]
+    )
     assert rc == 128 + signal.SIGTERM
     assert "terminated" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
@@ -165,12 +237,36 @@ def test_sigterm_mid_write_leaves_nothing(product, tmp_path, monkeypatch, capsys
 
 def test_errors_write_nothing(product, tmp_path):
     out = tmp_path / "x.tif"
-    rc = main(["preprocess", str(product), "--dem", str(DEM), "--out", str(out), "--aoi", "0,0,0.1,0.1",
-               "--backend", "python"])
+    rc = main(
+        [
+            "preprocess",
+            str(product),
+            "--dem",
+            str(DEM),
+            "--out",
+            str(out),
+            "--aoi",
+            "0,0,0.1,0.1",
+            "--backend",
+            "python",
+        ]
+    )
     assert rc == 2 and not out.exists()
     # AOI inside the scene but outside the DEM
-    rc = main(["preprocess", str(product), "--dem", str(DEM), "--out", str(out), "--aoi", "12.7,41.9,12.75,41.95",
-               "--backend", "python"])
+    rc = main(
+        [
+            "preprocess",
+            str(product),
+            "--dem",
+            str(DEM),
+            "--out",
+            str(out),
+            "--aoi",
+            "12.7,41.9,12.75,41.95",
+            "--backend",
+            "python",
+        ]
+    )
     assert rc == 2 and not out.exists() and not list(tmp_path.iterdir())
 
 
@@ -190,19 +286,31 @@ def test_backend_selection(monkeypatch):
 
 
 def test_geocode_kwargs_mapping():
-    kw = snap.geocode_kwargs("p.zip", "/tmp/o", "dem.tif", grid_bounds=(100.0, 200.0, 300.0, 400.0), epsg=32633,
-                             resolution=20, calibration="sigma0", terrain_flattening=True,
-                             speckle_filter="lee_sigma", dem_is_geoid=False)
+    kw = snap.geocode_kwargs(
+        "p.zip",
+        "/tmp/o",
+        "dem.tif",
+        grid_bounds=(100.0, 200.0, 300.0, 400.0),
+        epsg=32633,
+        resolution=20,
+        calibration="sigma0",
+        terrain_flattening=True,
+        speckle_filter="lee_sigma",
+        dem_is_geoid=False,
+    )
     assert kw["t_srs"] == 32633 and kw["spacing"] == 20.0
     assert kw["refarea"] == "gamma0" and kw["terrainFlattening"] is True
     assert kw["speckleFilter"] == "Lee Sigma"
     assert kw["externalDEMApplyEGM"] is False and kw["externalDEMFile"] == "dem.tif"
     assert kw["standardGridOriginX"] == 100.0 and kw["standardGridOriginY"] == 400.0
     assert kw["scaling"] == "linear" and kw["removeS1ThermalNoise"] is True
-    assert "speckleFilter" not in snap.geocode_kwargs("p", "o", "d", grid_bounds=(0, 0, 1, 1), epsg=4326,
-                                                       speckle_filter="none")
+    assert "speckleFilter" not in snap.geocode_kwargs(
+        "p", "o", "d", grid_bounds=(0, 0, 1, 1), epsg=4326, speckle_filter="none"
+    )
     with pytest.raises(SarsslError):
-        snap.geocode_kwargs("p", "o", "d", grid_bounds=(0, 0, 1, 1), epsg=4326, speckle_filter="median")
+        snap.geocode_kwargs(
+            "p", "o", "d", grid_bounds=(0, 0, 1, 1), epsg=4326, speckle_filter="median"
+        )
 
 
 def test_error_log_detection(tmp_path):
@@ -210,7 +318,8 @@ def test_error_log_detection(tmp_path):
     wf = tmp_path / "S1B_IW_GRDH_x"
     wf.mkdir()
     (wf / "S1B__IW___D_20211223T051122_VV_NR_Orb_Cal_TC_error.log").write_text(
-        "Error: [NodeId: Terrain-Correction] The DEM 'x.tif' does not cover the scene")
+        "Error: [NodeId: Terrain-Correction] The DEM 'x.tif' does not cover the scene"
+    )
     with pytest.raises(SarsslError, match="does not cover"):
         snap.check_error_logs(tmp_path)
 
@@ -226,11 +335,20 @@ def test_block_writer_publishes_a_zstd_cog_with_average_overviews(tmp_path):
     data = rng.normal(-12.0, 3.0, (2, 1100, 1300)).astype(np.float32)
     data[:, :7, :] = np.nan
     out = tmp_path / "new" / "cog.tif"
-    with BlockWriter(out, count=2, height=1100, width=1300, dtype="float32", crs="EPSG:32633",
-                     transform=Affine(10, 0, 500000, 0, -10, 4600000), nodata=float("nan"),
-                     band_names=["VV", "VH"], tags={"UNITS": "db"}) as w:
+    with BlockWriter(
+        out,
+        count=2,
+        height=1100,
+        width=1300,
+        dtype="float32",
+        crs="EPSG:32633",
+        transform=Affine(10, 0, 500000, 0, -10, 4600000),
+        nodata=float("nan"),
+        band_names=["VV", "VH"],
+        tags={"UNITS": "db"},
+    ) as w:
         for r0, c0 in ((600, 700), (0, 0), (0, 700), (600, 0)):
-            w.write(data[:, r0:r0 + 600, c0:c0 + 700], r0, c0)
+            w.write(data[:, r0 : r0 + 600, c0 : c0 + 700], r0, c0)
     assert sorted(p.name for p in out.parent.iterdir()) == ["cog.tif"]  # no temp left
     with rasterio.open(out) as ds:
         assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
@@ -259,8 +377,15 @@ def test_overview_levels_and_concurrent_close(tmp_path):
     big = rng.normal(0.1, 0.02, (1, 1100, 1300)).astype(np.float32)
     small = (rng.random((300, 200)) * 7).astype(np.uint8)
     kw = dict(crs="EPSG:32633", transform=Affine(10, 0, 500000, 0, -10, 4600000))
-    w1 = BlockWriter(tmp_path / "big.tif", count=1, height=1100, width=1300, dtype="float32",
-                     nodata=float("nan"), **kw)
+    w1 = BlockWriter(
+        tmp_path / "big.tif",
+        count=1,
+        height=1100,
+        width=1300,
+        dtype="float32",
+        nodata=float("nan"),
+        **kw,
+    )
     w2 = BlockWriter(tmp_path / "small.tif", count=1, height=300, width=200, dtype="uint8", **kw)
     w1.write(big, 0, 0)
     w2.write(small, 0, 0)
@@ -293,22 +418,76 @@ def test_uniform_sigma0_across_a_subswath_seam_end_to_end(template, tmp_path):
     seam = next(b.first_sample for b in ann.swath_merge if b.swath == "IW2")
     line = ann.number_of_lines // 2
     geom = ann.geometry
-    lon, lat = geom.radar_to_ground(np.array([line - 60, line + 60, line - 60, line + 60]),
-                                    np.array([seam - 120, seam - 120, seam + 120, seam + 120]), 0.0)
+    lon, lat = geom.radar_to_ground(
+        np.array([line - 60, line + 60, line - 60, line + 60]),
+        np.array([seam - 120, seam - 120, seam + 120, seam + 120]),
+        0.0,
+    )
     bbox = (lon.min(), lat.min(), lon.max(), lat.max())
     dem = tmp_path / "flat.tif"  # ellipsoidal (EPSG:4979) flat DEM at 0 m around the area
-    with rasterio.open(dem, "w", driver="GTiff", width=200, height=200, count=1, dtype="float32", crs="EPSG:4979",
-                       transform=Affine(0.001, 0, bbox[0] - 0.05, 0, -0.001, bbox[3] + 0.05)) as ds:
+    with rasterio.open(
+        dem,
+        "w",
+        driver="GTiff",
+        width=200,
+        height=200,
+        count=1,
+        dtype="float32",
+        crs="EPSG:4979",
+        transform=Affine(0.001, 0, bbox[0] - 0.05, 0, -0.001, bbox[3] + 0.05),
+    ) as ds:
         ds.write(np.zeros((1, 200, 200), np.float32))
     bbox_s = ",".join(f"{v:.5f}" for v in bbox)
     prod, truth = tmp_path / "products", tmp_path / "truth"
-    assert main(["simulate", "--template", template, "--area", "seam", "--bbox", bbox_s, "--year", "2021",
-                 "--per-season", "1", "--seed", "3", "--products-dir", str(prod), "--truth-dir", str(truth),
-                 "--uniform-sigma0-db", "-22", "--dem", str(dem)]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "--template",
+                template,
+                "--area",
+                "seam",
+                "--bbox",
+                bbox_s,
+                "--year",
+                "2021",
+                "--per-season",
+                "1",
+                "--seed",
+                "3",
+                "--products-dir",
+                str(prod),
+                "--truth-dir",
+                str(truth),
+                "--uniform-sigma0-db",
+                "-22",
+                "--dem",
+                str(dem),
+            ]
+        )
+        == 0
+    )
     zp = sorted(prod.glob("*.zip"))[0]
     out = tmp_path / "scene.tif"
-    assert main(["preprocess", str(zp), "--dem", str(dem), "--aoi", bbox_s, "--speckle-filter", "none",
-                 "--backend", "python", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "preprocess",
+                str(zp),
+                "--dem",
+                str(dem),
+                "--aoi",
+                bbox_s,
+                "--speckle-filter",
+                "none",
+                "--backend",
+                "python",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     with rasterio.open(out) as ds, rasterio.open(out.with_name("scene.mask.tif")) as ms:
         data, valid = ds.read(), ms.read(1) > 0
         to_grid = Transformer.from_crs("EPSG:4326", ds.crs, always_xy=True)
@@ -347,8 +526,20 @@ def test_dem_holes_over_the_area_stop_preprocessing(product, tmp_path, caplog):
         r0, c0, h = int(win.row_off), int(win.col_off), int(win.height)
         data[r0 : r0 + h // 5, c0 : c0 + int(win.width)] = -32767.0
         ds.write(data, 1)
-    args = ["preprocess", str(product), "--dem", str(dem), "--aoi", ",".join(map(str, AOI)),
-            "--speckle-filter", "none", "--backend", "python", "--polarisations", "VV"]
+    args = [
+        "preprocess",
+        str(product),
+        "--dem",
+        str(dem),
+        "--aoi",
+        ",".join(map(str, AOI)),
+        "--speckle-filter",
+        "none",
+        "--backend",
+        "python",
+        "--polarisations",
+        "VV",
+    ]
     assert main([*args, "--out", str(tmp_path / "a.tif")]) == 2
     assert not (tmp_path / "a.tif").exists()
     assert main([*args, "--out", str(tmp_path / "b.tif"), "--max-dem-void", "0.5"]) == 0

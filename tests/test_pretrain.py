@@ -10,13 +10,13 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
+from conftest import BACKBONE, MAE_HP, cfg, losses, make_store
 from sarssl import CHANNELS
 from sarssl.cli import main as cli_main
 from sarssl.downstream.models import load_encoder
 from sarssl.selfsup.batches import PretrainBatches, image_stream
 from sarssl.selfsup.pretrain import train
 
-from conftest import BACKBONE, MAE_HP, cfg, losses, make_store
 
 @pytest.fixture(scope="module")
 def tiny_store(tmp_path_factory):

@@ -26,11 +26,11 @@ import numpy as np
 import pytest
 import rasterio
 
-from sarssl.sar import snap
 from sarssl.catalogue.builtin import build_catalogue
 from sarssl.catalogue.screening import make_filters
 from sarssl.cli import main
 from sarssl.errors import InputError, SarsslError
+from sarssl.sar import snap
 from sarssl.sar.safe import TEMPLATE_NAMES, open_product, template_path
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
@@ -58,16 +58,38 @@ def _filters(**kw):
 def sim(tmp_path_factory) -> dict:
     """Four complete simulated products (zips with measurements and MD5s) and their DEM."""
     root = tmp_path_factory.mktemp("sim")
-    assert main(["simulate", "--template", "S1B_rome", "--area", "valid", "--bbox", BBOX,
-                 "--year", "2021", "--per-season", "1", "--seed", "11",
-                 "--products-dir", str(root / "products"), "--truth-dir", str(root / "truth")]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "--template",
+                "S1B_rome",
+                "--area",
+                "valid",
+                "--bbox",
+                BBOX,
+                "--year",
+                "2021",
+                "--per-season",
+                "1",
+                "--seed",
+                "11",
+                "--products-dir",
+                str(root / "products"),
+                "--truth-dir",
+                str(root / "truth"),
+            ]
+        )
+        == 0
+    )
     zips = sorted((root / "products").glob("*.zip"))
     assert len(zips) == 4
     return {"zips": zips, "dem": root / "truth" / "dem.tif"}
 
 
-def _rebuild_zip(src: Path, dst: Path, safe_name: str | None = None, edit=None,
-                 corrupt: str | None = None) -> Path:
+def _rebuild_zip(
+    src: Path, dst: Path, safe_name: str | None = None, edit=None, corrupt: str | None = None
+) -> Path:
     """Copy the zipped product ``src`` to ``dst``, optionally renaming its SAFE folder,
     editing its manifest text (``edit(text) -> text``) or flipping 64 bytes in the middle of
     the member whose name contains ``corrupt`` before zipping it (so the zip CRC-32 is
@@ -77,7 +99,7 @@ def _rebuild_zip(src: Path, dst: Path, safe_name: str | None = None, edit=None,
         old = zin.namelist()[0].split("/")[0]
         for info in zin.infolist():
             data = zin.read(info)
-            name = (safe_name or old) + info.filename[len(old):]
+            name = (safe_name or old) + info.filename[len(old) :]
             if edit is not None and info.filename.endswith("/manifest.safe"):
                 data = edit(data.decode("utf-8")).encode("utf-8")
             if corrupt is not None and corrupt in info.filename and name.endswith(".tiff"):
@@ -88,15 +110,16 @@ def _rebuild_zip(src: Path, dst: Path, safe_name: str | None = None, edit=None,
 
 def _flipped(data: bytes, n: int = 64) -> bytes:
     mid = len(data) // 2
-    return data[:mid] + bytes(b ^ 0xFF for b in data[mid:mid + n]) + data[mid + n:]
+    return data[:mid] + bytes(b ^ 0xFF for b in data[mid : mid + n]) + data[mid + n :]
 
 
 def _flip_bytes_in_zip(path: Path, member_part: str, n: int = 64) -> str:
     """Flip ``n`` bytes in the middle of a stored zip member, in place (the zip's CRC-32
     and the manifest's MD5 no longer match). Returns the member name."""
     with zipfile.ZipFile(path) as z:
-        info = next(i for i in z.infolist()
-                    if member_part in i.filename and i.filename.endswith(".tiff"))
+        info = next(
+            i for i in z.infolist() if member_part in i.filename and i.filename.endswith(".tiff")
+        )
     assert info.compress_type == zipfile.ZIP_STORED
     with open(path, "r+b") as fh:
         fh.seek(info.header_offset)
@@ -129,7 +152,8 @@ def _slc_manifest(t: str) -> str:
 
 def _ew_manifest(t: str) -> str:
     return t.replace("<s1sarl1:mode>IW<", "<s1sarl1:mode>EW<").replace(
-        "<s1sarl1:swath>IW<", "<s1sarl1:swath>EW<")
+        "<s1sarl1:swath>IW<", "<s1sarl1:swath>EW<"
+    )
 
 
 # (name change, manifest change, words the error must contain)
@@ -170,8 +194,24 @@ def test_slc_and_ew_rejected_by_the_catalogue(case, sim, tmp_path, caplog):
     for word in WRONG_TYPES[case][2]:
         assert word in reason and word in caplog.text
     out, rej = tmp_path / "cat.csv", tmp_path / "rejected.csv"
-    assert main(["catalogue", str(tmp_path / "in"), f"--aoi={WORLD}", "--start", "2015-01-01",
-                 "--end", "2022-12-31", "--out", str(out), "--rejected-out", str(rej)]) == 0
+    assert (
+        main(
+            [
+                "catalogue",
+                str(tmp_path / "in"),
+                f"--aoi={WORLD}",
+                "--start",
+                "2015-01-01",
+                "--end",
+                "2022-12-31",
+                "--out",
+                str(out),
+                "--rejected-out",
+                str(rej),
+            ]
+        )
+        == 0
+    )
     rows = _rejected_csv(rej)
     assert [(r["path"], r["product_id"]) for r in rows] == [(str(bad), bad.stem)]
     assert all(word in rows[0]["reason"] for word in WRONG_TYPES[case][2])
@@ -184,8 +224,23 @@ def test_slc_and_ew_rejected_by_preprocess(case, sim, tmp_path, capsys):
     bad = _wrong_type_zip(sim["zips"][0], case, tmp_path)
     for extra in ([], ["--no-verify-checksums"]):
         out = tmp_path / "scene.tif"
-        rc = main(["preprocess", str(bad), "--dem", str(sim["dem"]), "--aoi", BBOX,
-                   "--speckle-filter", "none", "--backend", "python", "--out", str(out), *extra])
+        rc = main(
+            [
+                "preprocess",
+                str(bad),
+                "--dem",
+                str(sim["dem"]),
+                "--aoi",
+                BBOX,
+                "--speckle-filter",
+                "none",
+                "--backend",
+                "python",
+                "--out",
+                str(out),
+                *extra,
+            ]
+        )
         err = capsys.readouterr().err
         assert rc == 2, (case, extra)
         assert str(bad) in err and all(word in err for word in WRONG_TYPES[case][2]), err
@@ -207,8 +262,7 @@ def test_snap_backend_validates_the_product_before_snap(sim, tmp_path, monkeypat
     slc = _wrong_type_zip(sim["zips"][0], "SLC manifest only", tmp_path / "slc")
     with pytest.raises(InputError, match="product type SLC"):
         snap.preprocess_snap(slc, sim["dem"], tmp_path / "a.tif", aoi=AOI)
-    corrupt = _rebuild_zip(sim["zips"][0], tmp_path / "bad" / sim["zips"][0].name,
-                           corrupt="-vv-")
+    corrupt = _rebuild_zip(sim["zips"][0], tmp_path / "bad" / sim["zips"][0].name, corrupt="-vv-")
     with pytest.raises(InputError, match="checksum"):
         snap.preprocess_snap(corrupt, sim["dem"], tmp_path / "b.tif", aoi=AOI)
     assert calls == []
@@ -230,16 +284,31 @@ def test_flipped_bytes_in_a_measurement_are_caught(where, sim, tmp_path, capsys)
         member = _flip_bytes_in_zip(product, "-vv-")
     elif where == "zip rebuilt":
         product = _rebuild_zip(src, tmp_path / src.name, corrupt="-vv-")
-        member = next(n for n in zipfile.ZipFile(product).namelist() if "-vv-" in n
-                      and n.endswith(".tiff"))
+        member = next(
+            n for n in zipfile.ZipFile(product).namelist() if "-vv-" in n and n.endswith(".tiff")
+        )
     else:
         product = _unzip(src, tmp_path / "unzipped")
         tif = next((product / "measurement").glob("*-vv-*.tiff"))
         tif.write_bytes(_flipped(tif.read_bytes()))
         member = tif.name
     out = tmp_path / "scene.tif"
-    rc = main(["preprocess", str(product), "--dem", str(sim["dem"]), "--aoi", BBOX,
-               "--speckle-filter", "none", "--backend", "python", "--out", str(out)])
+    rc = main(
+        [
+            "preprocess",
+            str(product),
+            "--dem",
+            str(sim["dem"]),
+            "--aoi",
+            BBOX,
+            "--speckle-filter",
+            "none",
+            "--backend",
+            "python",
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2, f"corrupt measurement ({where}) was processed"
     assert "checksum" in err and Path(member).name in err and str(product) in err, err
@@ -262,14 +331,23 @@ def test_no_verify_checksums_skips_only_the_md5(sim, tmp_path, monkeypatch):
 
     monkeypatch.setattr(safe.hashlib, "md5", spy)
     product = sim["zips"][3]
-    common = ["--dem", str(sim["dem"]), "--aoi", BBOX, "--speckle-filter", "none",
-              "--backend", "python"]
+    common = [
+        "--dem",
+        str(sim["dem"]),
+        "--aoi",
+        BBOX,
+        "--speckle-filter",
+        "none",
+        "--backend",
+        "python",
+    ]
     a, b = tmp_path / "verified.tif", tmp_path / "fast.tif"
     assert main(["preprocess", str(product), *common, "--out", str(a)]) == 0
     assert len(hashed) == 2  # VV and VH measurements
     hashed.clear()
-    assert main(["preprocess", str(product), *common, "--out", str(b),
-                 "--no-verify-checksums"]) == 0
+    assert (
+        main(["preprocess", str(product), *common, "--out", str(b), "--no-verify-checksums"]) == 0
+    )
     assert hashed == []
     with rasterio.open(a) as da, rasterio.open(b) as db:
         np.testing.assert_array_equal(da.read(), db.read())
@@ -283,8 +361,11 @@ def test_no_verify_checksums_skips_only_the_md5(sim, tmp_path, monkeypatch):
     manifest = prod.read_member("manifest.safe").decode()
     rel = prod.files[("measurement", "VV")]
     size = len(prod.read_member(rel))
-    truncated = _rebuild_zip(product, tmp_path / "short" / product.name,
-                             edit=lambda t: t.replace(f'size="{size}"', f'size="{size + 1}"'))
+    truncated = _rebuild_zip(
+        product,
+        tmp_path / "short" / product.name,
+        edit=lambda t: t.replace(f'size="{size}"', f'size="{size + 1}"'),
+    )
     assert f'size="{size}"' in manifest
     with pytest.raises(InputError, match="bytes, the manifest says"):
         safe.check_measurements(open_product(truncated), ["VV"], verify_checksums=False)
@@ -302,8 +383,9 @@ def test_renamed_products_are_rejected(sim, tmp_path, capsys):
     a, b = sim["zips"][0], sim["zips"][1]
     (tmp_path / "in").mkdir()
     renamed_zip = Path(shutil.copy(a, tmp_path / "in" / b.name))
-    other = ROME.replace("20211223T051122_20211223T051147_030148",
-                         "20211229T051122_20211229T051147_030235")
+    other = ROME.replace(
+        "20211223T051122_20211223T051147_030148", "20211229T051122_20211229T051147_030235"
+    )
     renamed_safe = _copy_safe(SHARED / f"{ROME}.SAFE", tmp_path / "in" / f"{other}.SAFE")
     table, excluded = build_catalogue([tmp_path / "in"], _filters())
     assert table.empty, list(table.product_id)
@@ -311,15 +393,42 @@ def test_renamed_products_are_rejected(sim, tmp_path, capsys):
     assert "disagrees" in reasons[str(renamed_zip)] and a.stem in reasons[str(renamed_zip)]
     assert "start time" in reasons[str(renamed_safe)] and "orbit" in reasons[str(renamed_safe)]
     rej = tmp_path / "rejected.csv"
-    rc = main(["catalogue", str(tmp_path / "in"), f"--aoi={WORLD}", "--start", "2015-01-01",
-               "--end", "2022-12-31", "--out", str(tmp_path / "cat.csv"),
-               "--rejected-out", str(rej)])
+    rc = main(
+        [
+            "catalogue",
+            str(tmp_path / "in"),
+            f"--aoi={WORLD}",
+            "--start",
+            "2015-01-01",
+            "--end",
+            "2022-12-31",
+            "--out",
+            str(tmp_path / "cat.csv"),
+            "--rejected-out",
+            str(rej),
+        ]
+    )
     assert rc == 2 and "no product kept" in capsys.readouterr().err
     assert sorted(r["path"] for r in _rejected_csv(rej)) == sorted(
-        [str(renamed_zip), str(renamed_safe)])
+        [str(renamed_zip), str(renamed_safe)]
+    )
     out = tmp_path / "scene.tif"
-    rc = main(["preprocess", str(renamed_zip), "--dem", str(sim["dem"]), "--aoi", BBOX,
-               "--speckle-filter", "none", "--backend", "python", "--out", str(out)])
+    rc = main(
+        [
+            "preprocess",
+            str(renamed_zip),
+            "--dem",
+            str(sim["dem"]),
+            "--aoi",
+            BBOX,
+            "--speckle-filter",
+            "none",
+            "--backend",
+            "python",
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and str(renamed_zip) in err and "disagrees" in err, err
     assert not out.exists()
@@ -333,8 +442,10 @@ def test_renamed_products_are_rejected(sim, tmp_path, capsys):
 def _reprocessed(t: str) -> str:
     """The Chimoio manifest as if the acquisition had been reprocessed in 2023 by a newer
     IPF (the slice start moves by a few milliseconds, as between processor versions)."""
-    t = t.replace('start="2021-01-22T17:21:57.444404" stop="2021-01-22T17:31:27.000000"',
-                  'start="2023-06-10T08:00:00.000000" stop="2023-06-10T08:09:30.000000"')
+    t = t.replace(
+        'start="2021-01-22T17:21:57.444404" stop="2021-01-22T17:31:27.000000"',
+        'start="2023-06-10T08:00:00.000000" stop="2023-06-10T08:09:30.000000"',
+    )
     assert "2023-06-10T08:09:30" in t
     t = t.replace('version="003.31"', 'version="003.61"')
     return t.replace("2021-01-19T03:16:53.799379", "2021-01-19T03:16:53.812345")
@@ -368,16 +479,34 @@ def test_four_copies_of_one_acquisition_keep_one(four_copies, tmp_path, caplog):
             table, excluded = build_catalogue(order, _filters())
         assert list(table.path) == [str(c["reprocessed"])]
         assert sorted(excluded) == sorted(
-            (str(p), f"duplicate of {c['reprocessed']}") for p in given if p != c["reprocessed"])
+            (str(p), f"duplicate of {c['reprocessed']}") for p in given if p != c["reprocessed"]
+        )
         assert caplog.text.count("duplicate product") >= 3
     rej = tmp_path / "out" / "rejected.csv"
     out = tmp_path / "out" / "cat.csv"
-    assert main(["catalogue", *map(str, given), f"--aoi={WORLD}", "--start", "2021-01-01",
-                 "--end", "2021-12-31", "--out", str(out), "--rejected-out", str(rej)]) == 0
+    assert (
+        main(
+            [
+                "catalogue",
+                *map(str, given),
+                f"--aoi={WORLD}",
+                "--start",
+                "2021-01-01",
+                "--end",
+                "2021-12-31",
+                "--out",
+                str(out),
+                "--rejected-out",
+                str(rej),
+            ]
+        )
+        == 0
+    )
     rows = _rejected_csv(rej)
     assert list(rows[0]) == ["path", "product_id", "reason"]
     assert {r["path"]: r["reason"] for r in rows} == {
-        str(p): f"duplicate of {c['reprocessed']}" for p in given if p != c["reprocessed"]}
+        str(p): f"duplicate of {c['reprocessed']}" for p in given if p != c["reprocessed"]
+    }
     assert {r["product_id"] for r in rows} == {CHIMOIO, CHIMOIO[:-4] + "0BAD"}
     assert sorted(p.name for p in out.parent.iterdir()) == ["cat.csv", "rejected.csv"]
     # identical copies (same manifest: same processing time and IPF): the first given wins,
@@ -390,15 +519,31 @@ def test_four_copies_of_one_acquisition_keep_one(four_copies, tmp_path, caplog):
 
 def test_rejected_out_is_written_even_when_empty(tmp_path):
     out, rej = tmp_path / "cat.csv", tmp_path / "rej" / "rejected.csv"
-    assert main(["catalogue", str(SHARED / f"{ROME}.SAFE"), f"--aoi={WORLD}",
-                 "--start", "2021-01-01", "--end", "2021-12-31", "--out", str(out),
-                 "--rejected-out", str(rej)]) == 0
+    assert (
+        main(
+            [
+                "catalogue",
+                str(SHARED / f"{ROME}.SAFE"),
+                f"--aoi={WORLD}",
+                "--start",
+                "2021-01-01",
+                "--end",
+                "2021-12-31",
+                "--out",
+                str(out),
+                "--rejected-out",
+                str(rej),
+            ]
+        )
+        == 0
+    )
     assert rej.read_text().splitlines() == ["path,product_id,reason"]
     assert [p.name for p in rej.parent.iterdir()] == ["rejected.csv"]  # no temporary left
 
 
-def test_pyrosar_backend_ingests_only_valid_unique_products(four_copies, sim, tmp_path,
-                                                          monkeypatch):
+def test_pyrosar_backend_ingests_only_valid_unique_products(
+    four_copies, sim, tmp_path, monkeypatch
+):
     """--backend pyrosar applies the same validation and the same one-per-acquisition rule
     before anything reaches the scene database (the pyroSAR worker is faked here)."""
     from sarssl.catalogue import archive
@@ -407,9 +552,14 @@ def test_pyrosar_backend_ingests_only_valid_unique_products(four_copies, sim, tm
 
     def fake_run(db, products, queries):
         seen["products"] = list(products)
-        report = archive.IngestReport(inserted=list(products), duplicates=[],
-                                      registered_before=[], failed=[], dropped_missing=[],
-                                      size=(len(products), 0))
+        report = archive.IngestReport(
+            inserted=list(products),
+            duplicates=[],
+            registered_before=[],
+            failed=[],
+            dropped_missing=[],
+            size=(len(products), 0),
+        )
         return report, [list(products) for _ in queries]
 
     monkeypatch.setattr(archive, "_run", fake_run)
@@ -417,29 +567,42 @@ def test_pyrosar_backend_ingests_only_valid_unique_products(four_copies, sim, tm
     slc = _wrong_type_zip(sim["zips"][0], "SLC manifest only", tmp_path / "slc")
     given = [c["zip"], c["safe"], c["reprocessed"], c["renamed"], slc]
     rejected: list = []
-    table, excluded = archive.build_catalogue_pyrosar(given, _filters(), tmp_path / "s.db",
-                                                      rejected=rejected)
+    table, excluded = archive.build_catalogue_pyrosar(
+        given, _filters(), tmp_path / "s.db", rejected=rejected
+    )
     assert seen["products"] == [str(c["reprocessed"].resolve())]
     assert list(table.path) == [str(c["reprocessed"])]
     reasons = dict(excluded)
     assert "product type SLC" in reasons[str(slc)]
     assert {p for p, r in excluded if r == f"duplicate of {c['reprocessed']}"} == {
-        str(c["zip"]), str(c["safe"]), str(c["renamed"])}
-    assert sorted(r.path for r in rejected) == sorted(str(p) for p in given
-                                                      if p != c["reprocessed"])
+        str(c["zip"]),
+        str(c["safe"]),
+        str(c["renamed"]),
+    }
+    assert sorted(r.path for r in rejected) == sorted(
+        str(p) for p in given if p != c["reprocessed"]
+    )
     # the database answers with an older processing it holds from an earlier ingest: it
     # stands for the product kept for that acquisition
-    monkeypatch.setattr(archive, "_run", lambda db, products, queries: (
-        fake_run(db, products, queries)[0], [[str(c["zip"].resolve())] for _ in queries]))
+    monkeypatch.setattr(
+        archive,
+        "_run",
+        lambda db, products, queries: (
+            fake_run(db, products, queries)[0],
+            [[str(c["zip"].resolve())] for _ in queries],
+        ),
+    )
     table, _ = archive.build_catalogue_pyrosar(given, _filters(), tmp_path / "s.db")
     assert list(table.path) == [str(c["reprocessed"])]
     # no products given (the whole database): what it selects is screened the same way
     held = [str(Path(p).resolve()) for p in given]
-    monkeypatch.setattr(archive, "_run", lambda db, products, queries: (
-        None, [list(held) for _ in queries]))
+    monkeypatch.setattr(
+        archive, "_run", lambda db, products, queries: (None, [list(held) for _ in queries])
+    )
     rejected = []
-    table, excluded = archive.build_catalogue_pyrosar([], _filters(), tmp_path / "s.db",
-                                                      rejected=rejected)
+    table, excluded = archive.build_catalogue_pyrosar(
+        [], _filters(), tmp_path / "s.db", rejected=rejected
+    )
     assert list(table.path) == [str(c["reprocessed"].resolve())]
     # (the zip and the SAFE folder of one name are one scene to the database)
     assert len(rejected) == 3 and "product type SLC" in dict(excluded)[str(slc.resolve())]

@@ -31,7 +31,9 @@ SLURM = ROOT / "workflow" / "profiles" / "slurm"
 
 
 def _load_dag_module():
-    spec = importlib.util.spec_from_file_location("sarssl_bench_dag", ROOT / "benchmarks" / "dag.py")
+    spec = importlib.util.spec_from_file_location(
+        "sarssl_bench_dag", ROOT / "benchmarks" / "dag.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
@@ -66,7 +68,14 @@ def dry_run(workdir: Path, config: Path, *args: str) -> dict[str, list[dict[str,
     # method that needs nothing for these rules (the rest of the profile still applies)
     # (--cores 16: a dry-run caps each job's threads at the cores it may use)
     res = run_snakemake(
-        workdir, config, "--dry-run", "--cores", "16", "--sdm", "env-modules", *args,
+        workdir,
+        config,
+        "--dry-run",
+        "--cores",
+        "16",
+        "--sdm",
+        "env-modules",
+        *args,
         timeout=300,
     )
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]

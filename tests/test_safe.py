@@ -55,16 +55,26 @@ def small_safe(tmp_path_factory) -> Path:
     shutil.copytree(template_path("S1A_chimoio"), safe)
     for ann in (safe / "annotation").glob("s1a-*.xml"):
         text = ann.read_text()
-        text = text.replace("<numberOfSamples>25931</numberOfSamples>",
-                            f"<numberOfSamples>{SAMPLES}</numberOfSamples>")
-        text = text.replace("<numberOfLines>16854</numberOfLines>",
-                            f"<numberOfLines>{LINES}</numberOfLines>")
+        text = text.replace(
+            "<numberOfSamples>25931</numberOfSamples>",
+            f"<numberOfSamples>{SAMPLES}</numberOfSamples>",
+        )
+        text = text.replace(
+            "<numberOfLines>16854</numberOfLines>", f"<numberOfLines>{LINES}</numberOfLines>"
+        )
         ann.write_text(text)
     (safe / "measurement").mkdir()
     for pol, num in (("vv", "001"), ("vh", "002")):
         name = f"s1a-iw-grd-{pol}-20210119t031653-20210119t031718-036201-043ed0-{num}.tiff"
-        with rasterio.open(safe / "measurement" / name, "w", driver="GTiff", width=SAMPLES,
-                           height=LINES, count=1, dtype="uint16") as ds:
+        with rasterio.open(
+            safe / "measurement" / name,
+            "w",
+            driver="GTiff",
+            width=SAMPLES,
+            height=LINES,
+            count=1,
+            dtype="uint16",
+        ) as ds:
             ds.write(_dn(pol.upper()), 1)
     return safe
 
@@ -122,20 +132,29 @@ def test_parse_product_name():
     f = parse_product_name(CHIMOIO_ID + ".zip")
     assert f["mission"] == "S1A" and f["mode"] == "IW" and f["res"] == "H"
     assert f["polarisations"] == ["VV", "VH"] and f["orbit"] == 36201
-    assert parse_product_name("S1C_EW_GRDM_1SDH_20250101T000000_20250101T000100_001234_00ABCD_1A2B")[
-        "polarisations"
-    ] == ["HH", "HV"]
-    assert parse_product_name("S1A_IW_GRDH_1SSV_20210101T000000_20210101T000100_001234_00ABCD_1A2B")[
-        "polarisations"
-    ] == ["VV"]
+    assert parse_product_name(
+        "S1C_EW_GRDM_1SDH_20250101T000000_20250101T000100_001234_00ABCD_1A2B"
+    )["polarisations"] == ["HH", "HV"]
+    assert parse_product_name(
+        "S1A_IW_GRDH_1SSV_20210101T000000_20210101T000100_001234_00ABCD_1A2B"
+    )["polarisations"] == ["VV"]
     assert parse_product_name("not_a_product.zip") is None
 
 
 def test_zip_read_in_place_matches_folder(tmp_path, small_safe):
     z = _zip_safe(small_safe, tmp_path / f"{CHIMOIO_ID}.zip")
     pz, pf = open_product(z), open_product(small_safe)
-    for attr in ("id", "mission", "polarisations", "start_time", "stop_time", "relative_orbit",
-                 "absolute_orbit", "ipf_version", "pass_direction"):
+    for attr in (
+        "id",
+        "mission",
+        "polarisations",
+        "start_time",
+        "stop_time",
+        "relative_orbit",
+        "absolute_orbit",
+        "ipf_version",
+        "pass_direction",
+    ):
         assert getattr(pz, attr) == getattr(pf, attr), attr
     assert pz.footprint.equals(pf.footprint)
     assert pz.measurement_path("VH").startswith("/vsizip/")
@@ -199,8 +218,11 @@ def test_dimension_mismatch(tmp_path, small_safe):
     safe = tmp_path / small_safe.name
     shutil.copytree(small_safe, safe)
     ann = next((safe / "annotation").glob("s1a-iw-grd-vv-*.xml"))
-    ann.write_text(ann.read_text().replace(f"<numberOfLines>{LINES}</numberOfLines>",
-                                           "<numberOfLines>99</numberOfLines>"))
+    ann.write_text(
+        ann.read_text().replace(
+            f"<numberOfLines>{LINES}</numberOfLines>", "<numberOfLines>99</numberOfLines>"
+        )
+    )
     p = open_product(safe)
     with pytest.raises(InputError, match=r"measurement VV is 37x53.*annotation says 99x53"):
         p.read_measurement("VV")

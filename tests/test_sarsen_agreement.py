@@ -55,8 +55,10 @@ def _shift(a: np.ndarray, b: np.ndarray, r: int = 3) -> tuple[float, float]:
         d = m1 - 2 * m0 + p1
         return 0.0 if d == 0 else 0.5 * (m1 - p1) / d
 
-    return (i - r + peak(scores[i - 1, j], scores[i, j], scores[i + 1, j]),
-            j - r + peak(scores[i, j - 1], scores[i, j], scores[i, j + 1]))
+    return (
+        i - r + peak(scores[i - 1, j], scores[i, j], scores[i + 1, j]),
+        j - r + peak(scores[i, j - 1], scores[i, j], scores[i, j + 1]),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +77,17 @@ def scene(tmp_path_factory):
     dc, dr = int(round(inv.a * ct.c + inv.c)), int(round(inv.e * ct.f + inv.f))
     hgt = dem.height[dr : dr + CROP, dc : dc + CROP].astype(np.float32)
     dem_path = tmp / "dem_ellipsoid.tif"
-    with rasterio.open(dem_path, "w", driver="GTiff", width=CROP, height=CROP, count=1, dtype="float32",
-                       crs=CRS.from_epsg(4979).to_wkt(), transform=ct) as dst:
+    with rasterio.open(
+        dem_path,
+        "w",
+        driver="GTiff",
+        width=CROP,
+        height=CROP,
+        count=1,
+        dtype="float32",
+        crs=CRS.from_epsg(4979).to_wkt(),
+        transform=ct,
+    ) as dst:
         dst.write(hgt, 1)
     # the grid of the DEM's pixel centres (sarsen's output grid)
     grid = Grid(crs=CRS.from_epsg(4326), transform=ct, width=CROP, height=CROP)
@@ -95,17 +106,33 @@ def scene(tmp_path_factory):
     meas = safe / "measurement" / ann.name.replace(".xml", ".tiff")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        with rasterio.open(meas, "w", driver="GTiff", width=nsamples, height=nlines, count=1, dtype="uint16",
-                           tiled=True, blockxsize=512, blockysize=512, compress="deflate",
-                           SPARSE_OK="TRUE") as dst:
+        with rasterio.open(
+            meas,
+            "w",
+            driver="GTiff",
+            width=nsamples,
+            height=nlines,
+            count=1,
+            dtype="uint16",
+            tiled=True,
+            blockxsize=512,
+            blockysize=512,
+            compress="deflate",
+            SPARSE_OK="TRUE",
+        ) as dst:
             dst.write(dn, 1, window=Window(p0, l0, npx, nl))
     prod = open_product(safe)  # re-open: the file list is read at opening
-    ours = lut.sample(calibrate_window(prod, "VV", (p0, l0, npx, nl), target="beta0", remove_noise=False,
-                                       floor_db=None), (l0, p0))
+    ours = lut.sample(
+        calibrate_window(
+            prod, "VV", (p0, l0, npx, nl), target="beta0", remove_noise=False, floor_db=None
+        ),
+        (l0, p0),
+    )
     out = tmp / "sarsen.tif"
     product = sarsen.Sentinel1SarProduct(str(safe), measurement_group="IW/VV")
-    sarsen.terrain_correction(product, dem_urlpath=str(dem_path), output_urlpath=str(out),
-                              interp_method="linear")
+    sarsen.terrain_correction(
+        product, dem_urlpath=str(dem_path), output_urlpath=str(out), interp_method="linear"
+    )
     with rasterio.open(out) as ds:
         theirs = ds.read(1).astype(np.float64)
         st = ds.transform

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
+from conftest import make_store
 from sarssl.cli import main as cli_main
 from sarssl.errors import SarsslError
 from sarssl.selfsup.dino import (
@@ -32,7 +33,6 @@ from sarssl.selfsup.mae import MAEConfig, MaskedAutoencoder
 from sarssl.selfsup.method import BackboneConfig
 from sarssl.selfsup.pretrain import resolve_hparams
 from sarssl.selfsup.registry import METHODS
-from conftest import make_store
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"

@@ -19,10 +19,10 @@ import pytest
 import torch
 
 import sarssl.selfsup
+from conftest import BACKBONE, cfg, losses, make_store
 from sarssl.cli import main as cli_main
 from sarssl.selfsup import pretrain
 from sarssl.selfsup.registry import METHODS
-from conftest import BACKBONE, cfg, losses, make_store
 
 
 def example_namespace() -> dict:

@@ -18,13 +18,13 @@ import pytest
 import rasterio
 from affine import Affine
 
-from sarssl.vocabulary import season_windows
+from sarssl.cli import main
 from sarssl.demo import backscatter as bs
+from sarssl.demo import simulate as sim
+from sarssl.errors import SarsslError
 from sarssl.sar import calibration as C
 from sarssl.sar import safe
-from sarssl.demo import simulate as sim
-from sarssl.cli import main
-from sarssl.errors import SarsslError
+from sarssl.vocabulary import season_windows
 
 BBOX = "12.49,41.99,12.51,42.005"  # ~1.7 x 1.7 km inside the Rome template and DEM
 TEMPLATE_START = dt.datetime(2021, 12, 23, 5, 11, 22, 594441)
@@ -34,20 +34,47 @@ TEMPLATE_ORBIT = 30148
 def _flat_dem(path: Path, height: float = 50.0) -> Path:
     """A flat DEM (ellipsoidal heights, EPSG:4979) around the Rome test area."""
     tr = Affine(0.001, 0, 12.44, 0, -0.001, 42.06)
-    with rasterio.open(path, "w", driver="GTiff", width=120, height=120, count=1, dtype="float32",
-                       crs="EPSG:4979", transform=tr) as ds:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=120,
+        height=120,
+        count=1,
+        dtype="float32",
+        crs="EPSG:4979",
+        transform=tr,
+    ) as ds:
         ds.write(np.full((1, 120, 120), height, np.float32))
     return path
 
 
 def _run(tmp: Path, *extra: str, bbox: str = BBOX, per_season: int = 1) -> tuple[Path, Path]:
     prod, truth = tmp / "products", tmp / "truth"
-    rc = main(["simulate", "--template", "S1B_rome", "--area", "rome", "--bbox", bbox,
-               "--year", "2021", "--per-season", str(per_season), "--seed", "7",
-               "--products-dir", str(prod), "--truth-dir", str(truth), *extra])
+    rc = main(
+        [
+            "simulate",
+            "--template",
+            "S1B_rome",
+            "--area",
+            "rome",
+            "--bbox",
+            bbox,
+            "--year",
+            "2021",
+            "--per-season",
+            str(per_season),
+            "--seed",
+            "7",
+            "--products-dir",
+            str(prod),
+            "--truth-dir",
+            str(truth),
+            *extra,
+        ]
+    )
     assert rc == 0
     return prod, truth
-
 
 
 def _decode(p: safe.Product, pol: str, row0: int, col0: int, h: int, w: int):
@@ -91,17 +118,27 @@ def test_products_are_redated_consistently(uniform):
         assert p.absolute_orbit == TEMPLATE_ORBIT + 175 * k
         assert p.relative_orbit == 22  # same track
         name = safe.parse_product_name(p.id)
-        assert name["start"] == (TEMPLATE_START + dt.timedelta(days=12 * k)).strftime("%Y%m%dT%H%M%S")
+        assert name["start"] == (TEMPLATE_START + dt.timedelta(days=12 * k)).strftime(
+            "%Y%m%dT%H%M%S"
+        )
         assert name["orbit"] == p.absolute_orbit
         for pol in ("VV", "VH"):
             ann = p.annotation(pol)
             root = ann.root
             assert root.findtext("adsHeader/polarisation") == pol
-            first = np.datetime64(root.findtext("imageAnnotation/imageInformation/productFirstLineUtcTime"), "ns")
+            first = np.datetime64(
+                root.findtext("imageAnnotation/imageInformation/productFirstLineUtcTime"), "ns"
+            )
             assert first == p.start_time
             assert int(root.findtext("adsHeader/absoluteOrbitNumber")) == p.absolute_orbit
-            orbit_times = [np.datetime64(o.findtext("time"), "ns") for o in root.iterfind("generalAnnotation/orbitList/orbit")]
-            gcp_times = [np.datetime64(g.findtext("azimuthTime"), "ns") for g in root.iterfind(".//geolocationGridPoint")]
+            orbit_times = [
+                np.datetime64(o.findtext("time"), "ns")
+                for o in root.iterfind("generalAnnotation/orbitList/orbit")
+            ]
+            gcp_times = [
+                np.datetime64(g.findtext("azimuthTime"), "ns")
+                for g in root.iterfind(".//geolocationGridPoint")
+            ]
             assert min(orbit_times) < first < max(orbit_times)
             assert abs(np.median(np.array(gcp_times) - first)) < np.timedelta64(30, "s")
             # file names carry the new times, orbit and data take
@@ -153,7 +190,7 @@ def test_measurement_full_size_sparse_and_uniform_decodes(uniform):
         # the only errors: DN rounding to integers (a uniform scene rounds the same way
         # everywhere, ~0.08 dB at DN ~ 50) and the <1% ripple of the ground-sample splat
         assert np.all(np.abs(s_db + 22.0) < 0.1)
-        dn_true = np.sqrt(a[inside] ** 2 * 10 ** -2.2 + eta[inside])
+        dn_true = np.sqrt(a[inside] ** 2 * 10**-2.2 + eta[inside])
         assert np.all(np.abs(dn[inside] - dn_true) < 0.5 + 0.01 * dn_true)
     # the zip stays small although the image is 16705 x 26102
     assert Path(p.path).stat().st_size < 3e6
@@ -161,15 +198,24 @@ def test_measurement_full_size_sparse_and_uniform_decodes(uniform):
 
 def test_speckle_has_the_requested_enl(tmp_path):
     dem = _flat_dem(tmp_path / "flat.tif")
-    prod, truth = _run(tmp_path, "--uniform-sigma0-db", "-8", "--speckle", "--enl", "4.4",
-                       "--dem", str(dem), bbox="12.495,41.995,12.505,42.0")
+    prod, truth = _run(
+        tmp_path,
+        "--uniform-sigma0-db",
+        "-8",
+        "--speckle",
+        "--enl",
+        "4.4",
+        "--dem",
+        str(dem),
+        bbox="12.495,41.995,12.505,42.0",
+    )
     import json
 
     win = json.loads((truth / "run.json").read_text())["radar_window"]
     p = safe.open_product(sorted(prod.glob("*.zip"))[0])
     dn, a, eta = _decode(p, "VV", win["row0"], win["col0"], win["height"], win["width"])
     inside = dn > 0
-    ratio = dn[inside].astype(np.float64) ** 2 / (a[inside] ** 2 * 10 ** -0.8 + eta[inside])
+    ratio = dn[inside].astype(np.float64) ** 2 / (a[inside] ** 2 * 10**-0.8 + eta[inside])
     assert abs(ratio.mean() - 1.0) < 0.02
     enl = ratio.mean() ** 2 / ratio.var()
     assert 4.1 < enl < 4.7, enl
@@ -223,13 +269,21 @@ def test_local_incidence_brightens_slopes_facing_the_sensor():
 
 
 def test_redater_and_cycles():
-    tpl = sim.Ids("S1A", dt.datetime(2021, 1, 19, 3, 16, 53), dt.datetime(2021, 1, 19, 3, 17, 18),
-                  36201, 0x043ED0, "8255")
+    tpl = sim.Ids(
+        "S1A",
+        dt.datetime(2021, 1, 19, 3, 16, 53),
+        dt.datetime(2021, 1, 19, 3, 17, 18),
+        36201,
+        0x043ED0,
+        "8255",
+    )
     new = sim.product_ids(tpl, 3, 1, "x")
     red = sim.Redater(tpl, new, 3)
-    src = ("<a>2021-01-19T03:16:53.799379</a><b>20171017T080000</b><absoluteOrbitNumber>36201"
-           "</absoluteOrbitNumber> s1a-iw-grd-vv-20210119t031653-20210119t031718-036201-043ed0-001 "
-           f"{tpl.name} <safe:cycleNumber>214</safe:cycleNumber>")
+    src = (
+        "<a>2021-01-19T03:16:53.799379</a><b>20171017T080000</b><absoluteOrbitNumber>36201"
+        "</absoluteOrbitNumber> s1a-iw-grd-vv-20210119t031653-20210119t031718-036201-043ed0-001 "
+        f"{tpl.name} <safe:cycleNumber>214</safe:cycleNumber>"
+    )
     out = red.text(src)
     assert "2021-02-24T03:16:53.799379" in out  # +36 days, same time of day
     assert "20171017T080000" in out  # auxiliary validity dates untouched
@@ -244,9 +298,27 @@ def test_redater_and_cycles():
 
 
 def test_area_outside_template_is_a_clear_error(tmp_path, capsys):
-    rc = main(["simulate", "--template", "S1B_rome", "--area", "x", "--bbox", "20.0,41.99,20.01,42.0",
-               "--year", "2021", "--per-season", "1", "--seed", "1",
-               "--products-dir", str(tmp_path / "p"), "--truth-dir", str(tmp_path / "t")])
+    rc = main(
+        [
+            "simulate",
+            "--template",
+            "S1B_rome",
+            "--area",
+            "x",
+            "--bbox",
+            "20.0,41.99,20.01,42.0",
+            "--year",
+            "2021",
+            "--per-season",
+            "1",
+            "--seed",
+            "1",
+            "--products-dir",
+            str(tmp_path / "p"),
+            "--truth-dir",
+            str(tmp_path / "t"),
+        ]
+    )
     assert rc == 2
     assert "not inside the template" in capsys.readouterr().err
     assert not list((tmp_path / "p").glob("*.zip")) if (tmp_path / "p").exists() else True

@@ -1,4 +1,5 @@
-"""Tests for sarssl.downstream.tables: validation, collection, summaries, label efficiency, rendering."""
+"""Tests for sarssl.downstream.tables: validation, collection, summaries, label efficiency,
+rendering."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sarssl.downstream import tables
 from sarssl.cli import main
+from sarssl.downstream import tables
 from sarssl.errors import InputError
 
 FRACTIONS = (0.01, 0.1, 1.0)
@@ -300,7 +301,9 @@ def test_unet_baseline_has_no_empty_linear_probe_row():
     """The U-Net is only fine-tuned: its row appears once per table, with no empty
     'linear probe' row (Markdown and LaTeX)."""
     rows = make_rows()
-    unet = [dict(r, init="unet") for r in rows if r["init"] == "scratch" and r["protocol"] == "finetune"]
+    unet = [
+        dict(r, init="unet") for r in rows if r["init"] == "scratch" and r["protocol"] == "finetune"
+    ]
     s = tables.summarise(tables.validate_rows(pd.DataFrame(rows + unet).astype(object), "mem"))
     md = tables.render_markdown(s)
     assert md.count("| U-Net | fine-tune |") == 4

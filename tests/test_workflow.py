@@ -25,8 +25,14 @@ def test_whole_workflow_on_tiny_config(tmp_path):
     start = time.monotonic()
     # one thread per training job: the tiny runs are overhead-bound, two run side by side
     res = run_snakemake(
-        tmp_path, TEST_CONFIG, "--cores", "2",
-        "--set-threads", "pretrain=1", "finetune=1", timeout=900,
+        tmp_path,
+        TEST_CONFIG,
+        "--cores",
+        "2",
+        "--set-threads",
+        "pretrain=1",
+        "finetune=1",
+        timeout=900,
     )
     wall = time.monotonic() - start
     assert res.returncode == 0, (res.stdout + res.stderr)[-6000:]
@@ -37,8 +43,12 @@ def test_whole_workflow_on_tiny_config(tmp_path):
     runs = metrics[["task", "init", "protocol", "fraction", "seed", "finetune_area"]]
     runs = runs.drop_duplicates()
     n_runs = (
-        len(ft["tasks"]) * len(ft["inits"]) * len(ft["protocols"])
-        * len(ft["fractions"]) * len(ft["seeds"]) * len(ft["areas"])
+        len(ft["tasks"])
+        * len(ft["inits"])
+        * len(ft["protocols"])
+        * len(ft["fractions"])
+        * len(ft["seeds"])
+        * len(ft["areas"])
     )
     assert len(runs) == n_runs
     assert set(metrics["task"]) == set(ft["tasks"])
@@ -64,9 +74,16 @@ def test_whole_workflow_on_tiny_config(tmp_path):
     areas = [a for a in cfg["areas"]]
     figures = ["data_statistics", "learning_curves", "embeddings", "label_efficiency"]
     for area in areas:
-        figures += [f"{area}/{n}" for n in (
-            "preprocessing_qa", "composites", "backscatter_distributions",
-            "mae_reconstructions", "attention")]
+        figures += [
+            f"{area}/{n}"
+            for n in (
+                "preprocessing_qa",
+                "composites",
+                "backscatter_distributions",
+                "mae_reconstructions",
+                "attention",
+            )
+        ]
     figures += [f"{area}/qualitative" for area in ft["areas"]]
     for name in figures:
         png = tmp_path / f"results/figures/{name}.png"
@@ -76,9 +93,7 @@ def test_whole_workflow_on_tiny_config(tmp_path):
     assert "\\toprule" in (tmp_path / "results/tables/results.tex").read_text()
     eff = pd.read_csv(tmp_path / "results/tables/label_efficiency.csv")
     assert set(eff["init"]) == {"mae", "dino"}
-    rep = run_snakemake(
-        tmp_path, TEST_CONFIG, "--report", "results/report.html", timeout=300
-    )
+    rep = run_snakemake(tmp_path, TEST_CONFIG, "--report", "results/report.html", timeout=300)
     assert rep.returncode == 0, (rep.stdout + rep.stderr)[-4000:]
     html = (tmp_path / "results/report.html").read_text(errors="replace")
     for name in ("preprocessing_qa.png", "attention.png", "label_efficiency.png"):
@@ -114,18 +129,36 @@ def test_whole_workflow_on_tiny_config(tmp_path):
 
     # --- a new label fraction and seed re-run the subsets and fine-tuning only: never the
     # chips, the statistics or the (GPU-hours) pretraining; old subsets stay as they were
-    old_fractions = json.loads((tmp_path / "results/chips" / ft["areas"][0] / "fractions.json").read_text())
+    old_fractions = json.loads(
+        (tmp_path / "results/chips" / ft["areas"][0] / "fractions.json").read_text()
+    )
     more = dict(cfg, finetune=dict(ft, fractions=[0.25, *ft["fractions"]], seeds=[*ft["seeds"], 7]))
     more_cfg = tmp_path / "more.yaml"
     more_cfg.write_text(yaml.safe_dump(more, sort_keys=False))
     plan = run_snakemake(tmp_path, more_cfg, "--cores", "1", "--dry-run", "--quiet", "rules")
     assert plan.returncode == 0, plan.stderr
-    rules = {line.split()[0] for line in plan.stdout.splitlines() if line.strip() and line.split()[-1].isdigit()}
+    rules = {
+        line.split()[0]
+        for line in plan.stdout.splitlines()
+        if line.strip() and line.split()[-1].isdigit()
+    }
     assert {"fractions", "finetune", "tables"} <= rules
-    assert not rules & {"simulate", "catalogue", "preprocess", "composite", "chips", "stats", "pretrain"}, rules
-    res = run_snakemake(tmp_path, more_cfg, "--cores", "1", f"results/chips/{ft['areas'][0]}/fractions.json")
+    assert not rules & {
+        "simulate",
+        "catalogue",
+        "preprocess",
+        "composite",
+        "chips",
+        "stats",
+        "pretrain",
+    }, rules
+    res = run_snakemake(
+        tmp_path, more_cfg, "--cores", "1", f"results/chips/{ft['areas'][0]}/fractions.json"
+    )
     assert res.returncode == 0, res.stderr[-3000:]
-    new_fractions = json.loads((tmp_path / "results/chips" / ft["areas"][0] / "fractions.json").read_text())
+    new_fractions = json.loads(
+        (tmp_path / "results/chips" / ft["areas"][0] / "fractions.json").read_text()
+    )
     assert "0.25" in new_fractions["fractions"]
     for f, ids in old_fractions["fractions"].items():
         assert new_fractions["fractions"][f] == ids

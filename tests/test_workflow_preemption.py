@@ -41,8 +41,10 @@ def _pretrain_pids(work: Path) -> list[int]:
         except OSError:
             continue
         words = [a.decode(errors="replace") for a in argv]
-        if "pretrain" in words and "--resume-dir" in words and any(
-            a.endswith("sarssl") for a in words[:2]
+        if (
+            "pretrain" in words
+            and "--resume-dir" in words
+            and any(a.endswith("sarssl") for a in words[:2])
         ):
             try:
                 cwd = os.readlink(entry / "cwd")
@@ -54,12 +56,25 @@ def _pretrain_pids(work: Path) -> list[int]:
 
 
 def _start(work: Path, config: Path, *args: str) -> subprocess.Popen:
-    cmd = [snakemake_executable(), "--snakefile", str(SNAKEFILE), "--directory", str(work),
-           "--cores", "1", "--rerun-incomplete", *args, ENCODER,
-           "--configfile", str(config), "--replace-workflow-config"]
+    cmd = [
+        snakemake_executable(),
+        "--snakefile",
+        str(SNAKEFILE),
+        "--directory",
+        str(work),
+        "--cores",
+        "1",
+        "--rerun-incomplete",
+        *args,
+        ENCODER,
+        "--configfile",
+        str(config),
+        "--replace-workflow-config",
+    ]
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    return subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def _interrupt(work: Path, config: Path, sig: int, *args: str) -> int:
@@ -70,7 +85,9 @@ def _interrupt(work: Path, config: Path, sig: int, *args: str) -> int:
     deadline = time.monotonic() + 600
     try:
         while not resume.exists():
-            assert proc.poll() is None, "snakemake ended before a resume checkpoint:\n" + proc.stdout.read()[-4000:]
+            assert proc.poll() is None, (
+                "snakemake ended before a resume checkpoint:\n" + proc.stdout.read()[-4000:]
+            )
             assert time.monotonic() < deadline, "no resume checkpoint within 600 s"
             time.sleep(0.05)
         pids = _pretrain_pids(work)
@@ -80,7 +97,9 @@ def _interrupt(work: Path, config: Path, sig: int, *args: str) -> int:
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode != 0, "the interrupted pretraining job was not reported as failed:\n" + out[-3000:]
+    assert proc.returncode != 0, (
+        "the interrupted pretraining job was not reported as failed:\n" + out[-3000:]
+    )
     assert not (work / ENCODER).exists()
     assert resume.exists(), "the resume checkpoint did not survive the failed job"
     import torch
@@ -115,7 +134,10 @@ def test_killed_and_preempted_pretraining_resume_bit_identically(tmp_path):
     total = run["config"]["total_steps"]
     assert 0 < step < total and run["resumed_from_step"] == step, (step, run)
     killed = (work / ENCODER).read_bytes()
-    metrics = [json.loads(x) for x in (work / "results/pretrain/mae/metrics.jsonl").read_text().splitlines()]
+    metrics = [
+        json.loads(x)
+        for x in (work / "results/pretrain/mae/metrics.jsonl").read_text().splitlines()
+    ]
     assert metrics[-1]["step"] == total and metrics[0]["step"] <= step, "metrics lost by the kill"
 
     # SIGTERM (a cluster time limit): checkpoint at the end of the step, exit 143
@@ -127,9 +149,13 @@ def test_killed_and_preempted_pretraining_resume_bit_identically(tmp_path):
     terminated = (work / ENCODER).read_bytes()
 
     # uninterrupted reference
-    res = run_snakemake(work, config, "--cores", "1", "--forcerun", "pretrain", ENCODER, timeout=600)
+    res = run_snakemake(
+        work, config, "--cores", "1", "--forcerun", "pretrain", ENCODER, timeout=600
+    )
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
     reference = (work / ENCODER).read_bytes()
-    assert json.loads((work / "results/pretrain/mae/run.json").read_text())["resumed_from_step"] == 0
+    assert (
+        json.loads((work / "results/pretrain/mae/run.json").read_text())["resumed_from_step"] == 0
+    )
     assert killed == reference
     assert terminated == reference

@@ -42,11 +42,30 @@ def test_hostile_paths_run_nothing_but_sarssl(tmp_path):
     rome = cfg["areas"]["rome"]
     products, truth = inputs / f"products {HOSTILE}", inputs / "truth"
     sim = subprocess.run(
-        [str(Path(sys.executable).with_name("sarssl")), "simulate", "--template", rome["template"],
-         "--area", "rome", "--bbox", ",".join(map(str, rome["bbox"])), "--year", str(cfg["year"]),
-         "--per-season", "1", "--seed", "7", "--products-dir", str(products),
-         "--truth-dir", str(truth)],
-        capture_output=True, text=True, timeout=300, cwd=work,
+        [
+            str(Path(sys.executable).with_name("sarssl")),
+            "simulate",
+            "--template",
+            rome["template"],
+            "--area",
+            "rome",
+            "--bbox",
+            ",".join(map(str, rome["bbox"])),
+            "--year",
+            str(cfg["year"]),
+            "--per-season",
+            "1",
+            "--seed",
+            "7",
+            "--products-dir",
+            str(products),
+            "--truth-dir",
+            str(truth),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=work,
     )
     assert sim.returncode == 0, sim.stderr[-3000:]
     real = sorted(products.glob("*.zip"))
@@ -58,25 +77,34 @@ def test_hostile_paths_run_nothing_but_sarssl(tmp_path):
     dem = inputs / f"dem {HOSTILE}.tif"
     landcover = inputs / f"landcover {HOSTILE}.tif"
     treecover = inputs / f"treecover {HOSTILE}.tif"
-    for src, dst in ((truth / "dem.tif", dem), (truth / "landcover.tif", landcover),
-                     (truth / "treecover.tif", treecover)):
+    for src, dst in (
+        (truth / "dem.tif", dem),
+        (truth / "landcover.tif", landcover),
+        (truth / "treecover.tif", treecover),
+    ):
         shutil.copyfile(src, dst)
 
     cfg["areas"] = {
         "rome": {
-            "bbox": rome["bbox"], "crs": "auto", "source": "directory",
-            "products": str(products), "dem": str(dem),
-            "landcover": str(landcover), "treecover": str(treecover),
+            "bbox": rome["bbox"],
+            "crs": "auto",
+            "source": "directory",
+            "products": str(products),
+            "dem": str(dem),
+            "landcover": str(landcover),
+            "treecover": str(treecover),
         }
     }
     cfg["pretrain"]["areas"] = ["rome"]
     cfg["pretrain"]["methods"] = ["mae"]
-    cfg["finetune"].update(areas=["rome"], tasks=["landcover"], inits=["scratch", "mae"],
-                           fractions=[1.0])
+    cfg["finetune"].update(
+        areas=["rome"], tasks=["landcover"], inits=["scratch", "mae"], fractions=[1.0]
+    )
     config = base / f"config {HOSTILE}.yaml"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    res = run_snakemake(work, config, "--cores", "2", "--set-threads", "pretrain=1",
-                        "finetune=1", timeout=900)
+    res = run_snakemake(
+        work, config, "--cores", "2", "--set-threads", "pretrain=1", "finetune=1", timeout=900
+    )
     assert res.returncode == 0, (res.stdout + res.stderr)[-6000:]
     assert _pwned(tmp_path) == [] and _pwned(Path.cwd()) == []
 

@@ -24,15 +24,33 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sarssl.acquire.cli",
         "download real inputs: Sentinel-1 GRD, orbit files, DEM, WorldCover, MOD44B",
     ),
-    "simulate": ("sarssl.demo.simulate", "synthesise demo Sentinel-1 GRD products with known truth"),
-    "catalogue": ("sarssl.catalogue.cli", "list and filter Sentinel-1 products into a scene catalogue"),
-    "preprocess": ("sarssl.sar.preprocess", "raw GRD product -> calibrated, terrain-corrected GeoTIFF"),
-    "composite": ("sarssl.data.composite", "seasonal 12-channel composites from preprocessed scenes"),
+    "simulate": (
+        "sarssl.demo.simulate",
+        "synthesise demo Sentinel-1 GRD products with known truth",
+    ),
+    "catalogue": (
+        "sarssl.catalogue.cli",
+        "list and filter Sentinel-1 products into a scene catalogue",
+    ),
+    "preprocess": (
+        "sarssl.sar.preprocess",
+        "raw GRD product -> calibrated, terrain-corrected GeoTIFF",
+    ),
+    "composite": (
+        "sarssl.data.composite",
+        "seasonal 12-channel composites from preprocessed scenes",
+    ),
     "chips": ("sarssl.data.chips", "cut composites into labelled chips with spatial splits"),
     "stats": ("sarssl.data.chips", "per-channel normalisation statistics from training chips"),
-    "fractions": ("sarssl.data.chips", "nested label-fraction subsets of a chip store's training ids"),
+    "fractions": (
+        "sarssl.data.chips",
+        "nested label-fraction subsets of a chip store's training ids",
+    ),
     "pretrain": ("sarssl.selfsup.pretrain", "self-supervised pretraining (MAE or DINO)"),
-    "finetune": ("sarssl.downstream.finetune", "fine-tune / linear-probe on a task at a label fraction"),
+    "finetune": (
+        "sarssl.downstream.finetune",
+        "fine-tune / linear-probe on a task at a label fraction",
+    ),
     "tables": ("sarssl.downstream.tables", "collect fine-tuning metrics into tidy tables"),
     "plot": ("sarssl.figures.cli", "figures (learning curves and more)"),
 }
@@ -88,14 +106,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sarssl {top.command}: error: {exc}", file=sys.stderr)
         return 2
     except Terminated:
-        print(f"sarssl {top.command}: terminated (SIGTERM); partial outputs removed", file=sys.stderr)
+        print(
+            f"sarssl {top.command}: terminated (SIGTERM); partial outputs removed", file=sys.stderr
+        )
         return 128 + signal.SIGTERM
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise  # anything else is a bug worth its traceback
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"sarssl {top.command}: error: {where}no space left on device ({exc.strerror}); "
-              "partial outputs removed", file=sys.stderr)
+        print(
+            f"sarssl {top.command}: error: {where}no space left on device ({exc.strerror}); "
+            "partial outputs removed",
+            file=sys.stderr,
+        )
         return 2
     finally:
         if previous is not None:

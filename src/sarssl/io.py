@@ -323,8 +323,10 @@ def tiff_problem(path: str | os.PathLike) -> str | None:
                 if nbytes > inline:
                     where = struct.unpack(bo + ("Q" if big else "I"), value)[0]
                     if where + nbytes > size:
-                        return (f"IFD {image}: the values of tag {tag} lie beyond the end of the "
-                                f"file ({size} bytes)")
+                        return (
+                            f"IFD {image}: the values of tag {tag} lie beyond the end of the "
+                            f"file ({size} bytes)"
+                        )
                     pos = f.tell()
                     f.seek(where)
                     value = f.read(nbytes)
@@ -336,8 +338,10 @@ def tiff_problem(path: str | os.PathLike) -> str | None:
                     bad = np.flatnonzero((arrays[len_tag] > 0) & (ends > size))
                     if bad.size:
                         what = "tile" if off_tag == 324 else "strip"
-                        return (f"image {image}: {bad.size} {what}(s) lie beyond the end of the "
-                                f"file (up to byte {int(ends.max())}, the file has {size})")
+                        return (
+                            f"image {image}: {bad.size} {what}(s) lie beyond the end of the "
+                            f"file (up to byte {int(ends.max())}, the file has {size})"
+                        )
             off = struct.unpack(bo + next_fmt, raw[n * entry_len :])[0]
     return None
 

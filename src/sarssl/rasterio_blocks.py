@@ -108,7 +108,9 @@ class BlockWriter:
         self.path = Path(path)
         self.dtype = np.dtype(dtype)
         self.compress = compress
-        self.predictor = predictor if predictor is not None else (3 if self.dtype.kind == "f" else 2)
+        self.predictor = (
+            predictor if predictor is not None else (3 if self.dtype.kind == "f" else 2)
+        )
         self.blocksize = blocksize
         # compression level: ZSTD 1 (fast, as small as higher levels on noisy SAR data);
         # other codecs keep GDAL's default unless given
@@ -119,9 +121,21 @@ class BlockWriter:
         try:
             with raise_gdal_write_errors(self.path):
                 self._ds = rasterio.open(
-                    self._tmp, "w", driver="GTiff", count=count, height=height, width=width,
-                    dtype=self.dtype, crs=crs, transform=transform, nodata=nodata, tiled=True,
-                    blockxsize=blocksize, blockysize=blocksize, BIGTIFF="YES", SPARSE_OK="TRUE",
+                    self._tmp,
+                    "w",
+                    driver="GTiff",
+                    count=count,
+                    height=height,
+                    width=width,
+                    dtype=self.dtype,
+                    crs=crs,
+                    transform=transform,
+                    nodata=nodata,
+                    tiled=True,
+                    blockxsize=blocksize,
+                    blockysize=blocksize,
+                    BIGTIFF="YES",
+                    SPARSE_OK="TRUE",
                 )
                 tag_strings = {k: str(v) for k, v in (tags or {}).items()}
                 tag_strings.setdefault("SARSSL_VERSION", __version__)
@@ -177,11 +191,17 @@ class BlockWriter:
                 with rasterio.open(self._tmp) as src, atomic_path(self.path, suffix=".tif") as tmp:
                     with raise_gdal_write_errors(self.path):
                         rasterio.shutil.copy(
-                            src, tmp, driver="COG", compress=self.compress.upper(),
-                            predictor=str(self.predictor), blocksize=self.blocksize,
-                            overview_resampling="average", BIGTIFF="IF_SAFER",
+                            src,
+                            tmp,
+                            driver="COG",
+                            compress=self.compress.upper(),
+                            predictor=str(self.predictor),
+                            blocksize=self.blocksize,
+                            overview_resampling="average",
+                            BIGTIFF="IF_SAFER",
                             NUM_THREADS="ALL_CPUS",
-                            overviews="FORCE_USE_EXISTING" if factors else "NONE", **opts,
+                            overviews="FORCE_USE_EXISTING" if factors else "NONE",
+                            **opts,
                         )
                     check_tiff_complete(tmp, self.path)
         finally:

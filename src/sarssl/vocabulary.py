@@ -2,8 +2,9 @@
 
 Channels and their order, seasons and their default windows, tasks, protocols, splits,
 initialisations, the ESA WorldCover classes (codes, names, legend colours) and the
-ignore index. Standard library only (and :mod:`sarssl.errors`), so that ``workflow/rules/common.smk`` imports it
-before any job runs (without numpy, torch or GDAL) instead of repeating it.
+ignore index. Standard library only (and :mod:`sarssl.errors`), so that
+``workflow/rules/common.smk`` imports it before any job runs (without numpy, torch or GDAL)
+instead of repeating it.
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ def month_day(text: str, year: int, where: str = "season") -> dt.date:
         day = calendar.monthrange(year, month)[1] if day_s.lower() == "end" else int(day_s)
         return dt.date(year, month, day)
     except (ValueError, calendar.IllegalMonthError) as exc:
-        raise SeasonError(f"{where}: bad month-day {text!r} (expected 'MM-DD' or 'MM-end')") from exc
+        raise SeasonError(
+            f"{where}: bad month-day {text!r} (expected 'MM-DD' or 'MM-end')"
+        ) from exc
 
 
 def season_windows(

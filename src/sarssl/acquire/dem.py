@@ -85,7 +85,12 @@ def dem_tile_url(name: str, base_url: str = GLO30_URL) -> str:
 def expand_bbox(bbox: Sequence[float], margin: float) -> tuple[float, float, float, float]:
     """bbox grown by ``margin`` degrees on every side (clipped to the globe)."""
     w, s, e, n = bbox
-    return max(-180.0, w - margin), max(-90.0, s - margin), min(180.0, e + margin), min(90.0, n + margin)
+    return (
+        max(-180.0, w - margin),
+        max(-90.0, s - margin),
+        min(180.0, e + margin),
+        min(90.0, n + margin),
+    )
 
 
 def download_tiles(
@@ -95,7 +100,9 @@ def download_tiles(
     from tqdm import tqdm
 
     paths = []
-    for name, url in tqdm(sorted(urls.items()), desc="tiles", unit="tile", disable=not client.progress):
+    for name, url in tqdm(
+        sorted(urls.items()), desc="tiles", unit="tile", disable=not client.progress
+    ):
         try:
             paths.append(client.download(url, tile_dir / name, what=f"tile {name}"))
         except NotFoundError:
@@ -135,7 +142,9 @@ def mosaic_to_geotiff(
         first = srcs[0]
         for src in srcs[1:]:
             if src.crs != first.crs:
-                raise AcquireError(f"tile {src.name}: CRS {src.crs} differs from {first.name} ({first.crs})")
+                raise AcquireError(
+                    f"tile {src.name}: CRS {src.crs} differs from {first.name} ({first.crs})"
+                )
         resx = min(abs(s.transform.a) for s in srcs)
         resy = min(abs(s.transform.e) for s in srcs)
         ox, oy = first.transform.c, first.transform.f
@@ -147,7 +156,15 @@ def mosaic_to_geotiff(
         nd = first.nodata if nodata is None else nodata
         arr, transform = merge(srcs, bounds=(w, s, e, n), res=(resx, resy), nodata=nd, dtype=dtype)
         names = [band_name] * arr.shape[0] if band_name else None
-        write_geotiff(out, arr, crs=crs or first.crs, transform=transform, nodata=nd, band_names=names, tags=tags)
+        write_geotiff(
+            out,
+            arr,
+            crs=crs or first.crs,
+            transform=transform,
+            nodata=nd,
+            band_names=names,
+            tags=tags,
+        )
         return arr.shape[1], arr.shape[2]
     finally:
         for src in srcs:
@@ -176,14 +193,28 @@ def acquire_dem(
     grown = expand_bbox(bbox, margin)
     names = dem_tiles(grown, arcsec)
     log.info("DEM: %d tile(s) for %s: %s", len(names), tuple(bbox), ", ".join(names))
-    paths = download_tiles(client, {f"{n}.tif": dem_tile_url(n, base_url) for n in names}, tile_dir, missing_ok=True)
+    paths = download_tiles(
+        client, {f"{n}.tif": dem_tile_url(n, base_url) for n in names}, tile_dir, missing_ok=True
+    )
     if not paths:
-        raise AcquireError(f"DEM: none of the tiles {names} exists at {base_url} (is {tuple(bbox)} all ocean?)")
+        raise AcquireError(
+            f"DEM: none of the tiles {names} exists at {base_url} (is {tuple(bbox)} all ocean?)"
+        )
     shape = mosaic_to_geotiff(
-        paths, out, grown, crs=CRS.from_epsg(EGM2008_COMPOUND_EPSG), nodata=np.nan, dtype="float32",
+        paths,
+        out,
+        grown,
+        crs=CRS.from_epsg(EGM2008_COMPOUND_EPSG),
+        nodata=np.nan,
+        dtype="float32",
         band_name="height",
-        tags={"VERTICAL_DATUM": "EGM2008", "UNITS": "metre", "SOURCE": f"Copernicus DEM GLO-{30 * arcsec}",
-              "TILES": ",".join(p.name for p in paths), "AOI": ",".join(str(v) for v in bbox)},
+        tags={
+            "VERTICAL_DATUM": "EGM2008",
+            "UNITS": "metre",
+            "SOURCE": f"Copernicus DEM GLO-{30 * arcsec}",
+            "TILES": ",".join(p.name for p in paths),
+            "AOI": ",".join(str(v) for v in bbox),
+        },
     )
     log.info("DEM: wrote %s (%d x %d px)", out, shape[0], shape[1])
     return out

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sar import dem as dem_mod
 from ..errors import SarsslError
+from ..sar import dem as dem_mod
 from .http import HttpClient
 
 log = logging.getLogger(__name__)
@@ -88,15 +88,20 @@ def verify_global_grid(path: str | Path) -> GridInfo:
         if ds.driver != "GTiff":
             raise SarsslError(f"geoid grid {path}: expected a GeoTIFF, got a {ds.driver} file")
         if ds.crs is None or not ds.crs.is_geographic:
-            raise SarsslError(f"geoid grid {path}: CRS {ds.crs} is not geographic (lon/lat degrees)")
+            raise SarsslError(
+                f"geoid grid {path}: CRS {ds.crs} is not geographic (lon/lat degrees)"
+            )
         t = ds.transform
         if t.b != 0 or t.d != 0 or t.a <= 0 or t.e >= 0:
-            raise SarsslError(f"geoid grid {path}: not a north-up lon/lat grid (transform {tuple(t)[:6]})")
+            raise SarsslError(
+                f"geoid grid {path}: not a north-up lon/lat grid (transform {tuple(t)[:6]})"
+            )
         res_x, res_y = t.a, -t.e
         w, s, e, n = ds.bounds
         if e - w < 360.0 - res_x - 1e-6 or s > -90.0 + res_y + 1e-6 or n < 90.0 - res_y - 1e-6:
             raise SarsslError(
-                f"geoid grid {path}: covers lon {w:.3f}..{e:.3f}, lat {s:.3f}..{n:.3f}, not the whole globe"
+                f"geoid grid {path}: covers lon {w:.3f}..{e:.3f}, lat {s:.3f}..{n:.3f}, "
+                "not the whole globe"
             )
         step = max(1, int(np.ceil(np.sqrt(ds.width * ds.height / 1e6))))
         shape = (max(1, ds.height // step), max(1, ds.width // step))
@@ -108,7 +113,8 @@ def verify_global_grid(path: str | Path) -> GridInfo:
     lo, hi = float(values.min()), float(values.max())
     if max(abs(lo), abs(hi)) >= MAX_ABS_UNDULATION:
         raise SarsslError(
-            f"geoid grid {path}: undulations {lo:.1f}..{hi:.1f} m are implausible (|N| < {MAX_ABS_UNDULATION:g} m)"
+            f"geoid grid {path}: undulations {lo:.1f}..{hi:.1f} m are implausible "
+            f"(|N| < {MAX_ABS_UNDULATION:g} m)"
         )
     return GridInfo(path, info_shape, res_x, (w, s, e, n), lo, hi)
 
@@ -119,8 +125,9 @@ def acquire_geoid(
     out_dir: str | Path | None = None,
     base_url: str = PROJ_CDN_URL,
 ) -> GridInfo:
-    """Download ``model``'s PROJ grid into ``out_dir`` (default :func:`sarssl.sar.dem.user_geoid_dir`)
-    and verify it (:func:`verify_global_grid`); an existing valid file is kept.
+    """Download ``model``'s PROJ grid into ``out_dir``
+    (default :func:`sarssl.sar.dem.user_geoid_dir`) and verify it (:func:`verify_global_grid`);
+    an existing valid file is kept.
 
     A file failing verification is deleted before the error is raised, so a rerun fetches it
     again. Clears :mod:`sarssl.sar.dem`'s geoid cache so this process sees the new grid.
@@ -135,6 +142,14 @@ def acquire_geoid(
         dest.unlink(missing_ok=True)
         raise SarsslError(f"{exc} (downloaded from {url}; the file was deleted)") from None
     dem_mod._load_geoid.cache_clear()
-    log.info("%s geoid grid %s: %dx%d px at %.4f deg, N %.1f..%.1f m", model.upper(), dest,
-             info.shape[0], info.shape[1], info.resolution, info.n_min, info.n_max)
+    log.info(
+        "%s geoid grid %s: %dx%d px at %.4f deg, N %.1f..%.1f m",
+        model.upper(),
+        dest,
+        info.shape[0],
+        info.shape[1],
+        info.resolution,
+        info.n_min,
+        info.n_max,
+    )
     return info

@@ -127,7 +127,9 @@ class Service:
         if self.token_env:
             ways.append(f"set {self.token_env} (a bearer token)")
         if self.netrc_host:
-            ways.append(f"add 'machine {self.netrc_host} login USER password PASS' to ~/.netrc (or $NETRC)")
+            ways.append(
+                f"add 'machine {self.netrc_host} login USER password PASS' to ~/.netrc (or $NETRC)"
+            )
         return " or ".join(ways) if ways else "no credentials are supported"
 
     def credentials(self, environ: Mapping[str, str] | None = None) -> Credentials | None:
@@ -135,7 +137,12 @@ class Service:
         env = os.environ if environ is None else environ
         if self.token_env and env.get(self.token_env):
             return Credentials(token=env[self.token_env], source=f"${self.token_env}")
-        if self.user_env and self.password_env and env.get(self.user_env) and env.get(self.password_env):
+        if (
+            self.user_env
+            and self.password_env
+            and env.get(self.user_env)
+            and env.get(self.password_env)
+        ):
             return Credentials(
                 username=env[self.user_env],
                 password=env[self.password_env],
@@ -149,7 +156,9 @@ class Service:
                 except (netrc.NetrcParseError, OSError) as exc:
                     raise AcquireError(f"netrc file {path}: cannot be parsed ({exc})") from exc
                 if entry and entry[0] and entry[2]:
-                    return Credentials(username=entry[0], password=entry[2], source=f"{path} ({self.netrc_host})")
+                    return Credentials(
+                        username=entry[0], password=entry[2], source=f"{path} ({self.netrc_host})"
+                    )
         return None
 
 
@@ -188,7 +197,9 @@ class Auth:
         if self.scheme == "bearer":
             if self._token is None:
                 if self.token_getter is None:
-                    raise AcquireError(f"{self.service.name}: a bearer token is needed: {self.service.hint()}")
+                    raise AcquireError(
+                        f"{self.service.name}: a bearer token is needed: {self.service.hint()}"
+                    )
                 self._token = self.token_getter(self.credentials)
             return {"Authorization": f"Bearer {self._token}"}
         return {"Authorization": self.credentials.basic_header()}
@@ -268,7 +279,15 @@ class HttpClient:
             delay = min(self.backoff * (2.0**attempt), self.max_backoff)
             if self._rng is not None:
                 delay *= 1.0 + self.jitter * self._rng.random()
-        log.warning("%s: %s for %s; retry %d/%d in %.1f s", self.service, why, url, attempt + 1, self.retries, delay)
+        log.warning(
+            "%s: %s for %s; retry %d/%d in %.1f s",
+            self.service,
+            why,
+            url,
+            attempt + 1,
+            self.retries,
+            delay,
+        )
         self.waits.append(delay)
         if delay > 0:
             self.sleep(delay)
@@ -307,9 +326,16 @@ class HttpClient:
                         continue
                     raise self._auth_error(status, what, body) from None
                 if status == 404:
-                    raise NotFoundError(f"{self.service}: {what} not found (HTTP 404 for {exc.url or url})") from None
+                    raise NotFoundError(
+                        f"{self.service}: {what} not found (HTTP 404 for {exc.url or url})"
+                    ) from None
                 if status in RETRY_STATUSES and attempt < self.retries:
-                    self._wait(attempt, parse_retry_after(exc.headers.get("Retry-After")), f"HTTP {status}", url)
+                    self._wait(
+                        attempt,
+                        parse_retry_after(exc.headers.get("Retry-After")),
+                        f"HTTP {status}",
+                        url,
+                    )
                     attempt += 1
                     continue
                 raise AcquireError(
@@ -322,15 +348,22 @@ class HttpClient:
                     self._wait(attempt, None, f"{type(exc).__name__}: {exc}", url)
                     attempt += 1
                     continue
-                raise AcquireError(f"{self.service}: {what}: cannot reach {url} after {attempt} retries ({exc})") from exc
+                raise AcquireError(
+                    f"{self.service}: {what}: cannot reach {url} after {attempt} retries ({exc})"
+                ) from exc
 
     def _auth_error(self, status: int, what: str, body: str) -> AuthenticationError:
         if self.auth is None:
             return AuthenticationError(
-                f"{self.service}: {what}: access denied (HTTP {status}) and no credentials are configured for this service"
+                f"{self.service}: {what}: access denied (HTTP {status}) "
+                "and no credentials are configured for this service"
             )
         creds = self.auth.credentials
-        have = f"the credentials from {creds.source} were rejected" if creds else "no credentials were found"
+        have = (
+            f"the credentials from {creds.source} were rejected"
+            if creds
+            else "no credentials were found"
+        )
         return AuthenticationError(
             f"{self.auth.service.name}: {what}: HTTP {status}, {have}: {self.auth.service.hint()}"
             + (f" (server said: {body})" if body else "")
@@ -361,9 +394,16 @@ class HttpClient:
                 raise
         raise AcquireError(f"{self.service}: more than {MAX_REDIRECTS} redirects from {url}")
 
-    def get_bytes(self, url: str, *, params: Mapping[str, Any] | None = None, what: str | None = None,
-                  headers: Mapping[str, str] | None = None, data: bytes | None = None,
-                  method: str = "GET") -> bytes:
+    def get_bytes(
+        self,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        what: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        data: bytes | None = None,
+        method: str = "GET",
+    ) -> bytes:
         """The whole body of a (small) response, retried as a unit when the body breaks."""
         full = with_params(url, params)
         attempt = 0
@@ -373,20 +413,33 @@ class HttpClient:
                 return resp.read()
             except TRANSIENT_ERRORS as exc:
                 if attempt >= self.retries:
-                    raise AcquireError(f"{self.service}: {what or full}: body broke off ({exc})") from exc
+                    raise AcquireError(
+                        f"{self.service}: {what or full}: body broke off ({exc})"
+                    ) from exc
                 self._wait(attempt, None, f"{type(exc).__name__}", full)
                 attempt += 1
             finally:
                 resp.close()
 
-    def get_json(self, url: str, *, params: Mapping[str, Any] | None = None, what: str | None = None,
-                 headers: Mapping[str, str] | None = None, data: bytes | None = None,
-                 method: str = "GET") -> Any:
-        raw = self.get_bytes(url, params=params, what=what, headers=headers, data=data, method=method)
+    def get_json(
+        self,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        what: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        data: bytes | None = None,
+        method: str = "GET",
+    ) -> Any:
+        raw = self.get_bytes(
+            url, params=params, what=what, headers=headers, data=data, method=method
+        )
         try:
             return json.loads(raw)
         except ValueError as exc:
-            raise AcquireError(f"{self.service}: {what or url}: response is not JSON ({raw[:200]!r})") from exc
+            raise AcquireError(
+                f"{self.service}: {what or url}: response is not JSON ({raw[:200]!r})"
+            ) from exc
 
     # -- downloads -----------------------------------------------------------------------
     def download(
@@ -409,21 +462,36 @@ class HttpClient:
         what = what or dest.name
         dest.parent.mkdir(parents=True, exist_ok=True)
         with _file_lock(dest.with_name(f".{dest.name}.lock"), what):
-            return self._download_locked(url, dest, size=size, checksum=checksum, what=what,
-                                         verify_existing=verify_existing)
+            return self._download_locked(
+                url, dest, size=size, checksum=checksum, what=what, verify_existing=verify_existing
+            )
 
-    def _download_locked(self, url: str, dest: Path, *, size: int | None, checksum: tuple[str, str] | None,
-                         what: str, verify_existing: bool) -> Path:
+    def _download_locked(
+        self,
+        url: str,
+        dest: Path,
+        *,
+        size: int | None,
+        checksum: tuple[str, str] | None,
+        what: str,
+        verify_existing: bool,
+    ) -> Path:
         if checksum is not None:
             algo = checksum[0].lower().replace("-", "")
             if algo not in hashlib.algorithms_available:
-                log.warning("%s: checksum algorithm %s not available: verifying size only", what, checksum[0])
+                log.warning(
+                    "%s: checksum algorithm %s not available: verifying size only",
+                    what,
+                    checksum[0],
+                )
                 checksum = None
             else:
                 checksum = (algo, checksum[1].lower())
         if dest.exists():
             if (size is None or dest.stat().st_size == size) and (
-                not verify_existing or checksum is None or file_digest(dest, checksum[0]) == checksum[1]
+                not verify_existing
+                or checksum is None
+                or file_digest(dest, checksum[0]) == checksum[1]
             ):
                 log.info("%s: already present (%s)", what, dest)
                 return dest
@@ -444,12 +512,16 @@ class HttpClient:
         total = size
         while True:
             if restarts > 2:
-                raise AcquireError(f"{self.service}: {what}: {url} keeps refusing to resume; {part} deleted")
+                raise AcquireError(
+                    f"{self.service}: {what}: {url} keeps refusing to resume; {part} deleted"
+                )
             have = part.stat().st_size if part.exists() else 0
             if total is not None and have == total:
                 return total
             if total is not None and have > total:
-                log.warning("%s: %s is larger than the expected %d bytes: restarting", what, part, total)
+                log.warning(
+                    "%s: %s is larger than the expected %d bytes: restarting", what, part, total
+                )
                 part.unlink()
                 have = 0
             headers = {"Range": f"bytes={have}-"} if have else {}
@@ -468,7 +540,9 @@ class HttpClient:
                 if status == 206:
                     start, server_total = _parse_content_range(resp.headers.get("Content-Range"))
                     if start != have:
-                        log.warning("%s: server resumed at byte %s, not %d: restarting", what, start, have)
+                        log.warning(
+                            "%s: server resumed at byte %s, not %d: restarting", what, start, have
+                        )
                         part.unlink(missing_ok=True)
                         restarts += 1
                         continue
@@ -483,15 +557,30 @@ class HttpClient:
                 if server_total is not None:
                     if size is not None and server_total != size:
                         raise ChecksumError(
-                            f"{self.service}: {what}: server reports {server_total} bytes, the catalogue {size} ({url})"
+                            f"{self.service}: {what}: server reports {server_total} bytes, "
+                            f"the catalogue {size} ({url})"
                         )
                     total = server_total
                 if have:
-                    log.info("%s: resuming at byte %d of %s", what, have, total if total is not None else "?")
-                with open(part, mode) as fh, tqdm(
-                    total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-                    desc=what[:40], disable=not self.progress, leave=False,
-                ) as bar:
+                    log.info(
+                        "%s: resuming at byte %d of %s",
+                        what,
+                        have,
+                        total if total is not None else "?",
+                    )
+                with (
+                    open(part, mode) as fh,
+                    tqdm(
+                        total=total,
+                        initial=have,
+                        unit="B",
+                        unit_scale=True,
+                        unit_divisor=1024,
+                        desc=what[:40],
+                        disable=not self.progress,
+                        leave=False,
+                    ) as bar,
+                ):
                     while True:
                         chunk = resp.read(self.chunk_size)
                         if not chunk:
@@ -505,7 +594,8 @@ class HttpClient:
             except TRANSIENT_ERRORS as exc:
                 if attempt >= self.retries:
                     raise AcquireError(
-                        f"{self.service}: {what}: transfer from {url} kept breaking off after {attempt} retries; "
+                        f"{self.service}: {what}: transfer from {url} kept breaking off "
+                        f"after {attempt} retries; "
                         f"{part} is kept and the next run resumes it ({exc!r})"
                     ) from exc
                 self._wait(attempt, None, f"transfer interrupted ({type(exc).__name__})", url)
@@ -513,19 +603,30 @@ class HttpClient:
             finally:
                 resp.close()
 
-    def _verify(self, part: Path, dest: Path, total: int | None, size: int | None,
-                checksum: tuple[str, str] | None, what: str, url: str) -> None:
+    def _verify(
+        self,
+        part: Path,
+        dest: Path,
+        total: int | None,
+        size: int | None,
+        checksum: tuple[str, str] | None,
+        what: str,
+        url: str,
+    ) -> None:
         got = part.stat().st_size
         expect = size if size is not None else total
         if expect is not None and got != expect:
             part.unlink(missing_ok=True)
-            raise ChecksumError(f"{self.service}: {what}: got {got} bytes, expected {expect} ({url}); file deleted")
+            raise ChecksumError(
+                f"{self.service}: {what}: got {got} bytes, expected {expect} ({url}); file deleted"
+            )
         if checksum is not None:
             digest = file_digest(part, checksum[0])
             if digest != checksum[1]:
                 part.unlink(missing_ok=True)
                 raise ChecksumError(
-                    f"{self.service}: {what}: {checksum[0]} checksum mismatch for {dest.name} from {url}: "
+                    f"{self.service}: {what}: {checksum[0]} checksum mismatch for {dest.name} "
+                    f"from {url}: "
                     f"got {digest}, catalogue says {checksum[1]}; the bad file was deleted"
                 )
 
@@ -568,7 +669,9 @@ def with_params(url: str, params: Mapping[str, Any] | None) -> str:
     """``url`` with ``params`` appended as a query string (None values dropped)."""
     if not params:
         return url
-    query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None}, safe=",()$' :/")
+    query = urllib.parse.urlencode(
+        {k: v for k, v in params.items() if v is not None}, safe=",()$' :/"
+    )
     return url + ("&" if "?" in url else "?") + query
 
 

@@ -51,7 +51,6 @@ SUBDATASET = 'HDF4_EOS:EOS_GRID:"{path}":MOD44B_250m_GRID:Percent_Tree_Cover'
 FILL = 253
 
 
-
 def sinusoidal_xy(lon: float, lat: float) -> tuple[float, float]:
     """MODIS sinusoidal x, y (m) of a lon/lat point (degrees)."""
     lam, phi = math.radians(lon), math.radians(lat)
@@ -100,7 +99,9 @@ def product_date(year: int, doy: int = DAY_OF_YEAR) -> dt.date:
 
 def hdf_name_pattern(year: int, h: int, v: int, version: str) -> re.Pattern[str]:
     """Regex of an LP DAAC MOD44B file name (production time unknown)."""
-    return re.compile(rf"MOD44B\.A{int(year)}{DAY_OF_YEAR:03d}\.h{h:02d}v{v:02d}\.{version}\.\d{{13}}\.hdf")
+    return re.compile(
+        rf"MOD44B\.A{int(year)}{DAY_OF_YEAR:03d}\.h{h:02d}v{v:02d}\.{version}\.\d{{13}}\.hdf"
+    )
 
 
 def find_in_listing(html: str, pattern: re.Pattern[str]) -> str | None:
@@ -141,11 +142,15 @@ def acquire_modis(
     out = Path(out)
     tile_dir = Path(tile_dir) if tile_dir else out.parent / "tiles"
     tiles = modis_tiles(bbox)
-    log.info("MOD44B %s %d: tiles %s", version, year, ", ".join(f"h{h:02d}v{v:02d}" for h, v in tiles))
+    log.info(
+        "MOD44B %s %d: tiles %s", version, year, ", ".join(f"h{h:02d}v{v:02d}" for h, v in tiles)
+    )
     urls: dict[str, str] = {}
     if url_template:
         for h, v in tiles:
-            url = url_template.format(year=year, doy=f"{DAY_OF_YEAR:03d}", h=h, v=v, version=version)
+            url = url_template.format(
+                year=year, doy=f"{DAY_OF_YEAR:03d}", h=h, v=v, version=version
+            )
             urls[url.rsplit("/", 1)[-1].split("?")[0]] = url
     else:
         if not has_hdf4():
@@ -154,11 +159,15 @@ def acquire_modis(
                 "--url-template with GeoTIFF tiles, or a GDAL built with HDF4"
             )
         folder = f"{base_url.rstrip('/')}/MOD44B.{version}/{product_date(year):%Y.%m.%d}/"
-        listing = client.get_bytes(folder, what=f"MOD44B {version} {year} listing").decode("utf-8", "replace")
+        listing = client.get_bytes(folder, what=f"MOD44B {version} {year} listing").decode(
+            "utf-8", "replace"
+        )
         for h, v in tiles:
             name = find_in_listing(listing, hdf_name_pattern(year, h, v, version))
             if name is None:
-                log.warning("MOD44B: no file for h%02dv%02d in %s (ocean tile?): skipped", h, v, folder)
+                log.warning(
+                    "MOD44B: no file for h%02dv%02d in %s (ocean tile?): skipped", h, v, folder
+                )
                 continue
             urls[name] = folder + name
     paths = download_tiles(client, urls, tile_dir, missing_ok=True)
@@ -170,14 +179,25 @@ def acquire_modis(
     import numpy as np
 
     t = np.linspace(0, 1, 41)
-    lons = np.concatenate([w + (e - w) * t, np.full_like(t, e), e - (e - w) * t, np.full_like(t, w)])
-    lats = np.concatenate([np.full_like(t, s), s + (n - s) * t, np.full_like(t, n), n - (n - s) * t])
+    lons = np.concatenate(
+        [w + (e - w) * t, np.full_like(t, e), e - (e - w) * t, np.full_like(t, w)]
+    )
+    lats = np.concatenate(
+        [np.full_like(t, s), s + (n - s) * t, np.full_like(t, n), n - (n - s) * t]
+    )
     xs, ys = tr.transform(lons, lats)
     mosaic_to_geotiff(
-        sources, out, (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())),
-        nodata=FILL, band_name="Percent_Tree_Cover",
-        tags={"SOURCE": f"MOD44B.{version} {year}", "UNITS": "percent (200 water, 253 fill)",
-              "TILES": ",".join(p.name for p in paths), "AOI": ",".join(str(x) for x in bbox)},
+        sources,
+        out,
+        (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())),
+        nodata=FILL,
+        band_name="Percent_Tree_Cover",
+        tags={
+            "SOURCE": f"MOD44B.{version} {year}",
+            "UNITS": "percent (200 water, 253 fill)",
+            "TILES": ",".join(p.name for p in paths),
+            "AOI": ",".join(str(x) for x in bbox),
+        },
     )
     log.info("MOD44B: wrote %s", out)
     return out

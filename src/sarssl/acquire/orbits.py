@@ -80,7 +80,11 @@ class OrbitFile:
 
     def covers(self, acq: Acquisition, margin_s: float = ORBIT_MARGIN_S) -> bool:
         m = dt.timedelta(seconds=margin_s)
-        return self.mission == acq.mission and self.start <= acq.start - m and self.stop >= acq.stop + m
+        return (
+            self.mission == acq.mission
+            and self.start <= acq.start - m
+            and self.stop >= acq.stop + m
+        )
 
 
 def _compact(s: str) -> dt.datetime:
@@ -91,8 +95,15 @@ def parse_orbit_name(name: str, url: str | None = None) -> OrbitFile | None:
     m = EOF_NAME.fullmatch(name)
     if not m:
         return None
-    return OrbitFile(name=name, mission=m["mission"], kind=m["kind"], produced=_compact(m["produced"]),
-                     start=_compact(m["start"]), stop=_compact(m["stop"]), url=url)
+    return OrbitFile(
+        name=name,
+        mission=m["mission"],
+        kind=m["kind"],
+        produced=_compact(m["produced"]),
+        start=_compact(m["start"]),
+        stop=_compact(m["stop"]),
+        url=url,
+    )
 
 
 def acquisition_from_product(product: str | os.PathLike) -> Acquisition:
@@ -100,9 +111,15 @@ def acquisition_from_product(product: str | os.PathLike) -> Acquisition:
     name = Path(product).name.rstrip("/")
     fields = parse_product_name(name)
     if fields is None:
-        raise InputError(f"product {product}: not a Sentinel-1 product name (S1X_MM_TTTR_LFPP_start_stop_...)")
-    return Acquisition(id=fields["id"], mission=fields["mission"], start=_compact(fields["start"]),
-                       stop=_compact(fields["stop"]))
+        raise InputError(
+            f"product {product}: not a Sentinel-1 product name (S1X_MM_TTTR_LFPP_start_stop_...)"
+        )
+    return Acquisition(
+        id=fields["id"],
+        mission=fields["mission"],
+        start=_compact(fields["start"]),
+        stop=_compact(fields["stop"]),
+    )
 
 
 def expand_products(items: Iterable[str | os.PathLike]) -> list[Acquisition]:
@@ -111,7 +128,9 @@ def expand_products(items: Iterable[str | os.PathLike]) -> list[Acquisition]:
     for item in items:
         p = Path(item)
         if p.is_dir() and p.suffix.upper() != ".SAFE":
-            inner = sorted(q for q in p.iterdir() if q.suffix.lower() == ".zip" or q.suffix.upper() == ".SAFE")
+            inner = sorted(
+                q for q in p.iterdir() if q.suffix.lower() == ".zip" or q.suffix.upper() == ".SAFE"
+            )
             if not inner:
                 raise InputError(f"product folder {p}: no .zip or .SAFE products inside")
             acqs.extend(acquisition_from_product(q) for q in inner)
@@ -148,7 +167,9 @@ def _listing(client: HttpClient, url: str) -> list[OrbitFile]:
     return links_in_listing(html, url)
 
 
-def candidates_step(client: HttpClient, acq: Acquisition, kind: str, base_url: str = STEP_URL) -> list[OrbitFile]:
+def candidates_step(
+    client: HttpClient, acq: Acquisition, kind: str, base_url: str = STEP_URL
+) -> list[OrbitFile]:
     """STEP mirror: month folders by validity start; look in the months of start-1 d and start."""
     months = sorted({(d.year, d.month) for d in (acq.start - dt.timedelta(days=1), acq.start)})
     out: list[OrbitFile] = []
@@ -157,20 +178,28 @@ def candidates_step(client: HttpClient, acq: Acquisition, kind: str, base_url: s
     return out
 
 
-def candidates_asf(client: HttpClient, acq: Acquisition, kind: str, base_url: str = ASF_ORBIT_URL) -> list[OrbitFile]:
+def candidates_asf(
+    client: HttpClient, acq: Acquisition, kind: str, base_url: str = ASF_ORBIT_URL
+) -> list[OrbitFile]:
     return _listing(client, f"{base_url.rstrip('/')}/aux_{kind.lower()}/")
 
 
-def candidates_cdse(client: HttpClient, acq: Acquisition, kind: str, catalogue_url: str,
-                    download_url: str) -> list[OrbitFile]:
+def candidates_cdse(
+    client: HttpClient, acq: Acquisition, kind: str, catalogue_url: str, download_url: str
+) -> list[OrbitFile]:
     """CDSE OData: auxiliary products whose validity (ContentDate) covers the acquisition."""
     m = dt.timedelta(seconds=ORBIT_MARGIN_S)
     iso = "%Y-%m-%dT%H:%M:%S.000Z"
-    flt = (f"Collection/Name eq 'SENTINEL-1' and startswith(Name,'{acq.mission}_OPER_AUX_{kind}') and "
-           f"ContentDate/Start lt {(acq.start - m).strftime(iso)} and ContentDate/End gt {(acq.stop + m).strftime(iso)}")
-    doc = client.get_json(f"{catalogue_url.rstrip('/')}/Products",
-                          params={"$filter": flt, "$orderby": "ContentDate/Start desc", "$top": 20},
-                          what=f"CDSE {kind} search for {acq.id}")
+    flt = (
+        f"Collection/Name eq 'SENTINEL-1' and startswith(Name,'{acq.mission}_OPER_AUX_{kind}') and "
+        f"ContentDate/Start lt {(acq.start - m).strftime(iso)} and "
+        f"ContentDate/End gt {(acq.stop + m).strftime(iso)}"
+    )
+    doc = client.get_json(
+        f"{catalogue_url.rstrip('/')}/Products",
+        params={"$filter": flt, "$orderby": "ContentDate/Start desc", "$top": 20},
+        what=f"CDSE {kind} search for {acq.id}",
+    )
     out = []
     for item in doc.get("value", []) if isinstance(doc, dict) else []:
         name = str(item.get("Name", ""))
@@ -179,10 +208,14 @@ def candidates_cdse(client: HttpClient, acq: Acquisition, kind: str, catalogue_u
             continue
         from .sentinel1 import cdse_checksum
 
-        out.append(dataclasses.replace(
-            parsed, url=f"{download_url.rstrip('/')}/Products({item['Id']})/$value",
-            size=int(item["ContentLength"]) if item.get("ContentLength") else None, checksum=cdse_checksum(item),
-        ))
+        out.append(
+            dataclasses.replace(
+                parsed,
+                url=f"{download_url.rstrip('/')}/Products({item['Id']})/$value",
+                size=int(item["ContentLength"]) if item.get("ContentLength") else None,
+                checksum=cdse_checksum(item),
+            )
+        )
     return out
 
 
@@ -195,7 +228,9 @@ def fetch_orbit(client: HttpClient, orbit: OrbitFile, out_dir: Path) -> Path:
             log.info("orbit %s: already present (%s)", base, existing)
             return existing
     staging = out_dir / (base + ".download")
-    client.download(orbit.url, staging, size=orbit.size, checksum=orbit.checksum, what=f"orbit {base}")
+    client.download(
+        orbit.url, staging, size=orbit.size, checksum=orbit.checksum, what=f"orbit {base}"
+    )
     final = out_dir / (base + ".zip") if zipfile.is_zipfile(staging) else out_dir / base
     os.replace(staging, final)
     return final
@@ -229,7 +264,9 @@ def acquire_orbits(
     cache: dict[tuple[str, str], list[OrbitFile]] = {}
     result: dict[str, Path] = {}
     missing = []
-    for acq in tqdm(acqs, desc="orbits", unit="product", disable=not client.progress or len(acqs) < 2):
+    for acq in tqdm(
+        acqs, desc="orbits", unit="product", disable=not client.progress or len(acqs) < 2
+    ):
         chosen = None
         for kind in kinds:
             if provider == "step":
@@ -242,8 +279,13 @@ def acquire_orbits(
                     cache[key] = candidates_asf(client, acq, kind, base_url or ASF_ORBIT_URL)
             elif provider == "cdse":
                 key = (kind, acq.id)
-                cache[key] = candidates_cdse(client, acq, kind, catalogue_url or CDSE_CATALOGUE_URL,
-                                             download_url or CDSE_DOWNLOAD_URL)
+                cache[key] = candidates_cdse(
+                    client,
+                    acq,
+                    kind,
+                    catalogue_url or CDSE_CATALOGUE_URL,
+                    download_url or CDSE_DOWNLOAD_URL,
+                )
             else:
                 raise SarsslError(f"--provider {provider!r}: step, asf or cdse")
             chosen = best_orbit(cache[key], acq, kind)
@@ -258,7 +300,7 @@ def acquire_orbits(
     if missing:
         raise AcquireError(
             f"no {'/'.join(kinds)} orbit file from {provider} covers: {', '.join(missing)} "
-            f"(POEORB appears ~20 days after sensing; RESORB is kept only ~3 months on some mirrors)"
+            "(POEORB appears ~20 days after sensing; "
+            "RESORB is kept only ~3 months on some mirrors)"
         )
     return result
-

@@ -44,7 +44,9 @@ ASF_SEARCH_URL = "https://api.daac.asf.alaska.edu/services/search/param"
 EARTHDATA_LOGIN_HOST = "urs.earthdata.nasa.gov"
 CDSE_CATALOGUE_URL = "https://catalogue.dataspace.copernicus.eu/odata/v1"
 CDSE_DOWNLOAD_URL = "https://download.dataspace.copernicus.eu/odata/v1"
-CDSE_TOKEN_URL = "https://identity.dataspace.copernicus.eu/auth/realms/CDSE/protocol/openid-connect/token"
+CDSE_TOKEN_URL = (
+    "https://identity.dataspace.copernicus.eu/auth/realms/CDSE/protocol/openid-connect/token"
+)
 CDSE_CLIENT_ID = "cdse-public"
 MAX_PAGES = 200
 
@@ -90,7 +92,9 @@ def parse_date(text: str, what: str) -> dt.datetime:
     try:
         d = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
     except ValueError as exc:
-        raise SarsslError(f"{what} {text!r}: expected a date YYYY-MM-DD or an ISO 8601 time") from exc
+        raise SarsslError(
+            f"{what} {text!r}: expected a date YYYY-MM-DD or an ISO 8601 time"
+        ) from exc
     return d.replace(tzinfo=dt.timezone.utc) if d.tzinfo is None else d.astimezone(dt.timezone.utc)
 
 
@@ -123,7 +127,9 @@ class Query:
 
     def __post_init__(self) -> None:
         if self.end <= self.start:
-            raise SarsslError(f"--end {self.end:%Y-%m-%d} must be after --start {self.start:%Y-%m-%d}")
+            raise SarsslError(
+                f"--end {self.end:%Y-%m-%d} must be after --start {self.start:%Y-%m-%d}"
+            )
         if self.direction not in (None, "ASCENDING", "DESCENDING"):
             raise SarsslError(f"--orbit-direction {self.direction!r}: ascending, descending or any")
 
@@ -154,7 +160,9 @@ class Query:
 def _name_fields(name: str, provider: str) -> dict[str, Any]:
     fields = parse_product_name(name)
     if fields is None:
-        raise AcquireError(f"{provider}: catalogue returned {name!r}, not a Sentinel-1 product name")
+        raise AcquireError(
+            f"{provider}: catalogue returned {name!r}, not a Sentinel-1 product name"
+        )
     return fields
 
 
@@ -173,8 +181,9 @@ def asf_auth(login_host: str = EARTHDATA_LOGIN_HOST, data_hosts: Sequence[str] =
     return Auth(EARTHDATA, hosts, creds, scheme="basic")
 
 
-def search_asf(client: HttpClient, query: Query, *, search_url: str = ASF_SEARCH_URL,
-               max_results: int = 5000) -> list[ProductHit]:
+def search_asf(
+    client: HttpClient, query: Query, *, search_url: str = ASF_SEARCH_URL, max_results: int = 5000
+) -> list[ProductHit]:
     """Query the ASF Search API (GeoJSON output) and return the matching GRDH products."""
     params: dict[str, Any] = {
         "platform": "Sentinel-1",
@@ -202,19 +211,29 @@ def search_asf(client: HttpClient, query: Query, *, search_url: str = ASF_SEARCH
         if fields["type"] != "GRD" or fields["res"] != "H":
             continue
         rel = p.get("pathNumber")
-        rel = int(rel) if rel not in (None, "") else relative_orbit_from_absolute(fields["mission"], fields["orbit"])
+        rel = (
+            int(rel)
+            if rel not in (None, "")
+            else relative_orbit_from_absolute(fields["mission"], fields["orbit"])
+        )
         size = p.get("bytes")
         md5 = p.get("md5sum")
-        hits.append(ProductHit(
-            id=fields["id"], provider="asf", url=p["url"], filename=f"{fields['id']}.zip",
-            size=int(size) if size not in (None, "") else None,
-            checksum=("md5", md5) if md5 else None,
-            start=p.get("startTime") or _compact_iso(fields["start"]),
-            stop=p.get("stopTime") or _compact_iso(fields["stop"]),
-            pass_direction=(p.get("flightDirection") or "").upper() or None,
-            relative_orbit=rel, polarisations=fields["polarisations"],
-            footprint=_geojson_wkt(f.get("geometry")),
-        ))
+        hits.append(
+            ProductHit(
+                id=fields["id"],
+                provider="asf",
+                url=p["url"],
+                filename=f"{fields['id']}.zip",
+                size=int(size) if size not in (None, "") else None,
+                checksum=("md5", md5) if md5 else None,
+                start=p.get("startTime") or _compact_iso(fields["start"]),
+                stop=p.get("stopTime") or _compact_iso(fields["stop"]),
+                pass_direction=(p.get("flightDirection") or "").upper() or None,
+                relative_orbit=rel,
+                polarisations=fields["polarisations"],
+                footprint=_geojson_wkt(f.get("geometry")),
+            )
+        )
     return hits
 
 
@@ -241,17 +260,30 @@ def cdse_token_getter(client: HttpClient, token_url: str = CDSE_TOKEN_URL) -> An
     from urllib.parse import urlencode
 
     def get(creds: Credentials) -> str:
-        body = urlencode({"grant_type": "password", "username": creds.username, "password": creds.password,
-                          "client_id": CDSE_CLIENT_ID}).encode()
-        resp = client.open(token_url, method="POST", data=body, what="CDSE access token",
-                           headers={"Content-Type": "application/x-www-form-urlencoded"}, ok_statuses=(400, 401))
+        body = urlencode(
+            {
+                "grant_type": "password",
+                "username": creds.username,
+                "password": creds.password,
+                "client_id": CDSE_CLIENT_ID,
+            }
+        ).encode()
+        resp = client.open(
+            token_url,
+            method="POST",
+            data=body,
+            what="CDSE access token",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            ok_statuses=(400, 401),
+        )
         try:
             status, raw = resp.status, resp.read()
         finally:
             resp.close()
         if status in (400, 401):
             raise AuthenticationError(
-                f"{CDSE.name}: the identity server at {token_url} rejected the credentials from {creds.source} "
+                f"{CDSE.name}: the identity server at {token_url} rejected the credentials "
+                f"from {creds.source} "
                 f"(HTTP {status}): {CDSE.hint()}"
             )
         import json
@@ -259,26 +291,43 @@ def cdse_token_getter(client: HttpClient, token_url: str = CDSE_TOKEN_URL) -> An
         try:
             return json.loads(raw)["access_token"]
         except (ValueError, KeyError) as exc:
-            raise AcquireError(f"{CDSE.name}: token answer from {token_url} has no access_token") from exc
+            raise AcquireError(
+                f"{CDSE.name}: token answer from {token_url} has no access_token"
+            ) from exc
 
     return get
 
 
-def cdse_auth(client: HttpClient, download_url: str = CDSE_DOWNLOAD_URL, token_url: str = CDSE_TOKEN_URL) -> Auth:
+def cdse_auth(
+    client: HttpClient, download_url: str = CDSE_DOWNLOAD_URL, token_url: str = CDSE_TOKEN_URL
+) -> Auth:
     """Bearer-token auth for the CDSE download host (token fetched lazily, refreshed on 401)."""
     host = urlsplit(download_url).netloc
-    token_client = HttpClient(service=CDSE.name, retries=client.retries, backoff=client.backoff,
-                              timeout=client.timeout, sleep=client.sleep, progress=False)
-    return Auth(CDSE, {host}, CDSE.credentials(), scheme="bearer",
-                token_getter=cdse_token_getter(token_client, token_url))
+    token_client = HttpClient(
+        service=CDSE.name,
+        retries=client.retries,
+        backoff=client.backoff,
+        timeout=client.timeout,
+        sleep=client.sleep,
+        progress=False,
+    )
+    return Auth(
+        CDSE,
+        {host},
+        CDSE.credentials(),
+        scheme="bearer",
+        token_getter=cdse_token_getter(token_client, token_url),
+    )
 
 
 def cdse_filter(query: Query, product_type: str = "IW_GRDH_1S") -> str:
     """The OData ``$filter`` expression for a query."""
 
     def attr(kind: str, name: str, op: str, value: str) -> str:
-        return (f"Attributes/OData.CSC.{kind}Attribute/any(att:att/Name eq '{name}' and "
-                f"att/OData.CSC.{kind}Attribute/Value {op} {value})")
+        return (
+            f"Attributes/OData.CSC.{kind}Attribute/any(att:att/Name eq '{name}' and "
+            f"att/OData.CSC.{kind}Attribute/Value {op} {value})"
+        )
 
     parts = [
         "Collection/Name eq 'SENTINEL-1'",
@@ -290,13 +339,17 @@ def cdse_filter(query: Query, product_type: str = "IW_GRDH_1S") -> str:
     if query.direction:
         parts.append(attr("String", "orbitDirection", "eq", f"'{query.direction}'"))
     if query.relative_orbits:
-        ors = " or ".join(attr("Integer", "relativeOrbitNumber", "eq", str(r)) for r in query.relative_orbits)
+        ors = " or ".join(
+            attr("Integer", "relativeOrbitNumber", "eq", str(r)) for r in query.relative_orbits
+        )
         parts.append(f"({ors})")
     return " and ".join(parts)
 
 
 def _cdse_attrs(item: dict) -> dict[str, Any]:
-    return {a.get("Name"): a.get("Value") for a in item.get("Attributes") or [] if isinstance(a, dict)}
+    return {
+        a.get("Name"): a.get("Value") for a in item.get("Attributes") or [] if isinstance(a, dict)
+    }
 
 
 def cdse_checksum(item: dict) -> tuple[str, str] | None:
@@ -306,7 +359,9 @@ def cdse_checksum(item: dict) -> tuple[str, str] | None:
     for c in item.get("Checksum") or []:
         algo = str(c.get("Algorithm", "")).lower()
         if algo in ("md5", "sha256", "sha1", "sha3-256") and c.get("Value"):
-            return algo.replace("-", "_") if algo.startswith("sha3") else algo, str(c["Value"]).lower()
+            return algo.replace("-", "_") if algo.startswith("sha3") else algo, str(
+                c["Value"]
+            ).lower()
     return None
 
 
@@ -317,12 +372,20 @@ def _cdse_footprint(item: dict) -> str | None:
     return _geojson_wkt(item.get("GeoFootprint"))
 
 
-def search_cdse(client: HttpClient, query: Query, *, catalogue_url: str = CDSE_CATALOGUE_URL,
-                download_url: str = CDSE_DOWNLOAD_URL, page_size: int = 100) -> list[ProductHit]:
+def search_cdse(
+    client: HttpClient,
+    query: Query,
+    *,
+    catalogue_url: str = CDSE_CATALOGUE_URL,
+    download_url: str = CDSE_DOWNLOAD_URL,
+    page_size: int = 100,
+) -> list[ProductHit]:
     """Query the CDSE OData catalogue, following ``@odata.nextLink`` pages (bounded)."""
     url: str | None = f"{catalogue_url.rstrip('/')}/Products"
     params: dict[str, Any] | None = {
-        "$filter": cdse_filter(query), "$orderby": "ContentDate/Start asc", "$top": page_size,
+        "$filter": cdse_filter(query),
+        "$orderby": "ContentDate/Start asc",
+        "$top": page_size,
         "$expand": "Attributes",
     }
     hits: list[ProductHit] = []
@@ -337,19 +400,29 @@ def search_cdse(client: HttpClient, query: Query, *, catalogue_url: str = CDSE_C
                 continue
             attrs = _cdse_attrs(item)
             rel = attrs.get("relativeOrbitNumber")
-            rel = int(rel) if rel is not None else relative_orbit_from_absolute(fields["mission"], fields["orbit"])
+            rel = (
+                int(rel)
+                if rel is not None
+                else relative_orbit_from_absolute(fields["mission"], fields["orbit"])
+            )
             size = item.get("ContentLength")
             cd = item.get("ContentDate") or {}
-            hits.append(ProductHit(
-                id=fields["id"], provider="cdse",
-                url=f"{download_url.rstrip('/')}/Products({item['Id']})/$value",
-                filename=f"{fields['id']}.zip", size=int(size) if size else None,
-                checksum=cdse_checksum(item),
-                start=cd.get("Start") or _compact_iso(fields["start"]),
-                stop=cd.get("End") or _compact_iso(fields["stop"]),
-                pass_direction=(str(attrs.get("orbitDirection") or "").upper() or None),
-                relative_orbit=rel, polarisations=fields["polarisations"], footprint=_cdse_footprint(item),
-            ))
+            hits.append(
+                ProductHit(
+                    id=fields["id"],
+                    provider="cdse",
+                    url=f"{download_url.rstrip('/')}/Products({item['Id']})/$value",
+                    filename=f"{fields['id']}.zip",
+                    size=int(size) if size else None,
+                    checksum=cdse_checksum(item),
+                    start=cd.get("Start") or _compact_iso(fields["start"]),
+                    stop=cd.get("End") or _compact_iso(fields["stop"]),
+                    pass_direction=(str(attrs.get("orbitDirection") or "").upper() or None),
+                    relative_orbit=rel,
+                    polarisations=fields["polarisations"],
+                    footprint=_cdse_footprint(item),
+                )
+            )
         url = doc.get("@odata.nextLink")
         params = None  # the next link carries the query
         if not url:
@@ -362,12 +435,18 @@ def search_cdse(client: HttpClient, query: Query, *, catalogue_url: str = CDSE_C
 # ---------------------------------------------------------------------------------------
 # search + download
 # ---------------------------------------------------------------------------------------
-def search(client: HttpClient, query: Query, provider: str = "asf", **urls: str) -> list[ProductHit]:
+def search(
+    client: HttpClient, query: Query, provider: str = "asf", **urls: str
+) -> list[ProductHit]:
     """Search ``provider`` ('asf' | 'cdse'), filter, de-duplicate, sort by sensing start."""
     if provider == "asf":
         raw = search_asf(client, query, **{k: v for k, v in urls.items() if k == "search_url"})
     elif provider == "cdse":
-        raw = search_cdse(client, query, **{k: v for k, v in urls.items() if k in ("catalogue_url", "download_url")})
+        raw = search_cdse(
+            client,
+            query,
+            **{k: v for k, v in urls.items() if k in ("catalogue_url", "download_url")},
+        )
     else:
         raise SarsslError(f"--provider {provider!r}: asf or cdse")
     kept: dict[str, ProductHit] = {}
@@ -382,13 +461,24 @@ def search(client: HttpClient, query: Query, provider: str = "asf", **urls: str)
     return hits
 
 
-def download_products(client: HttpClient, hits: Sequence[ProductHit], out_dir: str | Path) -> list[Path]:
+def download_products(
+    client: HttpClient, hits: Sequence[ProductHit], out_dir: str | Path
+) -> list[Path]:
     """Download every hit to ``out_dir/{id}.zip`` (resumable, verified, atomic)."""
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
     paths = []
-    for hit in tqdm(hits, desc="products", unit="product", disable=not client.progress or len(hits) < 2):
-        paths.append(client.download(hit.url, out_dir / hit.filename, size=hit.size, checksum=hit.checksum,
-                                     what=f"product {hit.id}"))
+    for hit in tqdm(
+        hits, desc="products", unit="product", disable=not client.progress or len(hits) < 2
+    ):
+        paths.append(
+            client.download(
+                hit.url,
+                out_dir / hit.filename,
+                size=hit.size,
+                checksum=hit.checksum,
+                what=f"product {hit.id}",
+            )
+        )
     return paths

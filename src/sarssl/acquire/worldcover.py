@@ -36,14 +36,19 @@ def worldcover_version(year: int) -> str:
     try:
         return VERSIONS[int(year)]
     except (KeyError, ValueError):
-        raise SarsslError(f"WorldCover year {year!r}: available years are {sorted(VERSIONS)}") from None
+        raise SarsslError(
+            f"WorldCover year {year!r}: available years are {sorted(VERSIONS)}"
+        ) from None
 
 
 def worldcover_tile_name(lat: int, lon: int, year: int = 2021) -> str:
     """File name of the 3-degree tile whose south-west corner is (lat, lon)."""
     if lat % 3 or lon % 3:
         raise SarsslError(f"WorldCover tile corner ({lat}, {lon}): must be multiples of 3 degrees")
-    return f"ESA_WorldCover_10m_{year}_{worldcover_version(year)}_{lat_label(lat)}{lon_label(lon)}_Map.tif"
+    return (
+        f"ESA_WorldCover_10m_{year}_{worldcover_version(year)}_"
+        f"{lat_label(lat)}{lon_label(lon)}_Map.tif"
+    )
 
 
 def worldcover_tiles(bbox: Sequence[float], year: int = 2021) -> list[str]:
@@ -76,15 +81,24 @@ def acquire_worldcover(
     tile_dir = Path(tile_dir) if tile_dir else out.parent / "tiles"
     grown = expand_bbox(bbox, margin)
     names = worldcover_tiles(grown, year)
-    log.info("WorldCover %d: %d tile(s) for %s: %s", year, len(names), tuple(bbox), ", ".join(names))
+    log.info(
+        "WorldCover %d: %d tile(s) for %s: %s", year, len(names), tuple(bbox), ", ".join(names)
+    )
     urls = {n: worldcover_tile_url(n, year, base_url) for n in names}
     paths = download_tiles(client, urls, tile_dir, missing_ok=True)  # ocean tiles do not exist
     if not paths:
         raise AcquireError(f"WorldCover: none of the tiles {names} exists at {base_url}")
     mosaic_to_geotiff(
-        paths, out, grown, nodata=0, band_name="worldcover",
-        tags={"SOURCE": f"ESA WorldCover 10m {year} {worldcover_version(year)}",
-              "TILES": ",".join(p.name for p in paths), "AOI": ",".join(str(v) for v in bbox)},
+        paths,
+        out,
+        grown,
+        nodata=0,
+        band_name="worldcover",
+        tags={
+            "SOURCE": f"ESA WorldCover 10m {year} {worldcover_version(year)}",
+            "TILES": ",".join(p.name for p in paths),
+            "AOI": ",".join(str(v) for v in bbox),
+        },
     )
     log.info("WorldCover: wrote %s", out)
     return out

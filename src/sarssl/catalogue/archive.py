@@ -95,14 +95,21 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 ENV_SCRIPT = "tools/pyrosar-env.sh"
 VENV_NAME = ".venv-pyrosar"
 #: Environment variables of the main environment not handed to the worker.
-_DROP_ENV = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "GDAL_DATA", "PROJ_DATA", "PROJ_LIB",
-             "GDAL_DRIVER_PATH")
+_DROP_ENV = (
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "VIRTUAL_ENV",
+    "GDAL_DATA",
+    "PROJ_DATA",
+    "PROJ_LIB",
+    "GDAL_DRIVER_PATH",
+)
 #: Seconds a worker call may take (ingesting thousands of zips reads each manifest once).
 WORKER_TIMEOUT_S = 3600
 
 # The worker runs in the pyroSAR environment (its own numpy/GDAL): standard library,
 # pyroSAR and spatialist only, nothing from sarssl. Request and answer are JSON.
-WORKER = r'''
+WORKER = r"""
 import json, logging, os, sys, traceback
 
 request = json.load(sys.stdin)
@@ -216,7 +223,7 @@ except BaseException as exc:
     answer({"ok": False, "stage": request.get("op"), "error": f"{type(exc).__name__}: {exc}"})
     sys.exit(0)
 answer(dict(ok=True, **result))
-'''
+"""
 
 
 # --------------------------------------------------------------------------------------
@@ -245,8 +252,14 @@ class Database:
     def worker_spec(self) -> dict[str, Any]:
         if self.kind == "sqlite":
             return {"kind": "sqlite", "path": str(self.path)}
-        return {"kind": "postgresql", "name": self.name, "user": self.user,
-                "password": self.password, "host": self.host, "port": self.port}
+        return {
+            "kind": "postgresql",
+            "name": self.name,
+            "user": self.user,
+            "password": self.password,
+            "host": self.host,
+            "port": self.port,
+        }
 
 
 def parse_db(text: str | os.PathLike) -> Database:
@@ -275,12 +288,19 @@ def parse_db(text: str | os.PathLike) -> Database:
         except ValueError as exc:
             raise SarsslError(f"--db {raw}: bad port: {exc}") from exc
         password = unquote(url.password) if url.password else os.environ.get("PGPASSWORD", "1234")
-        return Database(kind="postgresql", name=unquote(name),
-                        user=unquote(url.username) if url.username else "postgres",
-                        host=url.hostname or "localhost", port=port, password=password)
+        return Database(
+            kind="postgresql",
+            name=unquote(name),
+            user=unquote(url.username) if url.username else "postgres",
+            host=url.hostname or "localhost",
+            port=port,
+            password=password,
+        )
     path = Path(raw).expanduser().resolve()
     if path.is_dir():
-        raise SarsslError(f"--db {raw}: is a directory; give a database file such as {raw}/scenes.db")
+        raise SarsslError(
+            f"--db {raw}: is a directory; give a database file such as {raw}/scenes.db"
+        )
     if not path.suffix:
         raise SarsslError(
             f"--db {raw}: the database file name needs an extension (e.g. {path.name}.db); "
@@ -350,13 +370,22 @@ def call_worker(op: str, db: Database, **payload: Any) -> dict[str, Any]:
     python = pyrosar_python()
     if db.kind == "postgresql":
         _check_server(db)
-    request = {"op": op, "db": db.worker_spec(),
-               "log_level": "INFO" if log.isEnabledFor(logging.DEBUG) else "WARNING", **payload}
+    request = {
+        "op": op,
+        "db": db.worker_spec(),
+        "log_level": "INFO" if log.isEnabledFor(logging.DEBUG) else "WARNING",
+        **payload,
+    }
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(
-            [str(python), "-c", WORKER], input=json.dumps(request), capture_output=True,
-            text=True, env=_worker_env(), timeout=WORKER_TIMEOUT_S, check=False,
+            [str(python), "-c", WORKER],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            env=_worker_env(),
+            timeout=WORKER_TIMEOUT_S,
+            check=False,
         )
     except subprocess.TimeoutExpired as exc:
         raise SarsslError(f"{db.describe()}: pyroSAR {op} took more than {exc.timeout} s") from exc
@@ -408,15 +437,15 @@ def _query(filters: Filters) -> dict[str, Any]:
         "aoi": [float(v) for v in filters.aoi],
         "mindate": str(filters.start)[:10].replace("-", "") + "T000000",
         "maxdate": str(filters.end)[:10].replace("-", "") + "T235959",
-        "orbit": {"ASCENDING": "A", "DESCENDING": "D"}.get(
-            (filters.orbit_direction or "").upper()),
+        "orbit": {"ASCENDING": "A", "DESCENDING": "D"}.get((filters.orbit_direction or "").upper()),
         "relative_orbits": [int(r) for r in filters.relative_orbits],
         "polarisations": [p.upper() for p in filters.polarisations],
     }
 
 
-def _run(db: Database, products: Sequence[str] | None, queries: Sequence[dict]
-         ) -> tuple[IngestReport | None, list[list[str]]]:
+def _run(
+    db: Database, products: Sequence[str] | None, queries: Sequence[dict]
+) -> tuple[IngestReport | None, list[list[str]]]:
     """One worker call: ingest ``products`` (if any), then answer every query."""
     answer = call_worker("run", db, products=list(products or []), queries=list(queries))
     size = (int(answer["size"][0]), int(answer["size"][1]))
@@ -437,8 +466,13 @@ def _run(db: Database, products: Sequence[str] | None, queries: Sequence[dict]
             log.warning("pyroSAR cannot identify %s: %s", path, err)
         log.info(
             "%s: %d inserted, %d duplicates, %d registered before, %d failed; %d scenes "
-            "(+%d duplicates) in the archive", db.describe(), len(report.inserted),
-            len(report.duplicates), len(report.registered_before), len(report.failed), *size,
+            "(+%d duplicates) in the archive",
+            db.describe(),
+            len(report.inserted),
+            len(report.duplicates),
+            len(report.registered_before),
+            len(report.failed),
+            *size,
         )
     selections = [list(s) for s in answer["selections"]]
     for sel in selections:
@@ -476,7 +510,9 @@ def product_key(path: str | os.PathLike) -> str:
 
 
 def build_catalogue_pyrosar(
-    inputs: Sequence[str | os.PathLike], filters: Filters, db: Database | str,
+    inputs: Sequence[str | os.PathLike],
+    filters: Filters,
+    db: Database | str,
     rejected: list[Rejection] | None = None,
 ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """Like :func:`sarssl.catalogue.builtin.build_catalogue`, the selection made by the archive.
@@ -490,7 +526,9 @@ def build_catalogue_pyrosar(
 
 
 def build_catalogues_pyrosar(
-    inputs: Sequence[str | os.PathLike], filters_list: Sequence[Filters], db: Database | str,
+    inputs: Sequence[str | os.PathLike],
+    filters_list: Sequence[Filters],
+    db: Database | str,
     rejected: list[Rejection] | None = None,
 ) -> list[tuple[pd.DataFrame, list[tuple[str, str]]]]:
     """:func:`build_catalogue_pyrosar` for several filter sets (e.g. one per area) with a
@@ -506,8 +544,9 @@ def build_catalogues_pyrosar(
         if not paths:
             raise InputError(f"no .zip or .SAFE products in {', '.join(map(str, inputs))}")
         kept = screen_products(paths, excluded, screened)
-    report, selections = _run(db, [str(Path(p).resolve()) for p, _ in kept],
-                              [_query(f) for f in filters_list])
+    report, selections = _run(
+        db, [str(Path(p).resolve()) for p, _ in kept], [_query(f) for f in filters_list]
+    )
     if report is not None:
         failed = dict(report.failed)
         for path, prod in kept:
@@ -535,8 +574,9 @@ def _acquisition(name: str) -> tuple[str, int, dt.datetime] | None:
     return f["mission"], f["orbit"], dt.datetime.strptime(f["start"], "%Y%m%dT%H%M%S")
 
 
-def _same_acquisition(scene: str, index: dict[tuple[str, int], list[tuple[dt.datetime, str]]]
-                      ) -> str | None:
+def _same_acquisition(
+    scene: str, index: dict[tuple[str, int], list[tuple[dt.datetime, str]]]
+) -> str | None:
     """The key of the given product of the same acquisition as the scene ``scene`` (by
     their names: mission, absolute orbit, start within 2 s), or None. ``index`` maps
     (mission, orbit) to the (start, key) of the given products."""
@@ -549,9 +589,13 @@ def _same_acquisition(scene: str, index: dict[tuple[str, int], list[tuple[dt.dat
     return None
 
 
-def _table(scenes: list[str], filters: Filters, given: dict[str, str] | None,
-           excluded: list[tuple[str, str]], rejected: list[Rejection] | None = None,
-           ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+def _table(
+    scenes: list[str],
+    filters: Filters,
+    given: dict[str, str] | None,
+    excluded: list[tuple[str, str]],
+    rejected: list[Rejection] | None = None,
+) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """Catalogue rows for the archive's selection (footprint refinement included) and the
     reasons the other given products were left out."""
     index: dict[tuple[str, int], list[tuple[dt.datetime, str]]] = {}
@@ -568,8 +612,11 @@ def _table(scenes: list[str], filters: Filters, given: dict[str, str] | None,
         if key not in given:
             key = _same_acquisition(scene, index)
             if key is not None:
-                log.info("%s: selected by the archive, stands for %s (same acquisition)",
-                         scene, given[key])
+                log.info(
+                    "%s: selected by the archive, stands for %s (same acquisition)",
+                    scene,
+                    given[key],
+                )
         if key is not None:
             chosen.setdefault(key, given[key])
     aoi_poly = box(*filters.aoi)
@@ -584,16 +631,16 @@ def _table(scenes: list[str], filters: Filters, given: dict[str, str] | None,
                 prod.close()
                 products.append((path, prod))
             except SarsslError as exc:
-                log.warning("excluded %s: selected by the archive but unreadable: %s", path,
-                            exc)
+                log.warning("excluded %s: selected by the archive but unreadable: %s", path, exc)
                 excluded.append((path, f"unreadable: {exc}"))
                 if rejected is not None:
                     rejected.append(Rejection(path, product_key(path), f"unreadable: {exc}"))
     for path, prod in tqdm(products, desc="catalogue (pyroSAR)", unit="product", leave=False):
         key = prod.id
         if not prod.footprint.intersects(aoi_poly):
-            log.info("excluded %s: its footprint envelope meets the AOI, the footprint does not",
-                     key)
+            log.info(
+                "excluded %s: its footprint envelope meets the AOI, the footprint does not", key
+            )
             excluded.append((path, "footprint does not intersect the AOI"))
             continue
         rows.append(product_row(prod, path))
@@ -606,8 +653,11 @@ def _table(scenes: list[str], filters: Filters, given: dict[str, str] | None,
         except SarsslError as exc:
             reason = f"unreadable: {exc}"
         if reason is None:
-            log.warning("%s: not selected by the archive although its manifest matches the "
-                        "filters (%s)", path, filters.describe())
+            log.warning(
+                "%s: not selected by the archive although its manifest matches the filters (%s)",
+                path,
+                filters.describe(),
+            )
             reason = "not selected by the pyroSAR archive query"
         log.info("excluded %s: %s", key, reason)
         excluded.append((path, reason))

@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 
 
 def build_catalogue(
-    inputs: Sequence[str | Path], filters: Filters, rejected: list[Rejection] | None = None,
+    inputs: Sequence[str | Path],
+    filters: Filters,
+    rejected: list[Rejection] | None = None,
 ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """The catalogue table (columns :data:`sarssl.catalogue.table.COLUMNS`, sorted by start
     time) and the excluded products as (path, reason) pairs; unreadable, invalid and

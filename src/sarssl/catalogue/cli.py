@@ -34,37 +34,66 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("products", nargs="*", metavar="PRODUCT_OR_DIR",
-                        help=".zip / .SAFE products, or directories searched for them (at least "
-                             "one; with --backend pyrosar, none = query the whole database)")
+    parser.add_argument(
+        "products",
+        nargs="*",
+        metavar="PRODUCT_OR_DIR",
+        help=".zip / .SAFE products, or directories searched for them (at least "
+        "one; with --backend pyrosar, none = query the whole database)",
+    )
     parser.add_argument("--aoi", required=True, help="area of interest W,S,E,N (lon/lat degrees)")
-    parser.add_argument("--start", required=True, help="first acquisition date YYYY-MM-DD (inclusive)")
+    parser.add_argument(
+        "--start", required=True, help="first acquisition date YYYY-MM-DD (inclusive)"
+    )
     parser.add_argument("--end", required=True, help="last acquisition date YYYY-MM-DD (inclusive)")
-    parser.add_argument("--orbit-direction", default="any",
-                        help="ascending, descending or any (default)")
-    parser.add_argument("--relative-orbits", default="",
-                        help="comma-separated relative orbits to keep (default: any)")
-    parser.add_argument("--polarisations", default="",
-                        help="polarisations every product must hold, e.g. VV,VH (default: any)")
+    parser.add_argument(
+        "--orbit-direction", default="any", help="ascending, descending or any (default)"
+    )
+    parser.add_argument(
+        "--relative-orbits",
+        default="",
+        help="comma-separated relative orbits to keep (default: any)",
+    )
+    parser.add_argument(
+        "--polarisations",
+        default="",
+        help="polarisations every product must hold, e.g. VV,VH (default: any)",
+    )
     parser.add_argument("--out", required=True, help="catalogue CSV to write")
-    parser.add_argument("--rejected-out", default=None, metavar="PATH",
-                        help="also write the rejected products (unreadable, not an IW GRD "
-                             "product, name disagreeing with the manifest, duplicate of "
-                             "another product of the same acquisition) to this CSV: path, "
-                             "product_id, reason (default: only logged)")
-    parser.add_argument("--backend", choices=("builtin", "pyrosar"), default="builtin",
-                        help="builtin: scan the manifests (default); pyrosar: ingest into and "
-                             "select from pyroSAR's scene archive (needs --db and the "
-                             "environment built by tools/pyrosar-env.sh)")
-    parser.add_argument("--db", default=None, metavar="PATH_OR_URL",
-                        help="scene database for --backend pyrosar: a SQLite/SpatiaLite file "
-                             "(e.g. results/catalogue/scenes.db) or postgresql://USER@HOST:PORT/DB "
-                             "(PostGIS; password from $PGPASSWORD)")
+    parser.add_argument(
+        "--rejected-out",
+        default=None,
+        metavar="PATH",
+        help="also write the rejected products (unreadable, not an IW GRD "
+        "product, name disagreeing with the manifest, duplicate of "
+        "another product of the same acquisition) to this CSV: path, "
+        "product_id, reason (default: only logged)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("builtin", "pyrosar"),
+        default="builtin",
+        help="builtin: scan the manifests (default); pyrosar: ingest into and "
+        "select from pyroSAR's scene archive (needs --db and the "
+        "environment built by tools/pyrosar-env.sh)",
+    )
+    parser.add_argument(
+        "--db",
+        default=None,
+        metavar="PATH_OR_URL",
+        help="scene database for --backend pyrosar: a SQLite/SpatiaLite file "
+        "(e.g. results/catalogue/scenes.db) or postgresql://USER@HOST:PORT/DB "
+        "(PostGIS; password from $PGPASSWORD)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     filters = make_filters(
-        args.aoi, args.start, args.end, args.orbit_direction, args.relative_orbits,
+        args.aoi,
+        args.start,
+        args.end,
+        args.orbit_direction,
+        args.relative_orbits,
         args.polarisations,
     )
     backend = getattr(args, "backend", "builtin")
@@ -83,10 +112,17 @@ def run(args: argparse.Namespace) -> int:
         table, excluded = build_catalogue(args.products, filters, rejected=rejected)
     for path, reason in excluded:
         log.debug("reason %s: %s", path, reason)
-    counts = Counter(r.split(":")[0] if r.startswith(("unreadable", "invalid")) else r.split(" ")[0]
-                     for _, r in excluded)
-    log.info("catalogue: %d kept, %d excluded (%s); %d rejected", len(table), len(excluded),
-             ", ".join(f"{k}: {v}" for k, v in counts.items()) or "none", len(rejected))
+    counts = Counter(
+        r.split(":")[0] if r.startswith(("unreadable", "invalid")) else r.split(" ")[0]
+        for _, r in excluded
+    )
+    log.info(
+        "catalogue: %d kept, %d excluded (%s); %d rejected",
+        len(table),
+        len(excluded),
+        ", ".join(f"{k}: {v}" for k, v in counts.items()) or "none",
+        len(rejected),
+    )
     if rejected_out:
         write_rejected(rejected, rejected_out)
         log.info("wrote %s (%d rejected products)", rejected_out, len(rejected))

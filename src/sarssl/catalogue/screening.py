@@ -98,9 +98,11 @@ def _rank(prod: Product, order: int) -> tuple:
 
 def _why(kept: Product, other: Product) -> str:
     if kept.processing_time != other.processing_time:
-        return (f"processed later: {kept.processing_time} vs {other.processing_time}"
-                if kept.processing_time is not None and other.processing_time is not None
-                else "the other has no processing time")
+        return (
+            f"processed later: {kept.processing_time} vs {other.processing_time}"
+            if kept.processing_time is not None and other.processing_time is not None
+            else "the other has no processing time"
+        )
     if ipf_version_key(kept.ipf_version) != ipf_version_key(other.ipf_version):
         return f"newer IPF: {kept.ipf_version} vs {other.ipf_version}"
     return "same processing: the path given first is kept"
@@ -114,15 +116,24 @@ def one_per_acquisition(
     ``products`` are (path, product) in the order given. Returns the kept ones (in that
     order) and the others as (path, product, kept path, why the kept one won).
     """
-    order = sorted(range(len(products)), key=lambda i: (
-        products[i][1].mission, products[i][1].absolute_orbit, products[i][1].start_time, i))
+    order = sorted(
+        range(len(products)),
+        key=lambda i: (
+            products[i][1].mission,
+            products[i][1].absolute_orbit,
+            products[i][1].start_time,
+            i,
+        ),
+    )
     groups: list[list[int]] = []
     for i in order:
         p = products[i][1]
         if groups:
             q = products[groups[-1][0]][1]
-            if ((p.mission, p.absolute_orbit) == (q.mission, q.absolute_orbit)
-                    and p.start_time - q.start_time <= ACQUISITION_TOLERANCE):
+            if (p.mission, p.absolute_orbit) == (
+                q.mission,
+                q.absolute_orbit,
+            ) and p.start_time - q.start_time <= ACQUISITION_TOLERANCE:
                 groups[-1].append(i)
                 continue
         groups.append([i])
@@ -133,7 +144,8 @@ def one_per_acquisition(
     kept = [products[i] for i in sorted(winner) if winner[i] == i]
     dropped = [
         (products[i][0], products[i][1], products[w][0], _why(products[w][1], products[i][1]))
-        for i, w in sorted(winner.items()) if w != i
+        for i, w in sorted(winner.items())
+        if w != i
     ]
     return kept, dropped
 
@@ -176,9 +188,17 @@ def screen_products(
         valid.append((path, prod))
     kept, dropped = one_per_acquisition(valid)
     for path, prod, winner, why in dropped:
-        log.warning("duplicate product %s: %s ignored, keeping %s (same acquisition: %s orbit "
-                    "%d starting %s; %s)", prod.id, path, winner, prod.mission,
-                    prod.absolute_orbit, iso_utc(prod.start_time), why)
+        log.warning(
+            "duplicate product %s: %s ignored, keeping %s (same acquisition: %s orbit "
+            "%d starting %s; %s)",
+            prod.id,
+            path,
+            winner,
+            prod.mission,
+            prod.absolute_orbit,
+            iso_utc(prod.start_time),
+            why,
+        )
         reject(path, prod.id, f"duplicate of {winner}")
     return kept
 

@@ -72,7 +72,9 @@ def table_from_rows(rows: list[dict]) -> pd.DataFrame:
     """The catalogue table from :func:`product_row` rows, sorted by start time."""
     table = pd.DataFrame(rows, columns=COLUMNS)
     if len(table):
-        table = table.sort_values(["start_time", "product_id"], kind="stable").reset_index(drop=True)
+        table = table.sort_values(["start_time", "product_id"], kind="stable").reset_index(
+            drop=True
+        )
     return table
 
 

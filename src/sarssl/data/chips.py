@@ -74,7 +74,6 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..errors import InputError, SarsslError
-from ..sar.grid import Grid
 from ..io import (
     atomic_dir,
     gdal_message,
@@ -84,6 +83,7 @@ from ..io import (
     run_record,
     write_json,
 )
+from ..sar.grid import Grid
 from ..vocabulary import CHANNELS, IGNORE_INDEX, SPLITS
 from .store import (
     DEFAULT_FRACTIONS,
@@ -214,7 +214,9 @@ def _open_composite(path: Path):
         raise InputError(f"{path}: not a readable raster ({exc})") from exc
     if src.count != len(CHANNELS):
         src.close()
-        raise InputError(f"{path}: expected {len(CHANNELS)} bands ({', '.join(CHANNELS)}), found {src.count}")
+        raise InputError(
+            f"{path}: expected {len(CHANNELS)} bands ({', '.join(CHANNELS)}), found {src.count}"
+        )
     desc = list(src.descriptions)
     if any(desc) and desc != list(CHANNELS):
         src.close()
@@ -255,8 +257,14 @@ def _check_label_coverage(
                 "raster that covers the area (or lower --min-label-coverage)"
             )
         if cov < 1:
-            log.warning("%s: %s labels cover %s of the %d valid composite pixels of area %s",
-                        path, name, _pct(cov), n_valid, area)
+            log.warning(
+                "%s: %s labels cover %s of the %d valid composite pixels of area %s",
+                path,
+                name,
+                _pct(cov),
+                n_valid,
+                area,
+            )
     return coverage
 
 
@@ -326,8 +334,12 @@ def make_chips(
         band_width = float(split_band_width) if split_band_width else size * res
         chips = chip_grid(grid, size, overlap)
         if not chips:
-            raise InputError(f"{composite}: {grid.width}x{grid.height} px is smaller than one {size}x{size} chip")
-        log.info("%s: %d candidate chips of %d px (overlap %d)", composite, len(chips), size, overlap)
+            raise InputError(
+                f"{composite}: {grid.width}x{grid.height} px is smaller than one {size}x{size} chip"
+            )
+        log.info(
+            "%s: %d candidate chips of %d px (overlap %d)", composite, len(chips), size, overlap
+        )
 
         lc_full = read_landcover(landcover, grid)
         tc_full = read_treecover(treecover, grid)
@@ -339,7 +351,9 @@ def make_chips(
         reasons: Counter[str] = Counter()
         n_valid = n_landcover = n_treecover = 0
         counted_to = 0
-        for row_off, group in tqdm(list(_strips(chips)), desc=f"chips QA {area}", unit="row", disable=not progress):
+        for row_off, group in tqdm(
+            list(_strips(chips)), desc=f"chips QA {area}", unit="row", disable=not progress
+        ):
             strip = _read_strip(src, composite, row_off, size)
             first = max(row_off, counted_to)
             if first < row_off + size:
@@ -370,16 +384,24 @@ def make_chips(
         )
         kept = [c for c, k in zip(chips, keep) if k]
         n = len(kept)
-        qa = {"kept": n, "nodata": reasons["nodata"], "constant_channel": reasons["constant_channel"]}
+        qa = {
+            "kept": n,
+            "nodata": reasons["nodata"],
+            "constant_channel": reasons["constant_channel"],
+        }
         log.info("%s: %s", area, qa)
         if n == 0:
-            raise InputError(f"{composite}: all {len(chips)} chips were dropped ({qa}); check the composite")
+            raise InputError(
+                f"{composite}: all {len(chips)} chips were dropped ({qa}); check the composite"
+            )
 
         # Index: ids, bounds, spatial bands and splits.
         side = size * res
         x_left = np.array([c.x_left for c in kept])
         y_top = np.array([c.y_top for c in kept])
-        band, split = split_bands(x_left + side / 2, y_top - side / 2, split_angle, band_width, split_pattern)
+        band, split = split_bands(
+            x_left + side / 2, y_top - side / 2, split_angle, band_width, split_pattern
+        )
         index = pd.DataFrame(
             {
                 "id": [chip_id(epsg, c.x_left, c.y_top) for c in kept],
@@ -406,7 +428,9 @@ def make_chips(
             tc_mean = np.zeros(n, np.float64)
             by_row = {id(c): r for r, c in enumerate(kept)}
             # Pass 2: write the kept chips.
-            for row_off, group in tqdm(list(_strips(kept)), desc=f"chips write {area}", unit="row", disable=not progress):
+            for row_off, group in tqdm(
+                list(_strips(kept)), desc=f"chips write {area}", unit="row", disable=not progress
+            ):
                 strip = _read_strip(src, composite, row_off, size)
                 for _, c in group:
                     r = by_row[id(c)]
@@ -477,7 +501,9 @@ def export_chips(store_dir: str | os.PathLike, split: str, export_dir: str | os.
                 tags={"CHIP_ID": rec.id, "SPLIT": split, "AREA": rec.area},
                 cog=False,
             )
-            labels = np.stack([st.landcover[r].astype(np.float32), st.treecover[r].astype(np.float32)])
+            labels = np.stack(
+                [st.landcover[r].astype(np.float32), st.treecover[r].astype(np.float32)]
+            )
             write_geotiff(
                 tmp / f"{rec.id}_labels.tif",
                 labels,
@@ -494,7 +520,12 @@ def export_chips(store_dir: str | os.PathLike, split: str, export_dir: str | os.
 # --------------------------------------------------------------------------------------
 # normalisation statistics
 # --------------------------------------------------------------------------------------
-def channel_stats(store_dirs: Sequence[str | os.PathLike], split: str = "train", chunk: int = 64, progress: bool = True) -> dict[str, Any]:
+def channel_stats(
+    store_dirs: Sequence[str | os.PathLike],
+    split: str = "train",
+    chunk: int = 64,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Per-channel mean/std (ddof 0) of the dB values of ``split`` chips, NaN ignored."""
     if not store_dirs:
         raise SarsslError("stats: give at least one --chips-dir")
@@ -502,7 +533,9 @@ def channel_stats(store_dirs: Sequence[str | os.PathLike], split: str = "train",
     channels = stores[0].channels
     for st in stores[1:]:
         if st.channels != channels:
-            raise InputError(f"{st.path}: channels {st.channels} differ from {stores[0].path}'s {channels}")
+            raise InputError(
+                f"{st.path}: channels {st.channels} differ from {stores[0].path}'s {channels}"
+            )
     c = len(channels)
     n_tot = np.zeros(c, np.float64)
     mean = np.zeros(c, np.float64)
@@ -534,7 +567,8 @@ def channel_stats(store_dirs: Sequence[str | os.PathLike], split: str = "train",
     if n_chips == 0 or (n_tot == 0).any():
         raise InputError(
             f"stats: no valid {split} pixels for channel(s) "
-            f"{[ch for ch, k in zip(channels, n_tot) if k == 0] or channels} in {[str(s.path) for s in stores]}"
+            f"{[ch for ch, k in zip(channels, n_tot) if k == 0] or channels} "
+            f"in {[str(s.path) for s in stores]}"
         )
     std = np.sqrt(m2 / n_tot)
     return {
@@ -566,28 +600,55 @@ def _csv_words(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--composite", required=True, help="12-band seasonal composite (sarssl composite)")
-    parser.add_argument("--landcover", required=True, help="WorldCover-coded land cover raster (any CRS)")
-    parser.add_argument("--treecover", required=True, help="MOD44B-style tree cover percent raster (any CRS)")
+    parser.add_argument(
+        "--composite", required=True, help="12-band seasonal composite (sarssl composite)"
+    )
+    parser.add_argument(
+        "--landcover", required=True, help="WorldCover-coded land cover raster (any CRS)"
+    )
+    parser.add_argument(
+        "--treecover", required=True, help="MOD44B-style tree cover percent raster (any CRS)"
+    )
     parser.add_argument("--area", required=True, help="area name recorded in the index")
     parser.add_argument("--size", type=int, default=64, help="chip size in pixels (the study: 448)")
-    parser.add_argument("--overlap", type=int, default=0, help="overlap of neighbouring chips in pixels")
-    parser.add_argument("--max-nodata", type=float, default=0.05, help="drop chips with more no data than this")
     parser.add_argument(
-        "--min-label-coverage", type=float, default=0.5,
+        "--overlap", type=int, default=0, help="overlap of neighbouring chips in pixels"
+    )
+    parser.add_argument(
+        "--max-nodata", type=float, default=0.05, help="drop chips with more no data than this"
+    )
+    parser.add_argument(
+        "--min-label-coverage",
+        type=float,
+        default=0.5,
         help="fraction of the valid composite pixels each label raster must label, else an error "
-             "(default 0.5; below 1 is a warning)",
-    )
-    parser.add_argument("--split-angle", type=float, default=30.0, help="direction of the split bands (deg from east)")
-    parser.add_argument(
-        "--split-band-width", type=float, default=None, help="band width in CRS metres (default: one chip side)"
+        "(default 0.5; below 1 is a warning)",
     )
     parser.add_argument(
-        "--split-pattern", type=_csv_words, default=list(DEFAULT_PATTERN), help="splits assigned cyclically to bands"
+        "--split-angle",
+        type=float,
+        default=30.0,
+        help="direction of the split bands (deg from east)",
+    )
+    parser.add_argument(
+        "--split-band-width",
+        type=float,
+        default=None,
+        help="band width in CRS metres (default: one chip side)",
+    )
+    parser.add_argument(
+        "--split-pattern",
+        type=_csv_words,
+        default=list(DEFAULT_PATTERN),
+        help="splits assigned cyclically to bands",
     )
     parser.add_argument("--out-dir", required=True, help="chip store directory")
-    parser.add_argument("--export-split", choices=SPLITS, default=None, help="also export this split as GeoTIFFs")
-    parser.add_argument("--export-dir", default=None, help="where --export-split writes its GeoTIFFs")
+    parser.add_argument(
+        "--export-split", choices=SPLITS, default=None, help="also export this split as GeoTIFFs"
+    )
+    parser.add_argument(
+        "--export-dir", default=None, help="where --export-split writes its GeoTIFFs"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -614,16 +675,25 @@ def add_stats_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--chips-dir", action="append", required=True, help="chip store (repeat for several areas)"
     )
-    parser.add_argument("--split", choices=SPLITS, default="train", help="split to compute statistics on")
+    parser.add_argument(
+        "--split", choices=SPLITS, default="train", help="split to compute statistics on"
+    )
     parser.add_argument("--out", required=True, help="stats.json")
 
 
 def add_fractions_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--chips-dir", required=True, help="chip store whose training ids are subset")
     parser.add_argument(
-        "--fractions", type=_csv_floats, default=list(DEFAULT_FRACTIONS), help="nested label fractions of train"
+        "--chips-dir", required=True, help="chip store whose training ids are subset"
     )
-    parser.add_argument("--seed", type=int, required=True, help="seed of the label-fraction subsets")
+    parser.add_argument(
+        "--fractions",
+        type=_csv_floats,
+        default=list(DEFAULT_FRACTIONS),
+        help="nested label fractions of train",
+    )
+    parser.add_argument(
+        "--seed", type=int, required=True, help="seed of the label-fraction subsets"
+    )
 
 
 def run_fractions(args: argparse.Namespace) -> int:
@@ -640,5 +710,7 @@ def run_fractions(args: argparse.Namespace) -> int:
 def run_stats(args: argparse.Namespace) -> int:
     stats = channel_stats(args.chips_dir, split=args.split)
     write_json(args.out, stats)
-    log.info("stats over %d %s chips of %s -> %s", stats["n_chips"], args.split, stats["areas"], args.out)
+    log.info(
+        "stats over %d %s chips of %s -> %s", stats["n_chips"], args.split, stats["areas"], args.out
+    )
     return 0

@@ -41,9 +41,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ..vocabulary import CHANNELS, DEFAULT_SEASONS, SEASONS, assign_season, season_windows
 from ..errors import InputError, SarsslError
 from ..rasterio_blocks import BlockWriter
+from ..vocabulary import CHANNELS, DEFAULT_SEASONS, SEASONS, assign_season, season_windows
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,9 @@ def _same_grid(a: tuple, b: tuple) -> bool:
 def _to_linear(block: np.ndarray, linear: bool) -> np.ndarray:
     """(2, h, w) dB (or linear) -> float64 linear power, NaN where unusable (<= 0, NaN)."""
     with np.errstate(invalid="ignore", over="ignore"):
-        lin = block.astype(np.float64) if linear else np.power(10.0, block.astype(np.float64) / 10.0)
+        lin = (
+            block.astype(np.float64) if linear else np.power(10.0, block.astype(np.float64) / 10.0)
+        )
         lin[~(lin > 0) | ~np.isfinite(lin)] = np.nan
     # An observation needs both polarisations (keeps vvvh consistent with vv and vh).
     lin[:, ~np.isfinite(lin).all(axis=0)] = np.nan
@@ -164,7 +166,9 @@ def _db(lin: np.ndarray) -> np.ndarray:
 _DB_TO_LN = np.log(10.0) / 10.0  # 10**(x/10) = exp(x * ln(10)/10)
 
 
-def _accumulate_loop(vv: np.ndarray, vh: np.ndarray, linear: bool, total: np.ndarray, n: np.ndarray) -> None:
+def _accumulate_loop(
+    vv: np.ndarray, vh: np.ndarray, linear: bool, total: np.ndarray, n: np.ndarray
+) -> None:
     """Add one scene block to the running sums of the mean.
 
     ``vv``/``vh`` (h, w) float32 dB (or linear power when ``linear``); a pixel counts
@@ -212,7 +216,9 @@ except ImportError:  # pragma: no cover - numba is a dependency
     _accumulate = _finish = None
 
 
-def _accumulate_np(vv: np.ndarray, vh: np.ndarray, linear: bool, total: np.ndarray, n: np.ndarray) -> None:
+def _accumulate_np(
+    vv: np.ndarray, vh: np.ndarray, linear: bool, total: np.ndarray, n: np.ndarray
+) -> None:
     """NumPy twin of :func:`_accumulate_loop` (used when numba is missing)."""
     lin = _to_linear(np.stack([vv, vh]), linear)
     ok = np.isfinite(lin[0])
@@ -272,8 +278,9 @@ def composite(
     for scene, grid in headers[1:]:
         if not _same_grid(ref_grid, grid):
             raise InputError(
-                f"{scene.path}: grid {grid[0]}, {tuple(grid[1])[:6]}, {grid[2]}x{grid[3]} differs from "
-                f"{headers[0][0].path} ({ref_grid[0]}, {tuple(ref_grid[1])[:6]}, {ref_grid[2]}x{ref_grid[3]}); "
+                f"{scene.path}: grid {grid[0]}, {tuple(grid[1])[:6]}, {grid[2]}x{grid[3]} "
+                f"differs from {headers[0][0].path} ({ref_grid[0]}, {tuple(ref_grid[1])[:6]}, "
+                f"{ref_grid[2]}x{ref_grid[3]}); "
                 "every scene must be on the same area grid"
             )
     by_season: dict[str, list[Scene]] = {s: [] for s in SEASONS}
@@ -281,7 +288,9 @@ def composite(
     for scene, _ in headers:
         season = assign_season(scene.time, windows)
         if season is None:
-            log.info("%s: acquired %s, outside every season of %d: ignored", scene.path, scene.time, year)
+            log.info(
+                "%s: acquired %s, outside every season of %d: ignored", scene.path, scene.time, year
+            )
             ignored.append(str(scene.path))
         else:
             by_season[season].append(scene)
@@ -293,10 +302,12 @@ def composite(
     short = {s: lst for s, lst in by_season.items() if len(lst) < min_scenes_per_season}
     if short:
         detail = "; ".join(
-            f"{s} ({windows[s][0]} .. {windows[s][1]}): {len(lst)} scene(s)" for s, lst in short.items()
+            f"{s} ({windows[s][0]} .. {windows[s][1]}): {len(lst)} scene(s)"
+            for s, lst in short.items()
         )
         raise InputError(
-            f"composite {out}: fewer than --min-scenes-per-season {min_scenes_per_season} scene(s) in "
+            f"composite {out}: fewer than --min-scenes-per-season {min_scenes_per_season} "
+            "scene(s) in "
             f"season(s) {detail} of the {len(scenes)} given; add acquisitions, widen the season "
             "windows, or set the minimum to 0 to accept seasons without data (their channels are "
             "then all no data)"
@@ -305,7 +316,10 @@ def composite(
     for season in empty:
         log.warning(
             "season %s of %d (%s .. %s) has no scene: its channels will be all no data",
-            season, year, windows[season][0], windows[season][1],
+            season,
+            year,
+            windows[season][0],
+            windows[season][1],
         )
 
     crs, transform, width, height = ref_grid
@@ -317,7 +331,9 @@ def composite(
     if method == "median":
         rows = max(1, min(rows, median_budget_bytes // max(1, kmax * 2 * width * 8)))
     ch = {name: i for i, name in enumerate(CHANNELS)}
-    accumulate, finish = (_accumulate, _finish) if _accumulate is not None else (_accumulate_np, _finish_np)
+    accumulate, finish = (
+        (_accumulate, _finish) if _accumulate is not None else (_accumulate_np, _finish_np)
+    )
 
     season_json = {s: [str(a), str(b)] for s, (a, b) in windows.items()}
     config_json = {s: list(v) for s, v in (seasons or DEFAULT_SEASONS).items()}
@@ -348,26 +364,49 @@ def composite(
         # Block by block into uncompressed tiled GTiffs, published as COGs at the end:
         # memory holds one block, never the whole composite (let alone twice).
         comp_w = outer.enter_context(
-            BlockWriter(out, count=len(CHANNELS), dtype=np.float32, nodata=float("nan"),
-                        band_names=list(CHANNELS), tags=tags, compress=compress, **grid)
+            BlockWriter(
+                out,
+                count=len(CHANNELS),
+                dtype=np.float32,
+                nodata=float("nan"),
+                band_names=list(CHANNELS),
+                tags=tags,
+                compress=compress,
+                **grid,
+            )
         )
         count_w = outer.enter_context(
-            BlockWriter(count_out, count=len(SEASONS), dtype=np.uint16, nodata=None,
-                        band_names=[f"count_{s}" for s in SEASONS], tags={**tags, "UNITS": "observations"},
-                        compress=compress, **grid)
+            BlockWriter(
+                count_out,
+                count=len(SEASONS),
+                dtype=np.uint16,
+                nodata=None,
+                band_names=[f"count_{s}" for s in SEASONS],
+                tags={**tags, "UNITS": "observations"},
+                compress=compress,
+                **grid,
+            )
         )
         # While reading scenes, bound GDAL's block cache (default: 5% of RAM), which
         # otherwise grows with the number of scene blocks read and makes peak memory
         # depend on the number of scenes; decode compressed tiles on all cores.
         with contextlib.ExitStack() as stack:
-            stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, GDAL_NUM_THREADS="ALL_CPUS"))
-            handles = {id(s): stack.enter_context(rasterio.open(s.path)) for lst in by_season.values() for s in lst}
+            stack.enter_context(
+                rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, GDAL_NUM_THREADS="ALL_CPUS")
+            )
+            handles = {
+                id(s): stack.enter_context(rasterio.open(s.path))
+                for lst in by_season.values()
+                for s in lst
+            }
             block = np.empty((len(CHANNELS), rows, width), np.float32)
             cblock = np.empty((len(SEASONS), rows, width), np.uint16)
             three = np.empty((3, rows, width), np.float32)
             scene_buf = np.empty((2, rows, width), np.float32)
             blocks = range(0, height, rows)
-            for r0 in tqdm(blocks, desc=f"composite {out.name}", unit="block", disable=not progress):
+            for r0 in tqdm(
+                blocks, desc=f"composite {out.name}", unit="block", disable=not progress
+            ):
                 h = min(rows, height - r0)
                 win = Window(0, r0, width, h)
                 for si, season in enumerate(SEASONS):
@@ -378,14 +417,17 @@ def composite(
                         n = np.zeros((h, width), np.uint16)
                         for scene in lst:
                             buf = scene_buf[:, :h]
-                            handles[id(scene)].read([scene.vv_band, scene.vh_band], window=win, out=buf)
+                            handles[id(scene)].read(
+                                [scene.vv_band, scene.vh_band], window=win, out=buf
+                            )
                             accumulate(buf[0], buf[1], scene.linear, total, n)
                         finish(total, n, res)
                     else:
                         stack_arr = np.full((max(1, len(lst)), 2, h, width), np.nan, np.float64)
                         for k, scene in enumerate(lst):
                             stack_arr[k] = _to_linear(
-                                handles[id(scene)].read([scene.vv_band, scene.vh_band], window=win), scene.linear
+                                handles[id(scene)].read([scene.vv_band, scene.vh_band], window=win),
+                                scene.linear,
                             )
                         n = np.isfinite(stack_arr[:, 0]).sum(axis=0).astype(np.uint16)
                         with warnings.catch_warnings():
@@ -428,23 +470,36 @@ def composite(
 # CLI
 # --------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("scenes", nargs="+", metavar="SCENE.tif", help="preprocessed scenes of one area grid")
-    parser.add_argument("--year", type=int, required=True, help="composite year Y (winter starts Y-1-12-01)")
-    parser.add_argument("--method", choices=METHODS, default="mean", help="mean or median of linear power")
+    parser.add_argument(
+        "scenes", nargs="+", metavar="SCENE.tif", help="preprocessed scenes of one area grid"
+    )
+    parser.add_argument(
+        "--year", type=int, required=True, help="composite year Y (winter starts Y-1-12-01)"
+    )
+    parser.add_argument(
+        "--method", choices=METHODS, default="mean", help="mean or median of linear power"
+    )
     parser.add_argument(
         "--seasons",
         default=None,
-        help='JSON (inline or file): {"winter": ["12-01", "02-end"], ...}; "MM-end" = last day of month',
+        help='JSON (inline or file): {"winter": ["12-01", "02-end"], ...}; '
+        '"MM-end" = last day of month',
     )
-    parser.add_argument("--block-rows", type=int, default=DEFAULT_BLOCK_ROWS, help="rows per streamed block")
     parser.add_argument(
-        "--compress", default="zstd",
-        help="COG compression of the outputs (zstd: level 1, ~2x faster than deflate; deflate, lzw, none)",
+        "--block-rows", type=int, default=DEFAULT_BLOCK_ROWS, help="rows per streamed block"
+    )
+    parser.add_argument(
+        "--compress",
+        default="zstd",
+        help="COG compression of the outputs "
+        "(zstd: level 1, ~2x faster than deflate; deflate, lzw, none)",
     )
     parser.add_argument("--out", required=True, help="12-band composite GeoTIFF")
     parser.add_argument("--count-out", required=True, help="4-band observation count GeoTIFF")
     parser.add_argument(
-        "--min-scenes-per-season", type=int, default=1,
+        "--min-scenes-per-season",
+        type=int,
+        default=1,
         help="fewer scenes in any season is an error naming it (default 1); 0 = warn only",
     )
 

@@ -92,7 +92,9 @@ def _read_source(path: Path, grid: Grid, margin: int = 2):
         col1 = min(src.width, int(np.ceil(win.col_off + win.width)) + margin)
         row1 = min(src.height, int(np.ceil(win.row_off + win.height)) + margin)
         if col1 <= col0 or row1 <= row0:
-            raise InputError(f"{path}: does not overlap the target grid (bounds {grid.bounds} in {grid.crs})")
+            raise InputError(
+                f"{path}: does not overlap the target grid (bounds {grid.bounds} in {grid.crs})"
+            )
         window = Window(col0, row0, col1 - col0, row1 - row0)
         try:
             data = src.read(1, window=window)
@@ -130,7 +132,13 @@ def read_landcover(path: str | os.PathLike, grid: Grid) -> np.ndarray:
         resampling=Resampling.nearest,
     )
     out = worldcover_to_class(dst)
-    log.info("%s: land cover on %dx%d grid, %.1f%% labelled", path, grid.width, grid.height, 100 * (out != IGNORE_INDEX).mean())
+    log.info(
+        "%s: land cover on %dx%d grid, %.1f%% labelled",
+        path,
+        grid.width,
+        grid.height,
+        100 * (out != IGNORE_INDEX).mean(),
+    )
     return out
 
 
@@ -154,5 +162,11 @@ def read_treecover(path: str | os.PathLike, grid: Grid) -> np.ndarray:
         dst_nodata=np.nan,
         resampling=Resampling.average,
     )
-    log.info("%s: tree cover on %dx%d grid, %.1f%% known", path, grid.width, grid.height, 100 * np.isfinite(dst).mean())
+    log.info(
+        "%s: tree cover on %dx%d grid, %.1f%% known",
+        path,
+        grid.width,
+        grid.height,
+        100 * np.isfinite(dst).mean(),
+    )
     return dst

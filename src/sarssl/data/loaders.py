@@ -81,7 +81,6 @@ def contiguous_runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
     return [(int(a), int(rows[a]), int(b - a)) for a, b in zip(starts, ends)]
 
 
-
 # --------------------------------------------------------------------------------------
 # raw batches: the one reading path
 # --------------------------------------------------------------------------------------
@@ -120,14 +119,20 @@ class ChipBatches:
     ) -> None:
         self.store = store_dir if isinstance(store_dir, ChipStore) else ChipStore(store_dir)
         n = self.store.n
-        self.rows = np.arange(n, dtype=np.int64) if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
+        self.rows = (
+            np.arange(n, dtype=np.int64)
+            if rows is None
+            else np.sort(np.asarray(rows, dtype=np.int64))
+        )
         if self.rows.size and (self.rows.min() < 0 or self.rows.max() >= n):
             raise SarsslError(f"chip store {self.store.path}: rows must lie in [0, {n})")
         if arrays is None:
             arrays = tuple(STORE_ARRAYS) if labels else ("x",)
         unknown = sorted(set(arrays) - set(STORE_ARRAYS))
         if unknown or not arrays:
-            raise SarsslError(f"ChipBatches: arrays {list(arrays)}: expected some of {list(STORE_ARRAYS)}")
+            raise SarsslError(
+                f"ChipBatches: arrays {list(arrays)}: expected some of {list(STORE_ARRAYS)}"
+            )
         self.arrays = tuple(k for k in STORE_ARRAYS if k in arrays)
         self.batch_size = int(batch_size)
         self.block_rows = int(block_rows)
@@ -149,8 +154,13 @@ class ChipBatches:
         """Rows of every batch of the current epoch (cached per epoch)."""
         if self._plan is None or self._plan[0] != self.epoch:
             plan = block_batches(
-                self.rows, self.batch_size, block_rows=self.block_rows, shuffle=self.shuffle,
-                seed=self.seed, epoch=self.epoch, drop_last=self.drop_last,
+                self.rows,
+                self.batch_size,
+                block_rows=self.block_rows,
+                shuffle=self.shuffle,
+                seed=self.seed,
+                epoch=self.epoch,
+                drop_last=self.drop_last,
             )
             self._plan = (self.epoch, plan)
         return self._plan[1]
@@ -160,7 +170,9 @@ class ChipBatches:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     # reading -----------------------------------------------------------------------------
-    def buffers(self, n: int | None = None, *, shared: bool = False, pin: bool = False) -> dict[str, Any]:
+    def buffers(
+        self, n: int | None = None, *, shared: bool = False, pin: bool = False
+    ) -> dict[str, Any]:
         """Empty batch tensors for ``n`` chips (default ``batch_size``) in the store dtypes."""
         import torch
 
@@ -208,7 +220,10 @@ class ChipBatches:
         """The small per-chip fields of a batch (new tensors, not reused)."""
         import torch
 
-        return {"treecover": torch.from_numpy(self.tree_means[rows]), "row": torch.from_numpy(rows.copy())}
+        return {
+            "treecover": torch.from_numpy(self.tree_means[rows]),
+            "row": torch.from_numpy(rows.copy()),
+        }
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         plan = self.batches()
@@ -242,7 +257,9 @@ def _pread_full(fd: int, view: memoryview, offset: int, where: str) -> None:
     while done < total:
         got = os.preadv(fd, [view[done:]], offset + done)
         if got <= 0:
-            raise InputError(f"{where}: file ends before byte {offset + total} (truncated chip store?)")
+            raise InputError(
+                f"{where}: file ends before byte {offset + total} (truncated chip store?)"
+            )
         done += got
 
 
@@ -307,8 +324,15 @@ class BatchLoader:
                 events[slot].synchronize()  # the previous H2D copy from this buffer is done
                 events[slot] = None
             rows = plan[i]
-            parts = [p for p in np.array_split(np.arange(rows.size), min(self.threads, rows.size)) if p.size]
-            return [pool.submit(ds.read_into, rows[p[0] : p[-1] + 1], ring[slot], int(p[0])) for p in parts]
+            parts = [
+                p
+                for p in np.array_split(np.arange(rows.size), min(self.threads, rows.size))
+                if p.size
+            ]
+            return [
+                pool.submit(ds.read_into, rows[p[0] : p[-1] + 1], ring[slot], int(p[0]))
+                for p in parts
+            ]
 
         with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="batchloader") as pool:
             pending = {i: submit(pool, i) for i in range(min(self.prefetch, len(plan)))}
@@ -329,7 +353,6 @@ class BatchLoader:
                         ev.record()
                         events[slot] = ev
                 yield batch
-
 
 
 # --------------------------------------------------------------------------------------
@@ -401,7 +424,10 @@ def load_chips(
     like = reader.buffers(0)  # the shape of one chip and the dtype of every array
     if norm is not None:
         like["image"] = like.pop("x").to(torch.float32)
-    out = {k: torch.empty((rows.size, *t.shape[1:]), dtype=t.dtype, device=device) for k, t in like.items()}
+    out = {
+        k: torch.empty((rows.size, *t.shape[1:]), dtype=t.dtype, device=device)
+        for k, t in like.items()
+    }
     buf = reader.buffers()
     for start in range(0, rows.size, reader.batch_size):
         part = rows[start : start + reader.batch_size]
@@ -436,5 +462,3 @@ def _empty(shape: tuple[int, ...], dtype: Any, shared: bool) -> Any:
     numel = int(np.prod(shape))
     storage = torch.UntypedStorage._new_shared(numel * torch.empty((), dtype=dtype).element_size())
     return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
-
-

@@ -80,7 +80,9 @@ def landcover_majority(landcover: np.ndarray) -> int:
     Ties go to the lower class number (deterministic).
     """
     lc = np.asarray(landcover).ravel()
-    counts = np.bincount(lc[lc < N_LANDCOVER_CLASSES].astype(np.int64), minlength=N_LANDCOVER_CLASSES)
+    counts = np.bincount(
+        lc[lc < N_LANDCOVER_CLASSES].astype(np.int64), minlength=N_LANDCOVER_CLASSES
+    )
     return int(np.argmax(counts)) if counts.sum() > 0 else IGNORE_INDEX
 
 
@@ -241,16 +243,22 @@ class StoreWriter:
             area=area or "unknown",
         )
         if len(index) != self.n:
-            raise SarsslError(f"chip store {self.directory}: index has {len(index)} rows, arrays {self.n}")
+            raise SarsslError(
+                f"chip store {self.directory}: index has {len(index)} rows, arrays {self.n}"
+            )
         write_geoparquet(self.directory / "index.parquet", index, projjson)
         write_qa(self.directory / "qa.csv", dict(qa) if qa is not None else {"kept": self.n})
-        meta = self.describe(index, resolution=resolution, crs=crs_str, epsg=epsg, area=area or "unknown")
+        meta = self.describe(
+            index, resolution=resolution, crs=crs_str, epsg=epsg, area=area or "unknown"
+        )
         if extra:
             meta.update(extra)
         write_json(self.directory / "store.json", meta)
         return meta
 
-    def describe(self, index: pd.DataFrame, *, resolution: float, crs: str, epsg: int | None, area: str) -> dict[str, Any]:
+    def describe(
+        self, index: pd.DataFrame, *, resolution: float, crs: str, epsg: int | None, area: str
+    ) -> dict[str, Any]:
         """The ``store.json`` content of the arrays and their completed ``index``."""
         c, s = len(self.channels), self.chip_size
         x_bytes = c * s * s * np.dtype(X_DTYPE).itemsize
@@ -300,7 +308,9 @@ def check_index(df: pd.DataFrame) -> None:
     if bad:
         raise SarsslError(f"chip index: unknown split(s) {bad}; expected {list(SPLITS)}")
     if df["id"].duplicated().any():
-        raise SarsslError(f"chip index: duplicate ids {df.loc[df['id'].duplicated(), 'id'].tolist()[:5]}")
+        raise SarsslError(
+            f"chip index: duplicate ids {df.loc[df['id'].duplicated(), 'id'].tolist()[:5]}"
+        )
 
 
 def complete_index(
@@ -352,7 +362,9 @@ def complete_index(
             "treecover_mean": np.float64,
         }
     )
-    cols = list(INDEX_COLUMNS) + [c for c in df.columns if c not in INDEX_COLUMNS and c != "geometry"]
+    cols = list(INDEX_COLUMNS) + [
+        c for c in df.columns if c not in INDEX_COLUMNS and c != "geometry"
+    ]
     return df[cols]
 
 
@@ -371,7 +383,12 @@ def write_geoparquet(path: str | os.PathLike, index: pd.DataFrame, projjson: dic
     df["geometry"] = shapely.to_wkb(boxes)
     table = pa.Table.from_pandas(df, preserve_index=False)
     bbox = (
-        [float(index["x0"].min()), float(index["y0"].min()), float(index["x1"].max()), float(index["y1"].max())]
+        [
+            float(index["x0"].min()),
+            float(index["y0"].min()),
+            float(index["x1"].max()),
+            float(index["y1"].max()),
+        ]
         if len(index)
         else []
     )
@@ -460,14 +477,17 @@ class ChipStore:
         except json.JSONDecodeError as exc:
             raise InputError(f"{meta_path}: invalid JSON ({exc})") from exc
         if self.meta.get("format") != STORE_FORMAT:
-            raise InputError(f"{meta_path}: not a {STORE_FORMAT} (format={self.meta.get('format')!r})")
+            raise InputError(
+                f"{meta_path}: not a {STORE_FORMAT} (format={self.meta.get('format')!r})"
+            )
         index_path = self.path / "index.parquet"
         if not index_path.is_file():
             raise InputError(f"chip store {self.path}: index.parquet not found")
         self.index: pd.DataFrame = pd.read_parquet(index_path)
         if len(self.index) != self.meta["n_chips"]:
             raise InputError(
-                f"{index_path}: {len(self.index)} rows but store.json says {self.meta['n_chips']} chips"
+                f"{index_path}: {len(self.index)} rows but store.json says "
+                f"{self.meta['n_chips']} chips"
             )
         self._row_of = dict(zip(self.index["id"], self.index["row"].astype(int)))
         self._maps: dict[str, np.ndarray] = {}
@@ -498,8 +518,9 @@ class ChipStore:
         path = self.path / "fractions.json"
         if not path.is_file():
             raise InputError(
-                f"chip store {self.path}: fractions.json not found; the label fractions are written by "
-                f"`sarssl fractions --chips-dir {self.path} --fractions F1,F2,... --seed S` (not by sarssl chips)"
+                f"chip store {self.path}: fractions.json not found; the label fractions are "
+                f"written by `sarssl fractions --chips-dir {self.path} --fractions F1,F2,... "
+                "--seed S` (not by sarssl chips)"
             )
         try:
             return json.loads(path.read_text())
@@ -512,7 +533,8 @@ class ChipStore:
         key = fraction_key(fraction)
         if key not in table:
             raise SarsslError(
-                f"{self.path / 'fractions.json'}: no label fraction {key}; available {sorted(table, key=float)}"
+                f"{self.path / 'fractions.json'}: no label fraction {key}; "
+                f"available {sorted(table, key=float)}"
             )
         return list(table[key])
 
@@ -549,7 +571,9 @@ class ChipStore:
             try:
                 arr = np.load(path, mmap_mode="r") if self.n else np.load(path)
             except ValueError as exc:  # header/size mismatch: truncated or not an .npy
-                raise InputError(f"{path}: unreadable array ({exc}; truncated chip store?)") from exc
+                raise InputError(
+                    f"{path}: unreadable array ({exc}; truncated chip store?)"
+                ) from exc
             self._maps[name] = arr
         return arr
 
@@ -572,7 +596,9 @@ class ChipStore:
         return state
 
 
-def load_stats(stats: str | os.PathLike | Mapping[str, Any], channels: Sequence[str] = CHANNELS) -> tuple[np.ndarray, np.ndarray]:
+def load_stats(
+    stats: str | os.PathLike | Mapping[str, Any], channels: Sequence[str] = CHANNELS
+) -> tuple[np.ndarray, np.ndarray]:
     """(mean, std) float32 arrays from a ``stats.json`` path or its loaded dict.
 
     Checks that the statistics were computed for ``channels`` in the same order.
@@ -589,7 +615,9 @@ def load_stats(stats: str | os.PathLike | Mapping[str, Any], channels: Sequence[
         if key not in stats:
             raise InputError(f"{where}: missing key {key!r}")
     if "channels" in stats and list(stats["channels"]) != list(channels):
-        raise InputError(f"{where}: channels {stats['channels']} differ from the store's {list(channels)}")
+        raise InputError(
+            f"{where}: channels {stats['channels']} differ from the store's {list(channels)}"
+        )
     mean = np.asarray(stats["mean"], dtype=np.float32)
     std = np.asarray(stats["std"], dtype=np.float32)
     if mean.shape != (len(channels),) or std.shape != (len(channels),):

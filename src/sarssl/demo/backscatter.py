@@ -150,14 +150,31 @@ _SLOPE_DB_PER_DEG = {
 
 # target class fractions (of the area) per profile
 _FRACTIONS = {
-    "mediterranean": dict(built=0.22, crop=0.32, water=0.03, natural=dict(tree=0.45, shrub=0.2, grass=0.3, bare=0.05)),
-    "savanna": dict(built=0.04, crop=0.38, water=0.015, natural=dict(tree=0.42, shrub=0.3, grass=0.22, bare=0.06)),
+    "mediterranean": dict(
+        built=0.22, crop=0.32, water=0.03, natural=dict(tree=0.45, shrub=0.2, grass=0.3, bare=0.05)
+    ),
+    "savanna": dict(
+        built=0.04,
+        crop=0.38,
+        water=0.015,
+        natural=dict(tree=0.42, shrub=0.3, grass=0.22, bare=0.06),
+    ),
 }
 # share of crop parcels that are (early, late, fallow-grass)
 _CROP_MIX = {"mediterranean": (0.5, 0.35, 0.15), "savanna": (0.6, 0.2, 0.2)}
 # tree-cover percent (mean, std) of each class at 10 m, for the MOD44B-like truth
 _TREECOVER = {
-    "mediterranean": [(68, 12), (14, 6), (4, 3), (1, 1), (1, 1), (7, 5), (0.5, 0.5), (0, 0), (8, 5)],
+    "mediterranean": [
+        (68, 12),
+        (14, 6),
+        (4, 3),
+        (1, 1),
+        (1, 1),
+        (7, 5),
+        (0.5, 0.5),
+        (0, 0),
+        (8, 5),
+    ],
     "savanna": [(55, 12), (18, 7), (5, 3), (2, 2), (2, 2), (8, 5), (1, 1), (0, 0), (10, 6)],
 }
 
@@ -200,15 +217,31 @@ def write_sigma0_table(path: str | os.PathLike, table: dict[str, np.ndarray], pr
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(
-            ["code", "class", "profile", "season", "polarisation", "sigma0_db",
-             "ref_incidence_deg", "slope_db_per_deg"]
+            [
+                "code",
+                "class",
+                "profile",
+                "season",
+                "polarisation",
+                "sigma0_db",
+                "ref_incidence_deg",
+                "slope_db_per_deg",
+            ]
         )
         for i, c in enumerate(CLASSES):
             for s, season in enumerate(SEASONS):
                 for pol in ("VV", "VH"):
                     w.writerow(
-                        [c.code, c.name, profile, season, pol, f"{table[pol][i, s]:.2f}",
-                         f"{REF_INCIDENCE_DEG:.1f}", f"{table['slope_' + pol][i]:.3f}"]
+                        [
+                            c.code,
+                            c.name,
+                            profile,
+                            season,
+                            pol,
+                            f"{table[pol][i, s]:.2f}",
+                            f"{REF_INCIDENCE_DEG:.1f}",
+                            f"{table['slope_' + pol][i]:.3f}",
+                        ]
                     )
 
 
@@ -276,8 +309,13 @@ def fractal_field(
     return f / f.std()
 
 
-def _parcels(rng: np.random.Generator, shape: tuple[int, int], resolution: float,
-             size_m=(90.0, 350.0), angle_deg: float | None = None) -> np.ndarray:
+def _parcels(
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    resolution: float,
+    size_m=(90.0, 350.0),
+    angle_deg: float | None = None,
+) -> np.ndarray:
     """Parcel ids of a field pattern: strips of random width, each cut into random lengths,
     on a grid rotated by ``angle_deg`` (random in [-25, 25] if None)."""
     h, w = shape
@@ -309,7 +347,9 @@ def _parcels(rng: np.random.Generator, shape: tuple[int, int], resolution: float
     return pid
 
 
-def _river_distance(rng: np.random.Generator, shape: tuple[int, int], resolution: float) -> np.ndarray:
+def _river_distance(
+    rng: np.random.Generator, shape: tuple[int, int], resolution: float
+) -> np.ndarray:
     """Distance (m) to a meandering river centre line crossing the area."""
     h, w = shape
     horizontal = rng.random() < 0.5
@@ -320,8 +360,14 @@ def _river_distance(rng: np.random.Generator, shape: tuple[int, int], resolution
     centre = other * resolution * rng.uniform(0.3, 0.7)
     wander = smooth_field(rng, (n, 1), max(n / 6, 2))[:, 0]
     off = (
-        0.08 * other * resolution * np.sin(2 * np.pi * t / (length * rng.uniform(0.3, 0.6)) + rng.uniform(0, 6.3))
-        + 0.02 * other * resolution * np.sin(2 * np.pi * t / (length * rng.uniform(0.12, 0.2)) + rng.uniform(0, 6.3))
+        0.08
+        * other
+        * resolution
+        * np.sin(2 * np.pi * t / (length * rng.uniform(0.3, 0.6)) + rng.uniform(0, 6.3))
+        + 0.02
+        * other
+        * resolution
+        * np.sin(2 * np.pi * t / (length * rng.uniform(0.12, 0.2)) + rng.uniform(0, 6.3))
         + 0.06 * other * resolution * wander
     )
     pos = np.clip((centre + off) / resolution, 0, other - 1)
@@ -369,7 +415,9 @@ def synth_landcover(
     zone = fractal_field(rng, shape, res, (2500, 800))
     n_par = int(parcels.max()) + 1
     counts = np.bincount(parcels.ravel(), minlength=n_par)
-    zone_par = np.bincount(parcels.ravel(), weights=zone.ravel(), minlength=n_par) / np.maximum(counts, 1)
+    zone_par = np.bincount(parcels.ravel(), weights=zone.ravel(), minlength=n_par) / np.maximum(
+        counts, 1
+    )
     thr = np.quantile(zone_par[parcels], 1.0 - fr["crop"])
     is_crop = zone_par >= thr
     mix = _CROP_MIX[profile]
@@ -407,7 +455,9 @@ def synth_landcover(
     return out
 
 
-def treecover_percent(classes: np.ndarray, seed: int, profile: str, resolution: float) -> np.ndarray:
+def treecover_percent(
+    classes: np.ndarray, seed: int, profile: str, resolution: float
+) -> np.ndarray:
     """Per-pixel tree cover (%) of a class map: class mean + spatially correlated noise.
 
     Returned as float32 in [0, 100]; NaN never occurs. Water pixels get 0 (the 250 m

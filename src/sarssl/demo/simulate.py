@@ -55,9 +55,9 @@ Rendering
 Truth (``--truth-dir``)
     ``landcover.tif`` (ESA WorldCover codes, 10 m area grid), ``treecover.tif`` (MOD44B-
     like percent tree cover on the MODIS sinusoidal 231.66 m grid, 200 = water, 253 = fill),
-    ``dem.tif`` (EGM96 heights, EPSG:9707 = WGS 84 + EGM96 height: a crop of the bundled real DEM where
-    it covers the area, else that real relief relocated to the area and offset to the
-    regional height of the template's geolocation grid), ``sigma0_table.csv``,
+    ``dem.tif`` (EGM96 heights, EPSG:9707 = WGS 84 + EGM96 height: a crop of the bundled
+    real DEM where it covers the area, else that real relief relocated to the area and
+    offset to the regional height of the template's geolocation grid), ``sigma0_table.csv``,
     ``acquisitions.csv``, ``run.json``.
 """
 
@@ -85,10 +85,7 @@ import rasterio.shutil  # noqa: F401  (sarssl.io.write_geotiff uses rasterio.shu
 from lxml import etree
 from tqdm import tqdm
 
-from . import backscatter as bs
 from ..errors import InputError, SarsslError
-from ..vocabulary import season_windows
-from ..sar.grid import Grid, area_grid
 from ..io import (
     atomic_path,
     parse_bbox,
@@ -97,6 +94,9 @@ from ..io import (
     write_geotiff,
     write_json,
 )
+from ..sar.grid import Grid, area_grid
+from ..vocabulary import season_windows
+from . import backscatter as bs
 
 log = logging.getLogger(__name__)
 
@@ -122,25 +122,49 @@ TREECOVER_FILL = 253
 # CLI
 # --------------------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--template", required=True, help="bundled product template (S1B_rome, S1A_chimoio)")
+    p.add_argument(
+        "--template", required=True, help="bundled product template (S1B_rome, S1A_chimoio)"
+    )
     p.add_argument("--area", required=True, help="area name (recorded; seeds the truth)")
     p.add_argument("--bbox", required=True, help="area of interest W,S,E,N (lon/lat degrees)")
-    p.add_argument("--year", type=int, required=True, help="composite year Y (winter = Dec Y-1 .. Feb Y)")
+    p.add_argument(
+        "--year", type=int, required=True, help="composite year Y (winter = Dec Y-1 .. Feb Y)"
+    )
     p.add_argument("--per-season", type=int, default=2, help="acquisitions per season (default 2)")
     p.add_argument("--seed", type=int, required=True, help="seed of every random choice")
     p.add_argument("--products-dir", required=True, type=Path, help="where the product zips go")
-    p.add_argument("--truth-dir", required=True, type=Path, help="where the truth rasters/tables go")
-    p.add_argument("--dem", type=Path, default=None,
-                   help="DEM GeoTIFF for the truth (geographic CRS; EPSG:9707/EGM heights or "
-                        "EPSG:4979 ellipsoidal); default: bundled Copernicus DEM or its relief relocated")
-    p.add_argument("--enl", type=float, default=4.4, help="speckle equivalent number of looks (4.4)")
-    p.add_argument("--uniform-sigma0-db", type=float, default=None,
-                   help="replace the land-cover model by this uniform sigma0 (dB); disables speckle")
-    p.add_argument("--speckle", action=argparse.BooleanOptionalAction, default=None,
-                   help="multiplicative Gamma speckle (default: on, but off with --uniform-sigma0-db "
-                        "unless --speckle is given)")
-    p.add_argument("--profile", choices=bs.PROFILES, default=None,
-                   help="land-cover/backscatter profile (default from latitude)")
+    p.add_argument(
+        "--truth-dir", required=True, type=Path, help="where the truth rasters/tables go"
+    )
+    p.add_argument(
+        "--dem",
+        type=Path,
+        default=None,
+        help="DEM GeoTIFF for the truth (geographic CRS; EPSG:9707/EGM heights or "
+        "EPSG:4979 ellipsoidal); default: bundled Copernicus DEM or its relief relocated",
+    )
+    p.add_argument(
+        "--enl", type=float, default=4.4, help="speckle equivalent number of looks (4.4)"
+    )
+    p.add_argument(
+        "--uniform-sigma0-db",
+        type=float,
+        default=None,
+        help="replace the land-cover model by this uniform sigma0 (dB); disables speckle",
+    )
+    p.add_argument(
+        "--speckle",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="multiplicative Gamma speckle (default: on, but off with --uniform-sigma0-db "
+        "unless --speckle is given)",
+    )
+    p.add_argument(
+        "--profile",
+        choices=bs.PROFILES,
+        default=None,
+        help="land-cover/backscatter profile (default from latitude)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -171,7 +195,9 @@ def run(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------
 # acquisition dates
 # --------------------------------------------------------------------------------------
-def choose_cycles(template_date: dt.date, year: int, per_season: int, seed: int) -> list[tuple[str, int]]:
+def choose_cycles(
+    template_date: dt.date, year: int, per_season: int, seed: int
+) -> list[tuple[str, int]]:
     """(season, k) pairs: acquisitions on ``template_date + 12 k days``, ``per_season`` per
     season spread over it (valid dates split into consecutive groups, one drawn in each)."""
     rng = np.random.default_rng([seed, year, 12])
@@ -331,8 +357,13 @@ def product_ids(tpl: Ids, k: int, seed: int, area: str) -> Ids:
 def _geoid_grid_path() -> Path:
     import pyproj
 
-    dirs = [os.environ.get("PROJ_DATA"), os.environ.get("PROJ_LIB"), pyproj.datadir.get_data_dir(),
-            "/usr/share/proj", "/usr/local/share/proj"]
+    dirs = [
+        os.environ.get("PROJ_DATA"),
+        os.environ.get("PROJ_LIB"),
+        pyproj.datadir.get_data_dir(),
+        "/usr/share/proj",
+        "/usr/local/share/proj",
+    ]
     for d in dirs:
         for n in GEOID_GRID_NAMES:
             if d and (Path(d) / n).is_file():
@@ -370,7 +401,9 @@ def _vertical_kind(crs: Any) -> str:
         v = c.sub_crs_list[1].name.lower()
         if "egm" in v or "geoid" in v:
             return "egm"
-        raise InputError(f"DEM vertical CRS {c.sub_crs_list[1].name!r} not supported (EGM or ellipsoidal)")
+        raise InputError(
+            f"DEM vertical CRS {c.sub_crs_list[1].name!r} not supported (EGM or ellipsoidal)"
+        )
     if len(c.axis_info) == 3 and c.is_geographic:
         return "ellipsoidal"
     if c.is_geographic:
@@ -394,7 +427,9 @@ class Dem:
         tr = self.transform
         col = (lon - tr.c) / tr.a - 0.5
         row = (lat - tr.f) / tr.e - 0.5
-        h = ndimage.map_coordinates(self.heights.astype(np.float64), [row, col], order=1, mode="nearest")
+        h = ndimage.map_coordinates(
+            self.heights.astype(np.float64), [row, col], order=1, mode="nearest"
+        )
         kind = _vertical_kind(self.crs)
         if kind in ("egm", "assumed_egm"):
             h = h + geoid_undulation(lon, lat)
@@ -419,8 +454,12 @@ def _read_dem_window(
         _vertical_kind(ds.crs)
         b = ds.bounds
         w, s, e, n = bbox
-        if not (b.left <= w - min_margin and b.right >= e + min_margin
-                and b.bottom <= s - min_margin and b.top >= n + min_margin):
+        if not (
+            b.left <= w - min_margin
+            and b.right >= e + min_margin
+            and b.bottom <= s - min_margin
+            and b.top >= n + min_margin
+        ):
             return None
         inv = ~ds.transform
         c0, r0 = inv @ (w - margin, n + margin)
@@ -448,7 +487,9 @@ def make_dem(bbox, dem_path: Path | None, geom, seed: int) -> Dem:
     if dem_path is not None:
         dem = _read_dem_window(Path(dem_path), bbox, m, m / 2)
         if dem is None:
-            raise InputError(f"DEM {dem_path}: does not cover the area {bbox} plus {m / 2} deg margin")
+            raise InputError(
+                f"DEM {dem_path}: does not cover the area {bbox} plus {m / 2} deg margin"
+            )
         return dem
     bundled = bundled_dem_path()
     dem = _read_dem_window(bundled, bbox, m, m / 2)
@@ -475,9 +516,13 @@ def make_dem(bbox, dem_path: Path | None, geom, seed: int) -> Dem:
         h_ell = NearestNDInterpolator(pts, g.height)(cx, cy)
     h_egm = float(np.ravel(h_ell)[0] - geoid_undulation(np.array([cx]), np.array([cy]))[0])
     h = h - float(np.median(h)) + h_egm
-    transform = Affine(tr.a, 0.0, cx - 0.5 * h.shape[1] * tr.a, 0.0, tr.e, cy + 0.5 * h.shape[0] * abs(tr.e))
-    src = (f"real Copernicus DEM relief around Rome ({bundled.name}) relocated to "
-           f"({cx:.4f}, {cy:.4f}) and offset to {h_egm:.0f} m (template GCP height)")
+    transform = Affine(
+        tr.a, 0.0, cx - 0.5 * h.shape[1] * tr.a, 0.0, tr.e, cy + 0.5 * h.shape[0] * abs(tr.e)
+    )
+    src = (
+        f"real Copernicus DEM relief around Rome ({bundled.name}) relocated to "
+        f"({cx:.4f}, {cy:.4f}) and offset to {h_egm:.0f} m (template GCP height)"
+    )
     return Dem(h.astype(np.float32), transform, crs, src)
 
 
@@ -492,11 +537,17 @@ def _expand(grid: Grid, margin: float, resolution: float) -> Grid:
     y0 = math.floor((y0 - margin) / resolution) * resolution
     x1 = math.ceil((x1 + margin) / resolution) * resolution
     y1 = math.ceil((y1 + margin) / resolution) * resolution
-    return Grid(grid.crs, Affine(resolution, 0, x0, 0, -resolution, y1),
-                int(round((x1 - x0) / resolution)), int(round((y1 - y0) / resolution)))
+    return Grid(
+        grid.crs,
+        Affine(resolution, 0, x0, 0, -resolution, y1),
+        int(round((x1 - x0) / resolution)),
+        int(round((y1 - y0) / resolution)),
+    )
 
 
-def write_treecover(path: Path, classes10: np.ndarray, grid10: Grid, seed: int, profile: str) -> None:
+def write_treecover(
+    path: Path, classes10: np.ndarray, grid10: Grid, seed: int, profile: str
+) -> None:
     """MOD44B-like 250 m tree cover (uint8 %, 200 water, 253 fill) on the MODIS sinusoidal grid."""
     from affine import Affine
     from rasterio.warp import Resampling, reproject, transform_bounds
@@ -515,19 +566,33 @@ def write_treecover(path: Path, classes10: np.ndarray, grid10: Grid, seed: int, 
     out = {}
     for key, arr in (("tc", tc10), ("water", water10)):
         dst = np.full(shape, np.nan, dtype=np.float32)
-        reproject(arr, dst, src_transform=grid10.transform, src_crs=grid10.crs, dst_transform=tr,
-                  dst_crs=MODIS_SINUSOIDAL, resampling=Resampling.average, src_nodata=None,
-                  dst_nodata=np.nan)
+        reproject(
+            arr,
+            dst,
+            src_transform=grid10.transform,
+            src_crs=grid10.crs,
+            dst_transform=tr,
+            dst_crs=MODIS_SINUSOIDAL,
+            resampling=Resampling.average,
+            src_nodata=None,
+            dst_nodata=np.nan,
+        )
         out[key] = dst
     rng = np.random.default_rng([seed, 44])
     tc = out["tc"] + rng.normal(0.0, 3.0, shape)  # MOD44B-like retrieval noise
     val = np.clip(np.round(tc), 0, 100)
     val = np.where(out["water"] > 0.5, TREECOVER_WATER, val)
     val = np.where(np.isfinite(out["tc"]), val, TREECOVER_FILL).astype(np.uint8)
-    write_geotiff(path, val, crs=MODIS_SINUSOIDAL, transform=tr, nodata=TREECOVER_FILL,
-                  band_names=["Percent_Tree_Cover"],
-                  tags={"SOURCE": "sarssl simulate (synthetic, MOD44B-like)",
-                        "WATER_VALUE": TREECOVER_WATER}, cog=False)
+    write_geotiff(
+        path,
+        val,
+        crs=MODIS_SINUSOIDAL,
+        transform=tr,
+        nodata=TREECOVER_FILL,
+        band_names=["Percent_Tree_Cover"],
+        tags={"SOURCE": "sarssl simulate (synthetic, MOD44B-like)", "WATER_VALUE": TREECOVER_WATER},
+        cog=False,
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -564,8 +629,9 @@ class Scene:
         return acc.reshape(self.height, self.width) / self.flat_area
 
 
-def flat_area_ratio(geom, sg: Grid, h_ref: float, lines: np.ndarray, pixels: np.ndarray,
-                    n: int = 16) -> np.ndarray:
+def flat_area_ratio(
+    geom, sg: Grid, h_ref: float, lines: np.ndarray, pixels: np.ndarray, n: int = 16
+) -> np.ndarray:
     """Ground area of each radar pixel on a flat surface at ellipsoidal height ``h_ref``,
     divided by the nominal area (range x azimuth pixel spacing), on the (lines x pixels) grid.
 
@@ -598,13 +664,17 @@ def flat_area_ratio(geom, sg: Grid, h_ref: float, lines: np.ndarray, pixels: np.
     ratio = area_map / np.abs(det) / (geom.range_pixel_spacing * geom.azimuth_pixel_spacing)
     lc, pc = l0.mean(), p0.mean()
     u, v = (l0 - lc) / 1000.0, (p0 - pc) / 1000.0
-    A = np.column_stack([np.ones(u.size), u.ravel(), v.ravel(), (u * u).ravel(), (u * v).ravel(), (v * v).ravel()])
+    A = np.column_stack(
+        [np.ones(u.size), u.ravel(), v.ravel(), (u * u).ravel(), (u * v).ravel(), (v * v).ravel()]
+    )
     coef = np.linalg.lstsq(A, ratio.ravel(), rcond=None)[0]
     U, V = np.meshgrid((lines - lc) / 1000.0, (pixels - pc) / 1000.0, indexing="ij")
     return coef[0] + coef[1] * U + coef[2] * V + coef[3] * U * U + coef[4] * U * V + coef[5] * V * V
 
 
-def build_scene(geom, dem: Dem, grid10: Grid, classes_ext: np.ndarray, ext10: Grid, cal, noise) -> Scene:
+def build_scene(
+    geom, dem: Dem, grid10: Grid, classes_ext: np.ndarray, ext10: Grid, cal, noise
+) -> Scene:
     """Sample the ground at 5 m, map it to radar (line, pixel) and precompute the splat."""
     from pyproj import Transformer
     from scipy import ndimage
@@ -622,7 +692,9 @@ def build_scene(geom, dem: Dem, grid10: Grid, classes_ext: np.ndarray, ext10: Gr
     h_ref = float(np.median(h))
     X = np.stack(lonlat_h_to_ecef(lon, lat, h), axis=-1)  # (ny, nx, 3)
     del lon, lat, h
-    line, pixel, t, _ = geom.ground_to_radar(X[..., 0], X[..., 1], X[..., 2], return_time_range=True)
+    line, pixel, t, _ = geom.ground_to_radar(
+        X[..., 0], X[..., 1], X[..., 2], return_time_range=True
+    )
     sat, _, _ = geom.orbit.evaluate(t)
     del t
     # true surface area and normal of each sample from the ECEF tangent vectors
@@ -686,8 +758,10 @@ def build_scene(geom, dem: Dem, grid10: Grid, classes_ext: np.ndarray, ext10: Gr
     for i, w in zip(idx, wgt):
         cover += np.bincount(i, weights=w, minlength=hh * ww)
     if not np.all(cover.reshape(hh, ww)[fp] > 0):
-        log.warning("%d footprint pixels receive no ground samples (radar shadow)",
-                    int((cover.reshape(hh, ww)[fp] <= 0).sum()))
+        log.warning(
+            "%d footprint pixels receive no ground samples (radar shadow)",
+            int((cover.reshape(hh, ww)[fp] <= 0).sum()),
+        )
     lines_w = np.arange(row0, row1, dtype=np.float64)
     pixels_w = np.arange(col0, col1, dtype=np.float64)
     norm = flat_area_ratio(geom, sg, h_ref, lines_w, pixels_w)
@@ -697,13 +771,24 @@ def build_scene(geom, dem: Dem, grid10: Grid, classes_ext: np.ndarray, ext10: Gr
         aa = calibration_lut(cal[pol], "sigmaNought", lines_w, pixels_w).astype(np.float64)
         a2[pol] = aa * aa
         eta[pol] = noise_lut(noise[pol], lines_w, pixels_w).astype(np.float64)
-    log.info("scene: %d ground samples -> radar window %dx%d at (%d, %d), %d footprint px (%.1f s)",
-             keep.sum(), hh, ww, row0, col0, fp.sum(), time.perf_counter() - t_start)
-    return Scene(row0, col0, hh, ww, idx, wgt, cls.ravel()[keep], theta.ravel()[keep], fp, a2, eta,
-                 norm)
+    log.info(
+        "scene: %d ground samples -> radar window %dx%d at (%d, %d), %d footprint px (%.1f s)",
+        keep.sum(),
+        hh,
+        ww,
+        row0,
+        col0,
+        fp.sum(),
+        time.perf_counter() - t_start,
+    )
+    return Scene(
+        row0, col0, hh, ww, idx, wgt, cls.ravel()[keep], theta.ravel()[keep], fp, a2, eta, norm
+    )
 
 
-def render_dn(scene: Scene, sigma0: np.ndarray, pol: str, rng: np.random.Generator | None, enl: float) -> np.ndarray:
+def render_dn(
+    scene: Scene, sigma0: np.ndarray, pol: str, rng: np.random.Generator | None, enl: float
+) -> np.ndarray:
     """uint16 DN window: sqrt((A^2 sigma0 + eta) * speckle), >= 1 in the footprint, 0 outside."""
     p = scene.power(sigma0)
     power = scene.a2[pol] * p + scene.eta[pol]
@@ -717,18 +802,33 @@ def render_dn(scene: Scene, sigma0: np.ndarray, pol: str, rng: np.random.Generat
 # --------------------------------------------------------------------------------------
 # writing a product
 # --------------------------------------------------------------------------------------
-def write_measurement(path: Path, shape: tuple[int, int], scene: Scene, dn: np.ndarray, gcps) -> None:
+def write_measurement(
+    path: Path, shape: tuple[int, int], scene: Scene, dn: np.ndarray, gcps
+) -> None:
     """Full-size tiled uint16 TIFF; only the window's tiles are written (SPARSE_OK)."""
     import rasterio
     from rasterio.control import GroundControlPoint
     from rasterio.windows import Window
 
     nl, ns = shape
-    profile = dict(driver="GTiff", width=ns, height=nl, count=1, dtype="uint16", tiled=True,
-                   blockxsize=TILE, blockysize=TILE, compress="deflate", predictor=2,
-                   SPARSE_OK="TRUE", BIGTIFF="NO")
-    pts = [GroundControlPoint(row=float(r), col=float(c), x=float(x), y=float(y), z=float(z))
-           for r, c, x, y, z in zip(gcps.line, gcps.pixel, gcps.lon, gcps.lat, gcps.height)]
+    profile = dict(
+        driver="GTiff",
+        width=ns,
+        height=nl,
+        count=1,
+        dtype="uint16",
+        tiled=True,
+        blockxsize=TILE,
+        blockysize=TILE,
+        compress="deflate",
+        predictor=2,
+        SPARSE_OK="TRUE",
+        BIGTIFF="NO",
+    )
+    pts = [
+        GroundControlPoint(row=float(r), col=float(c), x=float(x), y=float(y), z=float(z))
+        for r, c, x, y, z in zip(gcps.line, gcps.pixel, gcps.lon, gcps.lat, gcps.height)
+    ]
     # GDAL write errors (a full disk while the dataset is closed) raise, naming the file
     with raise_gdal_write_errors(path):
         with warnings.catch_warnings():
@@ -768,8 +868,12 @@ def _update_manifest(text: str, written: dict[str, bytes | Path], new: Ids) -> b
         present[rel] = obj
         ipm = root.find("informationPackageMap/{urn:ccsds:schema:xfdu:1}contentUnit")
         if ipm is not None:
-            cu = etree.SubElement(ipm, "{urn:ccsds:schema:xfdu:1}contentUnit",
-                                  unitType="Measurement Data Unit", repID="s1Level1MeasurementSchema")
+            cu = etree.SubElement(
+                ipm,
+                "{urn:ccsds:schema:xfdu:1}contentUnit",
+                unitType="Measurement Data Unit",
+                repID="s1Level1MeasurementSchema",
+            )
             etree.SubElement(cu, "dataObjectPointer", dataObjectID=oid)
     for rel, obj in present.items():
         content = written[rel]
@@ -826,13 +930,25 @@ def simulate(
 
     t_all = time.perf_counter()
     tpl = load_template(template)
-    geom = RadarGeometry.from_annotation(etree.fromstring(tpl.files[("annotation", "VV")][1].encode()))
+    geom = RadarGeometry.from_annotation(
+        etree.fromstring(tpl.files[("annotation", "VV")][1].encode())
+    )
     ipf = re.search(r'software name="Sentinel-1 IPF" version="([\d.]+)"', tpl.manifest)
-    cal = {p: CalibrationLUT.from_xml(etree.fromstring(tpl.files[("calibration", p)][1].encode()),
-                                      f"template {template} calibration {p}") for p in ("VV", "VH")}
-    noise = {p: NoiseLUT.from_xml(etree.fromstring(tpl.files[("noise", p)][1].encode()),
-                                  f"template {template} noise {p}",
-                                  ipf_version=ipf.group(1) if ipf else None) for p in ("VV", "VH")}
+    cal = {
+        p: CalibrationLUT.from_xml(
+            etree.fromstring(tpl.files[("calibration", p)][1].encode()),
+            f"template {template} calibration {p}",
+        )
+        for p in ("VV", "VH")
+    }
+    noise = {
+        p: NoiseLUT.from_xml(
+            etree.fromstring(tpl.files[("noise", p)][1].encode()),
+            f"template {template} noise {p}",
+            ipf_version=ipf.group(1) if ipf else None,
+        )
+        for p in ("VV", "VH")
+    }
     profile = profile or bs.profile_for(0.5 * (bbox[1] + bbox[3]))
     area_seed = zlib.crc32(area.encode()) & 0x7FFFFFFF
     truth_seed = int(np.random.SeedSequence([seed, area_seed]).generate_state(1)[0])
@@ -843,24 +959,51 @@ def simulate(
     classes_ext = bs.synth_landcover(ext10.shape, 10.0, truth_seed, profile)
     r_off = int(round((ext10.transform.f - grid10.transform.f) / 10.0))
     c_off = int(round((grid10.transform.c - ext10.transform.c) / 10.0))
-    classes10 = classes_ext[r_off:r_off + grid10.height, c_off:c_off + grid10.width]
+    classes10 = classes_ext[r_off : r_off + grid10.height, c_off : c_off + grid10.width]
     truth_dir.mkdir(parents=True, exist_ok=True)
     codes = bs.CLASS_CODES[classes10]
-    write_geotiff(truth_dir / "landcover.tif", codes, crs=grid10.crs, transform=grid10.transform,
-                  nodata=0, band_names=["landcover"],
-                  tags={"SOURCE": "sarssl simulate (synthetic, ESA WorldCover codes)",
-                        "PROFILE": profile, "SEED": truth_seed})
+    write_geotiff(
+        truth_dir / "landcover.tif",
+        codes,
+        crs=grid10.crs,
+        transform=grid10.transform,
+        nodata=0,
+        band_names=["landcover"],
+        tags={
+            "SOURCE": "sarssl simulate (synthetic, ESA WorldCover codes)",
+            "PROFILE": profile,
+            "SEED": truth_seed,
+        },
+    )
     write_treecover(truth_dir / "treecover.tif", classes10, grid10, truth_seed, profile)
     dem_obj = make_dem(bbox, dem, geom, truth_seed)
     vkind = _vertical_kind(dem_obj.crs)
-    write_geotiff(truth_dir / "dem.tif", dem_obj.heights.astype(np.float32), crs=dem_obj.crs,
-                  transform=dem_obj.transform, band_names=["height"],
-                  tags={"SOURCE": dem_obj.source,
-                        "VERTICAL_DATUM": {"egm": "EGM2008 (geoid)", "assumed_egm": "EGM (assumed)",
-                                           "ellipsoidal": "WGS84 ellipsoid"}[vkind]}, cog=False)
-    table = bs.uniform_table(uniform_sigma0_db) if uniform_sigma0_db is not None else bs.sigma0_table(profile)
-    bs.write_sigma0_table(truth_dir / "sigma0_table.csv", table,
-                          "uniform" if uniform_sigma0_db is not None else profile)
+    write_geotiff(
+        truth_dir / "dem.tif",
+        dem_obj.heights.astype(np.float32),
+        crs=dem_obj.crs,
+        transform=dem_obj.transform,
+        band_names=["height"],
+        tags={
+            "SOURCE": dem_obj.source,
+            "VERTICAL_DATUM": {
+                "egm": "EGM2008 (geoid)",
+                "assumed_egm": "EGM (assumed)",
+                "ellipsoidal": "WGS84 ellipsoid",
+            }[vkind],
+        },
+        cog=False,
+    )
+    table = (
+        bs.uniform_table(uniform_sigma0_db)
+        if uniform_sigma0_db is not None
+        else bs.sigma0_table(profile)
+    )
+    bs.write_sigma0_table(
+        truth_dir / "sigma0_table.csv",
+        table,
+        "uniform" if uniform_sigma0_db is not None else profile,
+    )
 
     scene = build_scene(geom, dem_obj, grid10, classes_ext, ext10, cal, noise)
 
@@ -889,28 +1032,53 @@ def simulate(
             members["manifest.safe"] = _update_manifest(red.text(tpl.manifest), members, new)
             zip_path = products_dir / f"{new.name}.zip"
             _zip_product(zip_path, f"{new.name}.SAFE", members)
-        rows.append({
-            "product_id": new.name,
-            "date": new.start.date().isoformat(),
-            "season": season,
-            "file": zip_path.name,
-            "start_time": new.start.isoformat(),
-            "absolute_orbit": new.orbit,
-            "cycle_offset": k,
-            "size_bytes": zip_path.stat().st_size,
-        })
-        log.info("%s (%s): %.1f MB in %.1f s", new.name, season, zip_path.stat().st_size / 1e6,
-                 time.perf_counter() - t0)
+        rows.append(
+            {
+                "product_id": new.name,
+                "date": new.start.date().isoformat(),
+                "season": season,
+                "file": zip_path.name,
+                "start_time": new.start.isoformat(),
+                "absolute_orbit": new.orbit,
+                "cycle_offset": k,
+                "size_bytes": zip_path.stat().st_size,
+            }
+        )
+        log.info(
+            "%s (%s): %.1f MB in %.1f s",
+            new.name,
+            season,
+            zip_path.stat().st_size / 1e6,
+            time.perf_counter() - t0,
+        )
     with atomic_path(truth_dir / "acquisitions.csv") as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    write_json(truth_dir / "run.json", run_record(
-        dict(template=template, area=area, bbox=list(bbox), year=year, per_season=per_season,
-             seed=seed, dem=str(dem) if dem else None, enl=enl, uniform_sigma0_db=uniform_sigma0_db,
-             speckle=speckle, profile=profile),
-        template_product=tpl.ids.name, vh_synthesised_from_vv=tpl.synthesised_vh,
-        dem_source=dem_obj.source, truth_seed=truth_seed,
-        radar_window=dict(row0=scene.row0, col0=scene.col0, height=scene.height, width=scene.width),
-        wall_s=round(time.perf_counter() - t_all, 2)))
+    write_json(
+        truth_dir / "run.json",
+        run_record(
+            dict(
+                template=template,
+                area=area,
+                bbox=list(bbox),
+                year=year,
+                per_season=per_season,
+                seed=seed,
+                dem=str(dem) if dem else None,
+                enl=enl,
+                uniform_sigma0_db=uniform_sigma0_db,
+                speckle=speckle,
+                profile=profile,
+            ),
+            template_product=tpl.ids.name,
+            vh_synthesised_from_vv=tpl.synthesised_vh,
+            dem_source=dem_obj.source,
+            truth_seed=truth_seed,
+            radar_window=dict(
+                row0=scene.row0, col0=scene.col0, height=scene.height, width=scene.width
+            ),
+            wall_s=round(time.perf_counter() - t_all, 2),
+        ),
+    )
     return rows

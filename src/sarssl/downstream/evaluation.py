@@ -36,7 +36,9 @@ class SegmentationMeter:
         """``pred``: class map (B, H, W) or logits (B, C, H, W); ``target`` (B, H, W)."""
         if pred.dim() == target.dim() + 1:
             pred = pred.argmax(dim=1)
-        self.metric.update(pred.detach().to("cpu").long().flatten(), target.detach().to("cpu").long().flatten())
+        self.metric.update(
+            pred.detach().to("cpu").long().flatten(), target.detach().to("cpu").long().flatten()
+        )
 
     @property
     def confusion(self) -> torch.Tensor:
@@ -74,7 +76,11 @@ def regression_scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, flo
         return {"rmse": float("nan"), "mae": float("nan"), "r2": float("nan")}
     rmse = math.sqrt(float(mean_squared_error(pred, target)))
     mae = float(mean_absolute_error(pred, target))
-    r2 = float(r2_score(pred, target)) if target.numel() > 1 and float(target.var()) > 0 else float("nan")
+    r2 = (
+        float(r2_score(pred, target))
+        if target.numel() > 1 and float(target.var()) > 0
+        else float("nan")
+    )
     return {"rmse": rmse, "mae": mae, "r2": r2}
 
 
@@ -84,7 +90,9 @@ def metric_rows(task: str, scores: dict[str, Any]) -> list[tuple[str, float]]:
     if task == "landcover":
         rows = [("miou", scores["miou"]), ("overall_accuracy", scores["overall_accuracy"])]
         rows += [
-            (f"iou_{name}", v) for name, v in zip(WORLDCOVER_NAMES, scores["iou"]) if not math.isnan(v)
+            (f"iou_{name}", v)
+            for name, v in zip(WORLDCOVER_NAMES, scores["iou"])
+            if not math.isnan(v)
         ]
         return rows
     return [("rmse", scores["rmse"]), ("mae", scores["mae"]), ("r2", scores["r2"])]

@@ -66,15 +66,17 @@ from ..engine import (
     load_hparams,
     param_groups,
     resolve_device,
-    reuse_freed_memory,
     resolve_dtype,
+    reuse_freed_memory,
     save_checkpoint,
     seed_everything,
 )
 from ..errors import InputError, SarsslError
 from ..io import atomic_path, run_record, write_json
-from ..vocabulary import BUILTIN_INITS, CHANNELS, IGNORE_INDEX, PROTOCOLS, TASKS, fraction_key
+from ..vocabulary import BUILTIN_INITS, CHANNELS, IGNORE_INDEX, TASKS, fraction_key
 from .evaluation import SegmentationMeter, metric_rows, regression_scores
+from .protocols import PROTOCOLS as PROTOCOL_REGISTRY
+from .protocols import protocol
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +121,9 @@ def resolve_hparams(raw: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 # model construction
 # --------------------------------------------------------------------------------------
-def check_encoder_compatible(meta: dict[str, Any], encoder_path: Path, store_channels: list[str], stats_path: Path) -> None:
+def check_encoder_compatible(
+    meta: dict[str, Any], encoder_path: Path, store_channels: list[str], stats_path: Path
+) -> None:
     """The encoder must have been trained on the same channels in the same order and
     normalised with the same statistics as the data it is now fed, and its weights must
     take that many input channels: the patch embedding's weight tensor is read from the
@@ -131,7 +135,8 @@ def check_encoder_compatible(meta: dict[str, Any], encoder_path: Path, store_cha
 
     if list(meta["channels"]) != list(store_channels):
         raise InputError(
-            f"{encoder_path}: encoder channels {meta['channels']} differ from the chip store's {store_channels}"
+            f"{encoder_path}: encoder channels {meta['channels']} differ from the chip store's "
+            f"{store_channels}"
         )
     weight_chans = encoder_in_chans(encoder_path)
     if weight_chans != len(store_channels):
@@ -146,23 +151,41 @@ def check_encoder_compatible(meta: dict[str, Any], encoder_path: Path, store_cha
         emean, estd = load_stats(meta["stats"], list(meta["channels"]))
     except SarsslError as exc:
         raise InputError(f"{encoder_path}: encoder.json stats unusable ({exc})") from exc
-    if not (np.allclose(mean, emean, rtol=STATS_RTOL, atol=1e-6) and np.allclose(std, estd, rtol=STATS_RTOL, atol=1e-6)):
+    if not (
+        np.allclose(mean, emean, rtol=STATS_RTOL, atol=1e-6)
+        and np.allclose(std, estd, rtol=STATS_RTOL, atol=1e-6)
+    ):
         raise InputError(
-            f"{encoder_path}: the encoder was pretrained with normalisation statistics that differ from "
+            f"{encoder_path}: the encoder was pretrained with normalisation statistics "
+            "that differ from "
             f"{stats_path} (mean {np.round(emean, 3).tolist()} vs {np.round(mean, 3).tolist()}); "
             "fine-tune with the stats.json used for pretraining"
         )
 
 
 def build_model(
-    task: str, init: str, encoder: str | None, hp: dict[str, Any], chip_size: int, store_channels: list[str], stats: Path
+    task: str,
+    init: str,
+    encoder: str | None,
+    hp: dict[str, Any],
+    chip_size: int,
+    store_channels: list[str],
+    stats: Path,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """(task model, description of the initialisation for run.json); every ViT is built
     for ``chip_size``, the chip store's."""
-    from .models import backbone_kwargs, build_task_model, create_backbone, load_encoder, read_encoder_meta
+    from .models import (
+        backbone_kwargs,
+        build_task_model,
+        create_backbone,
+        load_encoder,
+        read_encoder_meta,
+    )
 
     if init == "unet":
-        model = build_task_model(task, None, unet_width=int(hp["unet_width"]), unet_depth=int(hp["unet_depth"]))
+        model = build_task_model(
+            task, None, unet_width=int(hp["unet_width"]), unet_depth=int(hp["unet_depth"])
+        )
         return model, {"init": "unet"}
     if init == "scratch":
         if encoder:
@@ -172,7 +195,10 @@ def build_model(
         elif "backbone" in hp or "model_name" in hp:
             name, kwargs = backbone_kwargs(hp.get("backbone", hp), chip_size, len(store_channels))
         else:
-            raise SarsslError("--init scratch needs --encoder (for its architecture) or a 'backbone' block in --hparams")
+            raise SarsslError(
+                "--init scratch needs --encoder (for its architecture) "
+                "or a 'backbone' block in --hparams"
+            )
         backbone = create_backbone(name, **kwargs)
         desc = {"init": "scratch", "model_name": name, "model_kwargs": kwargs}
     else:
@@ -181,10 +207,17 @@ def build_model(
             raise SarsslError(f"--init {init} needs --encoder encoder.safetensors")
         meta = read_encoder_meta(path)
         if init in ("mae", "dino") and meta.get("method") not in (None, init):
-            raise InputError(f"{path}: encoder was pretrained with {meta.get('method')}, not {init}")
+            raise InputError(
+                f"{path}: encoder was pretrained with {meta.get('method')}, not {init}"
+            )
         check_encoder_compatible(meta, path, store_channels, stats)
         backbone, meta = load_encoder(path, img_size=chip_size)
-        desc = {"init": init, "encoder": str(path), "model_name": meta["model_name"], "method": meta.get("method")}
+        desc = {
+            "init": init,
+            "encoder": str(path),
+            "model_name": meta["model_name"],
+            "method": meta.get("method"),
+        }
     model = build_task_model(task, backbone, seg_width=int(hp["seg_width"]))
     return model, desc
 
@@ -200,7 +233,9 @@ def open_store(chips_dir: str, hp: dict[str, Any]) -> Any:
 
     store = ChipStore(chips_dir)
     if list(store.channels) != list(CHANNELS):
-        raise InputError(f"chip store {store.path}: channels {store.channels} differ from {list(CHANNELS)}")
+        raise InputError(
+            f"chip store {store.path}: channels {store.channels} differ from {list(CHANNELS)}"
+        )
     for block in (hp, hp.get("backbone") or {}):
         check_img_size(block, store.chip_size, f"chip store {store.path}")
     return store
@@ -218,14 +253,21 @@ def split_rows(store: Any, fraction: float, task: str) -> dict[str, np.ndarray]:
     if not ids <= train_ids:
         bad = sorted(ids - train_ids)[:5]
         raise InputError(
-            f"{store.path / 'fractions.json'}: fraction {fraction_key(fraction)} lists non-training chips {bad}"
+            f"{store.path / 'fractions.json'}: fraction {fraction_key(fraction)} "
+            f"lists non-training chips {bad}"
         )
-    rows = {"train": store.rows("train", fraction), "val": store.rows("val"), "test": store.rows("test")}
+    rows = {
+        "train": store.rows("train", fraction),
+        "val": store.rows("val"),
+        "test": store.rows("test"),
+    }
     if task == "treecover":
         known = store.index.set_index("row")["treecover_mean"].notna()
         rows = {k: v[known.loc[v].to_numpy()] if v.size else v for k, v in rows.items()}
     if rows["train"].size == 0:
-        raise InputError(f"chip store {store.path}: no training chips for fraction {fraction} ({task})")
+        raise InputError(
+            f"chip store {store.path}: no training chips for fraction {fraction} ({task})"
+        )
     for split in ("val", "test"):
         if rows[split].size == 0:
             raise InputError(f"chip store {store.path}: the {split} split is empty")
@@ -285,26 +327,16 @@ def _forward(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     from .models import patch_grid
 
     if "features" in batch:
-        return model.head(batch["features"], patch_grid(model.backbone, tuple(batch["image"].shape[-2:])))
+        return model.head(
+            batch["features"], patch_grid(model.backbone, tuple(batch["image"].shape[-2:]))
+        )
     return model(batch["image"])
 
 
 @torch.no_grad()
-def cache_features(model: nn.Module, split: Any, batch_size: int, device: torch.device, dtype: str) -> None:
-    """Patch tokens of the frozen encoder for every chip of ``split`` (linear protocol):
-    the encoder never changes, so it runs once per chip instead of once per epoch."""
-    from .models import patch_tokens
-
-    model.backbone.eval()
-    feats = []
-    for idx in _chunks(len(split), batch_size):
-        with autocast(device, dtype):
-            feats.append(patch_tokens(model.backbone, split.batch(idx)["image"]).float())
-    split["features"] = torch.cat(feats)
-
-
-@torch.no_grad()
-def predict(model: nn.Module, split: Any, task: str, batch_size: int, device: torch.device, dtype: str) -> dict[str, Any]:
+def predict(
+    model: nn.Module, split: Any, task: str, batch_size: int, device: torch.device, dtype: str
+) -> dict[str, Any]:
     """Predictions and scores of ``model`` on every chip of ``split`` (in order)."""
     model.eval()
     meter = SegmentationMeter() if task == "landcover" else None
@@ -338,50 +370,57 @@ def selection_score(task: str, scores: dict[str, Any]) -> float:
 # --------------------------------------------------------------------------------------
 # training
 # --------------------------------------------------------------------------------------
-def prepare_model(model: nn.Module, cfg: dict[str, Any], data: dict[str, Any], device: torch.device, dtype: str) -> None:
+def prepare_model(
+    model: nn.Module, cfg: dict[str, Any], data: dict[str, Any], device: torch.device, dtype: str
+) -> None:
     """Freeze the encoder (linear protocol; its features are then cached once), start the
     tree-cover head from the training mean, and move the model to ``device``."""
     from .models import RegressionHead
 
-    linear = cfg["protocol"] == "linear"
-    if linear:
-        if cfg["init"] == "unet":
-            raise SarsslError("--protocol linear needs a ViT encoder; --init unet is trained end to end")
-        for p in model.backbone.parameters():
-            p.requires_grad_(False)
+    proto = protocol(cfg["protocol"])
+    proto.prepare(model, cfg["init"])
     if cfg["task"] == "treecover":
         head = next((m for m in model.modules() if isinstance(m, RegressionHead)), None)
         if head is not None:
             head.init_output(float(data["train"]["treecover"].float().mean()))
     model.to(device)
-    if linear:
-        for split in data.values():
-            cache_features(model, split, 64, device, dtype)
+    proto.prepare_splits(model, data.values(), device, dtype)
 
 
-def make_optimizer(model: nn.Module, cfg: dict[str, Any], steps_per_epoch: int, epochs: int) -> tuple[Any, WarmupCosine]:
+def make_optimizer(
+    model: nn.Module, cfg: dict[str, Any], steps_per_epoch: int, epochs: int
+) -> tuple[Any, WarmupCosine]:
     """AdamW over layer-decayed parameter groups and its warm-up + cosine schedule."""
     hp = cfg["hparams"]
     pretrained = cfg["init"] not in ("scratch", "unet")
     depth = len(model.backbone.blocks) if hasattr(model, "backbone") else None
     groups = param_groups(
-        model, float(hp["weight_decay"]), float(hp["layer_decay"]), depth,
+        model,
+        float(hp["weight_decay"]),
+        float(hp["layer_decay"]),
+        depth,
         backbone_lr_scale=float(hp["encoder_lr_scale"]) if pretrained else 1.0,
     )
     optimizer = torch.optim.AdamW(groups, lr=float(hp["lr"]))
     total_steps = steps_per_epoch * epochs
-    schedule = WarmupCosine(float(hp["lr"]), min(int(hp["warmup_epochs"]) * steps_per_epoch, total_steps // 2), total_steps)
+    schedule = WarmupCosine(
+        float(hp["lr"]),
+        min(int(hp["warmup_epochs"]) * steps_per_epoch, total_steps // 2),
+        total_steps,
+    )
     return optimizer, schedule
 
 
-def train_and_select(model: nn.Module, cfg: dict[str, Any], data: dict[str, Any], device: torch.device, dtype: str) -> dict[str, Any]:
+def train_and_select(
+    model: nn.Module, cfg: dict[str, Any], data: dict[str, Any], device: torch.device, dtype: str
+) -> dict[str, Any]:
     """Train on ``data["train"]``, score every epoch on ``data["val"]``, stop early after
     ``patience`` epochs without improvement and load the best epoch's weights into
     ``model``. Returns ``best_epoch``, ``best_val_score``, ``epochs_run``, ``history``."""
     from tqdm import tqdm
 
     task, hp, seed = cfg["task"], cfg["hparams"], int(cfg["seed"])
-    linear = cfg["protocol"] == "linear"
+    proto = protocol(cfg["protocol"])
     epochs = int(cfg.get("max_epochs") or hp["epochs"])
     n_train = len(data["train"])
     bs = min(int(hp["batch_size"]), n_train)
@@ -392,17 +431,19 @@ def train_and_select(model: nn.Module, cfg: dict[str, Any], data: dict[str, Any]
     stream_rng = np.random.default_rng([seed, 1])
     aug_rng = np.random.default_rng([seed, 2])
     pending = np.empty(0, dtype=np.int64)
-    augment = bool(hp["augment"]) and not linear
+    augment = bool(hp["augment"]) and proto.augment
 
     best_score, best_state, best_epoch, bad_epochs = -math.inf, None, -1, 0
     history = []
     step = 0
     epochs_run = 0
-    for epoch in tqdm(range(epochs), desc=f"finetune {task} {cfg['init']} {cfg['protocol']} f={cfg['fraction']}",
-                      unit="epoch", disable=cfg.get("quiet", False)):
-        model.train()
-        if linear:
-            model.backbone.eval()  # frozen: no dropout/drop-path in the features
+    for epoch in tqdm(
+        range(epochs),
+        desc=f"finetune {task} {cfg['init']} {cfg['protocol']} f={cfg['fraction']}",
+        unit="epoch",
+        disable=cfg.get("quiet", False),
+    ):
+        proto.train_mode(model)
         losses = []
         for _ in range(steps_per_epoch):
             while pending.size < bs:
@@ -426,26 +467,44 @@ def train_and_select(model: nn.Module, cfg: dict[str, Any], data: dict[str, Any]
         val = predict(model, data["val"], task, 64, device, dtype)["scores"]
         score = selection_score(task, val)
         epochs_run = epoch + 1
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None, "val": {k: v for k, v in val.items() if k != "iou"}})
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": float(np.mean(losses)) if losses else None,
+                "val": {k: v for k, v in val.items() if k != "iou"},
+            }
+        )
         if score > best_score:
             best_score, best_epoch, bad_epochs = score, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             bad_epochs += 1
-            if int(hp["patience"]) > 0 and bad_epochs >= int(hp["patience"]):  # 0 = no early stopping
+            if int(hp["patience"]) > 0 and bad_epochs >= int(
+                hp["patience"]
+            ):  # 0 = no early stopping
                 log.info("early stop after epoch %d (best %d)", epoch, best_epoch)
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
-    return {"best_epoch": best_epoch, "best_val_score": best_score, "epochs_run": epochs_run, "history": history}
+    return {
+        "best_epoch": best_epoch,
+        "best_val_score": best_score,
+        "epochs_run": epochs_run,
+        "history": history,
+    }
 
 
 # --------------------------------------------------------------------------------------
 # outputs
 # --------------------------------------------------------------------------------------
 def write_outputs(
-    cfg: dict[str, Any], model: nn.Module, init_desc: dict[str, Any], data: dict[str, Any],
-    test: dict[str, Any], fit: dict[str, Any], wall: float,
+    cfg: dict[str, Any],
+    model: nn.Module,
+    init_desc: dict[str, Any],
+    data: dict[str, Any],
+    test: dict[str, Any],
+    fit: dict[str, Any],
+    wall: float,
 ) -> dict[str, Any]:
     """``metrics.json``, ``predictions.npz``, ``checkpoint.pt`` and ``run.json`` in
     ``--out-dir``; returns the run summary (the content of run.json besides the config)."""
@@ -500,7 +559,9 @@ def write_outputs(
         "init_detail": init_desc,
         "wall_s": wall,
     }
-    write_json(out_dir / "run.json", run_record({k: v for k, v in cfg.items() if k != "quiet"}, **summary))
+    write_json(
+        out_dir / "run.json", run_record({k: v for k, v in cfg.items() if k != "quiet"}, **summary)
+    )
     return summary
 
 
@@ -523,39 +584,72 @@ def finetune(cfg: dict[str, Any]) -> dict[str, Any]:
     # train and val now; the test chips are read only after training and model selection
     data = {k: load_split(store, rows[k], cfg["stats"], device) for k in ("train", "val")}
     model, init_desc = build_model(
-        task, cfg["init"], cfg.get("encoder"), hp, store.chip_size, store.channels, Path(cfg["stats"])
+        task,
+        cfg["init"],
+        cfg.get("encoder"),
+        hp,
+        store.chip_size,
+        store.channels,
+        Path(cfg["stats"]),
     )
     prepare_model(model, cfg, data, device, dtype)
     fit = train_and_select(model, cfg, data, device, dtype)
 
     data["test"] = load_split(store, rows["test"], cfg["stats"], device)
-    if cfg["protocol"] == "linear":
-        cache_features(model, data["test"], 64, device, dtype)
+    protocol(cfg["protocol"]).prepare_splits(model, [data["test"]], device, dtype)
     test = predict(model, data["test"], task, 64, device, dtype)
     wall = time.time() - t0
     summary = write_outputs(cfg, model, init_desc, data, test, fit, wall)
-    log.info("%s %s %s f=%s: test %s in %.1f s (%d epochs)", task, cfg["init_label"], cfg["protocol"], cfg["fraction"],
-             {k: round(v, 4) for k, v in test["scores"].items() if k != "iou"}, wall, fit["epochs_run"])
+    log.info(
+        "%s %s %s f=%s: test %s in %.1f s (%d epochs)",
+        task,
+        cfg["init_label"],
+        cfg["protocol"],
+        cfg["fraction"],
+        {k: round(v, 4) for k, v in test["scores"].items() if k != "iou"},
+        wall,
+        fit["epochs_run"],
+    )
     return summary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, choices=TASKS)
-    parser.add_argument("--init", required=True, help="scratch | mae | dino | unet | PATH to encoder.safetensors")
-    parser.add_argument("--encoder", default=None, help="encoder.safetensors (for --init mae/dino; gives scratch its architecture)")
-    parser.add_argument("--protocol", default="finetune", choices=PROTOCOLS)
-    parser.add_argument("--fraction", type=float, required=True, help="label fraction (a key of fractions.json)")
+    parser.add_argument(
+        "--init", required=True, help="scratch | mae | dino | unet | PATH to encoder.safetensors"
+    )
+    parser.add_argument(
+        "--encoder",
+        default=None,
+        help="encoder.safetensors (for --init mae/dino; gives scratch its architecture)",
+    )
+    parser.add_argument("--protocol", default="finetune", choices=list(PROTOCOL_REGISTRY))
+    parser.add_argument(
+        "--fraction", type=float, required=True, help="label fraction (a key of fractions.json)"
+    )
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--chips-dir", required=True, help="chip store of the fine-tuning area")
-    parser.add_argument("--stats", required=True, help="stats.json used for normalisation (and pretraining)")
-    parser.add_argument("--hparams", required=True, help="JSON object or JSON/YAML file: the config's finetune block")
-    parser.add_argument("--pretrain-area", default=None, help="label recorded in metrics (area the encoder saw)")
+    parser.add_argument(
+        "--stats", required=True, help="stats.json used for normalisation (and pretraining)"
+    )
+    parser.add_argument(
+        "--hparams",
+        required=True,
+        help="JSON object or JSON/YAML file: the config's finetune block",
+    )
+    parser.add_argument(
+        "--pretrain-area", default=None, help="label recorded in metrics (area the encoder saw)"
+    )
     parser.add_argument("--finetune-area", default=None, help="label recorded in metrics")
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--max-epochs", type=int, default=None, help="override hparams epochs")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: fine-tuning jobs run side by side; 0 = torch default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: fine-tuning jobs run side by side; 0 = torch default)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> dict[str, Any]:

@@ -54,7 +54,9 @@ def check_img_size(hparams: dict[str, Any], chip_size: int, where: str = "the ch
         )
 
 
-def backbone_kwargs(hparams: dict[str, Any], img_size: int, in_chans: int = len(CHANNELS)) -> tuple[str, dict[str, Any]]:
+def backbone_kwargs(
+    hparams: dict[str, Any], img_size: int, in_chans: int = len(CHANNELS)
+) -> tuple[str, dict[str, Any]]:
     """Split a config ``backbone`` block into ``(timm model name, model kwargs)`` for chips of
     ``img_size`` pixels (the chip store's; :func:`check_img_size`).
 
@@ -93,11 +95,15 @@ def create_backbone(
     if patch_size is not None:
         kwargs["patch_size"] = int(patch_size)
     try:
-        model = timm.create_model(model_name, in_chans=in_chans, img_size=img_size, num_classes=0, **kwargs)
+        model = timm.create_model(
+            model_name, in_chans=in_chans, img_size=img_size, num_classes=0, **kwargs
+        )
     except RuntimeError as exc:  # unknown model name
         raise SarsslError(f"backbone {model_name!r}: {exc}") from exc
     if not hasattr(model, "blocks") or not hasattr(model, "patch_embed"):
-        raise SarsslError(f"backbone {model_name!r}: only timm VisionTransformer models are supported")
+        raise SarsslError(
+            f"backbone {model_name!r}: only timm VisionTransformer models are supported"
+        )
     return model
 
 
@@ -122,7 +128,13 @@ class SegmentationHead(nn.Module):
     block starting from ``width`` (never below 16).
     """
 
-    def __init__(self, embed_dim: int, patch_size: int, num_classes: int = N_LANDCOVER_CLASSES, width: int = 128):
+    def __init__(
+        self,
+        embed_dim: int,
+        patch_size: int,
+        num_classes: int = N_LANDCOVER_CLASSES,
+        width: int = 128,
+    ):
         super().__init__()
         n_up = int(round(math.log2(patch_size)))
         if 2**n_up != patch_size:
@@ -219,9 +231,12 @@ class UNet(nn.Module):
         self.down.extend(_conv_block(widths[i], widths[i + 1]) for i in range(depth))
         if task == "landcover":
             self.up = nn.ModuleList(
-                nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in reversed(range(depth))
+                nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2)
+                for i in reversed(range(depth))
             )
-            self.dec = nn.ModuleList(_conv_block(2 * widths[i], widths[i]) for i in reversed(range(depth)))
+            self.dec = nn.ModuleList(
+                _conv_block(2 * widths[i], widths[i]) for i in reversed(range(depth))
+            )
             self.out = nn.Conv2d(widths[0], num_classes, 1)
         else:
             self.out = RegressionHead(widths[-1], hidden=4 * width)
@@ -285,7 +300,9 @@ def export_encoder(
     path = Path(path)
     state = {k: v.detach().to("cpu").contiguous() for k, v in backbone.state_dict().items()}
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt", "model_name": model_name, "method": method})
+        save_file(
+            state, str(tmp), metadata={"format": "pt", "model_name": model_name, "method": method}
+        )
         _canonical_safetensors_header(tmp)
     meta = {
         "model_name": model_name,

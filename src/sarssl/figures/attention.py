@@ -22,7 +22,6 @@ from matplotlib.figure import Figure
 
 from ..errors import InputError
 from ..vocabulary import IGNORE_INDEX, SEASONS, SPLITS
-from .registry import register_figure, styled
 from .common import (
     image_axes,
     landcover_cmap,
@@ -32,6 +31,7 @@ from .common import (
     season_false_colour,
     select_rows,
 )
+from .registry import register_figure, styled
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,6 @@ from ..vocabulary import (
     WORLDCOVER_COLORS,
     WORLDCOVER_LABELS,
 )
-from .registry import register_figure, styled
 from .common import (
     channel_index,
     image_axes,
@@ -39,6 +38,7 @@ from .common import (
     season_false_colour,
     stretch_caption,
 )
+from .registry import register_figure, styled
 
 log = logging.getLogger(__name__)
 

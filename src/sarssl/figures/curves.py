@@ -103,9 +103,9 @@ def learning_curves(
 ) -> Figure:
     """Metric versus label fraction, one row per task and one column per region pair.
 
-    ``df``: tidy metric rows (:data:`sarssl.downstream.tables.COLUMNS`) or their summary. Each task is
-    shown on its primary metric (mIoU for land cover, RMSE in tree-cover percentage points
-    for tree cover) unless ``metrics`` maps task -> metric. Columns: in-region panels
+    ``df``: tidy metric rows (:data:`sarssl.downstream.tables.COLUMNS`) or their summary.
+    Each task is shown on its primary metric (mIoU for land cover, RMSE in tree-cover percentage
+    points for tree cover) unless ``metrics`` maps task -> metric. Columns: in-region panels
     (fine-tuned where the encoder was pretrained) first, then out-of-region panels. Each
     curve is the mean over seeds with a ±1 sample-std band (no band for a single seed),
     coloured by initialisation; solid = full fine-tuning, dashed = linear probing.
@@ -216,8 +216,8 @@ def label_efficiency_chart(
 ) -> Figure:
     """Bar chart of the label fraction each pretrained init needs to match scratch@100 %.
 
-    ``df``: a label-efficiency table (:func:`sarssl.downstream.tables.label_efficiency`) or tidy metric
-    rows / a summary from which it is computed. One panel per task; bars grouped by region
+    ``df``: a label-efficiency table (:func:`sarssl.downstream.tables.label_efficiency`) or tidy
+    metric rows / a summary from which it is computed. One panel per task; bars grouped by region
     pair, coloured by initialisation, hatched for linear probing; log y axis in percent of
     the training chips (lower = more label-efficient). A run that never matches the
     reference is drawn as an outlined bar up to the largest fraction tested, labelled
@@ -326,7 +326,7 @@ def _label_efficiency_args(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--metrics", help="tidy metrics table (finetune_metrics.csv)")
     src.add_argument(
-        "--efficiency", help="label-efficiency table from `sarssl tables " "--label-efficiency`"
+        "--efficiency", help="label-efficiency table from `sarssl tables --label-efficiency`"
     )
 
 
@@ -368,5 +368,3 @@ def _build_label_efficiency(args: argparse.Namespace) -> Figure:
     if args.efficiency:
         return label_efficiency_chart(read_efficiency_table(args.efficiency))
     return label_efficiency_chart(tables.read_metrics_table(args.metrics))
-
-

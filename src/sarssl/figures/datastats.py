@@ -24,8 +24,8 @@ from matplotlib.ticker import MaxNLocator
 
 from ..errors import InputError
 from ..vocabulary import IGNORE_INDEX, N_LANDCOVER_CLASSES, SEASONS, SPLITS, WORLDCOVER_COLORS
-from .registry import register_figure, styled
 from .common import landcover_legend_handles, require_file
+from .registry import register_figure, styled
 
 log = logging.getLogger(__name__)
 

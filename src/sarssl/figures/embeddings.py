@@ -27,8 +27,8 @@ from ..vocabulary import (
     WORLDCOVER_COLORS,
     WORLDCOVER_LABELS,
 )
-from .registry import register_figure, styled
 from .common import IGNORE_COLOR, parse_named_paths, require_file
+from .registry import register_figure, styled
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..errors import InputError, SarsslError
-from .registry import register_figure, styled
 from .common import image_axes, require_file
+from .registry import register_figure, styled
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,9 @@ def parse_window(text: str | None) -> tuple[int, int, int, int] | None:
     return vals  # type: ignore[return-value]
 
 
-def aoi_window(product_path: str, bbox: str, size: int, pol: str | None = None) -> tuple[int, int, int, int]:
+def aoi_window(
+    product_path: str, bbox: str, size: int, pol: str | None = None
+) -> tuple[int, int, int, int]:
     """(col_off, row_off, width, height) of a ``size``-px measurement window centred on the
     centre of the lon/lat ``bbox`` (W,S,E,N).
 

@@ -24,7 +24,6 @@ from matplotlib.figure import Figure
 
 from ..errors import InputError
 from ..vocabulary import IGNORE_INDEX, SEASONS
-from .registry import init_color, register_figure, styled
 from .common import (
     image_axes,
     landcover_cmap,
@@ -36,6 +35,7 @@ from .common import (
     select_rows,
     stretch_caption,
 )
+from .registry import init_color, register_figure, styled
 
 log = logging.getLogger(__name__)
 

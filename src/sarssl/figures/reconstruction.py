@@ -25,7 +25,6 @@ from matplotlib.figure import Figure
 from ..data.normalize import denormalize_batch, normalize_batch
 from ..errors import InputError
 from ..vocabulary import SEASONS, SPLITS
-from .registry import register_figure, styled
 from .common import (
     image_axes,
     require_file,
@@ -33,6 +32,7 @@ from .common import (
     select_rows,
     stretch_caption,
 )
+from .registry import register_figure, styled
 
 log = logging.getLogger(__name__)
 

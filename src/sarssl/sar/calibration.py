@@ -123,7 +123,9 @@ class CalibrationLUT:
                             f"{len(a)} {kind} values"
                         )
                 luts[kind] = VectorLUT(lines, pixels, vals)
-            const = float(root.findtext("calibrationInformation/absoluteCalibrationConstant") or 1.0)
+            const = float(
+                root.findtext("calibrationInformation/absoluteCalibrationConstant") or 1.0
+            )
         except (TypeError, ValueError) as exc:
             raise InputError(f"{source}: bad calibration vector: {exc}") from exc
         return cls(luts=luts, absolute_calibration_constant=const, source=source)
@@ -180,8 +182,11 @@ class NoiseLUT:
             vals = [_floats(v.findtext(lut_tag)) for v in rvecs]
             keep = [k for k, (p, a) in enumerate(zip(pixels, vals)) if len(p) and len(p) == len(a)]
             if len(keep) < len(rvecs):
-                log.warning("%s: %d empty or inconsistent noise vectors ignored", source,
-                            len(rvecs) - len(keep))
+                log.warning(
+                    "%s: %d empty or inconsistent noise vectors ignored",
+                    source,
+                    len(rvecs) - len(keep),
+                )
             if not keep:
                 raise InputError(f"{source}: every noise range vector is empty")
             rng = VectorLUT(lines[keep], [pixels[k] for k in keep], [vals[k] for k in keep])
@@ -209,8 +214,9 @@ class NoiseLUT:
             raise InputError(f"{source}: bad noise vector: {exc}") from exc
         ipf = _ipf_tuple(ipf_version)
         if ipf and ipf >= (2, 90) and not blocks and lut_tag == "noiseRangeLut":
-            log.warning("%s: IPF %s but no azimuth noise vectors; azimuth factor 1", source,
-                        ipf_version)
+            log.warning(
+                "%s: IPF %s but no azimuth noise vectors; azimuth factor 1", source, ipf_version
+            )
         return cls(range=rng, azimuth=blocks, source=source)
 
 
@@ -454,10 +460,13 @@ def _vector_digest(lut: VectorLUT) -> str:
 
 
 def _noise_digest(noise: NoiseLUT) -> str:
-    blocks = [np.array([b.first_line, b.first_sample, b.last_line, b.last_sample], dtype=np.int64)
-              for b in noise.azimuth]
-    return _vector_digest(noise.range) + _digest(*blocks, *(b.lines for b in noise.azimuth),
-                                                 *(b.lut for b in noise.azimuth))
+    blocks = [
+        np.array([b.first_line, b.first_sample, b.last_line, b.last_sample], dtype=np.int64)
+        for b in noise.azimuth
+    ]
+    return _vector_digest(noise.range) + _digest(
+        *blocks, *(b.lines for b in noise.azimuth), *(b.lut for b in noise.azimuth)
+    )
 
 
 def _squared(a: np.ndarray) -> np.ndarray:
@@ -517,8 +526,15 @@ def calibrate(
     if remove_noise:
         if noise is None:
             raise InputError(f"{cal.source}: thermal noise removal asked but no noise LUT given")
-        power -= _cached_window(("eta", _noise_digest(noise)), rows, cols, lambda: noise_lut(noise, rows, cols))
-    power /= _cached_window(("a2", _vector_digest(cal[kind])), rows, cols, lambda: _squared(calibration_lut(cal, kind, rows, cols)))
+        power -= _cached_window(
+            ("eta", _noise_digest(noise)), rows, cols, lambda: noise_lut(noise, rows, cols)
+        )
+    power /= _cached_window(
+        ("a2", _vector_digest(cal[kind])),
+        rows,
+        cols,
+        lambda: _squared(calibration_lut(cal, kind, rows, cols)),
+    )
     if floor_db is not None:
         np.maximum(power, np.float32(10.0 ** (floor_db / 10.0)), out=power)
     power[dn == 0] = np.nan
@@ -587,12 +603,16 @@ def border_limits_from_array(
         return _denoised_amplitude(dn[rs, cs], None if eta is None else eta[rs, cs])
 
     first_sample = _first_above(amp(slice(None), slice(0, left)), threshold, axis=1)
-    last_sample = n_samples - 1 - _first_above(
-        amp(slice(None), slice(n_samples - left, None))[:, ::-1], threshold, axis=1
+    last_sample = (
+        n_samples
+        - 1
+        - _first_above(amp(slice(None), slice(n_samples - left, None))[:, ::-1], threshold, axis=1)
     )
     first_line = _first_above(amp(slice(0, top), slice(None)), threshold, axis=0)
-    last_line = n_lines - 1 - _first_above(
-        amp(slice(n_lines - top, None), slice(None))[::-1], threshold, axis=0
+    last_line = (
+        n_lines
+        - 1
+        - _first_above(amp(slice(n_lines - top, None), slice(None))[::-1], threshold, axis=0)
     )
     return _limits(first_sample, last_sample, first_line, last_line, left, top, n_lines, n_samples)
 
@@ -677,17 +697,23 @@ def find_border_limits(
     ls = np.empty(n_lines, dtype=np.int64)
     for r0 in tqdm(range(0, n_lines, chunk), desc=f"border {pol} range edges", leave=False):
         h = min(chunk, n_lines - r0)
-        fs[r0:r0 + h] = _first_above(amp(PixelWindow(r0, 0, h, left)), threshold, axis=1)
-        ls[r0:r0 + h] = n_samples - 1 - _first_above(
-            amp(PixelWindow(r0, n_samples - left, h, left))[:, ::-1], threshold, axis=1
+        fs[r0 : r0 + h] = _first_above(amp(PixelWindow(r0, 0, h, left)), threshold, axis=1)
+        ls[r0 : r0 + h] = (
+            n_samples
+            - 1
+            - _first_above(
+                amp(PixelWindow(r0, n_samples - left, h, left))[:, ::-1], threshold, axis=1
+            )
         )
     fl = np.empty(n_samples, dtype=np.int64)
     ll = np.empty(n_samples, dtype=np.int64)
     for c0 in tqdm(range(0, n_samples, chunk), desc=f"border {pol} azimuth edges", leave=False):
         w = min(chunk, n_samples - c0)
-        fl[c0:c0 + w] = _first_above(amp(PixelWindow(0, c0, top, w)), threshold, axis=0)
-        ll[c0:c0 + w] = n_lines - 1 - _first_above(
-            amp(PixelWindow(n_lines - top, c0, top, w))[::-1], threshold, axis=0
+        fl[c0 : c0 + w] = _first_above(amp(PixelWindow(0, c0, top, w)), threshold, axis=0)
+        ll[c0 : c0 + w] = (
+            n_lines
+            - 1
+            - _first_above(amp(PixelWindow(n_lines - top, c0, top, w))[::-1], threshold, axis=0)
         )
     return _limits(fs, ls, fl, ll, left, top, n_lines, n_samples)
 
@@ -708,20 +734,29 @@ class LazyBorderLimits:
     amplitude 0.5 after thermal-noise subtraction).
     """
 
-    def __init__(self, product, pol: str, remove_noise: bool, scan: int = 500,
-                 threshold: float = 0.5) -> None:
+    def __init__(
+        self, product, pol: str, remove_noise: bool, scan: int = 500, threshold: float = 0.5
+    ) -> None:
         self.product, self.pol, self.threshold = product, pol, threshold
         self.n_lines, self.n_samples = product.annotation(pol).shape
         self.noise = product.noise(pol) if remove_noise and product.has("noise", pol) else None
         self.left, self.top = min(scan, self.n_samples), min(scan, self.n_lines)
         self.limits = BorderLimits(
-            np.zeros(self.n_lines, np.int32), np.full(self.n_lines, self.n_samples - 1, np.int32),
-            np.zeros(self.n_samples, np.int32), np.full(self.n_samples, self.n_lines - 1, np.int32),
+            np.zeros(self.n_lines, np.int32),
+            np.full(self.n_lines, self.n_samples - 1, np.int32),
+            np.zeros(self.n_samples, np.int32),
+            np.full(self.n_samples, self.n_lines - 1, np.int32),
         )
         # scanned flags: near/far range strips per line, first/last line strips per column
-        self._done = {k: np.zeros(n, bool) for k, n in (
-            ("near", self.n_lines), ("far", self.n_lines),
-            ("top", self.n_samples), ("bottom", self.n_samples))}
+        self._done = {
+            k: np.zeros(n, bool)
+            for k, n in (
+                ("near", self.n_lines),
+                ("far", self.n_lines),
+                ("top", self.n_samples),
+                ("bottom", self.n_samples),
+            )
+        }
         self.pixels_read = 0
 
     def _amp(self, win: PixelWindow) -> np.ndarray:

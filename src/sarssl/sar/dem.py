@@ -58,7 +58,9 @@ class Dem:
     crs: CRS
     path: str
     vertical_datum: str  # the datum converted from (EGM2008/EGM96/ellipsoid)
-    geoid: str = "none (ellipsoidal heights)"  # the geoid grid applied, e.g. "EGM2008 (us_nga_egm08_25.tif)"
+    geoid: str = (
+        "none (ellipsoidal heights)"  # the geoid grid applied, e.g. "EGM2008 (us_nga_egm08_25.tif)"
+    )
     void_fraction: float = 0.0  # share of no-data DEM pixels over the requested bbox (no margin)
 
     @property
@@ -78,8 +80,13 @@ class Dem:
         r1 = min(int(np.ceil(np.nanmax(rows))) + margin + 1, rows_n)
         if c1 - c0 < 2 or r1 - r0 < 2:
             c0, c1, r0, r1 = 0, cols_n, 0, rows_n
-        return Dem(self.height[r0:r1, c0:c1], self.transform @ Affine.translation(c0, r0), self.crs,
-                   self.path, self.vertical_datum)
+        return Dem(
+            self.height[r0:r1, c0:c1],
+            self.transform @ Affine.translation(c0, r0),
+            self.crs,
+            self.path,
+            self.vertical_datum,
+        )
 
 
 def vertical_datum(crs: CRS) -> str:
@@ -94,7 +101,9 @@ def vertical_datum(crs: CRS) -> str:
                     return "EGM96"
                 if "ELLIPSOID" in name:
                     return "ellipsoid"
-                raise SarsslError(f"vertical datum {sub.name!r} is not supported (EGM2008, EGM96, ellipsoid)")
+                raise SarsslError(
+                    f"vertical datum {sub.name!r} is not supported (EGM2008, EGM96, ellipsoid)"
+                )
     if crs.is_geographic and len(crs.axis_info) == 3:
         return "ellipsoid"
     return "EGM2008"
@@ -151,8 +160,9 @@ def _load_geoid(model: str, search: tuple[str, ...]) -> tuple[np.ndarray, Affine
         used = "EGM96"
         if path is not None:
             log.warning(
-                "no EGM2008 geoid grid found: using EGM96 (%s) for EGM2008 heights (< ~1 m difference "
-                "in most places)", path
+                "no EGM2008 geoid grid found: using EGM96 (%s) for EGM2008 heights "
+                "(< ~1 m difference in most places)",
+                path,
             )
     if path is None:
         raise SarsslError(
@@ -226,8 +236,12 @@ def _separable_bilinear(grid, r0, fr, c0, c1, fc, out):
         w = fr[i]
         for j in range(c0.size):
             f = fc[j]
-            out[i, j] = (a[c0[j]] * (1 - w) * (1 - f) + a[c1[j]] * (1 - w) * f
-                         + b[c0[j]] * w * (1 - f) + b[c1[j]] * w * f)
+            out[i, j] = (
+                a[c0[j]] * (1 - w) * (1 - f)
+                + a[c1[j]] * (1 - w) * f
+                + b[c0[j]] * w * (1 - f)
+                + b[c1[j]] * w * f
+            )
 
 
 METRE_UNITS = frozenset({"", "m", "metre", "meter", "metres", "meters"})
@@ -257,9 +271,13 @@ def check_void(dem: "Dem", max_void: float, what: str = "area") -> None:
     """
     if dem.void_fraction <= 0:
         return
-    msg = f"DEM {dem.path}: {dem.void_fraction:.1%} of its pixels over the {what} are no data (holes)"
+    msg = (
+        f"DEM {dem.path}: {dem.void_fraction:.1%} of its pixels over the {what} are no data (holes)"
+    )
     if dem.void_fraction > max_void:
-        raise InputError(f"{msg}: more than --max-dem-void {max_void:g}; fill the voids or raise the limit")
+        raise InputError(
+            f"{msg}: more than --max-dem-void {max_void:g}; fill the voids or raise the limit"
+        )
     log.warning("%s (limit --max-dem-void %g)", msg, max_void)
 
 
@@ -301,13 +319,24 @@ def read_dem(
         need = transform_bounds("EPSG:4326", ds.crs, w, s, e, n, densify_pts=21)
         have = ds.bounds
         tol = 1e-9 * max(1.0, abs(have.left))
-        if need[0] < have.left - tol or need[2] > have.right + tol or need[1] < have.bottom - tol or need[3] > have.top + tol:
+        if (
+            need[0] < have.left - tol
+            or need[2] > have.right + tol
+            or need[1] < have.bottom - tol
+            or need[3] > have.top + tol
+        ):
             raise InputError(
                 f"DEM {path} (bounds {tuple(round(v, 5) for v in have)}) does not cover the {what} "
                 f"{tuple(round(v, 5) for v in bbox)}"
             )
         wm, sm, em, nm = transform_bounds(
-            "EPSG:4326", ds.crs, w - margin_deg, s - margin_deg, e + margin_deg, n + margin_deg, densify_pts=21
+            "EPSG:4326",
+            ds.crs,
+            w - margin_deg,
+            s - margin_deg,
+            e + margin_deg,
+            n + margin_deg,
+            densify_pts=21,
         )
         win = from_bounds(wm, sm, em, nm, ds.transform)
         c0 = max(int(np.floor(win.col_off)) - 1, 0)
@@ -333,7 +362,9 @@ def read_dem(
         if not crs.is_geographic:
             from pyproj import Transformer
 
-            tr = Transformer.from_crs(crs.sub_crs_list[0] if crs.is_compound else crs, "EPSG:4326", always_xy=True)
+            tr = Transformer.from_crs(
+                crs.sub_crs_list[0] if crs.is_compound else crs, "EPSG:4326", always_xy=True
+            )
         if tr is None and t.b == 0 and t.d == 0:  # north-up lon/lat grid: separable
             lon = t.c + t.a * (np.arange(data.shape[1]) + 0.5)
             lat = t.f + t.e * (np.arange(data.shape[0]) + 0.5)
@@ -348,16 +379,37 @@ def read_dem(
                     xs, ys = tr.transform(xs, ys)
                 data[a : a + chunk] += geoid_undulation(xs, ys, datum)
     geoid = geoid_in_use(datum) if datum != "ellipsoid" else "none (ellipsoidal heights)"
-    log.info("DEM %s: %dx%d window, %s heights -> ellipsoidal with geoid %s", path, data.shape[0], data.shape[1],
-             datum, geoid)
-    return Dem(height=data, transform=transform, crs=crs, path=path, vertical_datum=datum, geoid=geoid,
-               void_fraction=void_fraction)
+    log.info(
+        "DEM %s: %dx%d window, %s heights -> ellipsoidal with geoid %s",
+        path,
+        data.shape[0],
+        data.shape[1],
+        datum,
+        geoid,
+    )
+    return Dem(
+        height=data,
+        transform=transform,
+        crs=crs,
+        path=path,
+        vertical_datum=datum,
+        geoid=geoid,
+        void_fraction=void_fraction,
+    )
 
 
-def constant_dem(bbox: tuple[float, float, float, float], height: float, step: float = 0.001) -> Dem:
+def constant_dem(
+    bbox: tuple[float, float, float, float], height: float, step: float = 0.001
+) -> Dem:
     """A flat ellipsoidal-height DEM on a lon/lat grid covering ``bbox`` (tests, oceans)."""
     w, s, e, n = bbox
     cols = int(np.ceil((e - w) / step)) + 5
     rows = int(np.ceil((n - s) / step)) + 5
     transform = Affine(step, 0, w - 2 * step, 0, -step, n + 2 * step)
-    return Dem(np.full((rows, cols), float(height)), transform, CRS.from_epsg(4979), "<constant>", "ellipsoid")
+    return Dem(
+        np.full((rows, cols), float(height)),
+        transform,
+        CRS.from_epsg(4979),
+        "<constant>",
+        "ellipsoid",
+    )

@@ -124,9 +124,23 @@ class GeocodingLUT:
         height = np.empty((H, W))
         look = np.empty((3, H, W), dtype=np.float32)
         _lut_kernel(
-            node_r.astype(np.int64), node_c.astype(np.int64), dcol, drow,
-            np.ascontiguousarray(dem.height, dtype=np.float64), levels, node_line, node_pix,
-            np.ascontiguousarray(look_enu), line, pixel, height, look, rr0, rr1, rc0, rc1,
+            node_r.astype(np.int64),
+            node_c.astype(np.int64),
+            dcol,
+            drow,
+            np.ascontiguousarray(dem.height, dtype=np.float64),
+            levels,
+            node_line,
+            node_pix,
+            np.ascontiguousarray(look_enu),
+            line,
+            pixel,
+            height,
+            look,
+            rr0,
+            rr1,
+            rc0,
+            rc1,
         )
         return cls(grid=grid, line=line, pixel=pixel, height=height, look=look)
 
@@ -134,12 +148,18 @@ class GeocodingLUT:
         """(line, pixel) from the forward model at every pixel (slow; for checks)."""
         xs, ys = self.grid.xy()
         gx, gy = np.meshgrid(xs, ys)
-        lon, lat = Transformer.from_crs(self.grid.crs, "EPSG:4326", always_xy=True).transform(gx, gy)
+        lon, lat = Transformer.from_crs(self.grid.crs, "EPSG:4326", always_xy=True).transform(
+            gx, gy
+        )
         return geom.lonlat_to_radar(lon, lat, self.height)
 
     # -- radar window ------------------------------------------------------------------
     def radar_bounds(
-        self, geom: RadarGeometry, margin: int = 8, rows: slice = slice(None), cols: slice = slice(None)
+        self,
+        geom: RadarGeometry,
+        margin: int = 8,
+        rows: slice = slice(None),
+        cols: slice = slice(None),
     ) -> PixelWindow | None:
         """The GRD window the grid (or its ``rows`` x ``cols`` sub-window) needs, grown by
         ``margin`` px and clipped to the image; None when it lies outside the image."""
@@ -181,7 +201,14 @@ class GeocodingLUT:
         pixel = self.pixel[rows, cols]
         out = np.empty((img.shape[0],) + line.shape, dtype=np.float32)
         for b in range(img.shape[0]):
-            _sample_kernel(np.ascontiguousarray(img[b]), line, pixel, float(offset[0]), float(offset[1]), out[b])
+            _sample_kernel(
+                np.ascontiguousarray(img[b]),
+                line,
+                pixel,
+                float(offset[0]),
+                float(offset[1]),
+                out[b],
+            )
         return out[0] if squeeze else out
 
     def slopes(self) -> tuple[np.ndarray, np.ndarray]:
@@ -197,7 +224,9 @@ class GeocodingLUT:
         le, ln, lu = self.look
         return (-hx * le - hy * ln + lu) / norm
 
-    def mask(self, sampled: np.ndarray, rows: slice = slice(None), cols: slice = slice(None)) -> np.ndarray:
+    def mask(
+        self, sampled: np.ndarray, rows: slice = slice(None), cols: slice = slice(None)
+    ) -> np.ndarray:
         """uint8 mask: 0 no data, 1 valid (+2 layover, +4 shadow) for valid pixels.
 
         ``sampled`` is the image sampled on the ``rows``/``cols`` sub-window of the grid
@@ -215,11 +244,21 @@ class GeocodingLUT:
         r0, r1, _ = rows.indices(H)
         c0, c1, _ = cols.indices(W)
         if valid.shape != (r1 - r0, c1 - c0):
-            raise ValueError(f"mask: sampled shape {valid.shape} does not match the window {(r1 - r0, c1 - c0)}")
+            raise ValueError(
+                f"mask: sampled shape {valid.shape} does not match the window {(r1 - r0, c1 - c0)}"
+            )
         cast = self.cast_shadow()
         m = np.empty(valid.shape, dtype=np.uint8)
-        _mask_kernel(np.ascontiguousarray(self.height, dtype=np.float64), self.look, float(self.grid.resolution),
-                     r0, c0, np.ascontiguousarray(valid), cast, m)
+        _mask_kernel(
+            np.ascontiguousarray(self.height, dtype=np.float64),
+            self.look,
+            float(self.grid.resolution),
+            r0,
+            c0,
+            np.ascontiguousarray(valid),
+            cast,
+            m,
+        )
         return m
 
     def cast_shadow(self) -> np.ndarray:
@@ -253,7 +292,9 @@ class GeocodingLUT:
         else:  # steps along rows (a look direction closer to north-south)
             slope = dcol / abs(drow)
             out_t = np.zeros(h.T.shape, dtype=np.bool_)
-            _cast_shadow_kernel(np.ascontiguousarray(h.T), tan_e, slope, drow > 0, res * np.hypot(1.0, slope), out_t)
+            _cast_shadow_kernel(
+                np.ascontiguousarray(h.T), tan_e, slope, drow > 0, res * np.hypot(1.0, slope), out_t
+            )
             out = out_t.T.copy()
         return out
 
@@ -268,7 +309,9 @@ class GeocodingLUT:
         _splat_kernel(self.line - offset[0], self.pixel - offset[1], np.nan_to_num(proj), acc)
         return acc
 
-    def beta_area(self, geom: RadarGeometry, shape: tuple[int, int], offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+    def beta_area(
+        self, geom: RadarGeometry, shape: tuple[int, int], offset: tuple[int, int] = (0, 0)
+    ) -> np.ndarray:
         """A_beta (m^2) per radar pixel: azimuth spacing x slant-range spacing of the pixel."""
         rows = offset[0] + np.arange(shape[0])
         cols = offset[1] + np.arange(shape[1])
@@ -280,7 +323,11 @@ class GeocodingLUT:
         return geom.azimuth_pixel_spacing * (sr1 - sr0)
 
     def flattening_factor(
-        self, geom: RadarGeometry, shape: tuple[int, int], offset: tuple[int, int] = (0, 0), min_ratio: float = 0.05
+        self,
+        geom: RadarGeometry,
+        shape: tuple[int, int],
+        offset: tuple[int, int] = (0, 0),
+        min_ratio: float = 0.05,
     ) -> np.ndarray:
         """A_beta / A_gamma per radar pixel (multiply beta0 by it to get gamma0_T).
 
@@ -338,8 +385,25 @@ def _bil(a, i, j, fi, fj):
 
 
 @numba.njit(cache=True, parallel=True)
-def _lut_kernel(node_r, node_c, dcol, drow, dem, levels, node_line, node_pix, look_enu, line, pixel, height, look,
-                rr0, rr1, rc0, rc1):
+def _lut_kernel(
+    node_r,
+    node_c,
+    dcol,
+    drow,
+    dem,
+    levels,
+    node_line,
+    node_pix,
+    look_enu,
+    line,
+    pixel,
+    height,
+    look,
+    rr0,
+    rr1,
+    rc0,
+    rc1,
+):
     H, W = line.shape
     dr_, dc_ = dem.shape
     nlev = levels.size
@@ -363,8 +427,12 @@ def _lut_kernel(node_r, node_c, dcol, drow, dem, levels, node_line, node_pix, lo
             for k in range(3):
                 q[2 + k, j] = look_enu[k, i, j] + fi * (look_enu[k, i + 1, j] - look_enu[k, i, j])
             for k in range(nlev):
-                q[5 + k, j] = node_line[k, i, j] + fi * (node_line[k, i + 1, j] - node_line[k, i, j])
-                q[5 + nlev + k, j] = node_pix[k, i, j] + fi * (node_pix[k, i + 1, j] - node_pix[k, i, j])
+                q[5 + k, j] = node_line[k, i, j] + fi * (
+                    node_line[k, i + 1, j] - node_line[k, i, j]
+                )
+                q[5 + nlev + k, j] = node_pix[k, i, j] + fi * (
+                    node_pix[k, i + 1, j] - node_pix[k, i, j]
+                )
         for c in range(W):
             j = cj[c]
             fj = cf[c]

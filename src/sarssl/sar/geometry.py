@@ -129,7 +129,9 @@ class OrbitPolynomial:
     t_max: float
 
     @classmethod
-    def fit(cls, t: np.ndarray, pos: np.ndarray, vel: np.ndarray, degree: int = 8) -> OrbitPolynomial:
+    def fit(
+        cls, t: np.ndarray, pos: np.ndarray, vel: np.ndarray, degree: int = 8
+    ) -> OrbitPolynomial:
         t = np.asarray(t, dtype=np.float64)
         n = len(t)
         if n < 4:
@@ -148,7 +150,9 @@ class OrbitPolynomial:
         for j in range(3):
             b = np.concatenate([pos[:, j], vel[:, j]])
             coef[j] = np.linalg.lstsq(a, b, rcond=None)[0]
-        return cls(coef=coef, tc=float(tc), ts=float(ts), t_min=float(t.min()), t_max=float(t.max()))
+        return cls(
+            coef=coef, tc=float(tc), ts=float(ts), t_min=float(t.min()), t_max=float(t.max())
+        )
 
     def evaluate(self, t: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Position (.., 3), velocity (.., 3), acceleration (.., 3) at times ``t`` (s)."""
@@ -248,8 +252,25 @@ def _srgr(cc_t, cc_sr0, cc_gr0, cc_srgr, sr, t):
 
 @numba.njit(cache=True, parallel=True)
 def _ground_to_radar_kernel(
-    x, y, z, coef, tc, ts, t_guess, t_first, dt, spacing, cc_t, cc_sr0, cc_gr0, cc_srgr,
-    tau_ref, line, pixel, t_out, r_out,
+    x,
+    y,
+    z,
+    coef,
+    tc,
+    ts,
+    t_guess,
+    t_first,
+    dt,
+    spacing,
+    cc_t,
+    cc_sr0,
+    cc_gr0,
+    cc_srgr,
+    tau_ref,
+    line,
+    pixel,
+    t_out,
+    r_out,
 ):
     for i in numba.prange(x.size):
         res = np.empty((3, 3))
@@ -383,7 +404,9 @@ class RadarGeometry:
             grsr=np.array([_floats(c.findtext("grsrCoefficients")) for c in ccs]),
         )
         order = np.argsort(cc.time)
-        cc = CoordinateConversion(*(getattr(cc, f)[order] for f in ("time", "sr0", "gr0", "srgr", "grsr")))
+        cc = CoordinateConversion(
+            *(getattr(cc, f)[order] for f in ("time", "sr0", "gr0", "srgr", "grsr"))
+        )
 
         pts = root.findall("geolocationGrid/geolocationGridPointList/geolocationGridPoint")
         gcps = GcpGrid(
@@ -427,7 +450,9 @@ class RadarGeometry:
     def _fit_orbit(self, sv: StateVectors) -> OrbitPolynomial:
         t = (sv.time - self.epoch) / np.timedelta64(1, "ns") * 1e-9
         t = np.asarray(t, dtype=np.float64)
-        keep = (t >= self.first_line_time - ORBIT_MARGIN_S) & (t <= self.last_line_time + ORBIT_MARGIN_S)
+        keep = (t >= self.first_line_time - ORBIT_MARGIN_S) & (
+            t <= self.last_line_time + ORBIT_MARGIN_S
+        )
         if keep.sum() < 6:
             # too few inside the margin: take the 8 nearest to the scene centre
             mid = 0.5 * (self.first_line_time + self.last_line_time)
@@ -435,7 +460,8 @@ class RadarGeometry:
             keep[np.argsort(np.abs(t - mid))[:8]] = True
         if t[keep].min() > self.first_line_time or t[keep].max() < self.last_line_time:
             raise InputError(
-                f"orbit ({self.orbit_source}): state vectors {sv.time[keep].min()}..{sv.time[keep].max()} "
+                f"orbit ({self.orbit_source}): state vectors "
+                f"{sv.time[keep].min()}..{sv.time[keep].max()} "
                 "do not span the scene acquisition"
             )
         return OrbitPolynomial.fit(t[keep], sv.position[keep], sv.velocity[keep])
@@ -460,11 +486,18 @@ class RadarGeometry:
 
     def seconds(self, t: np.datetime64 | np.ndarray) -> np.ndarray:
         """datetime64 -> float seconds relative to :attr:`epoch`."""
-        return np.asarray((np.asarray(t, dtype="datetime64[ns]") - self.epoch) / np.timedelta64(1, "ns")) * 1e-9
+        return (
+            np.asarray(
+                (np.asarray(t, dtype="datetime64[ns]") - self.epoch) / np.timedelta64(1, "ns")
+            )
+            * 1e-9
+        )
 
     def line_time(self, line: np.ndarray | float) -> np.ndarray:
         """Azimuth time (s rel. epoch) of a (fractional) GRD line."""
-        return self.first_line_time + np.asarray(line, dtype=np.float64) * self.azimuth_time_interval
+        return (
+            self.first_line_time + np.asarray(line, dtype=np.float64) * self.azimuth_time_interval
+        )
 
     def _cc_arrays(self):
         cc = self.coordinate_conversion
@@ -487,7 +520,9 @@ class RadarGeometry:
         y = np.asarray(y, dtype=np.float64)
         z = np.asarray(z, dtype=np.float64)
         shape = np.broadcast_shapes(x.shape, y.shape, z.shape)
-        xf, yf, zf = (np.ascontiguousarray(np.broadcast_to(a, shape)).reshape(-1) for a in (x, y, z))
+        xf, yf, zf = (
+            np.ascontiguousarray(np.broadcast_to(a, shape)).reshape(-1) for a in (x, y, z)
+        )
         n = xf.size
         line = np.empty(n)
         pixel = np.empty(n)
@@ -496,9 +531,22 @@ class RadarGeometry:
         o = self.orbit
         mid = 0.5 * (self.first_line_time + self.last_line_time)
         _ground_to_radar_kernel(
-            xf, yf, zf, o.coef, o.tc, o.ts, mid, self.first_line_time, self.azimuth_time_interval,
-            self.range_pixel_spacing, *self._cc_arrays(), self.bistatic_reference_time,
-            line, pixel, t, r,
+            xf,
+            yf,
+            zf,
+            o.coef,
+            o.tc,
+            o.ts,
+            mid,
+            self.first_line_time,
+            self.azimuth_time_interval,
+            self.range_pixel_spacing,
+            *self._cc_arrays(),
+            self.bistatic_reference_time,
+            line,
+            pixel,
+            t,
+            r,
         )
         out = (line.reshape(shape), pixel.reshape(shape))
         if return_time_range:
@@ -523,7 +571,9 @@ class RadarGeometry:
         gr = np.asarray(gr, dtype=np.float64)
         t = np.broadcast_to(np.asarray(t, dtype=np.float64), gr.shape)
         cc = self.coordinate_conversion
-        return _blend_poly(cc.time, cc.grsr, cc.gr0, np.zeros_like(cc.gr0), gr, t, offset_is_input=True)
+        return _blend_poly(
+            cc.time, cc.grsr, cc.gr0, np.zeros_like(cc.gr0), gr, t, offset_is_input=True
+        )
 
     # -- inverse model -----------------------------------------------------------------
     def radar_to_ground(
@@ -674,7 +724,13 @@ def read_eof(path: str | Path) -> tuple[StateVectors, str]:
     except (OSError, etree.XMLSyntaxError, StopIteration) as exc:
         raise InputError(f"orbit file {path}: cannot be read as an EOF XML file ({exc})") from exc
     kind = root.findtext(".//File_Type") or ""
-    kind = "POEORB" if "POEORB" in (kind or path.name) else "RESORB" if "RESORB" in (kind or path.name) else kind
+    kind = (
+        "POEORB"
+        if "POEORB" in (kind or path.name)
+        else "RESORB"
+        if "RESORB" in (kind or path.name)
+        else kind
+    )
     osvs = root.findall(".//List_of_OSVs/OSV")
     if not osvs:
         raise InputError(f"orbit file {path}: no List_of_OSVs/OSV state vectors")
@@ -695,7 +751,12 @@ def apply_orbit_dir(geom: RadarGeometry, orbit_dir: str | Path | None) -> RadarG
     stop = geom.epoch + np.timedelta64(int(geom.last_line_time * 1e9), "ns")
     path = find_orbit_file(orbit_dir, geom.mission, start, stop)
     if path is None:
-        log.warning("no POEORB/RESORB file for %s %s in %s: using annotation orbit", geom.mission, start, orbit_dir)
+        log.warning(
+            "no POEORB/RESORB file for %s %s in %s: using annotation orbit",
+            geom.mission,
+            start,
+            orbit_dir,
+        )
         return geom
     log.info("using orbit file %s", path)
     return geom.with_orbit_file(path)

@@ -65,8 +65,9 @@ class Grid:
     def subgrid(self, window: PixelWindow) -> Grid:
         """The grid of the pixels of ``window`` (it may reach beyond this grid)."""
         shift = Affine.translation(window.col_off, window.row_off)
-        return Grid(crs=self.crs, transform=self.transform @ shift, width=window.width,
-                    height=window.height)
+        return Grid(
+            crs=self.crs, transform=self.transform @ shift, width=window.width, height=window.height
+        )
 
 
 def area_grid(
@@ -81,8 +82,12 @@ def area_grid(
     crs = resolve_crs(crs, bbox)
     w, s, e, n = bbox
     t = np.linspace(0.0, 1.0, densify)
-    lons = np.concatenate([w + (e - w) * t, np.full_like(t, e), e - (e - w) * t, np.full_like(t, w)])
-    lats = np.concatenate([np.full_like(t, s), s + (n - s) * t, np.full_like(t, n), n - (n - s) * t])
+    lons = np.concatenate(
+        [w + (e - w) * t, np.full_like(t, e), e - (e - w) * t, np.full_like(t, w)]
+    )
+    lats = np.concatenate(
+        [np.full_like(t, s), s + (n - s) * t, np.full_like(t, n), n - (n - s) * t]
+    )
     tr = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
     xs, ys = tr.transform(lons, lats)
     r = float(resolution)

@@ -67,34 +67,55 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("product", help="Sentinel-1 GRD product (.zip or .SAFE folder)")
-    parser.add_argument("--dem", required=True, help="DEM GeoTIFF covering the area (geoid or ellipsoid heights)")
-    parser.add_argument("--out", required=True, help="output GeoTIFF (the mask goes to <stem>.mask.tif)")
-    parser.add_argument("--aoi", default=None, help="W,S,E,N lon/lat: process only this area (default: the footprint)")
+    parser.add_argument(
+        "--dem", required=True, help="DEM GeoTIFF covering the area (geoid or ellipsoid heights)"
+    )
+    parser.add_argument(
+        "--out", required=True, help="output GeoTIFF (the mask goes to <stem>.mask.tif)"
+    )
+    parser.add_argument(
+        "--aoi",
+        default=None,
+        help="W,S,E,N lon/lat: process only this area (default: the footprint)",
+    )
     parser.add_argument("--crs", default=None, help="output CRS (default: UTM zone of the area)")
-    parser.add_argument("--resolution", type=float, default=10.0, help="output pixel size in metres (default 10)")
+    parser.add_argument(
+        "--resolution", type=float, default=10.0, help="output pixel size in metres (default 10)"
+    )
     parser.add_argument("--calibration", choices=("sigma0", "gamma0", "beta0"), default="sigma0")
     parser.add_argument(
-        "--terrain-flattening", action="store_true",
+        "--terrain-flattening",
+        action="store_true",
         help="radiometric terrain flattening to gamma0_T (Small 2011); implies beta0 input",
     )
     parser.add_argument("--speckle-filter", choices=speckle.FILTERS, default="refined_lee")
-    parser.add_argument("--speckle-window", type=int, default=7, help="odd window size in px (default 7)")
-    parser.add_argument("--orbit-dir", default=None, help="folder with POEORB/RESORB .EOF files (optional)")
+    parser.add_argument(
+        "--speckle-window", type=int, default=7, help="odd window size in px (default 7)"
+    )
+    parser.add_argument(
+        "--orbit-dir", default=None, help="folder with POEORB/RESORB .EOF files (optional)"
+    )
     parser.add_argument("--units", choices=("db", "linear"), default="db")
     parser.add_argument("--backend", choices=("auto", "python", "snap"), default="auto")
     parser.add_argument(
-        "--max-dem-void", type=float, default=0.05,
+        "--max-dem-void",
+        type=float,
+        default=0.05,
         help="largest share of no-data DEM pixels over the area (default 0.05): holes are "
-             "warned about and recorded in the DEM_VOID_FRACTION tag; more is an error",
+        "warned about and recorded in the DEM_VOID_FRACTION tag; more is an error",
     )
     parser.add_argument(
-        "--polarisations", default=None,
-        help="comma-separated polarisations to process, e.g. VV or VV,VH (default: all in the product)",
+        "--polarisations",
+        default=None,
+        help="comma-separated polarisations to process, e.g. VV or VV,VH "
+        "(default: all in the product)",
     )
     parser.add_argument(
-        "--no-verify-checksums", dest="verify_checksums", action="store_false",
+        "--no-verify-checksums",
+        dest="verify_checksums",
+        action="store_false",
         help="skip the MD5 check of the measurements against the manifest (saves a full read "
-             "of each; the product type, name and file size checks still run)",
+        "of each; the product type, name and file size checks still run)",
     )
 
 
@@ -105,7 +126,9 @@ def parse_polarisations(text: str | None) -> list[str] | None:
     pols = [p.strip().upper() for p in text.split(",") if p.strip()]
     bad = [p for p in pols if p not in POL_ORDER]
     if bad or not pols:
-        raise SarsslError(f"--polarisations {text!r}: expected a comma-separated subset of {', '.join(POL_ORDER)}")
+        raise SarsslError(
+            f"--polarisations {text!r}: expected a comma-separated subset of {', '.join(POL_ORDER)}"
+        )
     return pols
 
 
@@ -144,13 +167,16 @@ def open_checked_product(
         if not product.has("measurement", pol):
             raise InputError(f"product {product_path}: polarisation {pol} has no measurement file")
         if not product.has("calibration", pol):
-            raise InputError(f"product {product_path}: polarisation {pol} has no calibration annotation")
+            raise InputError(
+                f"product {product_path}: polarisation {pol} has no calibration annotation"
+            )
     check_measurements(product, pols, verify_checksums=verify_checksums)
     return product, pols
 
 
-def area_to_process(product: Product, product_path: str | Path,
-                    aoi: tuple[float, float, float, float] | None) -> tuple:
+def area_to_process(
+    product: Product, product_path: str | Path, aoi: tuple[float, float, float, float] | None
+) -> tuple:
     """The area to process: ``aoi``, checked to meet the scene footprint, or the
     footprint's bounds."""
     footprint = product.footprint
@@ -185,7 +211,11 @@ TILE = 2048
 def tile_margin(dem: Dem, resolution: float) -> int:
     """LUT margin (px) around a tile: enough for slopes, terrain-flattening splats and the
     shadow cast by terrain up-range (relief / tan(min elevation ~ 44 deg), capped)."""
-    relief = float(np.nanmax(dem.height) - np.nanmin(dem.height)) if np.isfinite(dem.height).any() else 0.0
+    relief = (
+        float(np.nanmax(dem.height) - np.nanmin(dem.height))
+        if np.isfinite(dem.height).any()
+        else 0.0
+    )
     return int(np.clip(np.ceil(relief / 0.9 / resolution), 8, 256))
 
 
@@ -203,15 +233,22 @@ class TilePlan:
     def of(cls, grid: Grid, tile: int, margin: int, halo: int) -> TilePlan:
         """``tile`` x ``tile`` tiles of ``grid`` (smaller at its right and bottom), row-major."""
         H, W = grid.shape
-        tiles = tuple(PixelWindow(r, c, min(tile, H - r), min(tile, W - c))
-                      for r in range(0, H, tile) for c in range(0, W, tile))
+        tiles = tuple(
+            PixelWindow(r, c, min(tile, H - r), min(tile, W - c))
+            for r in range(0, H, tile)
+            for c in range(0, W, tile)
+        )
         return cls(grid, tiles, margin, halo)
 
     def central_first(self) -> list[PixelWindow]:
         """The tiles by distance of their centre from the grid's centre."""
         H, W = self.grid.shape
-        return sorted(self.tiles, key=lambda t: (t.row_off + t.height / 2 - H / 2) ** 2
-                      + (t.col_off + t.width / 2 - W / 2) ** 2)
+        return sorted(
+            self.tiles,
+            key=lambda t: (
+                (t.row_off + t.height / 2 - H / 2) ** 2 + (t.col_off + t.width / 2 - W / 2) ** 2
+            ),
+        )
 
     def lut_grid(self, tile: PixelWindow) -> Grid:
         """The grid of the tile grown by the margin (where its LUT is computed)."""
@@ -221,8 +258,9 @@ class TilePlan:
         """The tile within its LUT grid."""
         return PixelWindow(self.margin, self.margin, tile.height, tile.width)
 
-    def radar_window(self, lut: GeocodingLUT, geom: RadarGeometry,
-                     tile: PixelWindow) -> PixelWindow | None:
+    def radar_window(
+        self, lut: GeocodingLUT, geom: RadarGeometry, tile: PixelWindow
+    ) -> PixelWindow | None:
         """Radar window of the tile proper (not its LUT margin) plus the speckle halo: the
         margin only feeds slopes, shadows and flattening splats, so reading, calibrating
         and filtering it would be wasted work (~35 % more radar pixels at 2048 px tiles)."""
@@ -271,8 +309,13 @@ class TerrainCorrection:
         if self.flattening:  # the margin's facets splat into the tile's radar window
             lut = GeocodingLUT.compute(self.geom, grid, self._dem_crop(grid))
         else:
-            lut = GeocodingLUT.compute(self.geom, grid, self._dem_crop(grid),
-                                       radar_rows=inner.row_slice, radar_cols=inner.col_slice)
+            lut = GeocodingLUT.compute(
+                self.geom,
+                grid,
+                self._dem_crop(grid),
+                radar_rows=inner.row_slice,
+                radar_cols=inner.col_slice,
+            )
         return TileLUT(tile, inner, lut, self.plan.radar_window(lut, self.geom, tile), self.geom)
 
     def _dem_crop(self, grid: Grid) -> Dem:
@@ -297,13 +340,23 @@ class Radiometry:
     flattening). The speckle filter uses one ENL per polarisation (:meth:`estimate_enl`).
     """
 
-    def __init__(self, product: Product, pols: list[str], target: str, flattening: bool,
-                 speckle_filter: str, speckle_window: int, phases: Phases) -> None:
+    def __init__(
+        self,
+        product: Product,
+        pols: list[str],
+        target: str,
+        flattening: bool,
+        speckle_filter: str,
+        speckle_window: int,
+        phases: Phases,
+    ) -> None:
         self.product, self.pols, self.target, self.flattening = product, pols, target, flattening
         self.speckle_filter, self.speckle_window = speckle_filter, speckle_window
         self.phases = phases
-        self.borders = {pol: LazyBorderLimits(product, pol, remove_noise=product.has("noise", pol))
-                        for pol in pols}
+        self.borders = {
+            pol: LazyBorderLimits(product, pol, remove_noise=product.has("noise", pol))
+            for pol in pols
+        }
         # the boxcar filter and none ignore the ENL; the others wait for estimate_enl
         self.enls: dict[str, float | None] = {p: None if self.needs_enl else 1.0 for p in pols}
 
@@ -317,8 +370,14 @@ class Radiometry:
         with self.phases.timing("border"):
             border = self.borders[pol].for_window(tl.radar)
         with self.phases.timing("read_calibrate"):
-            img = calibrate_window(self.product, pol, tl.radar, target=self.target,
-                                   remove_noise=self.product.has("noise", pol), border=border)
+            img = calibrate_window(
+                self.product,
+                pol,
+                tl.radar,
+                target=self.target,
+                remove_noise=self.product.has("noise", pol),
+                border=border,
+            )
             if self.flattening:
                 img *= tl.flattening_factor
         return img
@@ -333,8 +392,9 @@ class Radiometry:
         if self.enls[pol] is None:
             return img
         with self.phases.timing("filter"):
-            return speckle.speckle_filter(img, self.speckle_filter, self.speckle_window,
-                                          enl=self.enls[pol])
+            return speckle.speckle_filter(
+                img, self.speckle_filter, self.speckle_window, enl=self.enls[pol]
+            )
 
     def windows(self, tl: TileLUT, ready: dict[str, np.ndarray]) -> Iterator[np.ndarray]:
         """The tile's filtered radar window of each polarisation in turn (one in memory at a
@@ -357,8 +417,9 @@ class CalibratedTile:
     images: dict[str, np.ndarray]
 
 
-def estimate_enls(plan: TilePlan, terrain: TerrainCorrection, radiometry: Radiometry,
-                  phases: Phases) -> CalibratedTile | None:
+def estimate_enls(
+    plan: TilePlan, terrain: TerrainCorrection, radiometry: Radiometry, phases: Phases
+) -> CalibratedTile | None:
     """ENL per polarisation from the central tile's radar window (consistent across tiles);
     that tile's LUT and calibrated windows are returned for reuse when its turn comes, so
     the estimate costs no repeated LUT, read or calibration work. None when the filter
@@ -374,8 +435,9 @@ def estimate_enls(plan: TilePlan, terrain: TerrainCorrection, radiometry: Radiom
             found = CalibratedTile(tl, images)
             radiometry.estimate_enl(found.images)
             break
-    log.info("ENL estimates: %s",
-             {p: round(v, 2) for p, v in radiometry.enls.items() if v is not None})
+    log.info(
+        "ENL estimates: %s", {p: round(v, 2) for p, v in radiometry.enls.items() if v is not None}
+    )
     return found
 
 
@@ -384,9 +446,17 @@ def estimate_enls(plan: TilePlan, terrain: TerrainCorrection, radiometry: Radiom
 # --------------------------------------------------------------------------------------
 
 
-def scene_tags(product: Product, geom: RadarGeometry, dem: Dem, dem_path: str | Path,
-               calibration: str, terrain_flattening: bool, speckle_filter: str,
-               speckle_window: int, units: str) -> dict:
+def scene_tags(
+    product: Product,
+    geom: RadarGeometry,
+    dem: Dem,
+    dem_path: str | Path,
+    calibration: str,
+    terrain_flattening: bool,
+    speckle_filter: str,
+    speckle_window: int,
+    units: str,
+) -> dict:
     """The provenance tags of the preprocessed scene (``docs/architecture.md``)."""
     window = "" if speckle_filter == "none" else f" {speckle_window}x{speckle_window}"
     return {
@@ -408,13 +478,30 @@ def scene_tags(product: Product, geom: RadarGeometry, dem: Dem, dem_path: str | 
     }
 
 
-def geocoded_tiles(plan: TilePlan, terrain: TerrainCorrection, radiometry: Radiometry,
-                   ahead: CalibratedTile | None, units: str, phases: Phases,
-                   ) -> Iterator[tuple[TileLUT, np.ndarray, np.ndarray]]:
+def geocoded_tiles(
+    plan: TilePlan,
+    terrain: TerrainCorrection,
+    radiometry: Radiometry,
+    ahead: CalibratedTile | None,
+    units: str,
+    phases: Phases,
+) -> Iterator[tuple[TileLUT, np.ndarray, np.ndarray]]:
     """(tile LUT, data, mask) of every tile that sees the radar image, in plan order: the
     bands sampled onto the tile, NaN where the mask says no data, in ``units``. The tile
     calibrated ``ahead`` (if any) is used, and let go, when its turn comes."""
-    for tile in tqdm(plan.tiles, desc="preprocess tiles", leave=False):
+    with tqdm(plan.tiles, desc="preprocess tiles", leave=False) as bar:
+        yield from _geocoded(bar, terrain, radiometry, ahead, units, phases)
+
+
+def _geocoded(
+    tiles: Iterable[PixelWindow],
+    terrain: TerrainCorrection,
+    radiometry: Radiometry,
+    ahead: CalibratedTile | None,
+    units: str,
+    phases: Phases,
+) -> Iterator[tuple[TileLUT, np.ndarray, np.ndarray]]:
+    for tile in tiles:
         ready: dict[str, np.ndarray] = {}
         with phases.timing("lut"):
             if ahead is not None and ahead.tile_lut.tile == tile:
@@ -425,8 +512,12 @@ def geocoded_tiles(plan: TilePlan, terrain: TerrainCorrection, radiometry: Radio
             yield (tl, *geocode_tile(tl, radiometry.windows(tl, ready), units, phases))
 
 
-def geocode_tile(tl: TileLUT, images: Iterable[np.ndarray], units: str, phases: Phases,
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def geocode_tile(
+    tl: TileLUT,
+    images: Iterable[np.ndarray],
+    units: str,
+    phases: Phases,
+) -> tuple[np.ndarray, np.ndarray]:
     """The radar ``images`` (one per band) sampled onto the tile, and its mask."""
     rows, cols = tl.inner.row_slice, tl.inner.col_slice
     bands = []
@@ -449,26 +540,53 @@ def _to_db(data: np.ndarray) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def scene_writers(out: Path, grid: Grid, pols: list[str],
-                  tags: dict) -> Iterator[tuple[BlockWriter, BlockWriter]]:
+def scene_writers(
+    out: Path, grid: Grid, pols: list[str], tags: dict
+) -> Iterator[tuple[BlockWriter, BlockWriter]]:
     """Block writers of the scene COG and its ``<stem>.mask.tif``: both or neither appear
     (an error inside the ``with`` block removes them)."""
     mask_path = out.with_name(out.stem + ".mask.tif")
     # GDAL_NUM_THREADS: the measurement windows span many deflate tiles, which GDAL (>= 3.6)
     # then decodes on all cores (~2x faster reads on 2 cores)
-    with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"), \
-         BlockWriter(out, count=len(pols), height=grid.height, width=grid.width, dtype="float32",
-                     crs=grid.crs, transform=grid.transform, nodata=float("nan"), band_names=pols,
-                     tags=tags) as data_w, \
-         BlockWriter(mask_path, count=1, height=grid.height, width=grid.width, dtype="uint8",
-                     crs=grid.crs, transform=grid.transform, nodata=None, band_names=["mask"],
-                     tags={k: tags[k] for k in ("PRODUCT_ID", "SARSSL_VERSION")}) as mask_w:
+    with (
+        rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"),
+        BlockWriter(
+            out,
+            count=len(pols),
+            height=grid.height,
+            width=grid.width,
+            dtype="float32",
+            crs=grid.crs,
+            transform=grid.transform,
+            nodata=float("nan"),
+            band_names=pols,
+            tags=tags,
+        ) as data_w,
+        BlockWriter(
+            mask_path,
+            count=1,
+            height=grid.height,
+            width=grid.width,
+            dtype="uint8",
+            crs=grid.crs,
+            transform=grid.transform,
+            nodata=None,
+            band_names=["mask"],
+            tags={k: tags[k] for k in ("PRODUCT_ID", "SARSSL_VERSION")},
+        ) as mask_w,
+    ):
         yield data_w, mask_w
 
 
-def write_scene(out: Path, plan: TilePlan, pols: list[str], tags: dict,
-                tiles: Iterable[tuple[TileLUT, np.ndarray, np.ndarray]], phases: Phases,
-                empty: str) -> tuple[int, int]:
+def write_scene(
+    out: Path,
+    plan: TilePlan,
+    pols: list[str],
+    tags: dict,
+    tiles: Iterable[tuple[TileLUT, np.ndarray, np.ndarray]],
+    phases: Phases,
+    empty: str,
+) -> tuple[int, int]:
     """Write the geocoded ``tiles`` block by block and publish the two COGs; returns
     (valid output pixels, radar pixels processed). Without any valid pixel nothing is
     written and the error is an :class:`~sarssl.errors.InputError` saying ``empty``."""
@@ -534,31 +652,70 @@ def preprocess(
     plan = TilePlan.of(grid, tile, margin=tile_margin(dem, resolution), halo=speckle_window + 2)
     terrain = TerrainCorrection(geom, dem, plan, flattening=terrain_flattening)
     if terrain_flattening and calibration != "gamma0":
-        log.warning("--terrain-flattening outputs gamma0_T (terrain-flattened gamma0), not %s", calibration)
+        log.warning(
+            "--terrain-flattening outputs gamma0_T (terrain-flattened gamma0), not %s", calibration
+        )
     target = "beta0" if terrain_flattening else calibration
-    radiometry = Radiometry(product, pols, target, terrain_flattening, speckle_filter,
-                            speckle_window, phases)
+    radiometry = Radiometry(
+        product, pols, target, terrain_flattening, speckle_filter, speckle_window, phases
+    )
     phases["setup"] = time.perf_counter() - t_start
     # the tile calibrated for the ENL goes to the tile loop (not held here), which reuses it
-    tiles = geocoded_tiles(plan, terrain, radiometry,
-                           estimate_enls(plan, terrain, radiometry, phases), units, phases)
-    tags = scene_tags(product, geom, dem, dem_path, calibration, terrain_flattening, speckle_filter,
-                      speckle_window, units)
-    n_valid, radar_px = write_scene(
-        Path(out), plan, pols, tags, tiles, phases,
-        empty=f"product {product_path}: no valid data over the area {aoi} (all no data)",
+    tiles = geocoded_tiles(
+        plan, terrain, radiometry, estimate_enls(plan, terrain, radiometry, phases), units, phases
     )
-    summary = run_summary(plan, pols, phases, n_valid, radar_px, radiometry.border_pixels_read,
-                          time.perf_counter() - t_start)
+    tags = scene_tags(
+        product,
+        geom,
+        dem,
+        dem_path,
+        calibration,
+        terrain_flattening,
+        speckle_filter,
+        speckle_window,
+        units,
+    )
+    # closing the tile generator on any error closes its progress bar before the error
+    # is printed (the bar would otherwise share the error's line)
+    with contextlib.closing(tiles):
+        n_valid, radar_px = write_scene(
+            Path(out),
+            plan,
+            pols,
+            tags,
+            tiles,
+            phases,
+            empty=f"product {product_path}: no valid data over the area {aoi} (all no data)",
+        )
+    summary = run_summary(
+        plan,
+        pols,
+        phases,
+        n_valid,
+        radar_px,
+        radiometry.border_pixels_read,
+        time.perf_counter() - t_start,
+    )
     total = summary["seconds_total"]
-    log.info("preprocess phases (s): %s; total %.1f s, %.1f output Mpx/s per band",
-             summary["phases"], total, grid.width * grid.height / total / 1e6)
+    log.info(
+        "preprocess phases (s): %s; total %.1f s, %.1f output Mpx/s per band",
+        summary["phases"],
+        total,
+        grid.width * grid.height / total / 1e6,
+    )
     log.info("preprocess %s -> %s: %s", product.id, out, summary)
     return summary
 
 
-def run_summary(plan: TilePlan, pols: list[str], phases: Phases, n_valid: int, radar_px: int,
-                border_pixels_read: int, total: float) -> dict:
+def run_summary(
+    plan: TilePlan,
+    pols: list[str],
+    phases: Phases,
+    n_valid: int,
+    radar_px: int,
+    border_pixels_read: int,
+    total: float,
+) -> dict:
     """The summary :func:`preprocess` returns: sizes, seconds per stage, throughput."""
     t_lut, t_geo = phases["lut"], phases["geocode"] + phases["mask"]
     npx_out = plan.grid.width * plan.grid.height
@@ -602,7 +759,9 @@ def run(args: argparse.Namespace) -> int:
         if aoi is not None:  # the same DEM checks (units, holes) as the Python chain
             from .dem import check_void, read_dem
 
-            check_void(read_dem(args.dem, aoi, what=f"area {aoi}"), args.max_dem_void, what=f"area {aoi}")
+            check_void(
+                read_dem(args.dem, aoi, what=f"area {aoi}"), args.max_dem_void, what=f"area {aoi}"
+            )
         snap.preprocess_snap(args.product, args.dem, args.out, **kwargs)
     else:
         preprocess(args.product, args.dem, args.out, max_dem_void=args.max_dem_void, **kwargs)

@@ -125,7 +125,9 @@ _REP_KIND = {
 # fallback glob-like patterns (regex on the member path relative to the SAFE root)
 _KIND_PATTERNS = {
     "annotation": r"^annotation/s1[a-d]-[a-z0-9]+-[a-z]+-(?P<pol>[hv]{2})-.*\.xml$",
-    "calibration": r"^annotation/calibration/calibration-s1[a-d]-[a-z0-9]+-[a-z]+-(?P<pol>[hv]{2})-.*\.xml$",
+    "calibration": (
+        r"^annotation/calibration/calibration-s1[a-d]-[a-z0-9]+-[a-z]+-(?P<pol>[hv]{2})-.*\.xml$"
+    ),
     "noise": r"^annotation/calibration/noise-s1[a-d]-[a-z0-9]+-[a-z]+-(?P<pol>[hv]{2})-.*\.xml$",
     "measurement": r"^measurement/s1[a-d]-[a-z0-9]+-[a-z]+-(?P<pol>[hv]{2})-.*\.tiff?$",
 }
@@ -288,7 +290,7 @@ class _ZipStore(_Store):
         manifest = min(manifests, key=lambda n: n.count("/"))
         self.prefix = manifest[: -len("manifest.safe")]
         self.safe_name = PurePosixPath(self.prefix).name if self.prefix else path.stem
-        self._names = {n[len(self.prefix):] for n in names if n.startswith(self.prefix)}
+        self._names = {n[len(self.prefix) :] for n in names if n.startswith(self.prefix)}
 
     @property
     def zf(self) -> zipfile.ZipFile:
@@ -397,7 +399,9 @@ def _text(root: etree._Element, path: str, what: str, source: str) -> str:
 def parse_xml(data: bytes, source: str) -> etree._Element:
     """Parse XML bytes; malformed XML raises InputError naming ``source``."""
     try:
-        return etree.fromstring(data, parser=etree.XMLParser(huge_tree=True, remove_blank_text=True))
+        return etree.fromstring(
+            data, parser=etree.XMLParser(huge_tree=True, remove_blank_text=True)
+        )
     except etree.XMLSyntaxError as exc:
         raise InputError(f"{source}: malformed XML: {exc}") from exc
 
@@ -602,7 +606,9 @@ class Product:
         key = ("annotation", pol.upper())
         if key not in self._cache:
             rel = self._file("annotation", pol)
-            self._cache[key] = Annotation(self._xml("annotation", pol), f"product {self.path}: {rel}")
+            self._cache[key] = Annotation(
+                self._xml("annotation", pol), f"product {self.path}: {rel}"
+            )
         return self._cache[key]
 
     def calibration(self, pol: str) -> "CalibrationLUT":
@@ -660,8 +666,14 @@ class Product:
                 )
             if window is not None:
                 win = PixelWindow.of(window)
-                if (win.col_off < 0 or win.row_off < 0 or win.width <= 0 or win.height <= 0
-                        or win.col_end > ds.width or win.row_end > ds.height):
+                if (
+                    win.col_off < 0
+                    or win.row_off < 0
+                    or win.width <= 0
+                    or win.height <= 0
+                    or win.col_end > ds.width
+                    or win.row_end > ds.height
+                ):
                     raise InputError(
                         f"product {self.path}: window (col_off={win.col_off}, "
                         f"row_off={win.row_off}, width={win.width}, height={win.height}) "
@@ -710,8 +722,9 @@ class Product:
         if not md5:
             return 0
         if digest is None and isinstance(self._store, _FolderStore):
-            log.warning("product %s: the manifest has no MD5 for %s: checksum not verified",
-                        self.path, rel)
+            log.warning(
+                "product %s: the manifest has no MD5 for %s: checksum not verified", self.path, rel
+            )
             return 0
         h = hashlib.md5()
         n = 0
@@ -728,8 +741,11 @@ class Product:
         except (OSError, EOFError, zlib.error) as exc:
             raise InputError(f"product {self.path}: cannot read measurement {rel}: {exc}") from exc
         if digest is None:
-            log.warning("product %s: the manifest has no MD5 for %s: only the zip CRC-32 checked",
-                        self.path, rel)
+            log.warning(
+                "product %s: the manifest has no MD5 for %s: only the zip CRC-32 checked",
+                self.path,
+                rel,
+            )
         elif h.hexdigest() != digest:
             raise InputError(
                 f"product {self.path}: measurement {rel}: MD5 checksum mismatch (manifest "
@@ -802,11 +818,15 @@ def _product_from_manifest(path: Path, store: _Store, m: etree._Element) -> Prod
     start_text = find(".//safe:acquisitionPeriod/safe:startTime")
     stop_text = find(".//safe:acquisitionPeriod/safe:stopTime")
     try:
-        start = parse_time(start_text) if start_text else np.datetime64(
-            _name_time(name_fields["start"]), "ns"
+        start = (
+            parse_time(start_text)
+            if start_text
+            else np.datetime64(_name_time(name_fields["start"]), "ns")
         )
-        stop = parse_time(stop_text) if stop_text else np.datetime64(
-            _name_time(name_fields["stop"]), "ns"
+        stop = (
+            parse_time(stop_text)
+            if stop_text
+            else np.datetime64(_name_time(name_fields["stop"]), "ns")
         )
     except ValueError as exc:
         raise InputError(f"{src}: bad acquisition time: {exc}") from exc
@@ -824,7 +844,10 @@ def _product_from_manifest(path: Path, store: _Store, m: etree._Element) -> Prod
         if rel_formula is not None and rel_formula != relative:
             log.warning(
                 "%s: relative orbit %d in the manifest, %d from absolute orbit %d",
-                src, relative, rel_formula, absolute,
+                src,
+                relative,
+                rel_formula,
+                absolute,
             )
     elif rel_formula is not None:
         relative = rel_formula
@@ -957,7 +980,8 @@ def _manifest_identity(m: etree._Element) -> dict[str, Any]:
         "klass": find(".//s1sarl1:productClass"),
         "polarisations": sorted(
             n.text.strip().upper()
-            for n in m.iterfind(".//s1sarl1:transmitterReceiverPolarisation", NS) if n.text
+            for n in m.iterfind(".//s1sarl1:transmitterReceiverPolarisation", NS)
+            if n.text
         ),
         "start": parse_time(start) if start else None,
         "stop": parse_time(stop) if stop else None,
@@ -971,11 +995,17 @@ def _name_problems(name: str, f: dict[str, Any], info: dict[str, Any]) -> list[s
     out = []
 
     def differ(what: str, in_name: Any, in_manifest: Any) -> None:
-        out.append(f"name {name} disagrees with its manifest: {what} {in_name} in the name, "
-                   f"{in_manifest} in the manifest")
+        out.append(
+            f"name {name} disagrees with its manifest: {what} {in_name} in the name, "
+            f"{in_manifest} in the manifest"
+        )
 
-    for key, what in (("mission", "mission"), ("mode", "mode"), ("type", "product type"),
-                      ("klass", "product class")):
+    for key, what in (
+        ("mission", "mission"),
+        ("mode", "mode"),
+        ("type", "product type"),
+        ("klass", "product class"),
+    ):
         if info[key] is not None and f[key] != info[key]:
             differ(what, f[key], info[key])
     if info["polarisations"] and sorted(f["polarisations"]) != info["polarisations"]:
@@ -1012,15 +1042,22 @@ def validate_product(product: Product) -> None:
     if not info:  # pragma: no cover - every Product comes from open_product
         raise InvalidProductError(product.path, ["no manifest metadata"])
     problems: list[str] = []
-    missing = [what for key, what in (("mission", "safe:platform/safe:number"),
-                                      ("mode", "s1sarl1:mode"), ("type", "s1sarl1:productType"),
-                                      ("start", "acquisitionPeriod startTime"),
-                                      ("stop", "acquisitionPeriod stopTime"),
-                                      ("orbit", "orbitNumber"))
-               if info[key] is None]
+    missing = [
+        what
+        for key, what in (
+            ("mission", "safe:platform/safe:number"),
+            ("mode", "s1sarl1:mode"),
+            ("type", "s1sarl1:productType"),
+            ("start", "acquisitionPeriod startTime"),
+            ("stop", "acquisitionPeriod stopTime"),
+            ("orbit", "orbitNumber"),
+        )
+        if info[key] is None
+    ]
     if missing:
-        problems.append(f"manifest.safe lacks {', '.join(missing)}: cannot tell what the "
-                        f"product is")
+        problems.append(
+            f"manifest.safe lacks {', '.join(missing)}: cannot tell what the product is"
+        )
     # the names this product carries: the path given (a zip or SAFE folder) and, for a zip,
     # the SAFE folder inside
     given = product.path.parent.name if product.path.name == "manifest.safe" else product.path.name
@@ -1030,8 +1067,10 @@ def validate_product(product: Product) -> None:
         problems += _name_problems(name, f, info)  # once per distinct name
     ids = {f["id"] for f in parsed.values()}
     if len(ids) > 1:
-        problems.append(f"file name {given} disagrees with the SAFE folder {product.safe_name} "
-                        f"inside it (renamed?)")
+        problems.append(
+            f"file name {given} disagrees with the SAFE folder {product.safe_name} "
+            f"inside it (renamed?)"
+        )
     if not parsed:  # pragma: no cover - open_product refuses such products
         raise InvalidProductError(product.path, [f"{given} is not a Sentinel-1 product name"])
     name_fields = parsed.get(product.safe_name) or next(iter(parsed.values()))
@@ -1056,8 +1095,9 @@ def validate_product(product: Product) -> None:
                 f"(GRDH, GRDM) only"
             )
     if ptypes == ["GRD"] and name_fields["res"] not in SUPPORTED_RESOLUTIONS:
-        problems.append(f"resolution class GRD{name_fields['res']} is not supported: GRDH or "
-                        f"GRDM only")
+        problems.append(
+            f"resolution class GRD{name_fields['res']} is not supported: GRDH or GRDM only"
+        )
     if (info["klass"] or name_fields["klass"]) != "S" or name_fields["level"] != "1":
         problems.append(
             f"product level/class {name_fields['level']}{info['klass'] or name_fields['klass']}"
@@ -1068,8 +1108,12 @@ def validate_product(product: Product) -> None:
     # soft checks: logged, never refused (see the module docstring)
     f = name_fields
     if info["datatake"] is not None and int(f["datatake"], 16) != info["datatake"]:
-        log.debug("product %s: data-take %s in the name, %06X in the manifest", product.path,
-                  f["datatake"], info["datatake"])
+        log.debug(
+            "product %s: data-take %s in the name, %06X in the manifest",
+            product.path,
+            f["datatake"],
+            info["datatake"],
+        )
     if not log.isEnabledFor(logging.DEBUG):
         return
     try:
@@ -1077,8 +1121,13 @@ def validate_product(product: Product) -> None:
     except InputError:  # pragma: no cover - the manifest was read when opening
         crc = None
     if crc is not None and crc != f["unique"]:
-        log.debug("product %s: unique id %s in the name, CRC-16 of manifest.safe is %s "
-                  "(edited or synthesised manifest)", product.path, f["unique"], crc)
+        log.debug(
+            "product %s: unique id %s in the name, CRC-16 of manifest.safe is %s "
+            "(edited or synthesised manifest)",
+            product.path,
+            f["unique"],
+            crc,
+        )
 
 
 def check_measurements(product: Product, pols: list[str], verify_checksums: bool = True) -> None:
@@ -1091,8 +1140,13 @@ def check_measurements(product: Product, pols: list[str], verify_checksums: bool
     n = sum(product.verify_measurement(pol, md5=verify_checksums) for pol in pols)
     if verify_checksums:
         dt = time.perf_counter() - t0
-        log.info("product %s: %d measurement checksum(s) verified, %.0f MB in %.1f s",
-                 product.id, len(pols), n / 1e6, dt)
+        log.info(
+            "product %s: %d measurement checksum(s) verified, %.0f MB in %.1f s",
+            product.id,
+            len(pols),
+            n / 1e6,
+            dt,
+        )
 
 
 def record_measurement_checksums(safe_dir: str | os.PathLike) -> list[str]:

@@ -10,8 +10,8 @@ testable without SNAP). pyroSAR writes gpt failures to ``<outdir>/<name>_error.l
 instead of raising; :func:`check_error_logs` turns those into a :class:`SarsslError`.
 The SNAP result is then resampled onto the exact area grid and written with our tags.
 The product is validated and its measurements checked against the manifest exactly as for
-the Python chain (:func:`sarssl.sar.safe.validate_product`, :func:`sarssl.sar.safe.check_measurements`)
-before SNAP sees it.
+the Python chain (:func:`sarssl.sar.safe.validate_product`,
+:func:`sarssl.sar.safe.check_measurements`) before SNAP sees it.
 """
 
 from __future__ import annotations
@@ -58,16 +58,23 @@ def select_backend(requested: str) -> str:
     pyro = pyrosar_available()
     if requested == "snap":
         if gpt is None:
-            raise SarsslError("--backend snap: SNAP's gpt executable was not found on PATH (install ESA SNAP)")
+            raise SarsslError(
+                "--backend snap: SNAP's gpt executable was not found on PATH (install ESA SNAP)"
+            )
         if not pyro:
-            raise SarsslError("--backend snap: pyroSAR is not installed (pip/conda install pyroSAR)")
+            raise SarsslError(
+                "--backend snap: pyroSAR is not installed (pip/conda install pyroSAR)"
+            )
         return "snap"
     if requested != "auto":
         raise SarsslError(f"--backend {requested!r}: expected auto, python or snap")
     if gpt is not None and pyro:
         log.info("backend auto: SNAP gpt at %s", gpt)
         return "snap"
-    log.info("backend auto: %s, using the python chain", "no gpt on PATH" if gpt is None else "pyroSAR missing")
+    log.info(
+        "backend auto: %s, using the python chain",
+        "no gpt on PATH" if gpt is None else "pyroSAR missing",
+    )
     return "python"
 
 
@@ -165,13 +172,21 @@ def preprocess_snap(product: str | Path, dem: str | Path, out: str | Path, **opt
     pols = prod.select_polarisations(opts.get("polarisations"), what=str(product))
     check_measurements(prod, pols, verify_checksums=opts.get("verify_checksums", True))
     if opts.get("orbit_dir"):
-        log.warning("SNAP backend: --orbit-dir is not passed to SNAP; SNAP's own orbit handling applies")
+        log.warning(
+            "SNAP backend: --orbit-dir is not passed to SNAP; SNAP's own orbit handling applies"
+        )
     with tempfile.TemporaryDirectory(prefix="sarssl-snap-") as tmp:
         kw = geocode_kwargs(
-            product, tmp, dem, grid_bounds=grid.bounds, epsg=grid.crs.to_epsg(),
-            resolution=grid.resolution, calibration=opts.get("calibration", "sigma0"),
+            product,
+            tmp,
+            dem,
+            grid_bounds=grid.bounds,
+            epsg=grid.crs.to_epsg(),
+            resolution=grid.resolution,
+            calibration=opts.get("calibration", "sigma0"),
             terrain_flattening=opts.get("terrain_flattening", False),
-            speckle_filter=opts.get("speckle_filter", "refined_lee"), dem_is_geoid=geoid,
+            speckle_filter=opts.get("speckle_filter", "refined_lee"),
+            dem_is_geoid=geoid,
             polarisations=pols,
         )
         t0 = time.time()
@@ -179,20 +194,35 @@ def preprocess_snap(product: str | Path, dem: str | Path, out: str | Path, **opt
         check_error_logs(tmp, since=t0)
         data = np.full((len(pols),) + grid.shape, np.nan, dtype=np.float32)
         for i, pol in enumerate(pols):
-            files = [f for f in Path(tmp).rglob("*.tif") if f"_{pol}_" in f.name or f"_{pol.lower()}_" in f.name]
+            files = [
+                f
+                for f in Path(tmp).rglob("*.tif")
+                if f"_{pol}_" in f.name or f"_{pol.lower()}_" in f.name
+            ]
             if not files:
                 raise SarsslError(f"SNAP produced no {pol} output in {tmp}")
             with rasterio.open(files[0]) as src:
-                reproject(rasterio.band(src, 1), data[i], dst_transform=grid.transform, dst_crs=grid.crs,
-                          dst_nodata=np.nan, resampling=Resampling.bilinear)
+                reproject(
+                    rasterio.band(src, 1),
+                    data[i],
+                    dst_transform=grid.transform,
+                    dst_crs=grid.crs,
+                    dst_nodata=np.nan,
+                    resampling=Resampling.bilinear,
+                )
         valid = np.isfinite(data).all(axis=0) & (data > 0).all(axis=0)
         mask = valid.astype(np.uint8)
         ls = [f for f in Path(tmp).rglob("*layoverShadowMask*.tif")]
         if ls:
             lsm = np.zeros(grid.shape, np.float32)
             with rasterio.open(ls[0]) as src:
-                reproject(rasterio.band(src, 1), lsm, dst_transform=grid.transform, dst_crs=grid.crs,
-                          resampling=Resampling.nearest)
+                reproject(
+                    rasterio.band(src, 1),
+                    lsm,
+                    dst_transform=grid.transform,
+                    dst_crs=grid.crs,
+                    resampling=Resampling.nearest,
+                )
             # SNAP: 1 layover, 2 shadow, 3 both
             mask[valid & ((lsm == 1) | (lsm == 3))] |= MASK_LAYOVER
             mask[valid & ((lsm == 2) | (lsm == 3))] |= MASK_SHADOW
@@ -207,7 +237,9 @@ def preprocess_snap(product: str | Path, dem: str | Path, out: str | Path, **opt
         "PASS": prod.pass_direction,
         "RELATIVE_ORBIT": prod.relative_orbit,
         "ORBIT_SOURCE": "snap",
-        "CALIBRATION": "gamma0" if opts.get("terrain_flattening") else opts.get("calibration", "sigma0"),
+        "CALIBRATION": "gamma0"
+        if opts.get("terrain_flattening")
+        else opts.get("calibration", "sigma0"),
         "TERRAIN_FLATTENING": str(bool(opts.get("terrain_flattening"))).lower(),
         "SPECKLE_FILTER": opts.get("speckle_filter", "refined_lee"),
         "UNITS": units,
@@ -218,6 +250,20 @@ def preprocess_snap(product: str | Path, dem: str | Path, out: str | Path, **opt
         "GEOID": "EGM96 (SNAP externalDEMApplyEGM)" if geoid else "none (ellipsoidal heights)",
     }
     out = Path(out)
-    write_geotiff(out.with_name(out.stem + ".mask.tif"), mask, crs=grid.crs, transform=grid.transform,
-                  band_names=["mask"], tags={"PRODUCT_ID": prod.id})
-    write_geotiff(out, data, crs=grid.crs, transform=grid.transform, nodata=float("nan"), band_names=pols, tags=tags)
+    write_geotiff(
+        out.with_name(out.stem + ".mask.tif"),
+        mask,
+        crs=grid.crs,
+        transform=grid.transform,
+        band_names=["mask"],
+        tags={"PRODUCT_ID": prod.id},
+    )
+    write_geotiff(
+        out,
+        data,
+        crs=grid.crs,
+        transform=grid.transform,
+        nodata=float("nan"),
+        band_names=pols,
+        tags=tags,
+    )

@@ -228,8 +228,17 @@ def _refined_lee(img, w, sub, stride, offsets, sv2):
                 m20 = means[r + stride, c - stride]
                 m21 = means[r + stride, c]
                 m22 = means[r + stride, c + stride]
-                if (m00 == m00 and m01 == m01 and m02 == m02 and m10 == m10 and mc == mc
-                        and m12 == m12 and m20 == m20 and m21 == m21 and m22 == m22):
+                if (
+                    m00 == m00
+                    and m01 == m01
+                    and m02 == m02
+                    and m10 == m10
+                    and mc == mc
+                    and m12 == m12
+                    and m20 == m20
+                    and m21 == m21
+                    and m22 == m22
+                ):
                     g0 = abs(m12 - m10)  # along columns: vertical edge
                     g1 = abs(m21 - m01)  # along rows: horizontal edge
                     g2 = abs(m22 - m00)  # diagonal

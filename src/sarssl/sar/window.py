@@ -85,5 +85,9 @@ class PixelWindow:
 
     def grow(self, margin: int) -> PixelWindow:
         """The window grown by ``margin`` pixels on every side (not clipped)."""
-        return PixelWindow(self.row_off - margin, self.col_off - margin,
-                           self.height + 2 * margin, self.width + 2 * margin)
+        return PixelWindow(
+            self.row_off - margin,
+            self.col_off - margin,
+            self.height + 2 * margin,
+            self.width + 2 * margin,
+        )
