@@ -399,8 +399,6 @@ def demo_chips(tmp_path_factory):
                 "rome",
                 "--size",
                 "32",
-                "--seed",
-                "7",
                 "--out-dir",
                 str(root / "chips"),
             ]

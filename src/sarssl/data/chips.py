@@ -289,6 +289,90 @@ def _pct(fraction: float) -> str:
     return f"{100 * fraction:.{digits}f}%"
 
 
+def _quality_pass(src, composite, chips, size, lc_full, tc_full, max_nodata, area, progress):
+    """Pass 1 over the composite: quality control of every candidate chip (no data, constant
+    channels) and the label coverage of the valid pixels (each composite row counted once,
+    also where overlapping chip rows share it). Returns (keep mask, no-data fraction per
+    chip, drop reasons, (valid, land-cover-labelled, tree-cover-labelled pixel counts))."""
+    nodata_frac = np.zeros(len(chips))
+    keep = np.zeros(len(chips), dtype=bool)
+    reasons: Counter[str] = Counter()
+    n_valid = n_landcover = n_treecover = 0
+    counted_to = 0
+    for row_off, group in tqdm(
+        list(_strips(chips)), desc=f"chips QA {area}", unit="row", disable=not progress
+    ):
+        strip = _read_strip(src, composite, row_off, size)
+        first = max(row_off, counted_to)
+        if first < row_off + size:
+            valid = np.isfinite(strip[:, first - row_off :]).all(axis=0)
+            rows = slice(first, row_off + size)
+            n_valid += int(np.count_nonzero(valid))
+            n_landcover += int(np.count_nonzero(valid & (lc_full[rows] != IGNORE_INDEX)))
+            n_treecover += int(np.count_nonzero(valid & np.isfinite(tc_full[rows])))
+            counted_to = row_off + size
+        for i, c in group:
+            x16 = strip[:, :, c.col_off : c.col_off + size]
+            nd, constant = _chip_qa(x16)
+            nodata_frac[i] = nd
+            if nd > max_nodata:
+                reasons["nodata"] += 1
+            elif constant:
+                reasons["constant_channel"] += 1
+            else:
+                keep[i] = True
+    return keep, nodata_frac, reasons, (n_valid, n_landcover, n_treecover)
+
+
+def _chip_index(kept, epsg, grid, size, nodata_frac, area, split_angle, band_width, pattern):
+    """The index of the kept chips: ids, bounds, spatial bands and splits."""
+    n = len(kept)
+    side = size * grid.resolution
+    x_left = np.array([c.x_left for c in kept])
+    y_top = np.array([c.y_top for c in kept])
+    band, split = split_bands(x_left + side / 2, y_top - side / 2, split_angle, band_width, pattern)
+    index = pd.DataFrame(
+        {
+            "id": [chip_id(epsg, c.x_left, c.y_top) for c in kept],
+            "row": np.arange(n, dtype=np.int64),
+            "area": area,
+            "crs": f"EPSG:{epsg}" if epsg else grid.crs.to_wkt(),
+            "x0": x_left,
+            "y0": y_top - side,
+            "x1": x_left + side,
+            "y1": y_top,
+            "split": split,
+            "band": band,
+            "valid_fraction": 1.0 - nodata_frac,
+        }
+    )
+    for s in SPLITS:
+        if not (index["split"] == s).any():
+            log.warning("%s: no %s chips (area too small for the split bands?)", area, s)
+    return index
+
+
+def _write_pass(src, composite, kept, size, lc_full, tc_full, writer, area, progress):
+    """Pass 2: write the kept chips into the store; returns the per-chip land-cover majority
+    and mean tree cover."""
+    n = len(kept)
+    lc_major = np.zeros(n, np.int64)
+    tc_mean = np.zeros(n, np.float64)
+    by_row = {id(c): r for r, c in enumerate(kept)}
+    for row_off, group in tqdm(
+        list(_strips(kept)), desc=f"chips write {area}", unit="row", disable=not progress
+    ):
+        strip = _read_strip(src, composite, row_off, size)
+        for _, c in group:
+            r = by_row[id(c)]
+            sl = (slice(c.row_off, c.row_off + size), slice(c.col_off, c.col_off + size))
+            lc, tc = lc_full[sl], tc_full[sl]
+            writer.write(r, strip[:, :, c.col_off : c.col_off + size], lc, tc)
+            lc_major[r] = landcover_majority(lc)
+            tc_mean[r] = treecover_mean(tc)
+    return lc_major, tc_mean
+
+
 def make_chips(
     composite: str | os.PathLike,
     landcover: str | os.PathLike,
@@ -331,7 +415,6 @@ def make_chips(
             raise InputError(f"{composite}: no CRS")
         epsg = grid.crs.to_epsg()
         res = grid.resolution
-        band_width = float(split_band_width) if split_band_width else size * res
         chips = chip_grid(grid, size, overlap)
         if not chips:
             raise InputError(
@@ -344,35 +427,10 @@ def make_chips(
         lc_full = read_landcover(landcover, grid)
         tc_full = read_treecover(treecover, grid)
 
-        # Pass 1: quality control of every candidate; label coverage of the valid pixels
-        # (each composite row counted once, also where overlapping chip rows share it).
-        nodata_frac = np.zeros(len(chips))
-        keep = np.zeros(len(chips), dtype=bool)
-        reasons: Counter[str] = Counter()
-        n_valid = n_landcover = n_treecover = 0
-        counted_to = 0
-        for row_off, group in tqdm(
-            list(_strips(chips)), desc=f"chips QA {area}", unit="row", disable=not progress
-        ):
-            strip = _read_strip(src, composite, row_off, size)
-            first = max(row_off, counted_to)
-            if first < row_off + size:
-                valid = np.isfinite(strip[:, first - row_off :]).all(axis=0)
-                rows = slice(first, row_off + size)
-                n_valid += int(np.count_nonzero(valid))
-                n_landcover += int(np.count_nonzero(valid & (lc_full[rows] != IGNORE_INDEX)))
-                n_treecover += int(np.count_nonzero(valid & np.isfinite(tc_full[rows])))
-                counted_to = row_off + size
-            for i, c in group:
-                x16 = strip[:, :, c.col_off : c.col_off + size]
-                nd, constant = _chip_qa(x16)
-                nodata_frac[i] = nd
-                if nd > max_nodata:
-                    reasons["nodata"] += 1
-                elif constant:
-                    reasons["constant_channel"] += 1
-                else:
-                    keep[i] = True
+        keep, nodata_frac, reasons, coverage = _quality_pass(
+            src, composite, chips, size, lc_full, tc_full, max_nodata, area, progress
+        )
+        n_valid, n_landcover, n_treecover = coverage
         label_coverage = _check_label_coverage(
             {
                 "landcover": (Path(landcover), n_landcover),
@@ -395,50 +453,17 @@ def make_chips(
                 f"{composite}: all {len(chips)} chips were dropped ({qa}); check the composite"
             )
 
-        # Index: ids, bounds, spatial bands and splits.
-        side = size * res
-        x_left = np.array([c.x_left for c in kept])
-        y_top = np.array([c.y_top for c in kept])
-        band, split = split_bands(
-            x_left + side / 2, y_top - side / 2, split_angle, band_width, split_pattern
+        band_width = float(split_band_width) if split_band_width else size * res
+        index = _chip_index(
+            kept, epsg, grid, size, nodata_frac[keep], area, split_angle, band_width, split_pattern
         )
-        index = pd.DataFrame(
-            {
-                "id": [chip_id(epsg, c.x_left, c.y_top) for c in kept],
-                "row": np.arange(n, dtype=np.int64),
-                "area": area,
-                "crs": f"EPSG:{epsg}" if epsg else grid.crs.to_wkt(),
-                "x0": x_left,
-                "y0": y_top - side,
-                "x1": x_left + side,
-                "y1": y_top,
-                "split": split,
-                "band": band,
-                "valid_fraction": 1.0 - nodata_frac[keep],
-            }
-        )
-        for s in SPLITS:
-            if not (index["split"] == s).any():
-                log.warning("%s: no %s chips (area too small for the split bands?)", area, s)
 
         out_dir = Path(out_dir)
         with _store_write_errors(out_dir), atomic_dir(out_dir) as tmp:
             writer = StoreWriter(tmp, n, size, CHANNELS)
-            lc_major = np.zeros(n, np.int64)
-            tc_mean = np.zeros(n, np.float64)
-            by_row = {id(c): r for r, c in enumerate(kept)}
-            # Pass 2: write the kept chips.
-            for row_off, group in tqdm(
-                list(_strips(kept)), desc=f"chips write {area}", unit="row", disable=not progress
-            ):
-                strip = _read_strip(src, composite, row_off, size)
-                for _, c in group:
-                    r = by_row[id(c)]
-                    sl = (slice(c.row_off, c.row_off + size), slice(c.col_off, c.col_off + size))
-                    lc, tc = lc_full[sl], tc_full[sl]
-                    writer.write(r, strip[:, :, c.col_off : c.col_off + size], lc, tc)
-                    lc_major[r] = landcover_majority(lc)
-                    tc_mean[r] = treecover_mean(tc)
+            lc_major, tc_mean = _write_pass(
+                src, composite, kept, size, lc_full, tc_full, writer, area, progress
+            )
             index["landcover_majority"] = lc_major
             index["treecover_mean"] = tc_mean
             params = {

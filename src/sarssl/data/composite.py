@@ -236,6 +236,238 @@ def _finish_np(total: np.ndarray, n: np.ndarray, out: np.ndarray) -> None:
 # --------------------------------------------------------------------------------------
 # compositing
 # --------------------------------------------------------------------------------------
+def _check_grids(headers: Sequence[tuple[Scene, Any]]) -> None:
+    """Every scene must lie on the first scene's area grid."""
+    ref_grid = headers[0][1]
+    for scene, grid in headers[1:]:
+        if not _same_grid(ref_grid, grid):
+            raise InputError(
+                f"{scene.path}: grid {grid[0]}, {tuple(grid[1])[:6]}, {grid[2]}x{grid[3]} "
+                f"differs from {headers[0][0].path} ({ref_grid[0]}, {tuple(ref_grid[1])[:6]}, "
+                f"{ref_grid[2]}x{ref_grid[3]}); "
+                "every scene must be on the same area grid"
+            )
+
+
+def group_by_season(
+    headers: Sequence[tuple[Scene, Any]],
+    windows: Mapping[str, tuple[dt.date, dt.date]],
+    year: int,
+) -> tuple[dict[str, list[Scene]], list[str]]:
+    """Scenes per season (sorted by time, then path) and the paths of those outside every
+    season (ignored, with a log line)."""
+    by_season: dict[str, list[Scene]] = {s: [] for s in SEASONS}
+    ignored: list[str] = []
+    for scene, _ in headers:
+        season = assign_season(scene.time, windows)
+        if season is None:
+            log.info(
+                "%s: acquired %s, outside every season of %d: ignored", scene.path, scene.time, year
+            )
+            ignored.append(str(scene.path))
+        else:
+            by_season[season].append(scene)
+    for lst in by_season.values():
+        lst.sort(key=lambda s: (s.time, str(s.path)))
+    return by_season, ignored
+
+
+def _check_seasons(
+    by_season: Mapping[str, list[Scene]],
+    windows: Mapping[str, tuple[dt.date, dt.date]],
+    year: int,
+    out: str | os.PathLike,
+    n_given: int,
+    min_scenes_per_season: int,
+) -> list[str]:
+    """Raise for seasons with fewer than ``min_scenes_per_season`` scenes (naming them and
+    their dates); return the empty seasons (warned about)."""
+    if not any(by_season.values()):
+        raise InputError(f"composite: none of the {n_given} scenes falls in a season of {year}")
+    short = {s: lst for s, lst in by_season.items() if len(lst) < min_scenes_per_season}
+    if short:
+        detail = "; ".join(
+            f"{s} ({windows[s][0]} .. {windows[s][1]}): {len(lst)} scene(s)"
+            for s, lst in short.items()
+        )
+        raise InputError(
+            f"composite {out}: fewer than --min-scenes-per-season {min_scenes_per_season} "
+            "scene(s) in "
+            f"season(s) {detail} of the {n_given} given; add acquisitions, widen the season "
+            "windows, or set the minimum to 0 to accept seasons without data (their channels are "
+            "then all no data)"
+        )
+    empty = [s for s, lst in by_season.items() if not lst]
+    for season in empty:
+        log.warning(
+            "season %s of %d (%s .. %s) has no scene: its channels will be all no data",
+            season,
+            year,
+            windows[season][0],
+            windows[season][1],
+        )
+    return empty
+
+
+def _rows_per_block(
+    method: str, width: int, kmax: int, block_rows: int, block_budget: int, median_budget: int
+) -> int:
+    """Rows of one block: ``block_rows``, fewer when its working arrays exceed the budgets."""
+    rows = max(1, int(block_rows))
+    # bytes per pixel of a block: sums (2 x f64) + count + scene read (2 x f32) + output
+    # (12 x f32) + counts (4 x u16)
+    rows = max(1, min(rows, block_budget // max(1, width * (16 + 2 + 8 + 48 + 8))))
+    if method == "median":
+        rows = max(1, min(rows, median_budget // max(1, kmax * 2 * width * 8)))
+    return rows
+
+
+def _composite_tags(
+    method: str,
+    year: int,
+    seasons: Mapping[str, Sequence[str]] | None,
+    windows: Mapping[str, tuple[dt.date, dt.date]],
+    by_season: Mapping[str, list[Scene]],
+    empty: list[str],
+) -> dict[str, Any]:
+    """The provenance tags of both outputs."""
+    return {
+        "COMPOSITE_METHOD": method,
+        "COMPOSITE_DOMAIN": "linear power",
+        "YEAR": int(year),
+        "SEASONS": json.dumps({s: list(v) for s, v in (seasons or DEFAULT_SEASONS).items()}),
+        "SEASON_DATES": json.dumps({s: [str(a), str(b)] for s, (a, b) in windows.items()}),
+        "CHANNELS": json.dumps(list(CHANNELS)),
+        "N_SCENES": sum(len(v) for v in by_season.values()),
+        "SCENES": json.dumps({s: [x.product_id for x in lst] for s, lst in by_season.items()}),
+        "EMPTY_SEASONS": json.dumps(empty),
+        "UNITS": "db",
+    }
+
+
+def _open_writers(
+    outer: contextlib.ExitStack,
+    out: Path,
+    count_out: str | os.PathLike,
+    tags: dict[str, Any],
+    compress: str,
+    grid: dict[str, Any],
+) -> tuple[BlockWriter, BlockWriter]:
+    """The block writers of the composite and of the counts (uncompressed tiled GTiffs,
+    published as COGs when closed: memory holds one block, never the whole composite)."""
+    comp_w = outer.enter_context(
+        BlockWriter(
+            out,
+            count=len(CHANNELS),
+            dtype=np.float32,
+            nodata=float("nan"),
+            band_names=list(CHANNELS),
+            tags=tags,
+            compress=compress,
+            **grid,
+        )
+    )
+    count_w = outer.enter_context(
+        BlockWriter(
+            count_out,
+            count=len(SEASONS),
+            dtype=np.uint16,
+            nodata=None,
+            band_names=[f"count_{s}" for s in SEASONS],
+            tags={**tags, "UNITS": "observations"},
+            compress=compress,
+            **grid,
+        )
+    )
+    return comp_w, count_w
+
+
+def _season_mean(lst, handles, win, h, width, scene_buf, res) -> np.ndarray:
+    """Mean of linear power of ``lst`` over window ``win`` into ``res`` (3, h, width):
+    VV-VH, VV, VH in dB; returns the observation count per pixel."""
+    accumulate, finish = (
+        (_accumulate, _finish) if _accumulate is not None else (_accumulate_np, _finish_np)
+    )
+    total = np.zeros((2, h, width), np.float64)
+    n = np.zeros((h, width), np.uint16)
+    for scene in lst:
+        buf = scene_buf[:, :h]
+        handles[id(scene)].read([scene.vv_band, scene.vh_band], window=win, out=buf)
+        accumulate(buf[0], buf[1], scene.linear, total, n)
+    finish(total, n, res)
+    return n
+
+
+def _season_median(lst, handles, win, h, width, res) -> np.ndarray:
+    """Median of linear power of ``lst`` over window ``win`` into ``res`` (as
+    :func:`_season_mean`); returns the observation count per pixel."""
+    stack_arr = np.full((max(1, len(lst)), 2, h, width), np.nan, np.float64)
+    for k, scene in enumerate(lst):
+        stack_arr[k] = _to_linear(
+            handles[id(scene)].read([scene.vv_band, scene.vh_band], window=win),
+            scene.linear,
+        )
+    n = np.isfinite(stack_arr[:, 0]).sum(axis=0).astype(np.uint16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
+        comp = np.nanmedian(stack_arr, axis=0)
+    vv_db, vh_db = _db(comp[0]), _db(comp[1])
+    res[0], res[1], res[2] = vv_db - vh_db, vv_db, vh_db
+    return n
+
+
+def _write_blocks(
+    by_season: Mapping[str, list[Scene]],
+    method: str,
+    rows: int,
+    width: int,
+    height: int,
+    comp_w: BlockWriter,
+    count_w: BlockWriter,
+    name: str,
+    progress: bool,
+) -> None:
+    """Composite block by block of ``rows`` rows, every season, into the two writers."""
+    import rasterio
+    from rasterio.windows import Window
+
+    ch = {c: i for i, c in enumerate(CHANNELS)}
+    # While reading scenes, bound GDAL's block cache (default: 5% of RAM), which
+    # otherwise grows with the number of scene blocks read and makes peak memory
+    # depend on the number of scenes; decode compressed tiles on all cores.
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(
+            rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, GDAL_NUM_THREADS="ALL_CPUS")
+        )
+        handles = {
+            id(s): stack.enter_context(rasterio.open(s.path))
+            for lst in by_season.values()
+            for s in lst
+        }
+        block = np.empty((len(CHANNELS), rows, width), np.float32)
+        cblock = np.empty((len(SEASONS), rows, width), np.uint16)
+        three = np.empty((3, rows, width), np.float32)
+        scene_buf = np.empty((2, rows, width), np.float32)
+        for r0 in tqdm(
+            range(0, height, rows), desc=f"composite {name}", unit="block", disable=not progress
+        ):
+            h = min(rows, height - r0)
+            win = Window(0, r0, width, h)
+            for si, season in enumerate(SEASONS):
+                lst = by_season[season]
+                res = three[:, :h]
+                if method == "mean":
+                    n = _season_mean(lst, handles, win, h, width, scene_buf, res)
+                else:
+                    n = _season_median(lst, handles, win, h, width, res)
+                block[ch[f"vvvh_{season}"], :h] = res[0]
+                block[ch[f"vv_{season}"], :h] = res[1]
+                block[ch[f"vh_{season}"], :h] = res[2]
+                cblock[si, :h] = n
+            comp_w.write(block[:, :h], r0, 0)
+            count_w.write(cblock[:, :h], r0, 0)
+
+
 def composite(
     scenes: Sequence[str | os.PathLike],
     year: int,
@@ -266,7 +498,6 @@ def composite(
     """
     import rasterio
     import rasterio.shutil  # noqa: F401  (BlockWriter uses rasterio.shutil.copy)
-    from rasterio.windows import Window
 
     if method not in METHODS:
         raise SarsslError(f"--method {method!r}: expected one of {list(METHODS)}")
@@ -274,82 +505,13 @@ def composite(
         raise SarsslError("composite: no input scenes")
     windows = season_windows(year, seasons)
     headers = [read_scene_header(p) for p in scenes]
-    ref_grid = headers[0][1]
-    for scene, grid in headers[1:]:
-        if not _same_grid(ref_grid, grid):
-            raise InputError(
-                f"{scene.path}: grid {grid[0]}, {tuple(grid[1])[:6]}, {grid[2]}x{grid[3]} "
-                f"differs from {headers[0][0].path} ({ref_grid[0]}, {tuple(ref_grid[1])[:6]}, "
-                f"{ref_grid[2]}x{ref_grid[3]}); "
-                "every scene must be on the same area grid"
-            )
-    by_season: dict[str, list[Scene]] = {s: [] for s in SEASONS}
-    ignored: list[str] = []
-    for scene, _ in headers:
-        season = assign_season(scene.time, windows)
-        if season is None:
-            log.info(
-                "%s: acquired %s, outside every season of %d: ignored", scene.path, scene.time, year
-            )
-            ignored.append(str(scene.path))
-        else:
-            by_season[season].append(scene)
-    n_used = sum(len(v) for v in by_season.values())
-    if n_used == 0:
-        raise InputError(f"composite: none of the {len(scenes)} scenes falls in a season of {year}")
-    for lst in by_season.values():
-        lst.sort(key=lambda s: (s.time, str(s.path)))
-    short = {s: lst for s, lst in by_season.items() if len(lst) < min_scenes_per_season}
-    if short:
-        detail = "; ".join(
-            f"{s} ({windows[s][0]} .. {windows[s][1]}): {len(lst)} scene(s)"
-            for s, lst in short.items()
-        )
-        raise InputError(
-            f"composite {out}: fewer than --min-scenes-per-season {min_scenes_per_season} "
-            "scene(s) in "
-            f"season(s) {detail} of the {len(scenes)} given; add acquisitions, widen the season "
-            "windows, or set the minimum to 0 to accept seasons without data (their channels are "
-            "then all no data)"
-        )
-    empty = [s for s, lst in by_season.items() if not lst]
-    for season in empty:
-        log.warning(
-            "season %s of %d (%s .. %s) has no scene: its channels will be all no data",
-            season,
-            year,
-            windows[season][0],
-            windows[season][1],
-        )
-
-    crs, transform, width, height = ref_grid
+    _check_grids(headers)
+    by_season, ignored = group_by_season(headers, windows, year)
+    empty = _check_seasons(by_season, windows, year, out, len(scenes), min_scenes_per_season)
+    crs, transform, width, height = headers[0][1]
     kmax = max(len(v) for v in by_season.values())
-    rows = max(1, int(block_rows))
-    # bytes per pixel of a block: sums (2 x f64) + count + scene read (2 x f32) + output
-    # (12 x f32) + counts (4 x u16)
-    rows = max(1, min(rows, block_budget_bytes // max(1, width * (16 + 2 + 8 + 48 + 8))))
-    if method == "median":
-        rows = max(1, min(rows, median_budget_bytes // max(1, kmax * 2 * width * 8)))
-    ch = {name: i for i, name in enumerate(CHANNELS)}
-    accumulate, finish = (
-        (_accumulate, _finish) if _accumulate is not None else (_accumulate_np, _finish_np)
-    )
-
-    season_json = {s: [str(a), str(b)] for s, (a, b) in windows.items()}
-    config_json = {s: list(v) for s, v in (seasons or DEFAULT_SEASONS).items()}
-    per_season = {s: [x.product_id for x in lst] for s, lst in by_season.items()}
-    tags = {
-        "COMPOSITE_METHOD": method,
-        "COMPOSITE_DOMAIN": "linear power",
-        "YEAR": int(year),
-        "SEASONS": json.dumps(config_json),
-        "SEASON_DATES": json.dumps(season_json),
-        "CHANNELS": json.dumps(list(CHANNELS)),
-        "N_SCENES": n_used,
-        "SCENES": json.dumps(per_season),
-        "EMPTY_SEASONS": json.dumps(empty),
-        "UNITS": "db",
-    }
+    rows = _rows_per_block(method, width, kmax, block_rows, block_budget_bytes, median_budget_bytes)
+    tags = _composite_tags(method, year, seasons, windows, by_season, empty)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     Path(count_out).parent.mkdir(parents=True, exist_ok=True)
@@ -361,86 +523,8 @@ def composite(
     publish_cache = max(256 * 2**20, 2 * tile_row_bytes + 64 * 2**20)
     t_start = time.perf_counter()
     with contextlib.ExitStack() as outer:
-        # Block by block into uncompressed tiled GTiffs, published as COGs at the end:
-        # memory holds one block, never the whole composite (let alone twice).
-        comp_w = outer.enter_context(
-            BlockWriter(
-                out,
-                count=len(CHANNELS),
-                dtype=np.float32,
-                nodata=float("nan"),
-                band_names=list(CHANNELS),
-                tags=tags,
-                compress=compress,
-                **grid,
-            )
-        )
-        count_w = outer.enter_context(
-            BlockWriter(
-                count_out,
-                count=len(SEASONS),
-                dtype=np.uint16,
-                nodata=None,
-                band_names=[f"count_{s}" for s in SEASONS],
-                tags={**tags, "UNITS": "observations"},
-                compress=compress,
-                **grid,
-            )
-        )
-        # While reading scenes, bound GDAL's block cache (default: 5% of RAM), which
-        # otherwise grows with the number of scene blocks read and makes peak memory
-        # depend on the number of scenes; decode compressed tiles on all cores.
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(
-                rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, GDAL_NUM_THREADS="ALL_CPUS")
-            )
-            handles = {
-                id(s): stack.enter_context(rasterio.open(s.path))
-                for lst in by_season.values()
-                for s in lst
-            }
-            block = np.empty((len(CHANNELS), rows, width), np.float32)
-            cblock = np.empty((len(SEASONS), rows, width), np.uint16)
-            three = np.empty((3, rows, width), np.float32)
-            scene_buf = np.empty((2, rows, width), np.float32)
-            blocks = range(0, height, rows)
-            for r0 in tqdm(
-                blocks, desc=f"composite {out.name}", unit="block", disable=not progress
-            ):
-                h = min(rows, height - r0)
-                win = Window(0, r0, width, h)
-                for si, season in enumerate(SEASONS):
-                    lst = by_season[season]
-                    res = three[:, :h]
-                    if method == "mean":
-                        total = np.zeros((2, h, width), np.float64)
-                        n = np.zeros((h, width), np.uint16)
-                        for scene in lst:
-                            buf = scene_buf[:, :h]
-                            handles[id(scene)].read(
-                                [scene.vv_band, scene.vh_band], window=win, out=buf
-                            )
-                            accumulate(buf[0], buf[1], scene.linear, total, n)
-                        finish(total, n, res)
-                    else:
-                        stack_arr = np.full((max(1, len(lst)), 2, h, width), np.nan, np.float64)
-                        for k, scene in enumerate(lst):
-                            stack_arr[k] = _to_linear(
-                                handles[id(scene)].read([scene.vv_band, scene.vh_band], window=win),
-                                scene.linear,
-                            )
-                        n = np.isfinite(stack_arr[:, 0]).sum(axis=0).astype(np.uint16)
-                        with warnings.catch_warnings():
-                            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
-                            comp = np.nanmedian(stack_arr, axis=0)
-                        vv_db, vh_db = _db(comp[0]), _db(comp[1])
-                        res[0], res[1], res[2] = vv_db - vh_db, vv_db, vh_db
-                    block[ch[f"vvvh_{season}"], :h] = res[0]
-                    block[ch[f"vv_{season}"], :h] = res[1]
-                    block[ch[f"vh_{season}"], :h] = res[2]
-                    cblock[si, :h] = n
-                comp_w.write(block[:, :h], r0, 0)
-                count_w.write(cblock[:, :h], r0, 0)
+        comp_w, count_w = _open_writers(outer, out, count_out, tags, compress, grid)
+        _write_blocks(by_season, method, rows, width, height, comp_w, count_w, out.name, progress)
         t_blocks = time.perf_counter()
         # GDAL_CACHEMAX is process-wide (leaving an Env does not restore it): set the
         # publishing cache explicitly.
@@ -455,7 +539,7 @@ def composite(
     summary = {
         "year": int(year),
         "method": method,
-        "n_scenes": n_used,
+        "n_scenes": tags["N_SCENES"],
         "per_season": {s: len(v) for s, v in by_season.items()},
         "empty_seasons": empty,
         "ignored": ignored,
