@@ -30,6 +30,7 @@ LAYERS = {
     "acquire": 1,
     "data": 2,
     "engine": 3,
+    "encoders": 3,
     "selfsup": 4,
     "downstream": 4,
     "demo": 5,

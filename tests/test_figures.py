@@ -403,7 +403,7 @@ def test_select_rows_prefers_diverse_chips_deterministically(store_dir):
 # ----------------------------------------------------------------------- encoders
 @pytest.fixture(scope="module")
 def encoder_path(tmp_path_factory, stats):
-    from sarssl.downstream.models import create_backbone, export_encoder
+    from sarssl.encoders import create_backbone, export_encoder
 
     torch.manual_seed(0)
     # as ``sarssl pretrain --method dino`` exports it (dynamic_img_size for the local crops)
@@ -427,7 +427,7 @@ def encoder_path(tmp_path_factory, stats):
 
 def test_attention_maps_normalised_and_upsampled(store_dir, stats, encoder_path, tmp_path):
     from sarssl.data.store import ChipStore, load_stats
-    from sarssl.downstream.models import load_encoder
+    from sarssl.encoders import load_encoder
 
     bb, _meta = load_encoder(encoder_path)
     store = ChipStore(store_dir)
@@ -514,7 +514,7 @@ def test_embeddings_pca_and_figure(store_dir, encoder_path, tmp_path):
 # ----------------------------------------------------------------------- MAE
 @pytest.fixture(scope="module")
 def mae_checkpoint(tmp_path_factory, stats):
-    from sarssl.downstream.models import export_encoder
+    from sarssl.encoders import export_encoder
     from sarssl.selfsup.pretrain import build_model
 
     torch.manual_seed(0)

@@ -256,16 +256,16 @@ def test_steps_per_epoch_and_dihedral_augmentation(setup, tmp_path, monkeypatch)
 def test_linear_probe_learns_on_cached_features_and_bf16_cpu(setup, tmp_path, monkeypatch):
     """--protocol linear computes the frozen encoder's tokens once per chip and still learns;
     dtype bf16 runs the autocast path on CPU (the GPU code path) and learns too."""
-    import sarssl.downstream.models as models
+    import sarssl.encoders as encoders
 
     n_calls = []
-    real = models.patch_tokens
+    real = encoders.patch_tokens
 
     def count(backbone, images):
         n_calls.append(images.shape[0])
         return real(backbone, images)
 
-    monkeypatch.setattr(models, "patch_tokens", count)
+    monkeypatch.setattr(encoders, "patch_tokens", count)
     hp = resolve_hparams({**FT_HP, "lr": 1e-2, "patience": 20})
     lin = finetune(
         job(setup, tmp_path / "lin", protocol="linear", fraction=1.0, hparams=hp, max_epochs=8)
@@ -273,7 +273,7 @@ def test_linear_probe_learns_on_cached_features_and_bf16_cpu(setup, tmp_path, mo
     n_chips = sum(len(v) for v in lin["ids"].values())
     assert sum(n_calls) == n_chips  # once per chip, not once per epoch
     assert lin["test_scores"]["overall_accuracy"] > 0.5  # 4 classes: chance ~0.25
-    monkeypatch.setattr(models, "patch_tokens", real)
+    monkeypatch.setattr(encoders, "patch_tokens", real)
     hp16 = resolve_hparams({**FT_HP, "dtype": "bf16"})
     b = finetune(
         job(setup, tmp_path / "bf16", init="scratch", fraction=1.0, hparams=hp16, max_epochs=6)
@@ -282,7 +282,8 @@ def test_linear_probe_learns_on_cached_features_and_bf16_cpu(setup, tmp_path, mo
 
 
 def test_encoder_lr_scale_and_layer_decay_groups():
-    from sarssl.downstream.models import build_task_model, create_backbone
+    from sarssl.downstream.models import build_task_model
+    from sarssl.encoders import create_backbone
     from sarssl.engine import param_groups, reuse_freed_memory
 
     bb = create_backbone(
@@ -321,7 +322,7 @@ def test_encoder_with_another_channel_count_or_format_is_refused(setup, tmp_path
     import shutil
 
     from sarssl import CHANNELS
-    from sarssl.downstream.models import create_backbone, export_encoder
+    from sarssl.encoders import create_backbone, export_encoder
 
     store, stats, enc = setup
     arch = {k: v for k, v in BACKBONE.items() if k != "model_name"}

@@ -4,7 +4,8 @@ import pytest
 import timm
 import torch
 
-from sarssl.downstream.models import build_task_model, create_backbone, export_encoder, load_encoder
+from sarssl.downstream.models import build_task_model
+from sarssl.encoders import create_backbone, export_encoder, load_encoder
 from sarssl.selfsup.dino import (
     DINO,
     DINOLoss,
@@ -241,7 +242,7 @@ def test_load_encoder_refuses_non_safetensors_and_channel_mismatch(tmp_path):
 def test_backbone_kwargs_take_the_chip_size_from_the_store():
     """The chip size passed in (the chip store's) is the model's; a hyper-parameter
     img_size may only repeat it (it used to win over the store)."""
-    from sarssl.downstream.models import backbone_kwargs
+    from sarssl.encoders import backbone_kwargs
     from sarssl.errors import SarsslError
 
     hp = {"model_name": "vit_tiny_patch16_224", "patch_size": 4, "embed_dim": 32}

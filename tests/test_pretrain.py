@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from conftest import BACKBONE, MAE_HP, cfg, losses, make_store
 from sarssl import CHANNELS
 from sarssl.cli import main as cli_main
-from sarssl.downstream.models import load_encoder
+from sarssl.encoders import load_encoder
 from sarssl.selfsup.batches import PretrainBatches, image_stream
 from sarssl.selfsup.pretrain import train
 

@@ -12,7 +12,8 @@ The package is laid out by stage, each subpackage with one job and its data cont
 - :mod:`sarssl.demo`       the simulated demo world
 - :mod:`sarssl.acquire`    downloads of real inputs
 - shared machinery: :mod:`sarssl.io` (atomic outputs), :mod:`sarssl.rasterio_blocks`,
-  :mod:`sarssl.engine` (training loop services), :mod:`sarssl.errors`, :mod:`sarssl.cli`.
+  :mod:`sarssl.engine` (training loop services), :mod:`sarssl.encoders` (the shared ViT
+  encoder: built, exported, loaded), :mod:`sarssl.errors`, :mod:`sarssl.cli`.
 """
 
 from .vocabulary import CHANNELS, SEASONS

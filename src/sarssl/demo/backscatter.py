@@ -39,27 +39,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .. import SEASONS
 from ..io import atomic_path
+from ..vocabulary import SEASONS
 
 log = logging.getLogger(__name__)
 
 REF_INCIDENCE_DEG = 35.0
 """Incidence angle (degrees) at which the sigma0 table values hold."""
-
-WORLDCOVER_NAMES = {
-    10: "tree_cover",
-    20: "shrubland",
-    30: "grassland",
-    40: "cropland",
-    50: "built_up",
-    60: "bare_sparse",
-    70: "snow_ice",
-    80: "permanent_water",
-    90: "herbaceous_wetland",
-    95: "mangroves",
-    100: "moss_lichen",
-}
 
 
 @dataclass(frozen=True)

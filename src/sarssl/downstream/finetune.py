@@ -28,7 +28,7 @@ them (:func:`check_encoder_compatible`).
 The chip size comes from the chip store only: every ViT is built for the store's chips
 (a pretrained encoder's position embedding is resampled when it was pretrained on other
 chips), and an ``img_size`` in ``--hparams`` that differs from the store's chip size is an
-error naming both (:func:`sarssl.downstream.models.backbone_kwargs`). The chips are read
+error naming both (:func:`sarssl.encoders.backbone_kwargs`). The chips are read
 with :func:`sarssl.data.loaders.load_chips` and normalised by
 :mod:`sarssl.data.normalize`, like every other consumer of a chip store.
 
@@ -131,7 +131,7 @@ def check_encoder_compatible(
     the chip store's channel count, so timm never gets to adapt, say, 3-channel weights
     to 12 channels."""
     from ..data.store import load_stats
-    from .models import encoder_in_chans
+    from ..encoders import encoder_in_chans
 
     if list(meta["channels"]) != list(store_channels):
         raise InputError(
@@ -174,13 +174,8 @@ def build_model(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """(task model, description of the initialisation for run.json); every ViT is built
     for ``chip_size``, the chip store's."""
-    from .models import (
-        backbone_kwargs,
-        build_task_model,
-        create_backbone,
-        load_encoder,
-        read_encoder_meta,
-    )
+    from ..encoders import backbone_kwargs, create_backbone, load_encoder, read_encoder_meta
+    from .models import build_task_model
 
     if init == "unet":
         model = build_task_model(
@@ -229,7 +224,7 @@ def open_store(chips_dir: str, hp: dict[str, Any]) -> Any:
     """The chip store, checked against the study's channels and the hyper-parameters'
     ``img_size`` (which, when given, must be the store's chip size)."""
     from ..data.store import ChipStore
-    from .models import check_img_size
+    from ..encoders import check_img_size
 
     store = ChipStore(chips_dir)
     if list(store.channels) != list(CHANNELS):
@@ -324,7 +319,7 @@ def _loss(task: str, out: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor |
 
 def _forward(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Model output; with cached frozen-encoder ``features`` only the head runs."""
-    from .models import patch_grid
+    from ..encoders import patch_grid
 
     if "features" in batch:
         return model.head(

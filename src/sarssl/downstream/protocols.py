@@ -96,7 +96,7 @@ def cache_features(
 ) -> None:
     """Patch tokens of the frozen encoder for every chip of ``split`` (linear protocol):
     the encoder never changes, so it runs once per chip instead of once per epoch."""
-    from .models import patch_tokens
+    from ..encoders import patch_tokens
 
     model.backbone.eval()
     feats = []

@@ -141,7 +141,7 @@ def _build(args: argparse.Namespace) -> Figure:
     from ..data.loaders import load_chips
     from ..data.normalize import normalize_batch
     from ..data.store import ChipStore, load_stats
-    from ..downstream.models import load_encoder
+    from ..encoders import load_encoder
 
     store = ChipStore(require_file(args.chips_dir, "chip store"))
     backbone, meta = load_encoder(

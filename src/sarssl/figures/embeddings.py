@@ -72,7 +72,7 @@ def embed(backbone, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     import torch
     from tqdm import tqdm
 
-    from ..downstream.models import patch_tokens
+    from ..encoders import patch_tokens
 
     backbone.eval()
     out = []
@@ -208,7 +208,7 @@ def _build(args: argparse.Namespace) -> Figure:
     from ..data.loaders import load_chips
     from ..data.normalize import normalize_batch
     from ..data.store import ChipStore, load_stats
-    from ..downstream.models import load_encoder
+    from ..encoders import load_encoder
 
     encoders = parse_named_paths(args.encoder, "--encoder")
     rng = np.random.default_rng(args.seed)

@@ -78,7 +78,7 @@ class HParams:
 class BackboneConfig(HParams):
     """The ViT encoder (the workflow's ``pretrain.backbone``): a timm model name whose
     sizes the other fields override. Extra keys of a ``--hparams`` mapping that
-    :func:`sarssl.downstream.models.backbone_kwargs` knows (``img_size``, ``mlp_ratio``,
+    :func:`sarssl.encoders.backbone_kwargs` knows (``img_size``, ``mlp_ratio``,
     ``drop_path_rate``) pass through unchanged."""
 
     model_name: str = "vit_tiny_patch16_224"
@@ -178,7 +178,7 @@ class Method:
     def __init__(
         self, hp: Mapping[str, Any], chip_size: int, std_db: Sequence[float] | None = None
     ):
-        from ..downstream.models import backbone_kwargs, create_backbone
+        from ..encoders import backbone_kwargs, create_backbone
 
         self.config = self.Config.from_hparams(hp)
         self.chip_size = int(chip_size)

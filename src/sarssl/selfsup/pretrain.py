@@ -541,7 +541,7 @@ def train_loop(
 
 def export(run: Run, steplog: StepLog, start: int, wall: float, train_time: float) -> None:
     """``encoder.safetensors`` + ``encoder.json`` and ``run.json`` of a finished run."""
-    from ..downstream.models import export_encoder
+    from ..encoders import export_encoder
 
     cfg, out_dir = run.cfg, Path(run.cfg["out_dir"])
     export_encoder(
