@@ -89,24 +89,16 @@ def product(tmp_path_factory) -> Path:
     return root
 
 
+def _preprocess(product: Path, out: Path, *args: str) -> int:
+    """`sarssl preprocess` of ``product`` on the Rome DEM into ``out``."""
+    return main(["preprocess", str(product), "--dem", str(DEM), "--out", str(out), *args])
+
+
 def test_preprocess_cli_outputs_contract(product, tmp_path):
     out = tmp_path / "scene.tif"
     aoi = ",".join(str(v) for v in AOI)
-    rc = main(
-        [
-            "preprocess",
-            str(product),
-            "--dem",
-            str(DEM),
-            "--out",
-            str(out),
-            "--aoi",
-            aoi,
-            "--speckle-filter",
-            "refined_lee",
-            "--backend",
-            "python",
-        ]
+    rc = _preprocess(
+        product, out, "--aoi", aoi, "--speckle-filter", "refined_lee", "--backend", "python"
     )
     assert rc == 0
     with rasterio.open(out) as ds:
@@ -213,21 +205,15 @@ def test_sigterm_mid_write_leaves_nothing(product, tmp_path, monkeypatch, capsys
     monkeypatch.setattr(rasterio_blocks.BlockWriter, "write", write_then_sigterm)
     before = signal.getsignal(signal.SIGTERM)
     out = tmp_path / "scene.tif"
-    rc = main(
-        [
-            "preprocess",
-            str(product),
-            "--dem",
-            str(DEM),
-            "--out",
-            str(out),
-            "--aoi",
-            ",".join(str(v) for v in AOI),
-            "--speckle-filter",
-            "none",
-            "--backend",
-            "python",
-        ]
+    rc = _preprocess(
+        product,
+        out,
+        "--aoi",
+        ",".join(str(v) for v in AOI),
+        "--speckle-filter",
+        "none",
+        "--backend",
+        "python",
     )
     assert rc == 128 + signal.SIGTERM
     assert "terminated" in capsys.readouterr().err
@@ -237,36 +223,10 @@ def test_sigterm_mid_write_leaves_nothing(product, tmp_path, monkeypatch, capsys
 
 def test_errors_write_nothing(product, tmp_path):
     out = tmp_path / "x.tif"
-    rc = main(
-        [
-            "preprocess",
-            str(product),
-            "--dem",
-            str(DEM),
-            "--out",
-            str(out),
-            "--aoi",
-            "0,0,0.1,0.1",
-            "--backend",
-            "python",
-        ]
-    )
+    rc = _preprocess(product, out, "--aoi", "0,0,0.1,0.1", "--backend", "python")
     assert rc == 2 and not out.exists()
     # AOI inside the scene but outside the DEM
-    rc = main(
-        [
-            "preprocess",
-            str(product),
-            "--dem",
-            str(DEM),
-            "--out",
-            str(out),
-            "--aoi",
-            "12.7,41.9,12.75,41.95",
-            "--backend",
-            "python",
-        ]
-    )
+    rc = _preprocess(product, out, "--aoi", "12.7,41.9,12.75,41.95", "--backend", "python")
     assert rc == 2 and not out.exists() and not list(tmp_path.iterdir())
 
 

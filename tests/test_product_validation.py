@@ -176,6 +176,12 @@ def _rejected_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def _preprocess(product: Path, dem: Path, out: Path, *extra: str) -> int:
+    """`sarssl preprocess` of ``product`` over :data:`BBOX` (Python chain, no filter)."""
+    args = ["--dem", str(dem), "--aoi", BBOX, "--speckle-filter", "none", "--backend", "python"]
+    return main(["preprocess", str(product), *args, "--out", str(out), *extra])
+
+
 # --------------------------------------------------------------------------------------
 # wrong product types
 # --------------------------------------------------------------------------------------
@@ -224,23 +230,7 @@ def test_slc_and_ew_rejected_by_preprocess(case, sim, tmp_path, capsys):
     bad = _wrong_type_zip(sim["zips"][0], case, tmp_path)
     for extra in ([], ["--no-verify-checksums"]):
         out = tmp_path / "scene.tif"
-        rc = main(
-            [
-                "preprocess",
-                str(bad),
-                "--dem",
-                str(sim["dem"]),
-                "--aoi",
-                BBOX,
-                "--speckle-filter",
-                "none",
-                "--backend",
-                "python",
-                "--out",
-                str(out),
-                *extra,
-            ]
-        )
+        rc = _preprocess(bad, sim["dem"], out, *extra)
         err = capsys.readouterr().err
         assert rc == 2, (case, extra)
         assert str(bad) in err and all(word in err for word in WRONG_TYPES[case][2]), err
@@ -293,22 +283,7 @@ def test_flipped_bytes_in_a_measurement_are_caught(where, sim, tmp_path, capsys)
         tif.write_bytes(_flipped(tif.read_bytes()))
         member = tif.name
     out = tmp_path / "scene.tif"
-    rc = main(
-        [
-            "preprocess",
-            str(product),
-            "--dem",
-            str(sim["dem"]),
-            "--aoi",
-            BBOX,
-            "--speckle-filter",
-            "none",
-            "--backend",
-            "python",
-            "--out",
-            str(out),
-        ]
-    )
+    rc = _preprocess(product, sim["dem"], out)
     err = capsys.readouterr().err
     assert rc == 2, f"corrupt measurement ({where}) was processed"
     assert "checksum" in err and Path(member).name in err and str(product) in err, err
@@ -331,23 +306,11 @@ def test_no_verify_checksums_skips_only_the_md5(sim, tmp_path, monkeypatch):
 
     monkeypatch.setattr(safe.hashlib, "md5", spy)
     product = sim["zips"][3]
-    common = [
-        "--dem",
-        str(sim["dem"]),
-        "--aoi",
-        BBOX,
-        "--speckle-filter",
-        "none",
-        "--backend",
-        "python",
-    ]
     a, b = tmp_path / "verified.tif", tmp_path / "fast.tif"
-    assert main(["preprocess", str(product), *common, "--out", str(a)]) == 0
+    assert _preprocess(product, sim["dem"], a) == 0
     assert len(hashed) == 2  # VV and VH measurements
     hashed.clear()
-    assert (
-        main(["preprocess", str(product), *common, "--out", str(b), "--no-verify-checksums"]) == 0
-    )
+    assert _preprocess(product, sim["dem"], b, "--no-verify-checksums") == 0
     assert hashed == []
     with rasterio.open(a) as da, rasterio.open(b) as db:
         np.testing.assert_array_equal(da.read(), db.read())
@@ -413,22 +376,7 @@ def test_renamed_products_are_rejected(sim, tmp_path, capsys):
         [str(renamed_zip), str(renamed_safe)]
     )
     out = tmp_path / "scene.tif"
-    rc = main(
-        [
-            "preprocess",
-            str(renamed_zip),
-            "--dem",
-            str(sim["dem"]),
-            "--aoi",
-            BBOX,
-            "--speckle-filter",
-            "none",
-            "--backend",
-            "python",
-            "--out",
-            str(out),
-        ]
-    )
+    rc = _preprocess(renamed_zip, sim["dem"], out)
     err = capsys.readouterr().err
     assert rc == 2 and str(renamed_zip) in err and "disagrees" in err, err
     assert not out.exists()

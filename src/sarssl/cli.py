@@ -8,7 +8,6 @@ Modules are imported lazily so that ``sarssl --help`` stays fast (no torch impor
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import logging
 import signal
@@ -111,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 128 + signal.SIGTERM
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        from .io import is_no_space
+
+        if not is_no_space(exc):
             raise  # anything else is a bug worth its traceback
         where = f"{exc.filename}: " if exc.filename else ""
         print(

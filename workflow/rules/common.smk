@@ -8,6 +8,7 @@ exercised by every rule that needs it.
 import csv as csv_module
 import functools
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -19,23 +20,15 @@ from snakemake.exceptions import WorkflowError
 
 # The study's vocabulary has one owner, sarssl.vocabulary (standard library only): found in
 # the environment running Snakemake, else in this checkout's src/.
-try:
-    from sarssl.vocabulary import (
-        BUILTIN_INITS,
-        PRETRAIN_METHODS,
-        SeasonError,
-        fraction_key,
-        season_windows,
-    )
-except ImportError:
+if importlib.util.find_spec("sarssl") is None:
     sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
-    from sarssl.vocabulary import (
-        BUILTIN_INITS,
-        PRETRAIN_METHODS,
-        SeasonError,
-        fraction_key,
-        season_windows,
-    )
+from sarssl.vocabulary import (
+    BUILTIN_INITS,
+    PRETRAIN_METHODS,
+    SeasonError,
+    fraction_key,
+    season_windows,
+)
 
 PRETRAINED_INITS = PRETRAIN_METHODS
 

@@ -233,6 +233,12 @@ def _finish_np(total: np.ndarray, n: np.ndarray, out: np.ndarray) -> None:
     out[0], out[1], out[2] = vv - vh, vv, vh
 
 
+#: the mean kernels in use: numba's when available, else the NumPy twins
+_ACCUMULATE, _FINISH = (
+    (_accumulate, _finish) if _accumulate is not None else (_accumulate_np, _finish_np)
+)
+
+
 # --------------------------------------------------------------------------------------
 # compositing
 # --------------------------------------------------------------------------------------
@@ -385,16 +391,13 @@ def _open_writers(
 def _season_mean(lst, handles, win, h, width, scene_buf, res) -> np.ndarray:
     """Mean of linear power of ``lst`` over window ``win`` into ``res`` (3, h, width):
     VV-VH, VV, VH in dB; returns the observation count per pixel."""
-    accumulate, finish = (
-        (_accumulate, _finish) if _accumulate is not None else (_accumulate_np, _finish_np)
-    )
     total = np.zeros((2, h, width), np.float64)
     n = np.zeros((h, width), np.uint16)
     for scene in lst:
         buf = scene_buf[:, :h]
         handles[id(scene)].read([scene.vv_band, scene.vh_band], window=win, out=buf)
-        accumulate(buf[0], buf[1], scene.linear, total, n)
-    finish(total, n, res)
+        _ACCUMULATE(buf[0], buf[1], scene.linear, total, n)
+    _FINISH(total, n, res)
     return n
 
 

@@ -107,6 +107,17 @@ NAME_TIME_TOLERANCE = np.timedelta64(1500, "ms")
 #: Bytes per read when a measurement is hashed.
 CHECKSUM_CHUNK = 8 << 20
 
+
+def md5_of(fh) -> tuple[str, int]:
+    """MD5 hex digest and length of a binary stream, read in :data:`CHECKSUM_CHUNK` pieces."""
+    h = hashlib.md5()
+    n = 0
+    while chunk := fh.read(CHECKSUM_CHUNK):
+        h.update(chunk)
+        n += len(chunk)
+    return h.hexdigest(), n
+
+
 NS = {
     "xfdu": "urn:ccsds:schema:xfdu:1",
     "safe": "http://www.esa.int/safe/sentinel-1.0",
@@ -726,13 +737,9 @@ class Product:
                 "product %s: the manifest has no MD5 for %s: checksum not verified", self.path, rel
             )
             return 0
-        h = hashlib.md5()
-        n = 0
         try:
             with self._store.open(rel) as fh:
-                while chunk := fh.read(CHECKSUM_CHUNK):
-                    h.update(chunk)
-                    n += len(chunk)
+                md5_hex, n = md5_of(fh)
         except zipfile.BadZipFile as exc:
             raise InputError(
                 f"product {self.path}: measurement {rel}: checksum error, the zip's CRC-32 does "
@@ -746,10 +753,10 @@ class Product:
                 self.path,
                 rel,
             )
-        elif h.hexdigest() != digest:
+        elif md5_hex != digest:
             raise InputError(
                 f"product {self.path}: measurement {rel}: MD5 checksum mismatch (manifest "
-                f"{digest}, file {h.hexdigest()}): the file is corrupt"
+                f"{digest}, file {md5_hex}): the file is corrupt"
             )
         return n
 
@@ -1168,12 +1175,9 @@ def record_measurement_checksums(safe_dir: str | os.PathLike) -> list[str]:
         path = root / href
         if path.parent.name != "measurement" or not path.is_file():
             continue
-        h = hashlib.md5()
         with open(path, "rb") as fh:
-            while chunk := fh.read(CHECKSUM_CHUNK):
-                h.update(chunk)
+            bs.find("checksum").text = md5_of(fh)[0]
         bs.set("size", str(path.stat().st_size))
-        bs.find("checksum").text = h.hexdigest()
         updated.append(href)
     with atomic_path(root / "manifest.safe") as tmp:
         manifest.write(str(tmp), xml_declaration=True, encoding="UTF-8")
