@@ -87,6 +87,31 @@ def real_annotations() -> dict:
     return roots
 
 
+def write_eof(path: Path, sv, kind: str, shift_m: float = 0.0) -> None:
+    """An ESA EOF orbit file (AUX_POEORB / AUX_RESORB, the real XML layout) holding the
+    state vectors ``sv`` (:class:`sarssl.sar.geometry.StateVectors`), x shifted by
+    ``shift_m`` metres."""
+    import numpy as np
+
+    osvs = []
+    for t, p, v in zip(sv.time, sv.position, sv.velocity):
+        ts = str(np.datetime64(t, "us"))
+        osvs.append(
+            f"<OSV><TAI>TAI={ts}</TAI><UTC>UTC={ts}</UTC><UT1>UT1={ts}</UT1>"
+            "<Absolute_Orbit>+1</Absolute_Orbit>"
+            f"<X unit='m'>{p[0] + shift_m}</X><Y unit='m'>{p[1]}</Y><Z unit='m'>{p[2]}</Z>"
+            f"<VX unit='m/s'>{v[0]}</VX><VY unit='m/s'>{v[1]}</VY><VZ unit='m/s'>{v[2]}</VZ>"
+            "<Quality>NOMINAL</Quality></OSV>"
+        )
+    path.write_text(
+        "<Earth_Explorer_File><Earth_Explorer_Header><Fixed_Header>"
+        f"<File_Type>AUX_{kind}</File_Type></Fixed_Header></Earth_Explorer_Header>"
+        f"<Data_Block type='xml'><List_of_OSVs count='{len(osvs)}'>"
+        + "".join(osvs)
+        + "</List_of_OSVs></Data_Block></Earth_Explorer_File>"
+    )
+
+
 @pytest.fixture
 def demo_config() -> dict:
     """A fresh copy of the demo configuration (config/config.yaml) as a dict."""
@@ -326,3 +351,82 @@ def client(**kw):
     kw.setdefault("timeout", 5)
     kw.setdefault("progress", False)
     return HttpClient(**kw)
+
+
+# --------------------------------------------------------------------------------------
+# synthetic fine-tuning runs (tables, statistics, result figures)
+# --------------------------------------------------------------------------------------
+def synthetic_targets(task: str, area: str, n_chips: int = 30, size: int = 16):
+    """Test chip ids and targets of one (task, area), the same for every run there."""
+    import zlib
+
+    import numpy as np
+
+    rng = np.random.default_rng(zlib.crc32(f"{task}|{area}".encode()))
+    ids = np.array([f"32633_{area}_{i:03d}" for i in range(n_chips)])
+    if task == "landcover":
+        target = rng.integers(0, 6, size=(n_chips, size, size)).astype(np.uint8)
+        target[:, :2] = 255  # unlabelled pixels
+        return ids, target
+    return ids, rng.uniform(0.0, 80.0, size=n_chips).astype(np.float32)
+
+
+def synthetic_predictions(task: str, target, quality: float, key: str):
+    """Predictions of a run of the given quality (0 = random, 1 = perfect), seeded by key."""
+    import zlib
+
+    import numpy as np
+
+    rng = np.random.default_rng(zlib.crc32(key.encode()))
+    if task == "landcover":
+        wrong = rng.random(target.shape) > quality
+        guess = rng.integers(0, 6, size=target.shape).astype(np.uint8)
+        return np.where(wrong, guess, np.where(target == 255, 0, target)).astype(np.uint8)
+    return (target + rng.normal(0.0, 40.0 * (1.0 - quality), size=target.shape)).astype(np.float32)
+
+
+def write_finetune_run(root, run: dict, quality: float, n_chips: int = 30, size: int = 16):
+    """One run folder as ``sarssl finetune`` writes it (metrics.json + predictions.npz), under
+    ``root/TASK/INIT/PROTOCOL/AREA/fF_sS/``; the metric values are computed from the
+    predictions. ``run`` holds the run keys (task, init, protocol, fraction, seed,
+    pretrain_area, finetune_area) and may hold ``lr``. Returns the metrics.json path."""
+    import numpy as np
+
+    from sarssl.downstream import statistics
+
+    task, area = run["task"], run["finetune_area"]
+    ids, target = synthetic_targets(task, area, n_chips, size)
+    key = "|".join(str(run[k]) for k in statistics.RUN_KEYS)
+    pred = synthetic_predictions(task, target, quality, key)
+    perm = np.random.default_rng(len(key)).permutation(n_chips)  # any chip order
+    sums = statistics.chip_components(task, pred, target).sum(0)
+    rows = [
+        dict(
+            {k: run[k] for k in statistics.RUN_KEYS},
+            n_train_chips=max(1, int(round(400 * run["fraction"]))),
+            metric=m,
+            value=float(statistics.metric_from_components(task, m, sums)),
+            epochs=5,
+            wall_s=1.5,
+            **({"lr": run["lr"]} if "lr" in run else {}),
+        )
+        for m in (("miou", "overall_accuracy") if task == "landcover" else ("rmse", "mae", "r2"))
+    ]
+    out = (
+        Path(root)
+        / task
+        / run["init"]
+        / run["protocol"]
+        / area
+        / f"f{run['fraction']}_s{run['seed']}"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(rows))
+    np.savez_compressed(
+        out / "predictions.npz",
+        rows=perm,
+        ids=ids[perm],
+        pred=pred[perm],
+        target=target[perm],
+    )
+    return out / "metrics.json"

@@ -14,7 +14,7 @@ from affine import Affine
 
 from sarssl import CHANNELS
 from sarssl.cli import main
-from sarssl.data.chips import chip_grid, chip_id, make_chips, split_bands
+from sarssl.data.chips import DEFAULT_PATTERN, chip_grid, chip_id, make_chips, split_bands
 from sarssl.data.labels import worldcover_to_class
 from sarssl.data.loaders import load_chips
 from sarssl.data.store import ChipStore
@@ -128,11 +128,70 @@ def test_split_bands_by_hand():
         split_bands(np.zeros(1), np.zeros(1), 0, 100, ["train", "holdout"])
 
 
+def split_pixel_masks(index: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per split, the composite pixels (of GRID) that its chips cover."""
+    res, (gx0, _, _, gy1) = GRID.resolution, GRID.bounds
+    masks = {s: np.zeros(GRID.shape, bool) for s in ("train", "val", "test")}
+    for r in index.itertuples():
+        row, col = round((gy1 - r.y1) / res), round((r.x0 - gx0) / res)
+        masks[r.split][row : row + SIZE, col : col + SIZE] = True
+    return masks
+
+
+def test_overlapping_chips_share_no_pixel_across_splits(inputs, tmp_path):
+    """With --overlap > 0 neighbouring chips share pixels; chips whose footprint reaches into
+    a band of another split are dropped (qa reason ``split_boundary``), so no pixel of a
+    train chip lies in a val or test chip (nor of a val chip in a test chip)."""
+    overlap, width, angle = 8, 480.0, 30.0
+    # the leak this guards against: by their centres alone, overlapping candidates of
+    # different splits exist in this set-up
+    cands = chip_grid(GRID, SIZE, overlap)
+    side = SIZE * GRID.resolution
+    x0 = np.array([c.x_left for c in cands])
+    y1 = np.array([c.y_top for c in cands])
+    _, by_centre = split_bands(x0 + side / 2, y1 - side / 2, angle, width, DEFAULT_PATTERN)
+    naive = split_pixel_masks(pd.DataFrame({"x0": x0, "y1": y1, "split": by_centre}))
+    assert (naive["train"] & (naive["test"] | naive["val"])).any()
+
+    out = tmp_path / "overlap"
+    meta = make_chips(
+        inputs["cpath"],
+        inputs["lpath"],
+        inputs["tpath"],
+        "rome",
+        out,
+        size=SIZE,
+        overlap=overlap,
+        split_angle=angle,
+        split_band_width=width,
+        progress=False,
+    )
+    index = ChipStore(out).index
+    masks = split_pixel_masks(index)
+    assert all(m.any() for m in masks.values())
+    assert not (masks["train"] & masks["test"]).any()
+    assert not (masks["train"] & masks["val"]).any()
+    assert not (masks["val"] & masks["test"]).any()
+    # chips of one split still overlap each other (the overlap is kept inside a split)
+    assert (index.x0.diff().abs() == (SIZE - overlap) * GRID.resolution).any()
+    qa = pd.read_csv(out / "qa.csv").set_index("reason")["count"].to_dict()
+    assert qa["split_boundary"] > 0 and meta["qa"] == qa
+    assert sum(qa.values()) == len(cands) and qa["kept"] == len(index)
+    # every kept chip lies inside bands of its own split (its four corners; one exactly on
+    # a band edge belongs to both bands)
+    a = math.radians(angle)
+    for dx, dy in ((0, 0), (side, 0), (0, -side), (side, -side)):
+        t = (-(index.x0 + dx) * math.sin(a) + (index.y1 + dy) * math.cos(a)) / width
+        on_edge = np.isclose(t, np.round(t))
+        split_at = [DEFAULT_PATTERN[int(b) % 5] for b in np.floor(t)]
+        assert all(e or s == k for e, s, k in zip(on_edge, split_at, index.split)), (dx, dy)
+
+
 def test_qa_and_store(inputs, store):
     out, meta = store
     chips, sp = inputs["chips"], inputs["special"]
     qa = pd.read_csv(out / "qa.csv").set_index("reason")["count"].to_dict()
-    assert qa == {"kept": len(chips) - 2, "nodata": 1, "constant_channel": 1}
+    assert qa == {"kept": len(chips) - 2, "nodata": 1, "constant_channel": 1, "split_boundary": 0}
     st = ChipStore(out)
     assert st.n == len(chips) - 2 and meta["shape"] == [st.n, 12, SIZE, SIZE]
     ids = set(st.index["id"])

@@ -34,14 +34,22 @@ def test_the_loop_knows_no_protocol_by_name():
     assert not compared, f"protocol names compared at lines {compared}"
 
 
-def test_linear_probe_refuses_a_model_without_an_encoder():
+def test_frozen_protocols_refuse_inits_without_a_frozen_encoder():
     import pytest
     import torch
 
     from sarssl.errors import SarsslError
 
-    with pytest.raises(SarsslError, match="--protocol linear needs a ViT encoder; --init unet"):
-        protocol("linear").prepare(torch.nn.Linear(2, 2), "unet")
-    assert isinstance(protocol("linear"), LinearProbe) and not protocol("linear").augment
-    with pytest.raises(SarsslError, match="expected one of finetune, linear"):
-        protocol("knn")
+    for name in ("linear", "knn", "decoder"):
+        with pytest.raises(SarsslError, match=f"--protocol {name} cannot run --init unet"):
+            protocol(name).check("unet")
+        assert protocol(name).frozen and not protocol(name).augment
+    for name in ("finetune", "knn", "decoder"):
+        with pytest.raises(SarsslError, match=f"--protocol {name} cannot run --init pixel"):
+            protocol(name).check("pixel")
+    protocol("linear").check("pixel")  # the per-pixel control is a linear model
+    protocol("linear").prepare(torch.nn.Linear(2, 2), "pixel")  # nothing to freeze
+    assert isinstance(protocol("linear"), LinearProbe) and protocol("linear").convex
+    assert not protocol("knn").trains and protocol("finetune").augment
+    with pytest.raises(SarsslError, match="expected one of finetune, linear, knn, decoder"):
+        protocol("lora")

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import sarssl.downstream.finetune as ft
+import sarssl.downstream.splits as splits
 from conftest import BACKBONE, MAE_HP, make_store
 from sarssl.cli import main as cli_main
 from sarssl.data.loaders import ChipTensors
@@ -40,6 +41,8 @@ COLUMNS = [
     "metric",
     "value",
     "epochs",
+    "lr",
+    "knn_k",
     "wall_s",
 ]
 
@@ -96,10 +99,10 @@ def test_exact_subset_and_no_test_leak(setup, tmp_path, monkeypatch):
     store = ChipStore(store_dir)
     split = dict(zip(store.index["id"], store.index["split"]))
     seen: list[tuple[str, list[str]]] = []  # ("load", ids) or ("batch", ids) in call order
-    real_load, real_batch = ft.load_split, ChipTensors.batch
+    real_open, real_batch = splits.open_split, splits.MemorySplit.batch
 
-    def spy_load(store_, rows, stats, device):
-        split_data = real_load(store_, rows, stats, device)
+    def spy_open(store_, rows, *args):
+        split_data = real_open(store_, rows, *args)
         seen.append(("load", [str(i) for i in split_data.ids]))
         return split_data
 
@@ -107,10 +110,10 @@ def test_exact_subset_and_no_test_leak(setup, tmp_path, monkeypatch):
         seen.append(("batch", [str(self.ids[i]) for i in np.asarray(idx)]))
         return real_batch(self, idx)
 
-    monkeypatch.setattr(ft, "load_split", spy_load)
-    monkeypatch.setattr(ChipTensors, "batch", spy_batch)
+    monkeypatch.setattr(splits, "open_split", spy_open)
+    monkeypatch.setattr(splits.MemorySplit, "batch", spy_batch)
     summary = finetune(job(setup, tmp_path / "a"))
-    frac_ids = store.fractions["fractions"]["0.25"]
+    frac_ids = store.fraction_ids(0.25, 0)
     assert sorted(summary["ids"]["train"]) == sorted(frac_ids)
     assert all(split[i] == "val" for i in summary["ids"]["val"])
     assert all(split[i] == "test" for i in summary["ids"]["test"])

@@ -87,6 +87,10 @@ def test_a_new_method_trains_with_its_hooks_in_order(store, tmp_path, monkeypatc
             calls.append(("loss", step.index, micro, tuple(images.shape)))
             return super().loss(images, step, micro, trainable)
 
+        def clip_gradients(self, max_norm):  # the method decides how (DINO: per parameter)
+            calls.append(("clip", max_norm))
+            super().clip_gradients(max_norm)
+
         def before_optimizer_step(self, step):
             calls.append(("before", step.index))
 
@@ -99,7 +103,13 @@ def test_a_new_method_trains_with_its_hooks_in_order(store, tmp_path, monkeypatc
     monkeypatch.setitem(METHODS, "denoise", Recording)
     hp = {
         "backbone": BACKBONE,
-        "denoise": {"batch_size": 8, "epochs": 1, "accum_steps": 2, "noise_std": 0.3},
+        "denoise": {
+            "batch_size": 8,
+            "epochs": 1,
+            "accum_steps": 2,
+            "noise_std": 0.3,
+            "clip_grad": 2.5,
+        },
     }
     assert pretrain.train(cfg(*store, tmp_path / "out", method="denoise", hp=hp, max_steps=2)) == 0
     micro = (4, 12, 16, 16)
@@ -107,18 +117,20 @@ def test_a_new_method_trains_with_its_hooks_in_order(store, tmp_path, monkeypatc
         ("begin", 0),
         ("loss", 0, 0, micro),
         ("loss", 0, 1, micro),
+        ("clip", 2.5),
         ("before", 0),
         ("after", 0),
         ("begin", 1),
         ("loss", 1, 0, micro),
         ("loss", 1, 1, micro),
+        ("clip", 2.5),
         ("before", 1),
         ("after", 1),
     ]
     lines = [
         json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()
     ]
-    assert [r["hook_calls"] for r in lines] == [5, 10]
+    assert [r["hook_calls"] for r in lines] == [6, 12]
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["config"]["hparams"]["noise_std"] == 0.3 and run["config"]["hparams"]["lr"] == 1e-3
     assert json.loads((tmp_path / "out" / "encoder.json").read_text())["method"] == "denoise"

@@ -244,8 +244,12 @@ def test_landcover_truth_and_model(tmp_path):
         assert b.left < 12.48 and b.right > 12.52 and b.bottom < 41.98 and b.top > 42.02
         assert 0 < np.median(ds.read(1)) < 200  # real Rome heights
     rows = list(csv.DictReader(open(truth / "sigma0_table.csv")))
-    assert len(rows) == len(bs.CLASSES) * 4 * 2
-    water = [float(r["sigma0_db"]) for r in rows if r["code"] == "80" and r["polarisation"] == "VH"]
+    assert len(rows) == len(bs.STATES) * 4 * 2
+    water = [
+        float(r["sigma0_db"])
+        for r in rows
+        if r["state"] == "open_water" and r["polarisation"] == "VH"
+    ]
     assert max(water) <= -25
     # seasonal crops: the rendered VV changes between seasons far more than speckle would
     import json
@@ -261,11 +265,14 @@ def test_landcover_truth_and_model(tmp_path):
 
 
 def test_local_incidence_brightens_slopes_facing_the_sensor():
-    t = bs.sigma0_table("mediterranean")
-    cls = np.array([bs.GRASS, bs.GRASS, bs.WATER])
-    s = bs.sigma0_linear(cls, "spring", "VV", np.array([25.0, 45.0, 35.0]), t)
+    t = bs.signature_table("mediterranean")
+    slope = bs.slope_table()["VV"]
+    db = np.array([t["VV"][bs.S_GRASS, 1]] * 2 + [t["VV"][bs.S_WATER, 1]])
+    sl = slope[[bs.GRASS, bs.GRASS, bs.WATER]]
+    s = bs.sigma0_linear(db, sl, np.array([25.0, 45.0, 35.0]))
     assert s[0] > s[1]
-    assert 10 * np.log10(s[2]) == pytest.approx(t["VV"][bs.WATER, 1], abs=1e-4)
+    assert 10 * np.log10(s[0] / s[1]) == pytest.approx(-20 * slope[bs.GRASS], abs=1e-3)
+    assert 10 * np.log10(s[2]) == pytest.approx(t["VV"][bs.S_WATER, 1], abs=1e-4)
 
 
 def test_redater_and_cycles():

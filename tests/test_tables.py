@@ -1,17 +1,20 @@
-"""Tests for sarssl.downstream.tables: validation, collection, summaries, label efficiency,
-rendering."""
+"""Tests for sarssl.downstream.tables: validation, collection, summaries, rendering, and the
+`sarssl tables` command on run folders with predictions (intervals, paired differences,
+label efficiency, regional claim, the controls in every table)."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import write_finetune_run
 from sarssl.cli import main
 from sarssl.downstream import tables
 from sarssl.errors import InputError
@@ -195,104 +198,24 @@ def test_cli_bad_input_exit_2_and_no_partial_output(tmp_path, capsys):
     assert not out.exists()
 
 
-# ------------------------------------------------------------------ label efficiency
-def test_interpolate_crossing_by_hand():
-    f = [0.01, 0.1, 1.0]
-    # higher is better; target 0.45 between 0.40 @ 1% and 0.50 @ 10%: halfway in log10 -> 10^-1.5
-    frac, bound = tables.interpolate_crossing(f, [0.40, 0.50, 0.60], 0.45, True)
-    assert bound == "exact" and frac == pytest.approx(10**-1.5)
-    # a quarter of the way: log10 f = -2 + 0.25
-    frac, _ = tables.interpolate_crossing(f, [0.40, 0.50, 0.60], 0.425, True)
-    assert frac == pytest.approx(10**-1.75)
-    # lower is better (RMSE): 20 @ 10% -> 10 @ 100%, target 12 is 80% of the way
-    frac, bound = tables.interpolate_crossing(f, [30, 20, 10], 12.0, False)
-    assert bound == "exact" and frac == pytest.approx(10 ** (-1 + 0.8))
-    # reached at the smallest fraction: an upper bound, not extrapolated
-    assert tables.interpolate_crossing(f, [0.7, 0.8, 0.9], 0.6, True) == (0.01, "at_or_below")
-    # never reached
-    frac, bound = tables.interpolate_crossing(f, [0.1, 0.2, 0.3], 0.6, True)
-    assert bound == "never" and math.isnan(frac)
-    # non-monotone: the first crossing counts (smallest fraction), order of input irrelevant
-    frac, _ = tables.interpolate_crossing([1.0, 0.1, 0.01], [0.55, 0.52, 0.40], 0.5, True)
-    assert frac == pytest.approx(10 ** (-2 + 10 / 12))
-
-
-def test_label_efficiency_table(runs):
-    s = tables.summarise(tables.collect(runs))
-    eff = tables.label_efficiency(s)
-    assert list(eff.columns) == list(tables.EFFICIENCY_COLUMNS)
-    # 2 tasks x 2 region pairs x 2 pretrained inits x 2 protocols
-    assert len(eff) == 16 and set(eff["init"]) == {"mae", "dino"}
-    row = eff[
-        (eff.task == "landcover")
-        & (eff.init == "mae")
-        & (eff.protocol == "finetune")
-        & (eff.finetune_area == "rome")
-    ].iloc[0]
-    # scratch@100% = 0.40; MAE mean curve 0.40 @ 1% already (0.56 - 0.16) -> at_or_below
-    assert row["reference_value"] == pytest.approx(0.40)
-    assert row["bound"] == "at_or_below" and row["label"] == "≤1%"
-    row = eff[
-        (eff.task == "landcover")
-        & (eff.init == "dino")
-        & (eff.protocol == "finetune")
-        & (eff.finetune_area == "rome")
-    ].iloc[0]
-    # DINO: 0.33 @ 1%, 0.41 @ 10% -> t = (0.40-0.33)/0.08; f = 10^(-2 + t)
-    expected = 10 ** (-2 + 0.07 / 0.08)
-    assert row["fraction_needed"] == pytest.approx(expected)
-    assert row["label_reduction"] == pytest.approx(1 / expected)
-    assert row["label"] == tables.format_fraction(expected) == "7.5%"
-    # tree cover (lower RMSE is better) gives the same crossing: RMSE = 30 - 30 mIoU
-    tc = eff[
-        (eff.task == "treecover")
-        & (eff.init == "dino")
-        & (eff.protocol == "finetune")
-        & (eff.finetune_area == "rome")
-    ].iloc[0]
-    assert tc["metric"] == "rmse" and tc["fraction_needed"] == pytest.approx(expected)
-    # DINO linear in chimoio: 0.36 @ 100% vs scratch chimoio 0.34 -> crosses; scratch at 100%
-    # in chimoio is the reference, not rome's
-    lin = eff[
-        (eff.task == "landcover")
-        & (eff.init == "dino")
-        & (eff.protocol == "linear")
-        & (eff.finetune_area == "chimoio")
-    ].iloc[0]
-    assert lin["reference_value"] == pytest.approx(0.34)
-    assert lin["fraction_needed"] == pytest.approx(10 ** (-1 + (0.34 - 0.28) / 0.08))
-
-
-def test_label_efficiency_never_reached():
-    rows = [r for r in make_rows() if r["task"] == "landcover"]
-    for r in rows:  # cripple DINO linear probing
-        if r["init"] == "dino" and r["protocol"] == "linear":
-            r["value"] -= 0.5
-    s = tables.summarise(tables.validate_rows(pd.DataFrame(rows).astype(object), "mem"))
-    eff = tables.label_efficiency(s)
-    row = eff[(eff.init == "dino") & (eff.protocol == "linear")]
-    assert (row["bound"] == "never").all() and (row["label"] == ">100%").all()
-    assert row["fraction_needed"].isna().all()
-
-
 # ------------------------------------------------------------------ rendering
 def test_markdown_bold_best_per_column(runs):
     s = tables.summarise(tables.collect(runs))
     md = tables.render_markdown(s)
-    sections = md.split("## ")[1:]
+    sections = md.split("### ")[1:]
     assert len(sections) == 4  # 2 tasks x (in-region, out-of-region), primary metric only
     lc_in = next(x for x in sections if x.startswith("Land cover") and "in-region" in x)
     lines = [ln for ln in lc_in.splitlines() if ln.startswith("| ")]
     assert lines[0] == "| Init | Protocol | 1% | 10% | 100% |"
     mae_ft = next(ln for ln in lines if ln.startswith("| MAE | fine-tune"))
     # MAE fine-tune is best (highest mIoU) in every column: 0.400, 0.480, 0.560
-    assert mae_ft.count("**") == 6 and "**0.400 ± 0.014**" in mae_ft
+    assert mae_ft.count("**") == 6 and "**0.400**" in mae_ft  # no predictions: no interval
     assert sum(ln.count("**") for ln in lines) == 6  # nobody else bold
     tc_in = next(x for x in sections if x.startswith("Tree cover") and "in-region" in x)
     assert "RMSE (% tree cover) (↓)" in tc_in.splitlines()[0]
     mae_ft = next(ln for ln in tc_in.splitlines() if ln.startswith("| MAE | fine-tune"))
     # lowest RMSE is best: 30 - 30 * 0.56 = 13.20 at 100%
-    assert "**13.20 ± 0.42**" in mae_ft
+    assert "**13.20**" in mae_ft
     scratch = next(ln for ln in tc_in.splitlines() if ln.startswith("| Scratch | fine-tune"))
     assert "**" not in scratch
 
@@ -325,7 +248,7 @@ def test_latex_booktabs_bold_and_escaping(runs):
     assert r"1\% & 10\% & 100\%" in tex
     first = tex.split(r"\end{table}")[0]
     mae = next(ln for ln in first.splitlines() if ln.startswith("MAE & fine-tune"))
-    assert mae.count(r"\textbf{") == 3 and r"\textbf{0.400 $\pm$ 0.014}" in mae
+    assert mae.count(r"\textbf{") == 3 and r"\textbf{0.400}" in mae
     dino = next(ln for ln in first.splitlines() if ln.startswith("DINO & linear probe"))
     assert r"\textbf" not in dino
 
@@ -341,30 +264,163 @@ def test_best_mask_ties_and_single_values():
     assert tables.best_mask(mean, "rmse")[0.1].tolist() == [False, False, True]
 
 
-def test_cli_writes_all_outputs(runs, tmp_path):
-    t = tmp_path / "tables"
-    rc = main(
+# ------------------------------------------------------------------ runs with predictions
+#: Quality of the synthetic runs (share of correct pixels / 1 - relative tree-cover noise).
+QUALITY = {"pixel": 0.35, "scratch": 0.45, "unet": 0.5, "mae": 0.65, "dino": 0.45}
+
+
+def design(seeds=(0, 1)) -> list[tuple[dict, float]]:
+    """The study design in small: controls, scratch and two pretrained inits under every
+    protocol they run with, three fractions, two areas (rome in region), two tasks."""
+    out = []
+    for task, init, prot, frac, seed, area in itertools.product(
+        ("landcover", "treecover"),
+        QUALITY,
+        ("finetune", "linear", "knn", "decoder"),
+        FRACTIONS,
+        seeds,
+        ("rome", "chimoio"),
+    ):
+        if (init == "unet" and prot != "finetune") or (init == "pixel" and prot != "linear"):
+            continue
+        q = QUALITY[init] + 0.05 * math.log10(frac)
+        if init == "scratch" and prot != "finetune":
+            q -= 0.15  # the frozen random encoder
+        run = dict(
+            task=task,
+            init=init,
+            protocol=prot,
+            fraction=frac,
+            seed=seed,
+            pretrain_area="rome" if init in ("mae", "dino") else "none",
+            finetune_area=area,
+            lr=None if prot == "knn" else 1e-3,
+        )
+        out.append((run, q))
+    return out
+
+
+@pytest.fixture(scope="module")
+def pred_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("finetune")
+    return [write_finetune_run(root, run, q) for run, q in design()]
+
+
+def run_tables(paths, out: Path, *extra: str) -> int:
+    return main(
         [
             "tables",
-            *map(str, runs),
+            *map(str, paths),
             "--out",
-            str(t / "m.csv"),
+            str(out / "m.csv"),
             "--summary",
-            str(t / "s.csv"),
+            str(out / "s.csv"),
             "--markdown",
-            str(t / "s.md"),
+            str(out / "r.md"),
             "--latex",
-            str(t / "s.tex"),
+            str(out / "r.tex"),
             "--label-efficiency",
-            str(t / "eff.csv"),
+            str(out / "eff.csv"),
+            "--differences",
+            str(out / "d.csv"),
+            "--regional",
+            str(out / "reg.csv"),
+            "--bootstrap",
+            "300",
+            "--seed",
+            "3",
+            *extra,
         ]
     )
-    assert rc == 0
-    m = pd.read_csv(t / "m.csv")
-    assert len(m) == len(make_rows()) and list(m.columns) == list(tables.COLUMNS)
-    s = pd.read_csv(t / "s.csv")
+
+
+def test_cli_writes_all_outputs_with_intervals(pred_runs, tmp_path):
+    assert run_tables(pred_runs, tmp_path) == 0
+    m = pd.read_csv(tmp_path / "m.csv")
+    assert list(m.columns) == list(tables.COLUMNS) + ["lr"]  # the selected lr is kept
+    assert m.loc[m.protocol == "knn", "lr"].isna().all() and (m["lr"].dropna() == 1e-3).all()
+    s = pd.read_csv(tmp_path / "s.csv")
     assert list(s.columns) == list(tables.SUMMARY_COLUMNS) and (s["n_seeds"] == 2).all()
-    eff = pd.read_csv(t / "eff.csv")
-    assert len(eff) == 16
-    assert "**" in (t / "s.md").read_text() and r"\textbf" in (t / "s.tex").read_text()
-    assert not list(t.glob(".*tmp*"))  # no temporaries left behind
+    prim = s[s.metric.isin(["miou", "rmse"])]
+    assert prim[["ci_low", "ci_high"]].notna().all().all()
+    assert ((prim.ci_low <= prim["mean"]) & (prim["mean"] <= prim.ci_high)).all()
+    # paired differences: every init but scratch, per protocol, fraction and area
+    d = pd.read_csv(tmp_path / "d.csv")
+    assert list(d.columns) == list(tables.DIFFERENCE_COLUMNS)
+    assert set(d["init"]) == {"pixel", "unet", "mae", "dino"}
+    mae = d[(d.init == "mae") & (d.task == "landcover")]
+    assert (mae["verdict"] == "better").all() and (mae["ci_low"] > 0).all()
+    assert set(d.loc[d.init == "pixel", "reference"]) == {"scratch/finetune"}
+    assert set(d.loc[(d.init == "mae") & (d.protocol == "knn"), "reference"]) == {"scratch/knn"}
+    # label efficiency: MAE detected, DINO (same quality as scratch) not detected
+    eff = pd.read_csv(tmp_path / "eff.csv")
+    assert len(eff) == 2 * 2 * 2 * 4  # tasks x areas x pretrained inits x protocols
+    lc = eff[(eff.task == "landcover") & (eff.protocol == "finetune")]
+    assert set(lc.loc[lc.init == "mae", "status"]) == {"detected"}
+    dino = eff[(eff.init == "dino") & (eff.protocol == "finetune")]
+    assert (dino["status"] != "detected").all()
+    reg = pd.read_csv(tmp_path / "reg.csv")
+    assert set(reg["in_region"]) == {"rome"} and set(reg["out_of_region"]) == {"chimoio"}
+    md = (tmp_path / "r.md").read_text()
+    for text in (
+        "| Per-pixel control | linear probe |",
+        "| Random (frozen) | k-NN probe |",
+        "| U-Net | fine-tune |",
+        "## Paired differences: init minus scratch",
+        "## Label efficiency",
+        "## Regional claim",
+        "not detected",
+    ):
+        assert text in md, text
+    # mean [low, high] cells, and the controls precede the models in every table
+    block = md.split("### Land cover — mIoU (↑) — in-region")[1].split("###")[0]
+    rows = [ln for ln in block.splitlines() if ln.startswith("| ") and "Init" not in ln][1:]
+    assert rows[0].startswith("| Per-pixel control") and rows[4].startswith("| U-Net")
+    assert re.search(r"\| 0\.\d{3} \[0\.\d{3}, 0\.\d{3}\] \|", rows[0])
+    tex = (tmp_path / "r.tex").read_text()
+    assert "Random (frozen)" in tex and "Init minus scratch" in tex
+    assert not list(tmp_path.glob(".*tmp*"))  # no temporaries left behind
+    # deterministic: the same seed gives the same intervals
+    out2 = tmp_path / "again"
+    assert run_tables(pred_runs, out2) == 0
+    assert (out2 / "s.csv").read_bytes() == (tmp_path / "s.csv").read_bytes()
+
+
+def test_missing_predictions_is_an_error_naming_the_file(pred_runs, tmp_path, capsys):
+    p = pred_runs[0]
+    moved = p.parent / "elsewhere.npz"
+    (p.parent / "predictions.npz").rename(moved)
+    try:
+        assert run_tables(pred_runs, tmp_path) == 2
+    finally:
+        moved.rename(p.parent / "predictions.npz")
+    err = capsys.readouterr().err
+    assert str(p.parent / "predictions.npz") in err and "not found" in err
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_bootstrap_zero_reads_a_tidy_csv_without_predictions(runs, tmp_path):
+    csv = tmp_path / "all.csv"
+    tables.write_csv(tables.collect(runs), csv)
+    out = tmp_path / "t"
+    rc = main(
+        ["tables", str(csv), "--out", str(out / "m.csv"), "--summary", str(out / "s.csv")]
+        + ["--markdown", str(out / "r.md"), "--bootstrap", "0"]
+    )
+    assert rc == 0
+    s = pd.read_csv(out / "s.csv")
+    assert s["ci_low"].isna().all() and "**0.400**" in (out / "r.md").read_text()
+    rc = main(["tables", str(csv), "--out", str(out / "m.csv"), "--summary", str(out / "s.csv")])
+    assert rc == 2  # intervals need the per-run predictions
+
+
+def test_metrics_that_disagree_with_their_predictions_are_reported(tmp_path, caplog):
+    run = dict(design()[0][0], lr=1e-3)
+    p = write_finetune_run(tmp_path / "runs", run, 0.5)
+    rows = json.loads(p.read_text())
+    rows[0]["value"] += 0.1  # metrics.json no longer matches predictions.npz
+    p.write_text(json.dumps(rows))
+    with caplog.at_level("WARNING", logger="sarssl.downstream.tables"):
+        boot = tables.paired_bootstrap([p], n_boot=20)
+    assert len(boot.runs) == 1
+    assert str(p) in caplog.text and "from predictions.npz" in caplog.text

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from conftest import TEST_CONFIG, run_snakemake
+from sarssl.vocabulary import init_protocols
 
 pytestmark = [pytest.mark.slow, pytest.mark.workflow]
 
@@ -42,14 +43,14 @@ def test_whole_workflow_on_tiny_config(tmp_path):
     metrics = pd.read_csv(tmp_path / "results/tables/finetune_metrics.csv")
     runs = metrics[["task", "init", "protocol", "fraction", "seed", "finetune_area"]]
     runs = runs.drop_duplicates()
-    n_runs = (
+    # each init under the protocols it runs with: one job per task x init x protocol x
+    # area, running every fraction x seed
+    n_jobs = (
         len(ft["tasks"])
-        * len(ft["inits"])
-        * len(ft["protocols"])
-        * len(ft["fractions"])
-        * len(ft["seeds"])
+        * sum(len(init_protocols(i, ft["protocols"])) for i in ft["inits"])
         * len(ft["areas"])
     )
+    n_runs = n_jobs * len(ft["fractions"]) * len(ft["seeds"])
     assert len(runs) == n_runs
     assert set(metrics["task"]) == set(ft["tasks"])
     assert set(metrics["init"]) == set(ft["inits"])
@@ -116,11 +117,11 @@ def test_whole_workflow_on_tiny_config(tmp_path):
     logs = tmp_path / "logs"
     for rule in ("simulate", "catalogue", "preprocess", "composite", "chips"):
         assert len(list((logs / rule).rglob("*.log"))) >= len(cfg["areas"]), rule
-    assert len(list((logs / "finetune").rglob("*.log"))) == n_runs
+    assert len(list((logs / "finetune").rglob("*.log"))) == n_jobs
     assert len(list((logs / "pretrain").glob("*.log"))) == len(cfg["pretrain"]["methods"])
     for name in ("stats/stats.log", "tables/tables.log"):
         assert (logs / name).exists()
-    assert len(list((tmp_path / "benchmarks/finetune").rglob("*.tsv"))) == n_runs
+    assert len(list((tmp_path / "benchmarks/finetune").rglob("*.tsv"))) == n_jobs
 
     # --- nothing left to do
     again = run_snakemake(tmp_path, TEST_CONFIG, "--cores", "2", "--dry-run")
@@ -159,6 +160,10 @@ def test_whole_workflow_on_tiny_config(tmp_path):
     new_fractions = json.loads(
         (tmp_path / "results/chips" / ft["areas"][0] / "fractions.json").read_text()
     )
-    assert "0.25" in new_fractions["fractions"]
-    for f, ids in old_fractions["fractions"].items():
-        assert new_fractions["fractions"][f] == ids
+    # every seed has its own nested subsets; the old seeds' subsets are unchanged
+    assert sorted(new_fractions["per_seed"], key=int) == [str(s) for s in [*ft["seeds"], 7]]
+    for seed, table in old_fractions["per_seed"].items():
+        assert "0.25" in new_fractions["per_seed"][seed]
+        for f, ids in table.items():
+            assert new_fractions["per_seed"][seed][f] == ids
+    assert new_fractions["per_seed"]["7"]["0.5"] != new_fractions["per_seed"]["0"]["0.5"]

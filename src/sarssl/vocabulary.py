@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from .errors import SarsslError
 
@@ -100,11 +100,27 @@ def assign_season(
 # the study design
 # --------------------------------------------------------------------------------------
 TASKS: tuple[str, ...] = ("landcover", "treecover")
-PROTOCOLS: tuple[str, ...] = ("finetune", "linear")
+PROTOCOLS: tuple[str, ...] = ("finetune", "linear", "knn", "decoder")
+"""How an init is trained on a task: ``finetune`` (every parameter learns), ``linear``
+(one linear layer on the frozen encoder's patch tokens), ``knn`` (k-nearest-neighbour
+label transfer on frozen tokens, no training) and ``decoder`` (the study's conv decoder
+on the frozen encoder)."""
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 PRETRAIN_METHODS: tuple[str, ...] = ("mae", "dino")
-BUILTIN_INITS: tuple[str, ...] = ("scratch", "mae", "dino", "unet")
-"""Built-in initialisations; any other init is the path of an encoder file."""
+BUILTIN_INITS: tuple[str, ...] = ("scratch", "mae", "dino", "unet", "pixel")
+"""Built-in initialisations; any other init is the path of an encoder file. ``unet`` is
+the supervised spatial baseline, ``pixel`` the per-pixel control (a linear model on each
+pixel's channels), and ``scratch`` under a frozen protocol is the frozen randomly
+initialised encoder (the negative control)."""
+INIT_PROTOCOLS: dict[str, tuple[str, ...]] = {"unet": ("finetune",), "pixel": ("linear",)}
+"""Inits that exist under some protocols only (the others take every protocol): the
+U-Net has no frozen encoder, the per-pixel control no encoder at all."""
+
+
+def init_protocols(init: str, protocols: Iterable[str]) -> list[str]:
+    """The ``protocols`` (in their order) that ``init`` can be run with."""
+    allowed = INIT_PROTOCOLS.get(init)
+    return [p for p in protocols if allowed is None or p in allowed]
 
 # --------------------------------------------------------------------------------------
 # land cover: ESA WorldCover 2020 (product user manual v1.0)

@@ -1,10 +1,10 @@
 rule chips:
     """Cut the composite into labelled chips (land cover classes, tree cover %) and assign
-    spatial-band splits (the label fractions are the rule below's)."""
+    spatial-band splits (the label fractions are the rule below's). An unlabelled area
+    (`labels: false`) gets all-ignore labels and only train chips."""
     input:
+        unpack(chips_label_inputs),
         composite="results/composites/{area}.tif",
-        landcover=landcover_input,
-        treecover=treecover_input,
     output:
         index="results/chips/{area}/index.parquet",
         x="results/chips/{area}/x.npy",
@@ -23,10 +23,11 @@ rule chips:
         mem_mb=4000,
     params:
         options=chips_args(),
+        labels=chips_label_args,
         out_dir=out_dir,
     shell:
-        "sarssl chips --composite {input.composite:q} --landcover {input.landcover:q}"
-        " --treecover {input.treecover:q} --area {wildcards.area:q} {params.options}"
+        "sarssl chips --composite {input.composite:q} {params.labels}"
+        " --area {wildcards.area:q} {params.options}"
         " --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
@@ -46,10 +47,11 @@ rule fractions:
     params:
         fractions=fractions_arg(),
         seed=chips_seed,
+        seeds=fraction_seeds_arg(),
         out_dir=out_dir,
     shell:
         "sarssl fractions --chips-dir {params.out_dir:q} --fractions {params.fractions:q}"
-        " --seed {params.seed:q} > {log:q} 2>&1"
+        " --seed {params.seed:q} --seeds {params.seeds:q} > {log:q} 2>&1"
 
 
 rule stats:

@@ -27,6 +27,7 @@ from sarssl.vocabulary import (
     PRETRAIN_METHODS,
     SeasonError,
     fraction_key,
+    init_protocols,
     season_windows,
 )
 
@@ -39,7 +40,7 @@ wildcard_constraints:
     method=r"mae|dino",
     task=r"landcover|treecover",
     init=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-    protocol=r"finetune|linear",
+    protocol=r"finetune|linear|knn|decoder",
     fraction=r"[0-9.]+",
     seed=r"[0-9]+",
 
@@ -134,7 +135,9 @@ def check_config(cfg):
     * ``source: directory`` areas: the product directory and the DEM, land-cover and
       tree-cover rasters exist (paths relative to the working directory);
     * external encoder inits (``*.safetensors``) exist;
-    * every area's bbox is ordered [west, south, east, north] with valid latitudes.
+    * every area's bbox is ordered [west, south, east, north] with valid latitudes;
+    * an unlabelled area (``labels: false``) is never a fine-tuning area, and no other
+      pretraining area comes within one chip of a fine-tuning area (:func:`check_pools`).
     """
     for name, area in cfg["areas"].items():
         check_bbox(name, area["bbox"])
@@ -157,7 +160,10 @@ def check_config(cfg):
     for name, area in cfg["areas"].items():
         if area["source"] != "directory":
             continue
-        for key in ("products", "dem", "landcover", "treecover"):
+        keys = ("products", "dem") + (
+            ("landcover", "treecover") if has_labels(name, cfg) else ()
+        )
+        for key in keys:
             path = Path(area[key])
             if not path.exists():
                 config_error(
@@ -172,6 +178,59 @@ def check_config(cfg):
     for i, init in enumerate(cfg["finetune"]["inits"]):
         if init not in BUILTIN_INITS and not Path(init).is_file():
             config_error(f"finetune.inits[{i}]", f"encoder file {init} does not exist")
+    check_pools(cfg)
+
+
+def check_pools(cfg):
+    """Keep the pretraining pool away from what is tested.
+
+    An unlabelled area has no labels to fine-tune or test on, so naming it in
+    ``finetune.areas`` is an error. A pretraining area that is not itself a fine-tuning
+    area must lie at least one chip (``chips.size`` x ``preprocess.resolution``) from every
+    fine-tuning area's bbox, so that no pretraining window touches (or borders) a test band
+    of a fine-tuning area; the distance is measured on the ground (WGS84 ellipsoid) between
+    the bboxes.
+    """
+    for i, area in enumerate(cfg["finetune"]["areas"]):
+        if area in cfg["areas"] and not has_labels(area, cfg):
+            config_error(
+                f"finetune.areas[{i}]",
+                f"area {area!r} has labels: false (an unlabelled pretraining area): it "
+                "cannot be fine-tuned or tested on",
+            )
+    chip_m = float(cfg["chips"]["size"]) * float(cfg["preprocess"]["resolution"])
+    for p in cfg["pretrain"]["areas"]:
+        if p in cfg["finetune"]["areas"] or p not in cfg["areas"]:
+            continue
+        for f in cfg["finetune"]["areas"]:
+            if f not in cfg["areas"]:
+                continue
+            gap = bbox_gap_m(cfg["areas"][p]["bbox"], cfg["areas"][f]["bbox"])
+            if gap < chip_m:
+                config_error(
+                    f"areas.{p}.bbox",
+                    f"pretraining area {p!r} lies {gap:.0f} m from fine-tuning area {f!r} "
+                    f"(less than one chip, {chip_m:.0f} m): its windows could touch "
+                    f"{f}'s test bands; move it away or pretrain on {f} itself",
+                )
+
+
+def bbox_gap_m(a, b):
+    """Ground distance (m, WGS84) between two lon/lat bboxes, 0 when they intersect: the
+    east-west gap measured along the parallel of the highest latitude of either box (where
+    degrees of longitude are shortest) combined with the north-south gap along a meridian,
+    so never more than the true distance."""
+    from pyproj import Geod
+
+    geod = Geod(ellps="WGS84")
+    dlon = max(b[0] - a[2], a[0] - b[2], 0.0)
+    south, north = max(a[1], b[1]), min(
+        a[3], b[3]
+    )  # separating latitudes when south > north
+    lat_hi = max(abs(v) for v in (a[1], a[3], b[1], b[3]))
+    gx = geod.inv(0.0, lat_hi, dlon, lat_hi)[2] if dlon > 0 else 0.0
+    gy = geod.inv(0.0, north, 0.0, south)[2] if south > north else 0.0
+    return float((gx * gx + gy * gy) ** 0.5)
 
 
 # --------------------------------------------------------------------------------------
@@ -228,13 +287,49 @@ def simulated_areas():
     return [a for a, c in config["areas"].items() if c["source"] == "simulate"]
 
 
+def has_labels(area, cfg=None):
+    """Whether an area has land-cover/tree-cover labels (``labels: false``: an unlabelled
+    area, used only for pretraining)."""
+    return bool((cfg or config)["areas"][area].get("labels", True))
+
+
+def area_pattern(labelled):
+    """Regex of the simulated areas with (or without) labels, for the wildcard constraints
+    that route them to ``simulate`` or ``simulate_unlabelled`` (never matches when none).
+    """
+    names = [re.escape(a) for a in simulated_areas() if has_labels(a) == labelled]
+    return "|".join(names) if names else "(?!)"
+
+
+def simulate_per_season(wildcards):
+    """Acquisitions per season of a simulated area: its own ``per_season`` or the default."""
+    return area_cfg(wildcards).get("per_season", config["simulate"]["per_season"])
+
+
+def chips_label_inputs(wildcards):
+    """Label rasters of ``chips`` (none for an unlabelled area)."""
+    if not has_labels(wildcards.area):
+        return {}
+    return {
+        "landcover": landcover_input(wildcards),
+        "treecover": treecover_input(wildcards),
+    }
+
+
+def chips_label_args(wildcards, input):
+    """``--landcover L --treecover T`` of ``sarssl chips``, or ``--no-labels``."""
+    if not has_labels(wildcards.area):
+        return "--no-labels"
+    return f"--landcover {q(input.landcover)} --treecover {q(input.treecover)}"
+
+
 def simulate_template(wildcards):
     return area_cfg(wildcards)["template"]
 
 
 def truth_dir(wildcards, output):
-    """The truth directory of ``simulate`` (the folder of its land-cover output)."""
-    return os.path.dirname(output.landcover)
+    """The truth directory of ``simulate``/``simulate_unlabelled`` (its DEM's folder)."""
+    return os.path.dirname(output.dem)
 
 
 def simulate_dem_arg(wildcards):
@@ -378,7 +473,10 @@ def preprocess_args(wildcards):
         f"--units {q(pre['units'])}",
         f"--backend {q(pre['backend'])}",
         f"--max-dem-void {q(pre['max_dem_void'])}",
+        f"--max-gcp-residual-px {q(pre['max_gcp_residual_px'])}",
     ]
+    if pre["orbit_dir"]:
+        args.append(f"--orbit-dir {q(pre['orbit_dir'])}")
     if not pre["verify_checksums"]:
         args.append("--no-verify-checksums")
     if pre["terrain_flattening"]:
@@ -410,6 +508,7 @@ def chips_args():
             f"--split-band-width {q(ch['split_band_width'])}",
             f"--split-pattern {q(','.join(ch['split_pattern']))}",
             f"--min-label-coverage {q(ch['min_label_coverage'])}",
+            f"--dtype {q(ch['dtype'])}",
         ]
     )
 
@@ -418,6 +517,11 @@ def fractions_arg():
     """``--fractions`` of ``sarssl fractions``: the configured ones plus 1.0."""
     fractions = sorted({float(f) for f in config["finetune"]["fractions"]} | {1.0})
     return ",".join(fraction_key(f) for f in fractions)
+
+
+def fraction_seeds_arg():
+    """``--seeds`` of ``sarssl fractions``: every fine-tuning seed draws its own subsets."""
+    return ",".join(str(int(s)) for s in config["finetune"]["seeds"])
 
 
 def chips_dir(wildcards):
@@ -464,6 +568,13 @@ def backbone():
     return dict(config["pretrain"]["backbone"], img_size=config["chips"]["size"])
 
 
+def pretraining_runs_arg():
+    """``METHOD=DIR ...`` of the pretraining-curves figure (every configured method)."""
+    return " ".join(
+        q(f"{m}=results/pretrain/{m}") for m in config["pretrain"]["methods"]
+    )
+
+
 def pretrain_hparams(wildcards):
     """``--hparams`` of ``sarssl pretrain``: backbone + the method's section, as JSON."""
     hp = backbone()
@@ -484,7 +595,8 @@ def pretrain_launcher(wildcards, resources):
     With ``gpu: N`` (N > 1) in the profile's ``set-resources: pretrain:``, one job starts N
     processes on its node (``torchrun --standalone``, one per GPU: sarssl.engine picks
     ``LOCAL_RANK``'s GPU and initialises the NCCL process group), i.e. distributed data
-    parallel inside one allocation; the batch size is per process.
+    parallel inside one allocation; ``batch_size`` is the global batch (each process reads
+    its share), so the run makes the updates of one process and needs no lr change.
     """
     gpus = int(getattr(resources, "gpu", 0) or 0)
     if gpus > 1:
@@ -507,9 +619,34 @@ def finetune_hparams():
         "steps_per_epoch",
         "augment",
         "encoder_lr_scale",
+        "lr_grid",
+        "lr_search",
+        "probe_epochs",
+        "probe_lr_grid",
+        "knn_k",
+        "knn_bank",
+        "loader",
+        "in_memory_max_mb",
     ):
         hp[key] = ft[key]
     return q(json.dumps(hp, sort_keys=True))
+
+
+def finetune_run_files(name):
+    """Output ``name`` of every fraction x seed run of one finetune job (its wildcards
+    task, init, protocol and area stay wildcards)."""
+    ft = config["finetune"]
+    return expand(
+        "results/finetune/{{task}}/{{init}}/{{protocol}}/{{area}}/f{fraction}_s{seed}/"
+        + name,
+        fraction=[fraction_key(f) for f in ft["fractions"]],
+        seed=ft["seeds"],
+    )
+
+
+def finetune_fractions_arg():
+    """``--fraction`` of ``sarssl finetune``: every fraction of the design."""
+    return ",".join(fraction_key(f) for f in config["finetune"]["fractions"])
 
 
 INIT_LABEL_MAX = 96
@@ -576,19 +713,20 @@ def finetune_init_args(wildcards, input):
 
 def finetune_metrics():
     """Every fine-tuning run of the study design: tasks x inits x protocols x areas x
-    fractions x seeds, less the U-Net baseline's linear probe (it has no frozen encoder:
-    the U-Net is always trained end to end)."""
+    fractions x seeds, each init under the protocols it runs with
+    (:data:`sarssl.vocabulary.INIT_PROTOCOLS`: the U-Net only end to end, the per-pixel
+    control only as a linear model)."""
     ft = config["finetune"]
     runs = []
     for init in ft["inits"]:
-        protocols = [
-            p for p in ft["protocols"] if not (init == "unet" and p == "linear")
-        ]
+        protocols = init_protocols(init, ft["protocols"])
+        if not protocols:
+            continue
         runs += expand(
             "results/finetune/{task}/{init}/{protocol}/{area}/f{fraction}_s{seed}/metrics.json",
             task=ft["tasks"],
             init=init_label(init),
-            protocol=protocols or ["finetune"],
+            protocol=protocols,
             area=ft["areas"],
             fraction=[fraction_key(f) for f in ft["fractions"]],
             seed=ft["seeds"],
@@ -635,18 +773,29 @@ def qualitative_run():
     return protocol, fraction_key(max(ft["fractions"])), ft["seeds"][0]
 
 
+def qualitative_inits():
+    """(init, protocol) of each init the qualitative maps show: the qualitative run's
+    protocol where the init runs with it, else the first protocol it runs with."""
+    protocol = qualitative_run()[0]
+    ft = config["finetune"]
+    pairs = []
+    for init in ft["inits"]:
+        ps = init_protocols(init, [protocol] + list(ft["protocols"]))
+        if ps:
+            pairs.append((init, ps[0]))
+    return pairs
+
+
 def qualitative_predictions(wildcards):
     """``{task}_{init}`` -> predictions.npz of the qualitative run of every task/init."""
-    protocol, fraction, seed = qualitative_run()
-    ft = config["finetune"]
+    _, fraction, seed = qualitative_run()
     return {
         f"{task}_{init_label(init)}": (
-            f"results/finetune/{task}/{init_label(init)}/"
-            f"{'finetune' if init == 'unet' else protocol}/{wildcards.area}/"
+            f"results/finetune/{task}/{init_label(init)}/{protocol}/{wildcards.area}/"
             f"f{fraction}_s{seed}/predictions.npz"
         )
-        for task in ft["tasks"]
-        for init in ft["inits"]
+        for task in config["finetune"]["tasks"]
+        for init, protocol in qualitative_inits()
     }
 
 
@@ -656,7 +805,7 @@ def qualitative_args(wildcards, input):
     for task in config["finetune"]["tasks"]:
         pairs = [
             q(f"{init_label(init)}={input[f'{task}_{init_label(init)}']}")
-            for init in config["finetune"]["inits"]
+            for init, _ in qualitative_inits()
         ]
         args.append(f"--{task} " + " ".join(pairs))
     return " ".join(args)
@@ -686,7 +835,7 @@ def has_label_efficiency():
         "scratch" in ft["inits"]
         and "finetune" in ft["protocols"]
         and 1.0 in [float(f) for f in ft["fractions"]]
-        and any(i not in ("scratch", "unet") for i in ft["inits"])
+        and any(i not in ("scratch", "unet", "pixel") for i in ft["inits"])
     )
 
 
@@ -713,11 +862,22 @@ def tables_efficiency_arg(wildcards, output):
     )
 
 
+def finetune_predictions():
+    """The predictions.npz beside every run's metrics.json (the tables' bootstrap reads
+    them)."""
+    return [
+        os.path.join(os.path.dirname(m), "predictions.npz") for m in finetune_metrics()
+    ]
+
+
 def table_targets():
-    """Results tables: tidy CSV, summary, Markdown and LaTeX (+ label efficiency)."""
+    """Results tables: tidy CSV, summary with CIs, paired differences, regional claim,
+    Markdown and LaTeX (+ label efficiency)."""
     out = [
         "results/tables/finetune_metrics.csv",
         "results/tables/finetune_summary.csv",
+        "results/tables/differences.csv",
+        "results/tables/regional.csv",
         "results/tables/results.md",
         "results/tables/results.tex",
     ]
@@ -737,8 +897,12 @@ def figure_targets():
     figs += expand(
         "results/figures/{area}/{name}.png",
         area=areas,
-        name=("preprocessing_qa", "composites", "backscatter_distributions"),
+        name=("preprocessing_qa", "composites"),
     )
+    # per-class and test-chip figures: areas with labels (an unlabelled pretraining area
+    # has neither classes nor test chips)
+    areas = [a for a in areas if has_labels(a)]
+    figs += expand("results/figures/{area}/backscatter_distributions.png", area=areas)
     figs += expand(
         "results/figures/{area}/qualitative.png", area=config["finetune"]["areas"]
     )
@@ -748,6 +912,7 @@ def figure_targets():
         figs += expand("results/figures/{area}/attention.png", area=areas)
     if methods:
         figs.append("results/figures/embeddings.png")
+        figs.append("results/figures/pretraining_curves.png")
     if has_label_efficiency():
         figs.append("results/figures/label_efficiency.png")
     return figs

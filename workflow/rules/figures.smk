@@ -118,6 +118,38 @@ rule plot_data_statistics:
         " --seasons {params.seasons} --dpi {params.dpi:q} --out {output.png:q} > {log:q} 2>&1"
 
 
+rule plot_pretraining_curves:
+    """Pretraining loss per step of every method and DINO's collapse diagnostics."""
+    input:
+        metrics=expand(
+            "results/pretrain/{method}/metrics.jsonl",
+            method=config["pretrain"]["methods"],
+        ),
+        runs=expand(
+            "results/pretrain/{method}/run.json", method=config["pretrain"]["methods"]
+        ),
+    output:
+        png=report(
+            "results/figures/pretraining_curves.png",
+            caption="../report/pretraining_curves.rst",
+            category="Pretraining",
+            subcategory="all areas",
+            labels={"area": "all", "figure": "pretraining curves"},
+        ),
+        pdf="results/figures/pretraining_curves.pdf",
+    log:
+        "logs/figures/pretraining_curves.log",
+    conda:
+        "../envs/plot.yaml"
+    threads: 1
+    params:
+        runs=pretraining_runs_arg(),
+        dpi=figure_dpi(),
+    shell:
+        "sarssl plot pretraining-curves --run {params.runs} --dpi {params.dpi:q}"
+        " --out {output.png:q} > {log:q} 2>&1"
+
+
 rule plot_mae_reconstructions:
     """MAE input, random mask and reconstruction of a few test chips of an area."""
     input:
@@ -241,9 +273,10 @@ rule plot_qualitative:
 
 
 rule plot_learning_curves:
-    """Metric versus label fraction per task, initialisation, protocol and area."""
+    """Metric versus label fraction per task, initialisation, protocol and area, with
+    bootstrap confidence bands and the controls (per-pixel, random frozen, U-Net)."""
     input:
-        metrics="results/tables/finetune_metrics.csv",
+        summary="results/tables/finetune_summary.csv",
     output:
         png=report(
             "results/figures/learning_curves.png",
@@ -261,12 +294,13 @@ rule plot_learning_curves:
     params:
         dpi=figure_dpi(),
     shell:
-        "sarssl plot learning-curves --metrics {input.metrics:q} --dpi {params.dpi:q}"
+        "sarssl plot learning-curves --summary {input.summary:q} --dpi {params.dpi:q}"
         " --out {output.png:q} > {log:q} 2>&1"
 
 
 rule plot_label_efficiency:
-    """Fraction of labels each pretrained encoder needs to match scratch at 100 %."""
+    """Fraction of labels each pretrained encoder needs to match scratch at 100 %, with
+    its bootstrap interval; "not detected" where the gain's interval includes 0."""
     input:
         efficiency="results/tables/label_efficiency.csv",
     output:

@@ -1,20 +1,22 @@
 rule finetune:
-    """Fine-tune (or linear-probe) an encoder on one task at one label fraction and seed,
-    on one area's chips; evaluate on its test split."""
+    """Train one init under one protocol on one task and area at every label fraction and
+    seed of the design (one process: the runs share its start-up), each run on its seed's
+    label subset, its learning rate chosen on the validation split, scored once on the
+    test split."""
     input:
         stores=expand("results/chips/{{area}}/{file}", file=CHIP_FILES),
         fractions="results/chips/{area}/fractions.json",
         stats="results/chips/stats.json",
         encoder=finetune_encoder,
     output:
-        metrics="results/finetune/{task}/{init}/{protocol}/{area}/f{fraction}_s{seed}/metrics.json",
-        predictions="results/finetune/{task}/{init}/{protocol}/{area}/f{fraction}_s{seed}/predictions.npz",
-        run="results/finetune/{task}/{init}/{protocol}/{area}/f{fraction}_s{seed}/run.json",
-        checkpoint="results/finetune/{task}/{init}/{protocol}/{area}/f{fraction}_s{seed}/checkpoint.pt",
+        metrics=finetune_run_files("metrics.json"),
+        predictions=finetune_run_files("predictions.npz"),
+        run=finetune_run_files("run.json"),
+        checkpoint=finetune_run_files("checkpoint.pt"),
     log:
-        "logs/finetune/{task}/{init}/{protocol}/{area}/f{fraction}_s{seed}.log",
+        "logs/finetune/{task}/{init}/{protocol}/{area}.log",
     benchmark:
-        "benchmarks/finetune/{task}/{init}/{protocol}/{area}/f{fraction}_s{seed}.tsv"
+        "benchmarks/finetune/{task}/{init}/{protocol}/{area}.tsv"
     conda:
         "../envs/torch.yaml"
     threads: 1
@@ -25,10 +27,12 @@ rule finetune:
         init=finetune_init_args,
         hparams=finetune_hparams(),
         chips_dir=chips_dir,
-        out_dir=out_dir,
+        fractions=finetune_fractions_arg(),
+        seeds=fraction_seeds_arg(),
+        runs_dir="results/finetune/{task}/{init}/{protocol}/{area}",
     shell:
         "OMP_NUM_THREADS={threads} OMP_WAIT_POLICY=PASSIVE sarssl finetune --task {wildcards.task:q} --threads {threads}"
-        " {params.init} --protocol {wildcards.protocol:q} --fraction {wildcards.fraction:q}"
-        " --seed {wildcards.seed:q} --chips-dir {params.chips_dir:q}"
+        " {params.init} --protocol {wildcards.protocol:q} --fraction {params.fractions:q}"
+        " --seed {params.seeds:q} --chips-dir {params.chips_dir:q}"
         " --stats {input.stats:q} --hparams {params.hparams}"
-        " --finetune-area {wildcards.area:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        " --finetune-area {wildcards.area:q} --runs-dir {params.runs_dir:q} > {log:q} 2>&1"

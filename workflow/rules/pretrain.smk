@@ -32,9 +32,11 @@ rule pretrain:
         out_dir=out_dir,
         launcher=pretrain_launcher,
         checkpoint_every=config["pretrain"]["checkpoint_every"],
+        deterministic=str(config["pretrain"]["deterministic"]).lower(),
         resume_dir=resume_dir,
     shell:
         "OMP_NUM_THREADS={threads} {params.launcher} pretrain --method {wildcards.method:q} --threads {threads}"
         " {params.chips_dirs} --stats {input.stats:q} --hparams {params.hparams}"
         " --seed {params.seed:q} --out-dir {params.out_dir:q}"
-        " --checkpoint-every {params.checkpoint_every:q} --resume-dir {params.resume_dir:q} > {log:q} 2>&1"
+        " --checkpoint-every {params.checkpoint_every:q} --deterministic {params.deterministic:q}"
+        " --resume-dir {params.resume_dir:q} > {log:q} 2>&1"

@@ -1,9 +1,12 @@
 rule tables:
-    """Collect every fine-tuning run's metrics into one tidy table, a summary (mean and
-    std over seeds), the results tables as Markdown and LaTeX (best value in bold) and,
-    where the design allows, the label-efficiency table."""
+    """Collect every fine-tuning run's metrics into one tidy table and a summary (mean,
+    std and the bootstrap confidence interval over test chips and seeds, from each run's
+    predictions), the paired differences from scratch, the regional claim, the results
+    tables as Markdown and LaTeX (mean [CI], controls included) and, where the design
+    allows, the label-efficiency table."""
     input:
         metrics=finetune_metrics(),
+        predictions=finetune_predictions(),
     output:
         **label_efficiency_output(),
         metrics=report(
@@ -18,6 +21,18 @@ rule tables:
             category="Tables",
             labels={"table": "summary over seeds"},
         ),
+        differences=report(
+            "results/tables/differences.csv",
+            caption="../report/differences_table.rst",
+            category="Tables",
+            labels={"table": "paired differences from scratch"},
+        ),
+        regional=report(
+            "results/tables/regional.csv",
+            caption="../report/regional_table.rst",
+            category="Tables",
+            labels={"table": "regional claim"},
+        ),
         markdown="results/tables/results.md",
         latex="results/tables/results.tex",
     log:
@@ -27,10 +42,16 @@ rule tables:
     threads: 1
     params:
         efficiency=tables_efficiency_arg,
+        bootstrap=config["statistics"]["bootstrap"],
+        confidence=config["statistics"]["confidence"],
+        seed=config["seed"],
     shell:
         "sarssl tables {input.metrics:q} --out {output.metrics:q}"
         " --summary {output.summary:q} --markdown {output.markdown:q}"
-        " --latex {output.latex:q} {params.efficiency} > {log:q} 2>&1"
+        " --latex {output.latex:q} --differences {output.differences:q}"
+        " --regional {output.regional:q} --bootstrap {params.bootstrap:q}"
+        " --confidence {params.confidence:q} --seed {params.seed:q}"
+        " {params.efficiency} > {log:q} 2>&1"
 
 
 rule figures:

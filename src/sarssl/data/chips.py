@@ -5,6 +5,10 @@
 [--split-band-width M] [--split-pattern train,train,train,test,val]
 --out-dir results/chips/A [--export-split SPLIT --export-dir DIR]``
 
+``sarssl chips --composite C.tif --no-labels ...`` cuts an *unlabelled* area (used only for
+self-supervised pretraining): its store holds all-ignore land cover (255), NaN tree cover
+and only ``train`` chips (nothing of it is ever tested).
+
 ``sarssl fractions --chips-dir D --fractions 0.01,...,1.0 --seed S``
 
 ``sarssl stats --chips-dir D [--chips-dir ...] --out stats.json``
@@ -42,7 +46,11 @@ wide whose long axis points ``--split-angle`` degrees anticlockwise from east; b
 coordinates, so deterministic and extent-independent), and split =
 ``pattern[b mod len(pattern)]`` (default train,train,train,test,val = 60/20/20).
 Neighbouring chips of different splits therefore only touch along band edges, never
-interleave, which limits spatial autocorrelation leaking from train into test.
+interleave, which limits spatial autocorrelation leaking from train into test. With
+``--overlap > 0`` neighbouring chips share pixels, so a chip whose footprint reaches into
+a band of another split than its centre's is dropped (``qa.csv`` reason
+``split_boundary``): no pixel lies in chips of two splits. Bands should then be several
+chips wide, or most chips near band edges are lost.
 
 **Label fractions.** ``sarssl fractions`` (and only it) writes ``fractions.json``: nested
 subsets of the training ids, sorted ids shuffled once with ``--seed``, fraction ``f``
@@ -87,6 +95,7 @@ from ..sar.grid import Grid
 from ..vocabulary import CHANNELS, IGNORE_INDEX, SPLITS
 from .store import (
     DEFAULT_FRACTIONS,
+    X_STORE_DTYPES,
     ChipStore,
     StoreWriter,
     landcover_majority,
@@ -175,6 +184,35 @@ def split_bands(
     band = np.floor(d / width).astype(np.int64)
     splits = [pattern[int(b) % len(pattern)] for b in band]
     return band, splits
+
+
+def reaches_other_split(
+    chips: Sequence[ChipSpec], side: float, angle_deg: float, width: float, pattern: Sequence[str]
+) -> np.ndarray:
+    """Whether each chip's footprint (``side`` CRS units square) reaches into a band whose
+    split differs from the split of its centre (:func:`split_bands`). With overlapping
+    chips such a chip would share pixels with chips of that other split; touching a band
+    edge is not reaching into the band."""
+    a = math.radians(angle_deg)
+    x = np.array([c.x_left for c in chips], np.float64)
+    y = np.array([c.y_top for c in chips], np.float64)
+    d = np.stack(
+        [
+            -(x + dx) * math.sin(a) + (y + dy) * math.cos(a)
+            for dx, dy in ((0, 0), (side, 0), (0, -side), (side, -side))
+        ]
+    )
+    eps = 1e-9 * max(width, side)
+    first = np.floor((d.min(0) + eps) / width).astype(np.int64)
+    last = np.ceil((d.max(0) - eps) / width).astype(np.int64) - 1
+    _, own = split_bands(x + side / 2, y - side / 2, angle_deg, width, pattern)
+    return np.array(
+        [
+            any(pattern[b % len(pattern)] != s for b in range(lo, hi + 1))
+            for lo, hi, s in zip(first, last, own)
+        ],
+        dtype=bool,
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -375,8 +413,8 @@ def _write_pass(src, composite, kept, size, lc_full, tc_full, writer, area, prog
 
 def make_chips(
     composite: str | os.PathLike,
-    landcover: str | os.PathLike,
-    treecover: str | os.PathLike,
+    landcover: str | os.PathLike | None,
+    treecover: str | os.PathLike | None,
     area: str,
     out_dir: str | os.PathLike,
     *,
@@ -390,16 +428,25 @@ def make_chips(
     export_split: str | None = None,
     export_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    dtype: str = "float16",
 ) -> dict[str, Any]:
-    """Build the chip store of one area; returns its ``store.json`` content.
+    """Build the chip store of one area; returns its ``store.json`` content. ``dtype``:
+    how ``x.npy`` holds the dB values (float16, or compact uint16/uint8 codes:
+    :class:`~sarssl.data.store.XCodec`).
 
     Label rasters covering less than ``min_label_coverage`` of the valid composite pixels
     are an :class:`InputError`; a full disk is an :class:`~sarssl.errors.OutputError`
     (nothing is left behind either way). No label fractions (nothing here is random): they
-    are :func:`run_fractions`'s, the one writer of ``fractions.json``."""
+    are :func:`run_fractions`'s, the one writer of ``fractions.json``.
+
+    ``landcover = treecover = None``: an unlabelled area (pretraining only): all-ignore
+    labels, no label-coverage check, every chip in ``train``."""
     from .labels import read_landcover, read_treecover
 
     composite = Path(composite)
+    labelled = landcover is not None
+    if labelled != (treecover is not None):
+        raise SarsslError("--landcover and --treecover go together (or neither: --no-labels)")
     if not 0.0 <= max_nodata <= 1.0:
         raise SarsslError(f"--max-nodata {max_nodata}: must be in [0, 1]")
     if not 0.0 <= min_label_coverage <= 1.0:
@@ -424,28 +471,46 @@ def make_chips(
             "%s: %d candidate chips of %d px (overlap %d)", composite, len(chips), size, overlap
         )
 
-        lc_full = read_landcover(landcover, grid)
-        tc_full = read_treecover(treecover, grid)
+        if labelled:
+            lc_full = read_landcover(landcover, grid)
+            tc_full = read_treecover(treecover, grid)
+        else:  # unlabelled (pretraining-only) area: all-ignore labels
+            lc_full = np.full((grid.height, grid.width), IGNORE_INDEX, dtype=np.uint8)
+            tc_full = np.full((grid.height, grid.width), np.nan, dtype=np.float32)
 
         keep, nodata_frac, reasons, coverage = _quality_pass(
             src, composite, chips, size, lc_full, tc_full, max_nodata, area, progress
         )
         n_valid, n_landcover, n_treecover = coverage
-        label_coverage = _check_label_coverage(
-            {
-                "landcover": (Path(landcover), n_landcover),
-                "treecover": (Path(treecover), n_treecover),
-            },
-            n_valid,
-            area,
-            min_label_coverage,
+        label_coverage = (
+            _check_label_coverage(
+                {
+                    "landcover": (Path(landcover), n_landcover),
+                    "treecover": (Path(treecover), n_treecover),
+                },
+                n_valid,
+                area,
+                min_label_coverage,
+            )
+            if labelled
+            else None
         )
+        band_width = float(split_band_width) if split_band_width else size * res
+        # overlapping chips share pixels: one reaching into a band of another split is
+        # dropped, so that no pixel is in chips of two splits
+        boundary = np.zeros(len(chips), bool)
+        if overlap > 0 and labelled:
+            boundary = keep & reaches_other_split(
+                chips, size * res, split_angle, band_width, split_pattern
+            )
+            keep = keep & ~boundary
         kept = [c for c, k in zip(chips, keep) if k]
         n = len(kept)
         qa = {
             "kept": n,
             "nodata": reasons["nodata"],
             "constant_channel": reasons["constant_channel"],
+            "split_boundary": int(boundary.sum()),
         }
         log.info("%s: %s", area, qa)
         if n == 0:
@@ -453,14 +518,15 @@ def make_chips(
                 f"{composite}: all {len(chips)} chips were dropped ({qa}); check the composite"
             )
 
-        band_width = float(split_band_width) if split_band_width else size * res
         index = _chip_index(
             kept, epsg, grid, size, nodata_frac[keep], area, split_angle, band_width, split_pattern
         )
+        if not labelled:
+            index["split"] = "train"  # nothing of an unlabelled area is ever tested
 
         out_dir = Path(out_dir)
         with _store_write_errors(out_dir), atomic_dir(out_dir) as tmp:
-            writer = StoreWriter(tmp, n, size, CHANNELS)
+            writer = StoreWriter(tmp, n, size, CHANNELS, dtype=dtype)
             lc_major, tc_mean = _write_pass(
                 src, composite, kept, size, lc_full, tc_full, writer, area, progress
             )
@@ -485,8 +551,9 @@ def make_chips(
                     "composite": str(composite),
                     "composite_method": comp_tags.get("COMPOSITE_METHOD"),
                     "year": comp_tags.get("YEAR"),
-                    "landcover": str(landcover),
-                    "treecover": str(treecover),
+                    "labels": labelled,
+                    "landcover": str(landcover) if labelled else None,
+                    "treecover": str(treecover) if labelled else None,
                     "label_coverage": label_coverage,
                     "candidates": len(chips),
                     "qa": qa,
@@ -629,10 +696,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--composite", required=True, help="12-band seasonal composite (sarssl composite)"
     )
     parser.add_argument(
-        "--landcover", required=True, help="WorldCover-coded land cover raster (any CRS)"
+        "--landcover", default=None, help="WorldCover-coded land cover raster (any CRS)"
     )
     parser.add_argument(
-        "--treecover", required=True, help="MOD44B-style tree cover percent raster (any CRS)"
+        "--treecover", default=None, help="MOD44B-style tree cover percent raster (any CRS)"
+    )
+    parser.add_argument(
+        "--no-labels",
+        action="store_true",
+        help="an unlabelled area (pretraining only): no label rasters; all-ignore labels "
+        "and every chip in train",
     )
     parser.add_argument("--area", required=True, help="area name recorded in the index")
     parser.add_argument("--size", type=int, default=64, help="chip size in pixels (the study: 448)")
@@ -674,9 +747,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--export-dir", default=None, help="where --export-split writes its GeoTIFFs"
     )
+    parser.add_argument(
+        "--dtype",
+        choices=X_STORE_DTYPES,
+        default="float16",
+        help="x.npy: float16 dB, or dB quantised per channel to uint8 (half the bytes of "
+        "float16, error <= 0.118 dB) or uint16 (same bytes, uniform error <= 0.00046 dB); "
+        "scale/offset in store.json",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    given = (args.landcover is not None, args.treecover is not None)
+    if args.no_labels and any(given):
+        raise SarsslError("--no-labels and --landcover/--treecover exclude each other")
+    if not args.no_labels and not all(given):
+        raise SarsslError("--landcover and --treecover are required (or --no-labels)")
     make_chips(
         args.composite,
         args.landcover,
@@ -692,6 +778,7 @@ def run(args: argparse.Namespace) -> int:
         split_pattern=args.split_pattern,
         export_split=args.export_split,
         export_dir=args.export_dir,
+        dtype=args.dtype,
     )
     return 0
 
@@ -719,6 +806,13 @@ def add_fractions_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=int, required=True, help="seed of the label-fraction subsets"
     )
+    parser.add_argument(
+        "--seeds",
+        type=lambda t: [int(v) for v in _csv_floats(t)],
+        default=None,
+        help="fine-tuning run seeds S1,S2,...: each gets its own nested subsets, drawn with "
+        "[--seed, S] (without it one subset per fraction is shared by every seed)",
+    )
 
 
 def run_fractions(args: argparse.Namespace) -> int:
@@ -726,9 +820,16 @@ def run_fractions(args: argparse.Namespace) -> int:
     label-fraction subsets of its training ids. The subsets depend only on the ids and the
     seed (fraction ``f`` is a prefix of one seeded shuffle), so adding fractions never
     changes the existing ones, and the workflow can change ``finetune.fractions`` without
-    re-cutting chips or pretraining."""
-    fr = write_fractions(args.chips_dir, ChipStore(args.chips_dir).index, args.fractions, args.seed)
-    log.info("%s/fractions.json: %s", args.chips_dir, {f: len(v) for f, v in fr.items()})
+    re-cutting chips or pretraining. With ``--seeds`` each run seed has its own subsets."""
+    fr = write_fractions(
+        args.chips_dir, ChipStore(args.chips_dir).index, args.fractions, args.seed, args.seeds
+    )
+    sizes = (
+        {s: {f: len(v) for f, v in t.items()} for s, t in fr.items()}
+        if args.seeds
+        else {f: len(v) for f, v in fr.items()}
+    )
+    log.info("%s/fractions.json: %s", args.chips_dir, sizes)
     return 0
 
 

@@ -1,14 +1,16 @@
 """Reading chips of a chip store for a model: one path, raw batches.
 
 Every consumer reads chips through :class:`ChipBatches`: batches of rows read with one
-``pread`` per contiguous run of rows straight into batch buffers, raw (float16 dB, NaN =
-no data), normalised afterwards on the consumer's device with
-:func:`sarssl.data.normalize.normalize_batch` / :class:`~sarssl.data.normalize.Normalize`.
-On top of it:
+``pread`` per contiguous run of rows straight into batch buffers, raw (the store's bytes:
+float16 dB with NaN = no data, or the uint16/uint8 codes of a compact store), decoded
+(:func:`decode_batch`, compact stores only) and normalised afterwards on the consumer's
+device with :func:`sarssl.data.normalize.normalize_batch` /
+:class:`~sarssl.data.normalize.Normalize`. On top of it:
 
 - :class:`BatchLoader`: the training iterator; threads fill a ring of reused (pinned)
-  batch buffers ahead of the consumer, optionally moving each batch to a device
-  (pretraining).
+  batch buffers ahead of the consumer; with a ``device`` and/or ``transform`` each batch
+  is copied and transformed (decode + normalise) one step ahead, on a side CUDA stream,
+  so the copy overlaps the consumer's compute (pretraining).
 - :func:`load_chips` -> :class:`ChipTensors`: chosen chips of a store held in memory as
   tensors, raw or normalised, with their labels, rows and ids (fine-tuning, which visits
   its small splits many times, and every figure that shows chips).
@@ -17,14 +19,14 @@ On top of it:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError, SarsslError
 from .normalize import normalize_batch
-from .store import ChipStore, load_stats
+from .store import ChipStore, XCodec, load_stats
 
 STORE_ARRAYS: dict[str, str] = {"x": "x", "landcover": "landcover", "treecover_map": "treecover"}
 """Batch key -> :class:`~sarssl.data.store.ChipStore` array, in reading order."""
@@ -93,6 +95,9 @@ class ChipBatches:
     (float16 dB, NaN = no data) so the host moves half the bytes of float32 and the
     normalisation runs on the consumer's device (:mod:`sarssl.data.normalize`).
 
+    A compact store's ``x`` items are its codes: :meth:`decode` (or :func:`decode_batch`
+    with :attr:`codec`) turns them into float32 dB on any device.
+
     Item: ``{"x": (B, C, S, S) store dtype, "landcover": uint8 (B, S, S),
     "treecover_map": float16 (B, S, S), "treecover": float32 (B,), "row": int64 (B,)}``
     (``labels=False`` leaves out the two label maps; ``arrays`` names exactly which of
@@ -134,6 +139,7 @@ class ChipBatches:
                 f"ChipBatches: arrays {list(arrays)}: expected some of {list(STORE_ARRAYS)}"
             )
         self.arrays = tuple(k for k in STORE_ARRAYS if k in arrays)
+        self.codec = self.store.codec
         self.batch_size = int(batch_size)
         self.block_rows = int(block_rows)
         self.shuffle = bool(shuffle)
@@ -179,7 +185,7 @@ class ChipBatches:
         n = self.batch_size if n is None else int(n)
         out = {}
         for key in self.arrays:
-            arr = getattr(self.store, STORE_ARRAYS[key])
+            arr = self.store.stored(STORE_ARRAYS[key])
             dtype = torch.from_numpy(np.empty(0, arr.dtype)).dtype
             t = _empty((n, *arr.shape[1:]), dtype, shared)
             out[key] = t.pin_memory() if pin else t
@@ -192,7 +198,7 @@ class ChipBatches:
         if files is None or files[0] != os.getpid():
             table = {}
             for key in self.arrays:
-                arr = getattr(self.store, STORE_ARRAYS[key])
+                arr = self.store.stored(STORE_ARRAYS[key])
                 if not isinstance(arr, np.memmap):  # empty store: nothing to read
                     continue
                 fd = os.open(arr.filename, os.O_RDONLY)
@@ -215,6 +221,10 @@ class ChipBatches:
                 dst = out[key].numpy()[start + pos : start + pos + k]
                 view = memoryview(dst.reshape(-1).view(np.uint8))
                 _pread_full(fd, view, offset + r0 * row_bytes, f"{self.store.path}/{key}")
+
+    def decode(self, x: Any) -> Any:
+        """``x`` of a raw batch as dB on its device (:func:`decode_batch`)."""
+        return decode_batch(x, self.codec)
 
     def meta(self, rows: np.ndarray) -> dict[str, Any]:
         """The small per-chip fields of a batch (new tensors, not reused)."""
@@ -267,13 +277,23 @@ class BatchLoader:
     """Iterate over :class:`ChipBatches` with threads filling a ring of reused buffers.
 
     ``threads`` background threads copy the blocks of the next ``prefetch`` batches
-    straight from the memory maps into preallocated (pinned, when CUDA is available)
-    batch tensors, so there are no per-batch allocations, page faults or inter-process
-    transfers. With ``device`` the batch is moved there (non-blocking) and a CUDA event
-    guards the host buffer against being refilled before the copy has finished.
+    straight from the files into preallocated (pinned, when CUDA is available) batch
+    tensors, so there are no per-batch allocations, page faults or inter-process
+    transfers.
 
-    **Host tensors are reused**: a batch stays valid until ``prefetch + 1`` further
-    batches have been requested (device tensors are fresh). The ``k``-th ``iter()``
+    With a ``device`` and/or a ``transform`` (a function of the batch dict, e.g. decode +
+    normalise of ``x``; its result is what the loader yields) each batch is *staged*: moved
+    to the device (non-blocking) and transformed one step ahead of the consumer, i.e.
+    batch ``i + 1`` is staged before batch ``i`` is handed out (``overlap=True``, the
+    default; ``overlap=False`` stages each batch when it is asked for, the synchronous
+    reference). On CUDA the staging runs on a side stream: the copy and the transform
+    overlap the consumer's compute on its own stream, which waits for the staged batch
+    through an event (no host synchronisation); a second event guards the host buffer
+    against being refilled before its copy has finished. On the CPU the same one-ahead
+    structure runs in order (:class:`Stager`), so tests exercise it.
+
+    **Host tensors are reused**: an unstaged batch stays valid until ``prefetch + 1``
+    further batches have been requested (staged ones are fresh). The ``k``-th ``iter()``
     runs epoch ``self.epoch`` (starting at the dataset's epoch, +1 per iteration; set
     ``loader.epoch`` to resume), i.e. the shuffle of ``(seed, epoch)``.
     """
@@ -286,6 +306,8 @@ class BatchLoader:
         prefetch: int = 2,
         pin_memory: bool | None = None,
         device: Any = None,
+        transform: Callable[[dict[str, Any]], Any] | None = None,
+        overlap: bool = True,
     ) -> None:
         import torch
 
@@ -296,16 +318,43 @@ class BatchLoader:
         self.prefetch = int(prefetch)
         self.device = torch.device(device) if device is not None else None
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        self.transform = transform
+        self.overlap = bool(overlap)
         self._ring: list[dict[str, Any]] | None = None
         self.epoch = batches.epoch
 
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        from concurrent.futures import ThreadPoolExecutor
+    def __iter__(self) -> Iterator[Any]:
+        host = self._host_batches()
+        if self.device is None and self.transform is None:
+            return host
+        return self._staged(host)
 
-        import torch
+    def _staged(self, host: Iterator[tuple[dict[str, Any], int]]) -> Iterator[Any]:
+        """Stage every host batch (device copy + transform), one ahead when ``overlap``."""
+        stager = Stager(self.device, self.transform)
+        try:
+            if not self.overlap:
+                for batch, slot in host:
+                    yield stager.ready(stager.stage(batch, slot, self._events))
+                return
+            ahead = None
+            for batch, slot in host:
+                staged = stager.stage(batch, slot, self._events)
+                if ahead is not None:
+                    yield stager.ready(ahead)
+                ahead = staged
+            if ahead is not None:
+                yield stager.ready(ahead)
+        finally:
+            host.close()
+
+    def _host_batches(self) -> Iterator[Any]:
+        """Host batches of the next epoch, read by the threads ``prefetch`` ahead (with
+        their ring slot when staging follows)."""
+        from concurrent.futures import ThreadPoolExecutor
 
         ds = self.batches
         ds.set_epoch(self.epoch)
@@ -315,13 +364,15 @@ class BatchLoader:
         if self._ring is None:
             self._ring = [ds.buffers(pin=self.pin_memory) for _ in range(self.prefetch + 2)]
         ring = self._ring
-        events: list[Any] = [None] * len(ring)
-        cuda = self.device is not None and self.device.type == "cuda"
+        self._events: list[Any] = [None] * len(ring)
+        events = self._events
+        with_slot = self.device is not None or self.transform is not None
 
         def submit(pool: ThreadPoolExecutor, i: int) -> list[Any]:
             slot = i % len(ring)
             if events[slot] is not None:
-                events[slot].synchronize()  # the previous H2D copy from this buffer is done
+                # the copy from this buffer was issued a step ago: normally already done
+                events[slot].synchronize()
                 events[slot] = None
             rows = plan[i]
             parts = [
@@ -346,13 +397,78 @@ class BatchLoader:
                 k = rows.size
                 batch = {key: t[:k] for key, t in ring[slot].items()}
                 batch.update(ds.meta(rows))
-                if self.device is not None:
-                    batch = {key: t.to(self.device, non_blocking=True) for key, t in batch.items()}
-                    if cuda:
-                        ev = torch.cuda.Event()
-                        ev.record()
-                        events[slot] = ev
-                yield batch
+                yield (batch, slot) if with_slot else batch
+
+
+class Stager:
+    """Moves a host batch to ``device`` and applies ``transform``, on a side CUDA stream
+    when the device is a GPU (else in order, on the calling thread).
+
+    :meth:`stage` issues the work and returns a handle; :meth:`ready` makes the current
+    stream wait for it (a GPU-side event wait, not a host synchronisation) and marks the
+    staged tensors as used by that stream for the caching allocator.
+    """
+
+    def __init__(self, device: Any, transform: Callable[[dict[str, Any]], Any] | None) -> None:
+        import torch
+
+        self.device = torch.device(device) if device is not None else None
+        self.transform = transform
+        cuda = self.device is not None and self.device.type == "cuda"
+        self.stream = torch.cuda.Stream(self.device) if cuda else None
+        if self.stream is not None:  # e.g. statistics the transform uses, moved just before
+            self.stream.wait_stream(torch.cuda.current_stream(self.device))
+
+    def _move(self, batch: dict[str, Any]) -> Any:
+        if self.device is not None:
+            batch = {k: t.to(self.device, non_blocking=True) for k, t in batch.items()}
+        return self.transform(batch) if self.transform is not None else batch
+
+    def stage(self, batch: dict[str, Any], slot: int, host_events: list[Any]) -> tuple[Any, Any]:
+        if self.stream is None:
+            return self._move(batch), None
+        import torch
+
+        with torch.cuda.stream(self.stream):
+            out = self._move(batch)
+            done = torch.cuda.Event()
+            done.record(self.stream)
+        host_events[slot] = done  # the host buffer may be refilled once this has passed
+        return out, done
+
+    def ready(self, staged: tuple[Any, Any]) -> Any:
+        out, done = staged
+        if done is None:
+            return out
+        import torch
+
+        current = torch.cuda.current_stream(self.device)
+        current.wait_event(done)
+        for t in _tensors(out):
+            if t.device.type == "cuda":
+                t.record_stream(current)
+        return out
+
+
+def _tensors(obj: Any) -> Iterator[Any]:
+    """The tensors in a (nested) dict/list/tuple."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v)
+
+
+def decode_batch(x: Any, codec: XCodec | None) -> Any:
+    """dB of a raw ``x`` batch on its device: unchanged for a float16 store (``codec``
+    None), else the compact store's codes decoded to float32 dB, NaN = no data
+    (:meth:`sarssl.data.store.XCodec.decode_torch`)."""
+    return x if codec is None else codec.decode_torch(x)
 
 
 # --------------------------------------------------------------------------------------
@@ -409,10 +525,11 @@ def load_chips(
 
     ``arrays``: which of ``x``, ``landcover`` (uint8), ``treecover_map`` (float16) to
     read; ``treecover`` (float32 chip means from the index) always comes along. Without
-    ``stats`` ``x`` stays raw (store dtype, float16 dB, NaN = no data); with ``stats``
-    (a ``stats.json`` path or its dict) it is normalised chunk by chunk on ``device``
-    into ``image`` (float32, :func:`~sarssl.data.normalize.normalize_batch`) and the raw
-    chips are not kept. Tensors are on ``device`` (default the CPU).
+    ``stats`` ``x`` is dB with NaN = no data: raw float16 for a float16 store, decoded to
+    float32 (on ``device``) for a compact store; with ``stats`` (a ``stats.json`` path or
+    its dict) it is decoded and normalised chunk by chunk on ``device`` into ``image``
+    (float32, :func:`~sarssl.data.normalize.normalize_batch`) and the raw chips are not
+    kept. Tensors are on ``device`` (default the CPU).
     """
     import torch
 
@@ -422,8 +539,11 @@ def load_chips(
     device = torch.device("cpu") if device is None else torch.device(device)
     norm = load_stats(stats, st.channels) if stats is not None and "x" in reader.arrays else None
     like = reader.buffers(0)  # the shape of one chip and the dtype of every array
+    codec = reader.codec if "x" in reader.arrays else None
     if norm is not None:
         like["image"] = like.pop("x").to(torch.float32)
+    elif codec is not None:
+        like["x"] = like["x"].to(torch.float32)
     out = {
         k: torch.empty((rows.size, *t.shape[1:]), dtype=t.dtype, device=device)
         for k, t in like.items()
@@ -435,6 +555,8 @@ def load_chips(
         end = start + part.size
         for key, t in buf.items():
             t = t[: part.size].to(device)
+            if key == "x":
+                t = decode_batch(t, codec)
             if key == "x" and norm is not None:
                 out["image"][start:end] = normalize_batch(t, *norm)
             else:

@@ -10,6 +10,12 @@ contiguous slice on disk and training reads exactly the bytes it needs:
   and <= 0.0078 dB for ``16 <= |x| < 32 dB`` (typical sigma0 values of -5..-30 dB), far
   below the radiometric accuracy of Sentinel-1 (~1 dB absolute, ~0.1 dB after the
   speckle filter and seasonal averaging); it halves the store and the I/O of float32.
+  A *compact* store (``sarssl chips --dtype uint16|uint8``) holds instead unsigned codes
+  of dB quantised per channel (:class:`XCodec`: offset and scale in ``store.json``
+  ``quantisation``; the largest code = no data, exactly): uint8 halves the bytes of
+  float16 (a quarter of float32) at an error of at most half a step (0.118 dB with the
+  default 60 dB ranges); uint16 keeps float16's 2 bytes with a uniform error of at most
+  0.00046 dB. Readers decode on the consumer's device.
 - ``landcover.npy``: uint8 ``(N, S, S)``, WorldCover classes 0..10, 255 = ignore.
 - ``treecover.npy``: float16 ``(N, S, S)``, tree cover percent (NaN = unknown).
 - ``index.parquet``: GeoParquet, one row per chip (``id``, ``row``, ``split``, ...,
@@ -99,12 +105,13 @@ def valid_fraction(x: np.ndarray) -> float:
 
 
 def nested_fractions(
-    train_ids: Sequence[str], fractions: Iterable[float], seed: int
+    train_ids: Sequence[str], fractions: Iterable[float], seed: int | Sequence[int]
 ) -> dict[str, list[str]]:
     """Nested label-fraction subsets of the training chip ids.
 
     The ids are sorted (so the result does not depend on their input order), shuffled
-    once with ``numpy.random.default_rng(seed)``, and fraction ``f`` takes the first
+    once with ``numpy.random.default_rng(seed)`` (``seed`` an int or a sequence of ints,
+    e.g. ``[config seed, run seed]``), and fraction ``f`` takes the first
     ``max(1, ceil(f * n))`` of them: every smaller subset lies inside every larger one
     (the study's 1% subset is inside its 5% subset, and so on). Keys are
     :func:`sarssl.vocabulary.fraction_key` (``"0.01"``, ..., ``"1.0"``).
@@ -126,14 +133,34 @@ def write_fractions(
     index: pd.DataFrame,
     fractions: Mapping[str, Sequence[str]] | Iterable[float],
     seed: int,
-) -> dict[str, list[str]]:
+    run_seeds: Sequence[int] | None = None,
+) -> dict[str, Any]:
     """Write a store's ``fractions.json`` (the one writer of that file, run by ``sarssl
-    fractions``): ``fractions`` as a ready ``{fraction: [ids]}`` mapping, or a list of
-    fractions whose nested subsets of the ``train`` ids of ``index`` are drawn with
-    ``seed`` (:func:`nested_fractions`). Keys are spelled by
-    :func:`sarssl.vocabulary.fraction_key`. Returns the mapping written."""
+    fractions``). Keys are spelled by :func:`sarssl.vocabulary.fraction_key`.
+
+    With ``run_seeds`` (what the workflow writes) every fine-tuning seed ``s`` gets its
+    own nested subsets, drawn with ``[seed, s]``: nested across fractions within a seed,
+    different across seeds, so the spread over seeds includes the luck of which chips
+    (and classes) a small label budget happens to contain. The file is
+    ``{"seed": seed, "run_seeds": [...], "per_seed": {"s": {fraction: [ids]}}}`` and the
+    return value its ``per_seed`` mapping.
+
+    Without ``run_seeds``: one table ``{"seed": seed, "fractions": {fraction: [ids]}}``
+    shared by every run seed (``fractions`` may then also be a ready mapping); returns
+    that table."""
+    train_ids = index.loc[index["split"] == "train", "id"].tolist()
+    if run_seeds is not None:
+        if isinstance(fractions, Mapping):
+            raise SarsslError("write_fractions: per-seed subsets are drawn, not given")
+        fractions = [float(f) for f in fractions]
+        per_seed = {
+            str(int(s)): nested_fractions(train_ids, fractions, [int(seed), int(s)])
+            for s in run_seeds
+        }
+        doc = {"seed": int(seed), "run_seeds": [int(s) for s in run_seeds], "per_seed": per_seed}
+        write_json(Path(directory) / "fractions.json", doc)
+        return per_seed
     if not isinstance(fractions, Mapping):
-        train_ids = index.loc[index["split"] == "train", "id"].tolist()
         fractions = nested_fractions(train_ids, fractions, seed)
     fractions = {fraction_key(k): list(v) for k, v in fractions.items()}
     write_json(Path(directory) / "fractions.json", {"seed": int(seed), "fractions": fractions})
@@ -141,9 +168,199 @@ def write_fractions(
 
 
 # --------------------------------------------------------------------------------------
+# compact chip stores: quantised dB
+# --------------------------------------------------------------------------------------
+X_STORE_DTYPES = ("float16", "uint16", "uint8")
+"""``chips.dtype`` / ``sarssl chips --dtype``: how ``x.npy`` holds the dB values."""
+
+DB_RANGES: dict[str, tuple[float, float]] = {
+    "vvvh": (-15.0, 45.0),
+    "vv": (-45.0, 15.0),
+    "vh": (-45.0, 15.0),
+}
+"""Default quantisation range (dB) of a compact store per polarisation (the channel name's
+prefix): 60 dB each, around the backscatter of land after the -35 dB noise floor of
+:func:`sarssl.sar.calibration` (VV-VH is a difference, usually 0..20 dB). Values outside
+are clipped to the range ends and counted (``store.json`` ``quantisation.clipped``)."""
+
+
+class XCodec:
+    """Linear quantisation of dB values to unsigned integer codes, per channel.
+
+    ``code = clip(rint((x - offset_c) / scale_c), 0, nodata - 1)`` and
+    ``x' = offset_c + code * scale_c`` (float32), with ``nodata = 2**bits - 1`` (255 for
+    uint8, 65535 for uint16) reserved for NaN/inf: no data stays exactly no data. With
+    ``scale_c = (hi_c - lo_c) / (nodata - 1)`` the codes ``0 .. nodata - 1`` span
+    ``[lo_c, hi_c]``. **Error bound**: for every finite ``x`` in ``[lo_c, hi_c]``,
+    ``|x' - x| <= scale_c / 2`` (half a quantisation step) plus the float32 rounding of
+    the decode (``<= 2**-24 * max(|lo_c|, |hi_c|) * 2``, about 5e-6 dB for 45 dB);
+    values outside the range are clipped to its ends. With the default 60 dB ranges:
+    uint8 step 0.236 dB (bound 0.118 dB), uint16 step 0.000916 dB (bound 0.00046 dB,
+    finer than float16's ``2**(floor(log2|x|) - 11)`` for ``|x| >= 1`` dB). The decode is the same float32 arithmetic in
+    NumPy (:meth:`decode`) and torch (:meth:`decode_torch`, on any device), so both give
+    bit-identical values.
+    """
+
+    def __init__(self, dtype: str, offset: Sequence[float], scale: Sequence[float]) -> None:
+        if dtype not in ("uint8", "uint16"):
+            raise SarsslError(f"quantised chip store dtype {dtype!r}: expected uint8 or uint16")
+        self.dtype = str(dtype)
+        self.offset = np.asarray(offset, dtype=np.float32)
+        self.scale = np.asarray(scale, dtype=np.float32)
+        if self.offset.shape != self.scale.shape or self.offset.ndim != 1:
+            raise SarsslError("quantisation: offset and scale must be per-channel vectors")
+        if not (np.isfinite(self.scale).all() and (self.scale > 0).all()):
+            raise SarsslError(f"quantisation: scales must be positive, got {self.scale}")
+        self.nodata = int(np.iinfo(self.dtype).max)
+
+    @classmethod
+    def for_channels(
+        cls,
+        dtype: str,
+        channels: Sequence[str],
+        ranges: Mapping[str, tuple[float, float]] | None = None,
+    ) -> XCodec:
+        """The codec of ``channels`` with ``ranges`` (by channel name or its prefix before
+        ``_``; default :data:`DB_RANGES`)."""
+        ranges = {**DB_RANGES, **(ranges or {})}
+        lo, hi = [], []
+        for ch in channels:
+            r = ranges.get(ch, ranges.get(ch.split("_")[0]))
+            if r is None or not float(r[0]) < float(r[1]):
+                raise SarsslError(f"quantisation: no valid dB range for channel {ch!r} ({r})")
+            lo.append(float(r[0]))
+            hi.append(float(r[1]))
+        steps = int(np.iinfo(dtype).max) - 1
+        scale = (np.asarray(hi, np.float64) - np.asarray(lo, np.float64)) / steps
+        return cls(dtype, lo, scale)
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any], where: str = "store.json") -> XCodec | None:
+        """The codec of a ``store.json`` (None for a float16 store)."""
+        dtype = meta.get("dtype", "float16")
+        if dtype == "float16":
+            return None
+        q = meta.get("quantisation")
+        if dtype not in X_STORE_DTYPES or not isinstance(q, Mapping):
+            raise InputError(f"{where}: dtype {dtype!r} without a valid 'quantisation' entry")
+        try:
+            return cls(dtype, q["offset"], q["scale"])
+        except (KeyError, SarsslError) as exc:
+            raise InputError(f"{where}: invalid quantisation ({exc})") from None
+
+    def describe(self, channels: Sequence[str]) -> dict[str, Any]:
+        """The ``store.json`` ``quantisation`` entry (``clipped`` is added by the writer)."""
+        return {
+            "formula": "x_db = offset[c] + code * scale[c] (float32); code nodata = NaN",
+            "offset": [float(v) for v in self.offset],
+            "scale": [float(v) for v in self.scale],
+            "nodata": self.nodata,
+            "channels": list(channels),
+            "max_abs_error_db": [float(v) / 2 for v in self.scale],
+            "error_bound": "|x' - x| <= scale[c] / 2 (+ float32 rounding of the decode) for x "
+            "in [offset[c], offset[c] + scale[c] * (nodata - 1)]; values outside are clipped",
+        }
+
+    def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Codes of ``x`` (..., C, H, W) dB (channels on axis -3) and the number of
+        finite values clipped per channel."""
+        x = np.asarray(x, dtype=np.float64)
+        shape = (-1, 1, 1)
+        q = (x - self.offset.astype(np.float64).reshape(shape)) / self.scale.astype(
+            np.float64
+        ).reshape(shape)
+        finite = np.isfinite(q)
+        top = self.nodata - 1
+        axes = tuple(i for i in range(x.ndim) if i != x.ndim - 3)
+        clipped = (finite & ((q < -0.5) | (q > top + 0.5))).sum(axis=axes)
+        with np.errstate(invalid="ignore"):
+            codes = np.clip(np.rint(np.where(finite, q, 0.0)), 0, top).astype(self.dtype)
+        codes[~finite] = self.nodata
+        return codes, np.asarray(clipped, dtype=np.int64)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """float32 dB of ``codes`` (channels on axis -3), NaN where no data."""
+        codes = np.asarray(codes)
+        shape = (-1, 1, 1)
+        y = codes.astype(np.float32) * self.scale.reshape(shape) + self.offset.reshape(shape)
+        y[codes == self.nodata] = np.nan
+        return y
+
+    def decode_torch(self, codes: Any) -> Any:
+        """:meth:`decode` of a torch tensor (B, C, H, W) on its device: float32 dB, NaN
+        where no data (bit-identical to the NumPy decode)."""
+        import torch
+
+        dev = codes.device
+        scale = torch.from_numpy(self.scale.reshape(-1, 1, 1)).to(dev)
+        offset = torch.from_numpy(self.offset.reshape(-1, 1, 1)).to(dev)
+        if dev.type != "cpu":  # uint16 kernels are sparse off the CPU: compare as int32
+            codes = codes.to(torch.int32)
+        y = codes.to(torch.float32)
+        y.mul_(scale).add_(offset)  # in place: a third of the time of y * scale + offset
+        return y.masked_fill_(codes == self.nodata, float("nan"))
+
+    def same_as(self, other: XCodec | None) -> bool:
+        return (
+            other is not None
+            and self.dtype == other.dtype
+            and np.array_equal(self.offset, other.offset)
+            and np.array_equal(self.scale, other.scale)
+        )
+
+
+class QuantisedArray:
+    """Array-like dB view of a quantised ``x.npy`` (codes): indexing decodes to float32
+    (NaN = no data), assigning encodes (counting clipped values). What :attr:`ChipStore.x`
+    and :attr:`StoreWriter.x` are for a compact store, so readers of dB chips (statistics,
+    GeoTIFF export, the index summaries) work unchanged."""
+
+    def __init__(self, codes: np.ndarray, codec: XCodec) -> None:
+        self.codes = codes
+        self.codec = codec
+        self.clipped = np.zeros(codes.shape[1] if codes.ndim > 1 else 0, dtype=np.int64)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.codes.shape)
+
+    @property
+    def ndim(self) -> int:
+        return self.codes.ndim
+
+    dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        return self.codec.decode(self.codes[idx])
+
+    def __setitem__(self, idx: Any, value: Any) -> None:
+        codes, clipped = self.codec.encode(value)
+        self.codes[idx] = codes
+        self.clipped += clipped
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self.codec.decode(self.codes[...])
+        return out if dtype is None else out.astype(dtype)
+
+    def flush(self) -> None:
+        if isinstance(self.codes, np.memmap):
+            self.codes.flush()
+
+
+# --------------------------------------------------------------------------------------
 # writing
 # --------------------------------------------------------------------------------------
-def _precision_note() -> dict[str, Any]:
+def _precision_note(codec: XCodec | None = None) -> dict[str, Any]:
+    if codec is not None:
+        return {
+            "x": f"{codec.dtype} codes of dB: max error half a quantisation step "
+            "(quantisation.max_abs_error_db per channel) inside the quantisation range",
+            "max_abs_error_db": float(codec.scale.max()) / 2,
+            "treecover": "float16 percent: <= 0.03 percentage points for values <= 100",
+        }
     return {
         "x": "float16: 11 significant bits; max rounding error 2**(floor(log2|x|)-11) dB, "
         "i.e. <= 0.0039 dB for |x| < 16 dB and <= 0.0078 dB for |x| < 32 dB",
@@ -168,10 +385,14 @@ class StoreWriter:
 
     The caller owns atomicity (build ``directory`` inside :func:`sarssl.io.atomic_dir`).
     The arrays are ``.npy`` memory maps of the final size, so writing N chips never
-    holds more than one chip in memory. Each array gets its disk blocks before it is
-    filled through the map (:func:`sarssl.io.preallocate`): on a full disk, a store into a
-    page without a block would kill the process with SIGBUS (no exception, no clean-up),
-    whereas the preallocation fails up front with ENOSPC. The files are byte-identical.
+    holds more than one chip in memory. ``dtype`` is how ``x.npy`` holds the dB values:
+    ``float16`` (default) or the compact ``uint16`` / ``uint8`` codes of an
+    :class:`XCodec` (ranges ``x_ranges``, default :data:`DB_RANGES`); for those
+    :attr:`x` is a :class:`QuantisedArray` that encodes what is assigned to it. Each
+    array gets its disk blocks before it is filled through the map
+    (:func:`sarssl.io.preallocate`): on a full disk, a store into a page without a block
+    would kill the process with SIGBUS (no exception, no clean-up), whereas the
+    preallocation fails up front with ENOSPC. The files are byte-identical.
     """
 
     def __init__(
@@ -180,14 +401,27 @@ class StoreWriter:
         n: int,
         chip_size: int,
         channels: Sequence[str] = CHANNELS,
+        *,
+        dtype: str = "float16",
+        x_ranges: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.n = int(n)
         self.chip_size = int(chip_size)
         self.channels = tuple(channels)
+        if dtype not in X_STORE_DTYPES:
+            raise SarsslError(f"chip store dtype {dtype!r}: expected one of {X_STORE_DTYPES}")
+        self.dtype = str(dtype)
+        self.codec = (
+            None if dtype == "float16" else XCodec.for_channels(dtype, self.channels, x_ranges)
+        )
         c, s = len(self.channels), self.chip_size
-        self.x = self._open("x.npy", X_DTYPE, (self.n, c, s, s), np.nan)
+        if self.codec is None:
+            self.x: Any = self._open("x.npy", X_DTYPE, (self.n, c, s, s), np.nan)
+        else:
+            codes = self._open("x.npy", self.dtype, (self.n, c, s, s), self.codec.nodata)
+            self.x = QuantisedArray(codes, self.codec)
         self.landcover = self._open("landcover.npy", LANDCOVER_DTYPE, (self.n, s, s), IGNORE_INDEX)
         self.treecover = self._open("treecover.npy", TREECOVER_DTYPE, (self.n, s, s), np.nan)
 
@@ -229,7 +463,7 @@ class StoreWriter:
         ``band`` (-1), and the per-chip summaries computed from the arrays.
         """
         for arr in (self.x, self.landcover, self.treecover):
-            if isinstance(arr, np.memmap):
+            if isinstance(arr, (np.memmap, QuantisedArray)):
                 arr.flush()
         crs_str, epsg, projjson = _crs_strings(crs)
         index = complete_index(
@@ -261,7 +495,7 @@ class StoreWriter:
     ) -> dict[str, Any]:
         """The ``store.json`` content of the arrays and their completed ``index``."""
         c, s = len(self.channels), self.chip_size
-        x_bytes = c * s * s * np.dtype(X_DTYPE).itemsize
+        x_bytes = c * s * s * np.dtype(self.dtype).itemsize
         lc_bytes = s * s * np.dtype(LANDCOVER_DTYPE).itemsize
         tc_bytes = s * s * np.dtype(TREECOVER_DTYPE).itemsize
         return {
@@ -270,7 +504,7 @@ class StoreWriter:
             "sarssl_version": __version__,
             "n_chips": self.n,
             "shape": [self.n, c, s, s],
-            "dtype": np.dtype(X_DTYPE).name,
+            "dtype": self.dtype,
             "landcover_dtype": np.dtype(LANDCOVER_DTYPE).name,
             "treecover_dtype": np.dtype(TREECOVER_DTYPE).name,
             "channels": list(self.channels),
@@ -283,9 +517,19 @@ class StoreWriter:
             "area": area,
             "bytes_per_chip": x_bytes + lc_bytes + tc_bytes,
             "bytes_per_chip_x": x_bytes,
-            "precision": _precision_note(),
+            "precision": _precision_note(self.codec),
             "landcover_ignore_index": IGNORE_INDEX,
             "splits": {k: int((index["split"] == k).sum()) for k in SPLITS},
+            **(
+                {}
+                if self.codec is None
+                else {
+                    "quantisation": {
+                        **self.codec.describe(self.channels),
+                        "clipped": [int(v) for v in self.x.clipped],
+                    }
+                }
+            ),
         }
 
 
@@ -418,6 +662,7 @@ def write_store(
     seed: int = 0,
     qa: Mapping[str, int] | None = None,
     channels: Sequence[str] = CHANNELS,
+    dtype: str = "float16",
 ) -> Path:
     """Write a chip store from in-memory arrays (atomically); returns its path.
 
@@ -427,7 +672,8 @@ def write_store(
     train,train,train,test,val are made up. ``fractions`` (a list, or a ready
     ``{fraction: [ids]}`` mapping) also writes ``fractions.json`` through
     :func:`write_fractions`, as ``sarssl fractions`` would after ``sarssl chips``;
-    ``None`` writes none.
+    ``None`` writes none. ``dtype``: ``float16`` or a compact ``uint16`` / ``uint8``
+    store (:class:`StoreWriter`).
     """
     x = np.asarray(x)
     if x.ndim != 4 or x.shape[1] != len(channels) or x.shape[2] != x.shape[3]:
@@ -445,7 +691,7 @@ def write_store(
         )
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
-        w = StoreWriter(tmp, n, s, channels)
+        w = StoreWriter(tmp, n, s, channels, dtype=dtype)
         if n:
             w.x[:] = x
             w.landcover[:] = landcover
@@ -491,6 +737,8 @@ class ChipStore:
             )
         self._row_of = dict(zip(self.index["id"], self.index["row"].astype(int)))
         self._maps: dict[str, np.ndarray] = {}
+        self.codec: XCodec | None = XCodec.from_meta(self.meta, str(meta_path))
+        """how ``x.npy`` encodes dB: None for float16, else the compact store's codes"""
 
     # metadata --------------------------------------------------------------------------
     @property
@@ -527,14 +775,36 @@ class ChipStore:
         except json.JSONDecodeError as exc:
             raise InputError(f"{path}: invalid JSON ({exc})") from exc
 
-    def fraction_ids(self, fraction: float | str) -> list[str]:
-        """Chip ids of the label-fraction subset ``fraction`` (SarsslError if there is none)."""
-        table = self.fractions["fractions"]
+    def fraction_ids(self, fraction: float | str, seed: int | None = None) -> list[str]:
+        """Chip ids of the label-fraction subset ``fraction`` of run seed ``seed``
+        (SarsslError if there is none).
+
+        A file with per-seed subsets needs ``seed``; a file with one shared table (written
+        without run seeds) serves every seed the same subset, with a warning when a seed is
+        asked for (its spread over seeds then misses the subset draw)."""
+        doc = self.fractions
+        path = self.path / "fractions.json"
+        if "per_seed" in doc:
+            if seed is None:
+                raise SarsslError(f"{path}: per-seed label subsets; give the run seed")
+            table = doc["per_seed"].get(str(int(seed)))
+            if table is None:
+                raise SarsslError(
+                    f"{path}: no label subsets for seed {seed}; available seeds "
+                    f"{sorted(doc['per_seed'], key=int)} (rerun `sarssl fractions --seeds`)"
+                )
+        else:
+            table = doc["fractions"]
+            if seed is not None:
+                log.warning(
+                    "%s: one label subset per fraction shared by every seed "
+                    "(written without --seeds)",
+                    path,
+                )
         key = fraction_key(fraction)
         if key not in table:
             raise SarsslError(
-                f"{self.path / 'fractions.json'}: no label fraction {key}; "
-                f"available {sorted(table, key=float)}"
+                f"{path}: no label fraction {key}; available {sorted(table, key=float)}"
             )
         return list(table[key])
 
@@ -545,11 +815,17 @@ class ChipStore:
         except KeyError:
             raise InputError(f"chip store {self.path}: no chip with id {chip_id!r}") from None
 
-    def rows(self, split: str | None = None, fraction: float | str | None = None) -> np.ndarray:
+    def rows(
+        self,
+        split: str | None = None,
+        fraction: float | str | None = None,
+        seed: int | None = None,
+    ) -> np.ndarray:
         """Sorted rows of a split, optionally restricted to a label-fraction subset.
 
-        ``fraction`` selects the nested training subset of ``fractions.json`` (it only
-        makes sense with ``split='train'`` or ``None``).
+        ``fraction`` (with the run ``seed`` for per-seed subsets) selects the nested
+        training subset of ``fractions.json`` (it only makes sense with ``split='train'``
+        or ``None``).
         """
         df = self.index
         mask = np.ones(len(df), dtype=bool)
@@ -558,10 +834,16 @@ class ChipStore:
                 raise SarsslError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
             mask &= (df["split"] == split).to_numpy()
         if fraction is not None:
-            mask &= df["id"].isin(set(self.fraction_ids(fraction))).to_numpy()
+            mask &= df["id"].isin(set(self.fraction_ids(fraction, seed))).to_numpy()
         return np.sort(df.loc[mask, "row"].to_numpy(dtype=np.int64))
 
     # arrays ----------------------------------------------------------------------------
+    def stored(self, name: str) -> np.ndarray:
+        """The array ``name`` (``x``, ``landcover``, ``treecover``) as stored on disk: a
+        memory map in the file's dtype (``x`` of a compact store holds codes, see
+        :attr:`codec`). Readers of raw batches use this; :attr:`x` decodes."""
+        return self._map(name)
+
     def _map(self, name: str) -> np.ndarray:
         arr = self._maps.get(name)
         if arr is None:
@@ -578,9 +860,11 @@ class ChipStore:
         return arr
 
     @property
-    def x(self) -> np.ndarray:
-        """float16 memory map (N, C, S, S), dB, NaN = no data."""
-        return self._map("x")
+    def x(self) -> Any:
+        """(N, C, S, S) dB, NaN = no data: the float16 memory map, or for a compact store a
+        :class:`QuantisedArray` whose indexing decodes to float32 dB."""
+        arr = self._map("x")
+        return arr if self.codec is None else QuantisedArray(arr, self.codec)
 
     @property
     def landcover(self) -> np.ndarray:

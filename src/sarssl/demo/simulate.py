@@ -35,10 +35,12 @@ Measurement
     (= no data, as in real products), so a product is a few MB.
 
 Rendering
-    The truth is sampled on a 5 m grid over the area (plus a margin) in the area's UTM CRS;
+    The world (:func:`sarssl.demo.backscatter.synth_world`: labels, surface states and
+    sigma0 in dB per 10 m cell and season) is sampled on a 5 m grid over the area (plus a
+    margin) in the area's UTM CRS;
     heights come from the truth DEM converted to ellipsoidal heights (EGM96 geoid grid),
     points go to ECEF and through :meth:`sarssl.sar.geometry.RadarGeometry.ground_to_radar` to
-    fractional (line, pixel). Each sample carries sigma0(class, season, pol, local
+    fractional (line, pixel). Each sample carries sigma0(cell, season, pol, local
     incidence) x its true surface area (from the ECEF tangent vectors of the sample grid,
     so slopes count with their real area), splatted bilinearly onto the 4 nearest radar
     pixels and divided by the reference pixel area (range x azimuth pixel spacing): flat
@@ -58,7 +60,8 @@ Truth (``--truth-dir``)
     ``dem.tif`` (EGM96 heights, EPSG:9707 = WGS 84 + EGM96 height: a crop of the bundled
     real DEM where it covers the area, else that real relief relocated to the area and
     offset to the regional height of the template's geolocation grid), ``sigma0_table.csv``,
-    ``acquisitions.csv``, ``run.json``.
+    ``acquisitions.csv``, ``run.json``. With ``--no-labels`` (an area used only for
+    self-supervised pretraining) ``landcover.tif`` and ``treecover.tif`` are not written.
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ from ..io import (
     write_json,
 )
 from ..sar.grid import Grid, area_grid
-from ..vocabulary import season_windows
+from ..vocabulary import SEASONS, season_windows
 from . import backscatter as bs
 
 log = logging.getLogger(__name__)
@@ -160,6 +163,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "unless --speckle is given)",
     )
     p.add_argument(
+        "--no-labels",
+        action="store_true",
+        help="write no label rasters (landcover.tif, treecover.tif): an unlabelled area, "
+        "used only for self-supervised pretraining",
+    )
+    p.add_argument(
         "--profile",
         choices=bs.PROFILES,
         default=None,
@@ -188,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
         uniform_sigma0_db=args.uniform_sigma0_db,
         speckle=speckle_on,
         profile=args.profile,
+        labels=not args.no_labels,
     )
     return 0
 
@@ -546,14 +556,15 @@ def _expand(grid: Grid, margin: float, resolution: float) -> Grid:
 
 
 def write_treecover(
-    path: Path, classes10: np.ndarray, grid10: Grid, seed: int, profile: str
+    path: Path, tc10: np.ndarray, water10: np.ndarray, grid10: Grid, seed: int
 ) -> None:
-    """MOD44B-like 250 m tree cover (uint8 %, 200 water, 253 fill) on the MODIS sinusoidal grid."""
+    """MOD44B-like 250 m tree cover (uint8 %, 200 water, 253 fill) on the MODIS sinusoidal grid,
+    from the 10 m tree cover percent ``tc10`` and water mask ``water10`` on ``grid10``."""
     from affine import Affine
     from rasterio.warp import Resampling, reproject, transform_bounds
 
-    tc10 = bs.treecover_percent(classes10, seed, profile, grid10.resolution)
-    water10 = (classes10 == bs.WATER).astype(np.float32)
+    tc10 = np.asarray(tc10, dtype=np.float32)
+    water10 = np.asarray(water10, dtype=np.float32)
     x0, y0, x1, y1 = transform_bounds(grid10.crs, MODIS_SINUSOIDAL, *grid10.bounds, densify_pts=21)
     px = MODIS_PIXEL_M
     ox, oy = MODIS_ORIGIN
@@ -603,8 +614,8 @@ class Scene:
     """Precomputed ground-to-radar splatting of an area (identical for every re-dated product).
 
     ``idx[k]`` are flat indices into the radar window, ``wgt[k]`` the bilinear weights
-    times (true surface area / reference pixel area), for the 4 corners k; ``cls`` and
-    ``theta`` the class and local incidence (degrees) of each sample.
+    times (true surface area / reference pixel area), for the 4 corners k; ``cell`` the flat
+    index of each sample's 10 m world cell and ``theta`` its local incidence (degrees).
     """
 
     row0: int
@@ -613,7 +624,7 @@ class Scene:
     width: int
     idx: list[np.ndarray]
     wgt: list[np.ndarray]
-    cls: np.ndarray
+    cell: np.ndarray
     theta: np.ndarray
     footprint: np.ndarray  # bool (height, width)
     a2: dict[str, np.ndarray]
@@ -624,6 +635,7 @@ class Scene:
         """Radar-geometry sigma0 (flat-terrain normalised) of per-sample sigma0 values."""
         n = self.height * self.width
         acc = np.zeros(n, dtype=np.float64)
+        sigma = sigma.astype(np.float64)
         for i, w in zip(self.idx, self.wgt):
             acc += np.bincount(i, weights=w * sigma, minlength=n)
         return acc.reshape(self.height, self.width) / self.flat_area
@@ -672,9 +684,7 @@ def flat_area_ratio(
     return coef[0] + coef[1] * U + coef[2] * V + coef[3] * U * U + coef[4] * U * V + coef[5] * V * V
 
 
-def build_scene(
-    geom, dem: Dem, grid10: Grid, classes_ext: np.ndarray, ext10: Grid, cal, noise
-) -> Scene:
+def build_scene(geom, dem: Dem, grid10: Grid, ext10: Grid, cal, noise) -> Scene:
     """Sample the ground at 5 m, map it to radar (line, pixel) and precompute the splat."""
     from pyproj import Transformer
     from scipy import ndimage
@@ -711,12 +721,12 @@ def build_scene(
     theta = np.degrees(np.arccos(np.clip(cos_loc, -1.0, 1.0))).astype(np.float32)
     lit = cos_loc > 0.0  # self-shadowed facets contribute nothing
 
-    # class of each sample: nearest 10 m cell of the extended land-cover grid
+    # world cell of each sample: nearest 10 m cell of the extended world grid
     col10 = np.floor((xx - ext10.transform.c) / ext10.resolution).astype(np.int64)
     row10 = np.floor((ext10.transform.f - yy) / ext10.resolution).astype(np.int64)
     col10 = np.clip(col10, 0, ext10.width - 1)
     row10 = np.clip(row10, 0, ext10.height - 1)
-    cls = classes_ext[row10, col10]
+    cell = (row10 * ext10.width + col10).astype(np.int32)
     # footprint: radar pixels hit by samples inside the area grid + inner margin
     gx0, gy0, gx1, gy1 = grid10.bounds
     mi = INNER_MARGIN_M
@@ -751,9 +761,15 @@ def build_scene(
     j0 = np.floor(pf).astype(np.int64)
     fl = lf - i0
     fc = pf - j0
-    base = i0 * ww + j0
+    base = (i0 * ww + j0).astype(np.int32)
     idx = [base, base + ww, base + 1, base + ww + 1]
-    wgt = [a * (1 - fl) * (1 - fc), a * fl * (1 - fc), a * (1 - fl) * fc, a * fl * fc]
+    wgt = [
+        (a * (1 - fl) * (1 - fc)).astype(np.float32),
+        (a * fl * (1 - fc)).astype(np.float32),
+        (a * (1 - fl) * fc).astype(np.float32),
+        (a * fl * fc).astype(np.float32),
+    ]
+    del lf, pf, fl, fc, i0, j0, a
     cover = np.zeros(hh * ww)
     for i, w in zip(idx, wgt):
         cover += np.bincount(i, weights=w, minlength=hh * ww)
@@ -782,7 +798,7 @@ def build_scene(
         time.perf_counter() - t_start,
     )
     return Scene(
-        row0, col0, hh, ww, idx, wgt, cls.ravel()[keep], theta.ravel()[keep], fp, a2, eta, norm
+        row0, col0, hh, ww, idx, wgt, cell.ravel()[keep], theta.ravel()[keep], fp, a2, eta, norm
     )
 
 
@@ -923,8 +939,12 @@ def simulate(
     uniform_sigma0_db: float | None = None,
     speckle: bool = True,
     profile: str | None = None,
+    labels: bool = True,
 ) -> list[dict[str, Any]]:
-    """Synthesise the products and the truth of one area; returns the acquisition rows."""
+    """Synthesise the products and the truth of one area; returns the acquisition rows.
+
+    ``labels=False`` writes no label rasters (an area used only for pretraining).
+    """
     from ..sar.calibration import CalibrationLUT, NoiseLUT
     from ..sar.geometry import RadarGeometry
 
@@ -953,29 +973,44 @@ def simulate(
     area_seed = zlib.crc32(area.encode()) & 0x7FFFFFFF
     truth_seed = int(np.random.SeedSequence([seed, area_seed]).generate_state(1)[0])
 
-    # truth: land cover on the 10 m area grid (synthesised over the sampled margin too)
+    # truth: the world on the 10 m area grid (synthesised over the sampled margin too)
     grid10 = area_grid(bbox, 10)
     ext10 = _expand(grid10, OUTER_MARGIN_M + 50, 10.0)
-    classes_ext = bs.synth_landcover(ext10.shape, 10.0, truth_seed, profile)
+    t_world = time.perf_counter()
+    world = (
+        bs.uniform_world(ext10.shape, uniform_sigma0_db)
+        if uniform_sigma0_db is not None
+        else bs.synth_world(ext10.shape, 10.0, truth_seed, profile)
+    )
+    log.info("world %dx%d synthesised in %.1f s", *ext10.shape, time.perf_counter() - t_world)
     r_off = int(round((ext10.transform.f - grid10.transform.f) / 10.0))
     c_off = int(round((grid10.transform.c - ext10.transform.c) / 10.0))
-    classes10 = classes_ext[r_off : r_off + grid10.height, c_off : c_off + grid10.width]
+    inner = (slice(r_off, r_off + grid10.height), slice(c_off, c_off + grid10.width))
     truth_dir.mkdir(parents=True, exist_ok=True)
-    codes = bs.CLASS_CODES[classes10]
-    write_geotiff(
-        truth_dir / "landcover.tif",
-        codes,
-        crs=grid10.crs,
-        transform=grid10.transform,
-        nodata=0,
-        band_names=["landcover"],
-        tags={
-            "SOURCE": "sarssl simulate (synthetic, ESA WorldCover codes)",
-            "PROFILE": profile,
-            "SEED": truth_seed,
-        },
-    )
-    write_treecover(truth_dir / "treecover.tif", classes10, grid10, truth_seed, profile)
+    if not labels:  # an unlabelled area: no label rasters, not even stale ones
+        for stale in ("landcover.tif", "treecover.tif"):
+            (truth_dir / stale).unlink(missing_ok=True)
+    else:
+        write_geotiff(
+            truth_dir / "landcover.tif",
+            bs.CLASS_CODES[world.classes[inner]],
+            crs=grid10.crs,
+            transform=grid10.transform,
+            nodata=0,
+            band_names=["landcover"],
+            tags={
+                "SOURCE": "sarssl simulate (synthetic, ESA WorldCover codes)",
+                "PROFILE": profile,
+                "SEED": truth_seed,
+            },
+        )
+        write_treecover(
+            truth_dir / "treecover.tif",
+            world.treecover[inner],
+            world.classes[inner] == bs.WATER,
+            grid10,
+            truth_seed,
+        )
     dem_obj = make_dem(bbox, dem, geom, truth_seed)
     vkind = _vertical_kind(dem_obj.crs)
     write_geotiff(
@@ -994,18 +1029,10 @@ def simulate(
         },
         cog=False,
     )
-    table = (
-        bs.uniform_table(uniform_sigma0_db)
-        if uniform_sigma0_db is not None
-        else bs.sigma0_table(profile)
-    )
-    bs.write_sigma0_table(
-        truth_dir / "sigma0_table.csv",
-        table,
-        "uniform" if uniform_sigma0_db is not None else profile,
-    )
+    bs.write_sigma0_table(truth_dir / "sigma0_table.csv", profile, uniform_sigma0_db)
 
-    scene = build_scene(geom, dem_obj, grid10, classes_ext, ext10, cal, noise)
+    scene = build_scene(geom, dem_obj, grid10, ext10, cal, noise)
+    slope = {pol: world.slope[pol].ravel()[scene.cell] for pol in ("VV", "VH")}
 
     cycles = choose_cycles(tpl.ids.start.date(), year, per_season, seed)
     products_dir.mkdir(parents=True, exist_ok=True)
@@ -1024,7 +1051,8 @@ def simulate(
                     members[red.text(rel)] = red.text(text).encode("utf-8")
                 ann_rel = red.text(tpl.files[("annotation", pol)][0])
                 meas_rel = "measurement/" + Path(ann_rel).stem + ".tiff"
-                sigma = bs.sigma0_linear(scene.cls, season, pol, scene.theta, table)
+                db_ref = world.db[pol][SEASONS.index(season)].ravel()[scene.cell]
+                sigma = bs.sigma0_linear(db_ref, slope[pol], scene.theta)
                 dn = render_dn(scene, sigma, pol, rng, enl)
                 tif = Path(tmpd) / Path(meas_rel).name
                 write_measurement(tif, shape, scene, dn, geom.gcps)
@@ -1070,6 +1098,7 @@ def simulate(
                 uniform_sigma0_db=uniform_sigma0_db,
                 speckle=speckle,
                 profile=profile,
+                labels=labels,
             ),
             template_product=tpl.ids.name,
             vh_synthesised_from_vv=tpl.synthesised_vh,

@@ -1,25 +1,39 @@
-"""``sarssl finetune``: train a task model at one label fraction and score it on the test split.
+"""``sarssl finetune``: train a task model at label fractions and score it on the test split.
 
-Protocol (the study's, made leak-proof):
+Protocol (the study's, made leak-proof and comparable):
 
-- **train** on exactly the ``fractions.json`` subset for ``--fraction`` (TRAIN split
-  only; the subsets are nested and seeded by ``sarssl fractions``);
-- **select** the checkpoint and stop early on the VAL split only (land cover: mIoU,
-  higher is better; tree cover: RMSE, lower is better; ``patience`` epochs);
-- **score** once, with the selected checkpoint, on the TEST split only.
+- **train** on exactly the run seed's ``fractions.json`` subset for the fraction (TRAIN
+  split only; ``sarssl fractions --seeds`` draws nested subsets per seed, so the spread
+  over seeds includes which chips a small label budget happens to get). Every init and
+  control of one (task, area, fraction, seed) trains on the same subset and is scored on
+  the same test chips, so their differences can be paired chip by chip;
+- **select** on the VAL split only: the learning rate from ``lr_grid`` (``probe_lr_grid``
+  for the linear protocol; each from the same seeded initialisation), the epoch (land
+  cover: mIoU, tree cover: RMSE; ``patience`` epochs of early stopping), the k-NN probe's
+  ``k``. With ``lr_search: reference_run`` one job's run with the most labels searches
+  and its other runs reuse that lr;
+- **score** once, with the selected model, on the TEST split only.
 
 Initialisations: ``scratch`` (random ViT, same architecture as ``--encoder`` when given,
-else the ``backbone`` hyper-parameters), ``mae`` / ``dino`` / any ``PATH`` (an exported
+else the ``backbone`` hyper-parameters; under a frozen protocol it is the frozen random
+encoder, the negative control), ``mae`` / ``dino`` / any ``PATH`` (an exported
 ``encoder.safetensors``; its channel order and normalisation statistics must equal the
-store's and ``--stats``), ``unet`` (the from-scratch U-Net baseline). ``--protocol
-linear`` freezes the encoder so only the head trains (a linear/decoder probe);
-``finetune`` trains everything, optionally with layer-wise lr decay (``layer_decay < 1``).
+store's and ``--stats``), ``unet`` (the supervised U-Net, the spatial baseline) and
+``pixel`` (the per-pixel control: a linear model on each pixel's channels). Protocols
+(:mod:`sarssl.downstream.protocols`): ``finetune`` (everything learns; a pretrained
+encoder with layer-wise lr decay ``layer_decay`` and ``encoder_lr_scale``, the MAE
+fine-tuning recipe, so pretraining is not overwritten), ``linear`` (a true linear probe),
+``knn`` (k-NN label transfer) and ``decoder`` (the study's decoder on frozen tokens).
 
-Outputs in ``--out-dir``: ``metrics.json`` (tidy rows, columns of
-``docs/architecture.md``), ``predictions.npz`` (test rows, ids, predictions, targets),
-``run.json`` (configuration, chip ids used per split, best epoch, timings) and
-``checkpoint.pt`` (the selected model; tensors and plain values only, it loads with
-``torch.load(..., weights_only=True)``).
+One command runs every ``--fraction`` x ``--seed`` (comma lists) into
+``--runs-dir/f{fraction}_s{seed}/`` (or one run into ``--out-dir``): the workflow runs
+one job per task x init x protocol x area, so the runs share one start-up.
+
+Outputs per run: ``metrics.json`` (tidy rows, columns of ``docs/architecture.md``, with
+the selected ``lr`` / ``knn_k``), ``predictions.npz`` (test rows, ids, predictions,
+targets), ``run.json`` (configuration, chip ids used per split, the lr search with every
+candidate's training curve, best epoch, timings) and ``checkpoint.pt`` (the selected
+model; tensors and plain values only, it loads with ``torch.load(..., weights_only=True)``).
 
 Encoders are read from safetensors only, and weights whose patch embedding takes another
 number of input channels than the chip store has are refused before timm could adapt
@@ -28,9 +42,9 @@ them (:func:`check_encoder_compatible`).
 The chip size comes from the chip store only: every ViT is built for the store's chips
 (a pretrained encoder's position embedding is resampled when it was pretrained on other
 chips), and an ``img_size`` in ``--hparams`` that differs from the store's chip size is an
-error naming both (:func:`sarssl.encoders.backbone_kwargs`). The chips are read
-with :func:`sarssl.data.loaders.load_chips` and normalised by
-:mod:`sarssl.data.normalize`, like every other consumer of a chip store.
+error naming both (:func:`sarssl.encoders.backbone_kwargs`). The chips are held by
+:mod:`sarssl.downstream.splits`: in memory for small splits, streamed from the store
+(memory bounded by the batch) for large ones (``loader``), with identical batches.
 
 No resume, by design. A fine-tuning job that is killed (SIGTERM, preemption) exits 143
 and is rerun from the start; it has no ``--resume-dir``. The jobs are short (about 9 s
@@ -85,7 +99,7 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 16,
     "lr": 1e-3,
     "weight_decay": 0.05,
-    "layer_decay": 1.0,
+    "layer_decay": 0.75,
     "patience": 5,
     "warmup_epochs": 1,
     "unet_width": 16,
@@ -95,6 +109,14 @@ DEFAULTS: dict[str, Any] = {
     "steps_per_epoch": None,
     "augment": True,
     "encoder_lr_scale": 1.0,
+    "lr_grid": None,
+    "knn_k": [10, 20],
+    "knn_bank": 200_000,
+    "loader": "auto",
+    "lr_search": "each_run",
+    "probe_epochs": 100,
+    "probe_lr_grid": [1e-3, 1e-2, 1e-1],
+    "in_memory_max_mb": 2048,
 }
 STATS_RTOL = 1e-4
 
@@ -115,6 +137,24 @@ def resolve_hparams(raw: dict[str, Any]) -> dict[str, Any]:
             raise SarsslError(f"--hparams: {key} must be >= 1, got {out[key]}")
     if not 0 < float(out["layer_decay"]) <= 1:
         raise SarsslError(f"--hparams: layer_decay must be in (0, 1], got {out['layer_decay']}")
+    grid = out["lr_grid"] if out["lr_grid"] else [out["lr"]]
+    if not all(isinstance(v, (int, float)) and v > 0 for v in grid):
+        raise SarsslError(f"--hparams: lr_grid must list positive learning rates, got {grid}")
+    out["lr_grid"] = [float(v) for v in grid]
+    probe = out["probe_lr_grid"]
+    if not probe or not all(isinstance(v, (int, float)) and v > 0 for v in probe):
+        raise SarsslError(f"--hparams: probe_lr_grid must list positive rates, got {probe}")
+    out["probe_lr_grid"] = [float(v) for v in probe]
+    if int(out["probe_epochs"]) < 1:
+        raise SarsslError(f"--hparams: probe_epochs must be >= 1, got {out['probe_epochs']}")
+    ks = out["knn_k"] if isinstance(out["knn_k"], list) else [out["knn_k"]]
+    if not ks or not all(isinstance(v, int) and v >= 1 for v in ks):
+        raise SarsslError(f"--hparams: knn_k must list integers >= 1, got {out['knn_k']}")
+    out["knn_k"] = [int(v) for v in ks]
+    if out["lr_search"] not in ("each_run", "reference_run"):
+        raise SarsslError(
+            f"--hparams: lr_search must be each_run or reference_run, got {out['lr_search']!r}"
+        )
     return out
 
 
@@ -171,12 +211,16 @@ def build_model(
     chip_size: int,
     store_channels: list[str],
     stats: Path,
+    head: str = "decoder",
 ) -> tuple[nn.Module, dict[str, Any]]:
     """(task model, description of the initialisation for run.json); every ViT is built
-    for ``chip_size``, the chip store's."""
+    for ``chip_size``, the chip store's. ``head`` is the protocol's
+    (:attr:`sarssl.downstream.protocols.Protocol.head`)."""
     from ..encoders import backbone_kwargs, create_backbone, load_encoder, read_encoder_meta
-    from .models import build_task_model
+    from .models import PixelLinear, build_task_model
 
+    if init == "pixel":
+        return PixelLinear(task, in_chans=len(store_channels)), {"init": "pixel"}
     if init == "unet":
         model = build_task_model(
             task, None, unet_width=int(hp["unet_width"]), unet_depth=int(hp["unet_depth"])
@@ -213,7 +257,7 @@ def build_model(
             "model_name": meta["model_name"],
             "method": meta.get("method"),
         }
-    model = build_task_model(task, backbone, seg_width=int(hp["seg_width"]))
+    model = build_task_model(task, backbone, seg_width=int(hp["seg_width"]), head=head)
     return model, desc
 
 
@@ -236,55 +280,10 @@ def open_store(chips_dir: str, hp: dict[str, Any]) -> Any:
     return store
 
 
-def split_rows(store: Any, fraction: float, task: str) -> dict[str, np.ndarray]:
-    """Rows of the training subset for ``fraction`` and of the val and test splits.
-
-    Raises if the fraction's ids are not all TRAIN chips (a corrupt or foreign
-    fractions.json would otherwise leak val/test chips into training). For tree cover,
-    chips without a known tree cover are dropped from every split.
-    """
-    ids = set(store.fraction_ids(fraction))
-    train_ids = set(store.index.loc[store.index["split"] == "train", "id"])
-    if not ids <= train_ids:
-        bad = sorted(ids - train_ids)[:5]
-        raise InputError(
-            f"{store.path / 'fractions.json'}: fraction {fraction_key(fraction)} "
-            f"lists non-training chips {bad}"
-        )
-    rows = {
-        "train": store.rows("train", fraction),
-        "val": store.rows("val"),
-        "test": store.rows("test"),
-    }
-    if task == "treecover":
-        known = store.index.set_index("row")["treecover_mean"].notna()
-        rows = {k: v[known.loc[v].to_numpy()] if v.size else v for k, v in rows.items()}
-    if rows["train"].size == 0:
-        raise InputError(
-            f"chip store {store.path}: no training chips for fraction {fraction} ({task})"
-        )
-    for split in ("val", "test"):
-        if rows[split].size == 0:
-            raise InputError(f"chip store {store.path}: the {split} split is empty")
-    return rows
-
-
 def _chunks(n: int, batch_size: int) -> list[np.ndarray]:
     """Positions 0..n-1 in order, cut into batches of ``batch_size``."""
     order = np.arange(n)
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
-
-
-def load_split(store: Any, rows: np.ndarray, stats: str, device: torch.device) -> Any:
-    """The chips ``rows`` of ``store`` in memory on ``device``
-    (:func:`sarssl.data.loaders.load_chips`): ``image`` normalised float32, ``landcover``
-    int64 (the loss's targets), ``treecover`` chip means. A fine-tuning job visits each
-    chip of its small splits many times, so it reads and normalises them once."""
-    from ..data.loaders import load_chips
-
-    split = load_chips(store, rows, arrays=("x", "landcover"), stats=stats, device=device)
-    split["landcover"] = split["landcover"].long()
-    return split
 
 
 def dihedral(batch: dict[str, torch.Tensor], k: int, flip: bool) -> dict[str, torch.Tensor]:
@@ -295,6 +294,8 @@ def dihedral(batch: dict[str, torch.Tensor], k: int, flip: bool) -> dict[str, to
     not rely on for land cover)."""
     out = dict(batch)
     for key in ("image", "landcover"):
+        if key not in batch:
+            continue
         x = batch[key]
         if flip:
             x = x.flip(-1)
@@ -318,13 +319,11 @@ def _loss(task: str, out: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor |
 
 
 def _forward(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Model output; with cached frozen-encoder ``features`` only the head runs."""
-    from ..encoders import patch_grid
-
+    """Model output; with cached frozen-encoder ``features`` only the head runs (chips are
+    square, so the token grid is the square root of the token count)."""
     if "features" in batch:
-        return model.head(
-            batch["features"], patch_grid(model.backbone, tuple(batch["image"].shape[-2:]))
-        )
+        side = math.isqrt(int(batch["features"].shape[1]))
+        return model.head(batch["features"], (side, side))
     return model(batch["image"])
 
 
@@ -334,24 +333,27 @@ def predict(
 ) -> dict[str, Any]:
     """Predictions and scores of ``model`` on every chip of ``split`` (in order)."""
     model.eval()
-    meter = SegmentationMeter() if task == "landcover" else None
-    preds = []
+    preds, targets = [], []
     for idx in _chunks(len(split), batch_size):
         batch = split.batch(idx)
         with autocast(device, dtype):
             out = _forward(model, batch)
         if task == "landcover":
-            cls = out.float().argmax(1)
-            meter.update(cls, batch["landcover"])
-            preds.append(cls.to(torch.uint8).cpu())
+            preds.append(out.float().argmax(1).to(torch.uint8).cpu())
+            targets.append(batch["landcover"].to(torch.uint8).cpu())
         else:
             preds.append(out.float().cpu())
-    pred = torch.cat(preds)
+            targets.append(batch["treecover"].float().cpu())
+    return score(task, torch.cat(preds), torch.cat(targets))
+
+
+def score(task: str, pred: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
+    """``{"pred", "target", "scores"}`` of a whole split's predictions."""
     if task == "landcover":
-        target = split["landcover"].to(torch.uint8).cpu()
+        meter = SegmentationMeter()
+        meter.update(pred, target)
         scores = meter.compute()
     else:
-        target = split["treecover"].cpu()
         scores = regression_scores(pred, target)
     return {"pred": pred.numpy(), "target": target.numpy(), "scores": scores}
 
@@ -365,62 +367,81 @@ def selection_score(task: str, scores: dict[str, Any]) -> float:
 # --------------------------------------------------------------------------------------
 # training
 # --------------------------------------------------------------------------------------
+def eval_batch(hp: dict[str, Any]) -> int:
+    """Chips per forward pass when predicting or caching tokens: the training batch size,
+    which is known to fit (a 64-chip pass of the decoder at 448 px would take ~3 GB)."""
+    return int(hp["batch_size"])
+
+
+def is_pretrained(init: str) -> bool:
+    """Whether ``init`` starts from pretrained weights (MAE, DINO, an encoder file)."""
+    return init not in ("scratch", "unet", "pixel")
+
+
 def prepare_model(
     model: nn.Module, cfg: dict[str, Any], data: dict[str, Any], device: torch.device, dtype: str
 ) -> None:
-    """Freeze the encoder (linear protocol; its features are then cached once), start the
-    tree-cover head from the training mean, and move the model to ``device``."""
-    from .models import RegressionHead
-
+    """Freeze the encoder (frozen protocols; its tokens are then cached once, unless the
+    splits already hold them from an earlier learning rate of the grid: the frozen
+    encoder is the same), start a tree-cover head from the training mean, and move the
+    model to ``device``."""
     proto = protocol(cfg["protocol"])
     proto.prepare(model, cfg["init"])
     if cfg["task"] == "treecover":
-        head = next((m for m in model.modules() if isinstance(m, RegressionHead)), None)
+        head = next((m for m in model.modules() if hasattr(m, "init_output")), None)
         if head is not None:
             head.init_output(float(data["train"]["treecover"].float().mean()))
     model.to(device)
-    proto.prepare_splits(model, data.values(), device, dtype)
+    todo = [s for s in data.values() if "features" not in s]
+    proto.prepare_splits(model, todo, device, dtype, eval_batch(cfg["hparams"]))
 
 
 def make_optimizer(
-    model: nn.Module, cfg: dict[str, Any], steps_per_epoch: int, epochs: int
+    model: nn.Module, cfg: dict[str, Any], lr: float, steps_per_epoch: int, epochs: int
 ) -> tuple[Any, WarmupCosine]:
-    """AdamW over layer-decayed parameter groups and its warm-up + cosine schedule."""
+    """AdamW over parameter groups and its warm-up + cosine schedule. A pretrained
+    encoder is fine-tuned with layer-wise lr decay and ``encoder_lr_scale`` (the MAE
+    fine-tuning recipe: deeper blocks, closer to the task, move more than the patch
+    embedding, so pretraining is not overwritten); scratch ViTs with one lr."""
     hp = cfg["hparams"]
-    pretrained = cfg["init"] not in ("scratch", "unet")
+    pretrained = is_pretrained(cfg["init"])
     depth = len(model.backbone.blocks) if hasattr(model, "backbone") else None
     groups = param_groups(
         model,
         float(hp["weight_decay"]),
-        float(hp["layer_decay"]),
+        float(hp["layer_decay"]) if pretrained else 1.0,
         depth,
         backbone_lr_scale=float(hp["encoder_lr_scale"]) if pretrained else 1.0,
     )
-    optimizer = torch.optim.AdamW(groups, lr=float(hp["lr"]))
+    optimizer = torch.optim.AdamW(groups, lr=lr)
     total_steps = steps_per_epoch * epochs
     schedule = WarmupCosine(
-        float(hp["lr"]),
-        min(int(hp["warmup_epochs"]) * steps_per_epoch, total_steps // 2),
-        total_steps,
+        lr, min(int(hp["warmup_epochs"]) * steps_per_epoch, total_steps // 2), total_steps
     )
     return optimizer, schedule
 
 
-def train_and_select(
-    model: nn.Module, cfg: dict[str, Any], data: dict[str, Any], device: torch.device, dtype: str
+def fit(
+    model: nn.Module,
+    cfg: dict[str, Any],
+    lr: float,
+    data: dict[str, Any],
+    device: torch.device,
+    dtype: str,
 ) -> dict[str, Any]:
-    """Train on ``data["train"]``, score every epoch on ``data["val"]``, stop early after
-    ``patience`` epochs without improvement and load the best epoch's weights into
-    ``model``. Returns ``best_epoch``, ``best_val_score``, ``epochs_run``, ``history``."""
+    """Train ``model`` at ``lr`` on ``data["train"]``, score every epoch on
+    ``data["val"]``, stop early after ``patience`` epochs without improvement. Returns
+    ``best_state``, ``best_epoch``, ``best_val_score``, ``epochs_run``, ``history`` (the
+    training curve: mean train loss and val scores per epoch)."""
     from tqdm import tqdm
 
     task, hp, seed = cfg["task"], cfg["hparams"], int(cfg["seed"])
     proto = protocol(cfg["protocol"])
-    epochs = int(cfg.get("max_epochs") or hp["epochs"])
+    epochs = int(cfg.get("max_epochs") or hp["probe_epochs" if proto.convex else "epochs"])
     n_train = len(data["train"])
     bs = min(int(hp["batch_size"]), n_train)
     steps_per_epoch = int(hp["steps_per_epoch"] or math.ceil(n_train / bs))
-    optimizer, schedule = make_optimizer(model, cfg, steps_per_epoch, epochs)
+    optimizer, schedule = make_optimizer(model, cfg, lr, steps_per_epoch, epochs)
     # the seeded sample stream: consecutive permutations of the training subset, cut into
     # batches of ``bs`` (an epoch is ``steps_per_epoch`` batches of this stream)
     stream_rng = np.random.default_rng([seed, 1])
@@ -428,13 +449,11 @@ def train_and_select(
     pending = np.empty(0, dtype=np.int64)
     augment = bool(hp["augment"]) and proto.augment
 
-    best_score, best_state, best_epoch, bad_epochs = -math.inf, None, -1, 0
-    history = []
-    step = 0
-    epochs_run = 0
+    best: dict[str, Any] = {"best_val_score": -math.inf, "best_state": None, "best_epoch": -1}
+    bad_epochs, step, history = 0, 0, []
     for epoch in tqdm(
         range(epochs),
-        desc=f"finetune {task} {cfg['init']} {cfg['protocol']} f={cfg['fraction']}",
+        desc=f"finetune {task} {cfg['init']} {cfg['protocol']} f={cfg['fraction']} lr={lr:g}",
         unit="epoch",
         disable=cfg.get("quiet", False),
     ):
@@ -459,34 +478,105 @@ def train_and_select(
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
-        val = predict(model, data["val"], task, 64, device, dtype)["scores"]
-        score = selection_score(task, val)
-        epochs_run = epoch + 1
+        val = predict(model, data["val"], task, eval_batch(hp), device, dtype)["scores"]
+        val_score = selection_score(task, val)
         history.append(
             {
                 "epoch": epoch,
+                "step": step,
                 "train_loss": float(np.mean(losses)) if losses else None,
                 "val": {k: v for k, v in val.items() if k != "iou"},
             }
         )
-        if score > best_score:
-            best_score, best_epoch, bad_epochs = score, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if val_score > best["best_val_score"]:
+            best = {"best_val_score": val_score, "best_epoch": epoch}
+            best["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            bad_epochs = 0
         else:
             bad_epochs += 1
-            if int(hp["patience"]) > 0 and bad_epochs >= int(
-                hp["patience"]
-            ):  # 0 = no early stopping
-                log.info("early stop after epoch %d (best %d)", epoch, best_epoch)
+            if 0 < int(hp["patience"]) <= bad_epochs:  # 0 = no early stopping
+                log.info("early stop after epoch %d (best %d)", epoch, best["best_epoch"])
                 break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return {
-        "best_epoch": best_epoch,
-        "best_val_score": best_score,
-        "epochs_run": epochs_run,
-        "history": history,
+    return {**best, "epochs_run": len(history), "history": history}
+
+
+def train_and_select(
+    build: Any, cfg: dict[str, Any], data: dict[str, Any], device: torch.device, dtype: str
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train one model per learning rate of ``lr_grid`` (each from the same seeded
+    initialisation, ``build()``), keep the one with the best validation score (its best
+    epoch), and return it with the fit summary: ``lr`` (the selected one), ``lr_search``
+    (every lr's best val score and epoch), and the selected run's ``history``. Model
+    selection sees the VAL split only; the test split is not loaded yet."""
+    chosen: tuple[nn.Module, dict[str, Any], float] | None = None
+    search = []
+    hp = cfg["hparams"]
+    for lr in hp["probe_lr_grid" if protocol(cfg["protocol"]).convex else "lr_grid"]:
+        seed_everything(int(cfg["seed"]))
+        model = build()
+        prepare_model(model, cfg, data, device, dtype)
+        result = fit(model, cfg, lr, data, device, dtype)
+        search.append(
+            {
+                "lr": lr,
+                "best_val_score": result["best_val_score"],
+                "best_epoch": result["best_epoch"],
+                "history": result["history"],
+            }
+        )
+        log.info(
+            "lr %g: best val %.4f at epoch %d", lr, result["best_val_score"], result["best_epoch"]
+        )
+        if chosen is None or result["best_val_score"] > chosen[1]["best_val_score"]:
+            chosen = (model, result, lr)
+    model, result, lr = chosen
+    if result["best_state"] is not None:
+        model.load_state_dict(result["best_state"])
+    summary = {k: v for k, v in result.items() if k != "best_state"}
+    return model, {**summary, "lr": lr, "lr_search": search}
+
+
+def fit_knn(
+    model: nn.Module, cfg: dict[str, Any], data: dict[str, Any], device: torch.device, dtype: str
+) -> tuple[Any, dict[str, Any]]:
+    """The ``knn`` protocol: cache the frozen encoder's tokens, build the training bank
+    and choose ``k`` from ``knn_k`` on the validation split. Returns a predictor
+    ``split -> predictions`` and the fit summary (``k``, ``k_search``)."""
+    from . import knn
+
+    task, hp = cfg["task"], cfg["hparams"]
+    seed_everything(int(cfg["seed"]))
+    prepare_model(model, cfg, data, device, dtype)
+    patch = int(model.backbone.patch_embed.patch_size[0])
+    bank = knn.build_bank(task, data["train"], patch, int(hp["knn_bank"]), int(cfg["seed"]))
+    fallback = knn.majority_class(knn.split_landcover(data["train"])) if task == "landcover" else 0
+
+    def predictor(split: Any, k: int) -> dict[str, Any]:
+        feats = split["features"]
+        if task == "landcover":
+            n, t, d = feats.shape
+            cls = knn.segment(bank, feats.reshape(n * t, d), k, fallback)
+            side = math.isqrt(t)
+            pred = cls.reshape(n, side, side, patch, patch).permute(0, 1, 3, 2, 4)
+            pred = pred.reshape(n, side * patch, side * patch)
+            return score(task, pred, knn.split_landcover(split).cpu())
+        return score(task, knn.regress(bank, feats.mean(dim=1), k), split["treecover"].cpu())
+
+    search = []
+    for k in hp["knn_k"]:
+        val = predictor(data["val"], k)["scores"]
+        search.append({"k": k, "best_val_score": selection_score(task, val)})
+    best = max(search, key=lambda r: r["best_val_score"])
+    summary = {
+        "best_epoch": -1,
+        "best_val_score": best["best_val_score"],
+        "epochs_run": 0,
+        "history": [],
+        "k": best["k"],
+        "k_search": search,
+        "lr": None,
     }
+    return (lambda split: predictor(split, best["k"])), summary
 
 
 # --------------------------------------------------------------------------------------
@@ -498,7 +588,7 @@ def write_outputs(
     init_desc: dict[str, Any],
     data: dict[str, Any],
     test: dict[str, Any],
-    fit: dict[str, Any],
+    fitted: dict[str, Any],
     wall: float,
 ) -> dict[str, Any]:
     """``metrics.json``, ``predictions.npz``, ``checkpoint.pt`` and ``run.json`` in
@@ -517,7 +607,9 @@ def write_outputs(
             "n_train_chips": len(data["train"]),
             "metric": name,
             "value": float(value),
-            "epochs": fit["epochs_run"],
+            "epochs": fitted["epochs_run"],
+            "lr": fitted.get("lr"),
+            "knn_k": fitted.get("k"),
             "wall_s": round(wall, 3),
         }
         for name, value in metric_rows(task, test["scores"])
@@ -540,16 +632,20 @@ def write_outputs(
             "task": task,
             "init": json.loads(json.dumps(init_desc, default=str)),  # plain values only
             "protocol": protocol,
-            "best_epoch": fit["best_epoch"],
+            "best_epoch": fitted["best_epoch"],
             "hparams": json.loads(json.dumps(cfg["hparams"], default=str)),
         },
     )
     summary = {
-        "best_epoch": fit["best_epoch"],
-        "best_val_score": fit["best_val_score"],
-        "epochs_run": fit["epochs_run"],
+        "best_epoch": fitted["best_epoch"],
+        "best_val_score": fitted["best_val_score"],
+        "epochs_run": fitted["epochs_run"],
+        "lr": fitted.get("lr"),
+        "lr_search": fitted.get("lr_search", []),
+        "knn_k": fitted.get("k"),
+        "k_search": fitted.get("k_search", []),
         "test_scores": test["scores"],
-        "history": fit["history"],
+        "history": fitted["history"],
         "ids": {k: [str(i) for i in data[k].ids] for k in ("train", "val", "test")},
         "init_detail": init_desc,
         "wall_s": wall,
@@ -565,8 +661,13 @@ def write_outputs(
 # --------------------------------------------------------------------------------------
 def finetune(cfg: dict[str, Any]) -> dict[str, Any]:
     """Run one fine-tuning job; returns the run summary (also written to run.json)."""
+    from ..data.store import load_stats
+    from .splits import open_split, split_rows
+
     t0 = time.time()
     task, hp = cfg["task"], cfg["hparams"]
+    proto = protocol(cfg["protocol"])
+    proto.check(cfg["init"])
     device = resolve_device(cfg.get("device", "auto"))
     dtype = resolve_dtype(str(hp["dtype"]), device)
     if cfg.get("threads"):
@@ -575,35 +676,62 @@ def finetune(cfg: dict[str, Any]) -> dict[str, Any]:
     seed_everything(int(cfg["seed"]))
 
     store = open_store(cfg["chips_dir"], hp)
-    rows = split_rows(store, float(cfg["fraction"]), task)
-    # train and val now; the test chips are read only after training and model selection
-    data = {k: load_split(store, rows[k], cfg["stats"], device) for k in ("train", "val")}
-    model, init_desc = build_model(
-        task,
-        cfg["init"],
-        cfg.get("encoder"),
-        hp,
-        store.chip_size,
-        store.channels,
-        Path(cfg["stats"]),
-    )
-    prepare_model(model, cfg, data, device, dtype)
-    fit = train_and_select(model, cfg, data, device, dtype)
+    rows = split_rows(store, float(cfg["fraction"]), task, int(cfg["seed"]))
+    try:
+        stats = json.loads(Path(cfg["stats"]).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{cfg['stats']}: unreadable statistics ({exc})") from exc
+    load_stats(stats, store.channels)  # checked once: the channels, in the store's order
 
-    data["test"] = load_split(store, rows["test"], cfg["stats"], device)
-    protocol(cfg["protocol"]).prepare_splits(model, [data["test"]], device, dtype)
-    test = predict(model, data["test"], task, 64, device, dtype)
+    def split(name: str) -> Any:
+        return open_split(
+            store, rows[name], stats, device, str(hp["loader"]), float(hp["in_memory_max_mb"])
+        )
+
+    # train and val now; the test chips are read only after training and model selection
+    data = {k: split(k) for k in ("train", "val")}
+
+    descs: list[dict[str, Any]] = []
+
+    def build() -> nn.Module:
+        model, desc = build_model(
+            task,
+            cfg["init"],
+            cfg.get("encoder"),
+            hp,
+            store.chip_size,
+            store.channels,
+            Path(cfg["stats"]),
+            head=proto.head,
+        )
+        descs.append(desc)
+        return model
+
+    if proto.trains:
+        model, fitted = train_and_select(build, cfg, data, device, dtype)
+        data["test"] = split("test")
+        proto.prepare_splits(model, [data["test"]], device, dtype, eval_batch(hp))
+        test = predict(model, data["test"], task, eval_batch(hp), device, dtype)
+    else:
+        seed_everything(int(cfg["seed"]))
+        model = build()
+        predictor, fitted = fit_knn(model, cfg, data, device, dtype)
+        data["test"] = split("test")
+        proto.prepare_splits(model, [data["test"]], device, dtype, eval_batch(hp))
+        test = predictor(data["test"])
     wall = time.time() - t0
-    summary = write_outputs(cfg, model, init_desc, data, test, fit, wall)
+    summary = write_outputs(cfg, model, descs[0], data, test, fitted, wall)
     log.info(
-        "%s %s %s f=%s: test %s in %.1f s (%d epochs)",
+        "%s %s %s f=%s seed %s: test %s in %.1f s (lr %s, %d epochs)",
         task,
         cfg["init_label"],
         cfg["protocol"],
         cfg["fraction"],
+        cfg["seed"],
         {k: round(v, 4) for k, v in test["scores"].items() if k != "iou"},
         wall,
-        fit["epochs_run"],
+        fitted.get("lr"),
+        fitted["epochs_run"],
     )
     return summary
 
@@ -611,7 +739,9 @@ def finetune(cfg: dict[str, Any]) -> dict[str, Any]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, choices=TASKS)
     parser.add_argument(
-        "--init", required=True, help="scratch | mae | dino | unet | PATH to encoder.safetensors"
+        "--init",
+        required=True,
+        help="scratch | mae | dino | unet | pixel | PATH to encoder.safetensors",
     )
     parser.add_argument(
         "--encoder",
@@ -620,9 +750,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--protocol", default="finetune", choices=list(PROTOCOL_REGISTRY))
     parser.add_argument(
-        "--fraction", type=float, required=True, help="label fraction (a key of fractions.json)"
+        "--fraction",
+        type=_csv(float),
+        required=True,
+        help="label fraction(s) F1,F2,... (keys of fractions.json)",
     )
-    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument(
+        "--seed",
+        type=_csv(int),
+        required=True,
+        help="run seed(s) S1,S2,...: each fraction x seed is one run, in this process",
+    )
     parser.add_argument("--chips-dir", required=True, help="chip store of the fine-tuning area")
     parser.add_argument(
         "--stats", required=True, help="stats.json used for normalisation (and pretraining)"
@@ -636,7 +774,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--pretrain-area", default=None, help="label recorded in metrics (area the encoder saw)"
     )
     parser.add_argument("--finetune-area", default=None, help="label recorded in metrics")
-    parser.add_argument("--out-dir", required=True)
+    out = parser.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out-dir", help="folder of the run (one --fraction and one --seed)")
+    out.add_argument(
+        "--runs-dir",
+        help="parent folder of several runs: each is written to RUNS_DIR/f{fraction}_s{seed}/",
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--max-epochs", type=int, default=None, help="override hparams epochs")
     parser.add_argument(
@@ -647,38 +790,90 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+def _csv(kind: Any) -> Any:
+    def parse(text: str) -> list[Any]:
+        try:
+            return [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: expected {kind.__name__}s, comma-separated"
+            )
+
+    return parse
+
+
+def configs_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One job configuration per fraction x seed of the command line."""
     if not Path(args.chips_dir).is_dir():
         raise SarsslError(f"--chips-dir {args.chips_dir}: not a directory")
     if not Path(args.stats).is_file():
         raise SarsslError(f"--stats {args.stats}: file not found")
     init = args.init
     if init not in BUILTIN_INITS and not Path(init).is_file():
-        raise SarsslError(f"--init {init}: not scratch/mae/dino/unet nor an existing encoder file")
+        raise SarsslError(
+            f"--init {init}: not one of {', '.join(BUILTIN_INITS)} nor an existing encoder file"
+        )
     if args.encoder and not Path(args.encoder).is_file():
         raise SarsslError(f"--encoder {args.encoder}: file not found")
-    if not 0 < args.fraction <= 1:
-        raise SarsslError(f"--fraction {args.fraction}: must be in (0, 1]")
-    return {
+    if not args.fraction or not args.seed:
+        raise SarsslError("--fraction and --seed need at least one value each")
+    for f in args.fraction:
+        if not 0 < f <= 1:
+            raise SarsslError(f"--fraction {f}: must be in (0, 1]")
+    runs = [(f, s) for f in args.fraction for s in args.seed]
+    if args.out_dir is not None and len(runs) > 1:
+        raise SarsslError(
+            f"--out-dir is the folder of one run; {len(runs)} fraction x seed runs need --runs-dir"
+        )
+    hparams = resolve_hparams(load_hparams(args.hparams))
+    base = {
         "task": args.task,
         "init": init,
         "init_label": init if init in BUILTIN_INITS else Path(init).parent.name or Path(init).stem,
         "encoder": args.encoder,
         "protocol": args.protocol,
-        "fraction": args.fraction,
-        "seed": args.seed,
         "chips_dir": str(Path(args.chips_dir).resolve()),
         "stats": str(Path(args.stats).resolve()),
-        "hparams": resolve_hparams(load_hparams(args.hparams)),
+        "hparams": hparams,
         "pretrain_area": args.pretrain_area,
         "finetune_area": args.finetune_area,
-        "out_dir": args.out_dir,
         "device": args.device,
         "max_epochs": args.max_epochs,
         "threads": args.threads,
     }
+    return [
+        {
+            **base,
+            "fraction": f,
+            "seed": s,
+            "out_dir": args.out_dir or str(Path(args.runs_dir) / f"f{fraction_key(f)}_s{s}"),
+        }
+        for f, s in runs
+    ]
+
+
+def run_all(cfgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run every configuration. With ``lr_search: reference_run`` the run with the most
+    labels (first seed) searches ``lr_grid`` on the validation split and the others reuse
+    its learning rate (recorded as ``lr_from`` in their run.json); with ``each_run`` every
+    run searches."""
+    cfgs = sorted(cfgs, key=lambda c: (-float(c["fraction"]), cfgs.index(c)))
+    shared = cfgs[0]["hparams"]["lr_search"] == "reference_run" and len(cfgs) > 1
+    summaries, chosen, ref = [], None, ""
+    for k, cfg in enumerate(cfgs, 1):
+        if len(cfgs) > 1:
+            log.info("run %d/%d: fraction %s seed %s", k, len(cfgs), cfg["fraction"], cfg["seed"])
+        if shared and chosen is not None:
+            hp = {**cfg["hparams"], "lr_grid": [chosen], "probe_lr_grid": [chosen]}
+            cfg = {**cfg, "hparams": hp, "lr_from": ref}
+        summary = finetune(cfg)
+        if shared and chosen is None and summary.get("lr") is not None:
+            chosen = summary["lr"]
+            ref = f"f{fraction_key(cfg['fraction'])}_s{cfg['seed']}"
+        summaries.append(summary)
+    return summaries
 
 
 def run(args: argparse.Namespace) -> int:
-    finetune(config_from_args(args))
+    run_all(configs_from_args(args))
     return 0

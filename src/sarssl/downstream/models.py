@@ -6,6 +6,14 @@
   gives per-pixel logits of the 11 WorldCover classes.
 - :class:`RegressionHead`: mean of the patch tokens -> MLP -> chip-mean tree cover (%).
 - :class:`UNet`: a small from-scratch convolutional baseline for both tasks.
+- :class:`LinearSegmentationHead` / :class:`LinearRegressionHead`: the linear probes
+  (one linear layer on frozen patch tokens; logits upsampled for segmentation, mean-pooled
+  tokens for regression), after a non-learned feature standardisation (BatchNorm without
+  affine parameters, as in the MAE paper's linear probe), so a probe has exactly
+  ``C x D + C`` (or ``D + 1``) trainable parameters.
+- :class:`PixelLinear`: the per-pixel control, a linear classifier on the 12 channels of
+  each pixel (land cover) or a linear regression on the chip-mean channels (tree cover):
+  no spatial context at all, the floor every deep model must clear.
 """
 
 from __future__ import annotations
@@ -86,6 +94,81 @@ class RegressionHead(nn.Module):
         so every initialisation starts from the same constant predictor, and short runs at
         small label fractions measure what the features add, not how fast a bias moves."""
         self.mlp[-1].bias.fill_(float(target_mean) / self.scale)
+
+
+class LinearSegmentationHead(nn.Module):
+    """One linear layer per patch token -> class logits on the patch grid, bilinearly
+    upsampled to the chip. The standardisation has no trainable parameters."""
+
+    def __init__(self, embed_dim: int, patch_size: int, num_classes: int = N_LANDCOVER_CLASSES):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(embed_dim, affine=False)
+        self.linear = nn.Linear(embed_dim, num_classes)
+        self.patch_size = int(patch_size)
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        b, n, d = tokens.shape
+        if n != grid[0] * grid[1]:
+            raise ValueError(f"{n} tokens do not fill a {grid} grid")
+        logits = self.linear(self.norm(tokens.reshape(b * n, d).float()))
+        logits = logits.reshape(b, grid[0], grid[1], -1).permute(0, 3, 1, 2)
+        size = (grid[0] * self.patch_size, grid[1] * self.patch_size)
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+class LinearRegressionHead(nn.Module):
+    """Mean-pooled patch tokens -> standardised (no parameters) -> one linear output."""
+
+    def __init__(self, embed_dim: int, scale: float = TREECOVER_SCALE):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(embed_dim, affine=False)
+        self.linear = nn.Linear(embed_dim, 1)
+        self.scale = float(scale)
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        return self.linear(self.norm(tokens.float().mean(dim=1))).squeeze(-1) * self.scale
+
+    @torch.no_grad()
+    def init_output(self, target_mean: float) -> None:
+        """Start from the training mean, like :meth:`RegressionHead.init_output`."""
+        self.linear.bias.fill_(float(target_mean) / self.scale)
+
+
+class PixelLinear(nn.Module):
+    """The per-pixel control: land cover, a 1x1 convolution (a linear classifier on each
+    pixel's channels, ``C x in_chans + C`` parameters); tree cover, a linear regression on
+    the chip-mean channels (``in_chans + 1``). Inputs are standardised without learned
+    parameters first. It sees no neighbour of a pixel, so whatever a model with spatial
+    context scores above it is what context is worth."""
+
+    def __init__(
+        self,
+        task: str,
+        in_chans: int = len(CHANNELS),
+        num_classes: int = N_LANDCOVER_CLASSES,
+        scale: float = TREECOVER_SCALE,
+    ):
+        super().__init__()
+        if task not in TASKS:
+            raise SarsslError(f"PixelLinear: unknown task {task!r}; expected one of {list(TASKS)}")
+        self.task = task
+        self.scale = float(scale)
+        if task == "landcover":
+            self.norm: nn.Module = nn.BatchNorm2d(in_chans, affine=False)
+            self.linear: nn.Module = nn.Conv2d(in_chans, num_classes, 1)
+        else:
+            self.norm = nn.BatchNorm1d(in_chans, affine=False)
+            self.linear = nn.Linear(in_chans, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.task == "landcover":
+            return self.linear(self.norm(x.float()))
+        return self.linear(self.norm(x.float().mean(dim=(2, 3)))).squeeze(-1) * self.scale
+
+    @torch.no_grad()
+    def init_output(self, target_mean: float) -> None:
+        if self.task == "treecover":
+            self.linear.bias.fill_(float(target_mean) / self.scale)
 
 
 class TaskModel(nn.Module):
@@ -170,11 +253,24 @@ def build_task_model(
     unet_depth: int = 3,
     seg_width: int = 128,
     in_chans: int = len(CHANNELS),
+    head: str = "decoder",
 ) -> nn.Module:
-    """Task model for ``task`` on ``backbone`` (``None`` -> the U-Net baseline)."""
+    """Task model for ``task`` on ``backbone`` (``None`` -> the U-Net baseline). ``head``:
+    ``decoder`` (the study's conv decoder / MLP regression head) or ``linear`` (the
+    linear probe's heads)."""
     if backbone is None:
         return UNet(in_chans=in_chans, task=task, width=unet_width, depth=unet_depth)
     d = backbone.embed_dim
+    if head == "linear":
+        if task == "landcover":
+            return TaskModel(
+                backbone, LinearSegmentationHead(d, backbone.patch_embed.patch_size[0])
+            )
+        if task == "treecover":
+            return TaskModel(backbone, LinearRegressionHead(d))
+        raise SarsslError(f"unknown task {task!r}; expected one of {list(TASKS)}")
+    if head != "decoder":
+        raise SarsslError(f"unknown head {head!r}; expected decoder or linear")
     if task == "landcover":
         head: nn.Module = SegmentationHead(d, backbone.patch_embed.patch_size[0], width=seg_width)
     elif task == "treecover":

@@ -14,6 +14,7 @@ all and is the ``sarssl plot`` command:
 - :mod:`.attention` — ``attention`` (DINO last-layer CLS attention per head)
 - :mod:`.reconstruction` — ``mae-reconstructions`` (MAE input, mask, reconstruction)
 - :mod:`.embeddings` — ``embeddings`` (PCA of mean-pooled encoder tokens)
+- :mod:`.pretraining` — ``pretraining-curves`` (loss per step, DINO collapse diagnostics)
 
 Builders are plain functions of arrays/DataFrames returning a
 :class:`matplotlib.figure.Figure`; the registered ``_build*`` adapters only load inputs.

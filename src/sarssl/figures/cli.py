@@ -14,6 +14,7 @@ from . import (  # noqa: F401  (importing a figure module registers its figures)
     curves,
     datastats,
     embeddings,
+    pretraining,
     qa,
     qualitative,
     reconstruction,

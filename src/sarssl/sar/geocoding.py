@@ -8,10 +8,13 @@ Range-Doppler Terrain Correction).
 
 Speed: the forward model is evaluated exactly only on a coarse lattice of *nodes* (every
 ``node_step`` output pixels) at a stack of height levels (<= ``level_step`` m apart)
-spanning the DEM's range; each output pixel interpolates (line, pixel) bilinearly between
-nodes and linearly between the two levels bracketing its height. The mapping is smooth at
+spanning the DEM's range; each output pixel interpolates (line, slant range) bilinearly
+between nodes and linearly between the two levels bracketing its height. Both are smooth at
 these scales (curvature terms ~1e-3 px), so the interpolation error stays below 0.01 px
-while the per-pixel work is a few dozen flops in a numba ``prange`` loop.
+while the per-pixel work is a few dozen flops in a numba ``prange`` loop. The slant range
+then becomes a GRD pixel, per pixel, through the coordinate conversion of its line's
+azimuth block: the GRD pixel of a given slant range jumps by up to ~18 px at far range from
+one 1 s block to the next (:mod:`sarssl.sar.geometry`), which node interpolation would smear.
 
 Layover and shadow use the local-incidence test on the DEM sampled on the output grid:
 with l the unit vector from the ground to the sensor (local east/north/up, interpolated
@@ -108,9 +111,11 @@ class GeocodingLUT:
         nlev = max(2, int(np.ceil((hmax - hmin) / level_step)) + 1)
         levels = np.linspace(hmin, hmax, nlev)
         node_line = np.empty((nlev,) + nx.shape)
-        node_pix = np.empty((nlev,) + nx.shape)
+        node_range = np.empty((nlev,) + nx.shape)  # one-way slant range (m): smooth
         for k, h in enumerate(levels):
-            node_line[k], node_pix[k] = geom.lonlat_to_radar(lon, lat, h)
+            node_line[k], _, _, node_range[k] = geom.ground_to_radar(
+                *lonlat_h_to_ecef(lon, lat, h), return_time_range=True
+            )
         # look vector at the nodes (mid level)
         X = np.stack(lonlat_h_to_ecef(lon, lat, 0.5 * (hmin + hmax)))
         _, _, t, _ = geom.ground_to_radar(*X, return_time_range=True)
@@ -131,7 +136,7 @@ class GeocodingLUT:
             np.ascontiguousarray(dem.height, dtype=np.float64),
             levels,
             node_line,
-            node_pix,
+            node_range,
             np.ascontiguousarray(look_enu),
             line,
             pixel,
@@ -142,6 +147,9 @@ class GeocodingLUT:
             rc0,
             rc1,
         )
+        # the kernel interpolated slant range into ``pixel``: to GRD pixels through the
+        # coordinate conversion of each pixel's azimuth block (it can jump between blocks)
+        geom.slant_range_to_pixel(line, pixel, in_place=True)
         return cls(grid=grid, line=line, pixel=pixel, height=height, look=look)
 
     def exact(self, geom: RadarGeometry) -> tuple[np.ndarray, np.ndarray]:

@@ -9,10 +9,46 @@ to the radar image in two steps:
    method with ``f'(t) = -|V|^2 + (X - S) . A(t)`` (A = acceleration). The GRD line is
    ``(t - t_first_line) / azimuth_time_interval``.
 2. **Range**: the slant range R = |X - S(t)| (one-way, metres; the annotation gives two-way
-   times tau with R = c tau / 2) is converted to ground range with the annotation's
-   ``srgr`` polynomial ``gr = sum_i c_i (R - sr0)^i`` (interpolated linearly between the
-   polynomials given at successive azimuth times) and the GRD pixel is
-   ``(gr - gr0) / range_pixel_spacing`` (gr0 = 0 for GRD products).
+   times tau with R = c tau / 2) is converted to ground range gr by inverting the
+   annotation's ``grsr`` polynomial ``R = sum_i c_i (gr - gr0)^i`` (Newton, from the
+   ``srgr`` polynomial's estimate) of the coordinate-conversion entry nearest in time to the
+   target's image line, and the GRD pixel is ``gr / range_pixel_spacing``. The line is
+   ``(t - t_first_line) / azimuth_time_interval`` less the bistatic delay
+   ``(tau - tau_ref) / 2`` that IPF applies.
+
+**Geolocation on every processor version (issue #16).** On IPF 002.36 (the 2015 shared
+product) targets written at the GCPs' (line, pixel) landed 3.5-4.1 px east of the GCPs'
+lon/lat at near range and 0.3-1.6 px west at far range. Three causes, each checked against
+the geolocation grid, which carries (line, pixel, lon, lat, height, azimuth time, slant
+range time) for 210 points per product (``tests/test_geometry.py``):
+
+- *srgr is not the inverse of grsr in IPF 2.36.* ``grsr(GCP pixel)`` equals every GCP's
+  slant range to < 1 cm on all four shared products (2015 included), and ``srgr`` does on
+  the 2021 ones, but the 2015 ``srgr(GCP slant range)`` misses the GCP pixel in a wave that
+  is the same on every grid row: 0, -3.1, -3.9, -3.3, -2.1, -0.8, +0.3, ... +2.1 px from
+  near to far range (a poor degree-4 fit in that version). The model therefore inverts
+  grsr; srgr only starts the Newton iteration. SNAP also inverts grsr, by bisection.
+- *Each entry holds for its own 1 s azimuth block; entries are not to be blended.* The
+  GCPs' pixels match the grsr of the entry nearest in time exactly (0.000 px, all four
+  products, GCP rows 0.09-0.32 s from it), while the linear blend of the two bracketing
+  entries (as xarray-sentinel and the previous model did) misses them by up to 0.3, 0.5
+  and 1.5 px on the three later products: the entries follow the terrain height of their block
+  and jump by up to 18 px at far range from one second to the next. The GRD pixel is thus
+  piecewise in azimuth; geocoding interpolates the smooth slant range between its LUT nodes
+  and converts per pixel (:mod:`sarssl.sar.geocoding`). IPF 2.36 lists entries only up to
+  0.68 s before the last line; the scene's last block, which holds the last GCP row, gets an
+  entry fitted to that row (:func:`cover_with_gcp_rows`; fitted to any covered row such a
+  fit reproduces the annotated entry to < 0.05 px).
+- *IPF 2.36 rounds its state-vector times to the millisecond.* Its 1 s state vectors sit
+  at ``.055000`` while the first line is at ``.054739``; taken literally, every GCP's
+  zero-Doppler time is 0.261 ms (0.17 lines) after its annotated azimuth time. Re-tagged
+  onto the line-time grid (:func:`retag_rounded_state_vector_times`) the median offset is
+  0.02 us. Its annotated velocities also carry along-track speed errors of +-5.5 cm/s in
+  blocks of eight vectors (finite differences of its own positions say so), hence the
+  orbit fit's small velocity weight (:data:`VELOCITY_WEIGHT_S`).
+
+Residuals of this model against the GCPs (:meth:`RadarGeometry.gcp_residuals`, reported by
+every preprocessing run): < 0.01 px in azimuth and range on all four shared products.
 
 The orbit S(t) comes from state vectors (annotation, every 10 s, or an external
 POEORB/RESORB EOF file) through a least-squares polynomial fitted jointly to positions and
@@ -53,6 +89,13 @@ WGS84_E2 = WGS84_F * (2.0 - WGS84_F)
 
 ORBIT_MARGIN_S = 60.0
 """Seconds of state vectors kept either side of the scene when fitting the orbit."""
+
+VELOCITY_WEIGHT_S = 0.1
+"""Weight (s) of the velocity rows in the orbit fit: a 1 cm/s velocity residual counts as a
+1 mm position residual, so the positions lead. Annotated velocities can be off where the
+positions are not: IPF 2.36's 1 s state vectors carry along-track speed errors of
++-5.5 cm/s in blocks of eight (module docstring); at weight 1 s they pulled held-out
+positions 3 cm off, at 0.1 s 6 mm (EOF files and later annotations fit alike either way)."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -130,7 +173,12 @@ class OrbitPolynomial:
 
     @classmethod
     def fit(
-        cls, t: np.ndarray, pos: np.ndarray, vel: np.ndarray, degree: int = 8
+        cls,
+        t: np.ndarray,
+        pos: np.ndarray,
+        vel: np.ndarray,
+        degree: int = 8,
+        velocity_weight: float = VELOCITY_WEIGHT_S,
     ) -> OrbitPolynomial:
         t = np.asarray(t, dtype=np.float64)
         n = len(t)
@@ -144,11 +192,11 @@ class OrbitPolynomial:
         a_pos = u[:, None] ** k[None, :]
         a_vel = np.zeros_like(a_pos)
         a_vel[:, 1:] = k[None, 1:] * u[:, None] ** (k[None, 1:] - 1) / ts
-        # velocity residuals (m/s) weighted by 1 s so both kinds of row are in metres
-        a = np.vstack([a_pos, a_vel])
+        # velocity residuals (m/s) weighted by ``velocity_weight`` seconds (VELOCITY_WEIGHT_S)
+        a = np.vstack([a_pos, velocity_weight * a_vel])
         coef = np.empty((3, degree + 1))
         for j in range(3):
-            b = np.concatenate([pos[:, j], vel[:, j]])
+            b = np.concatenate([pos[:, j], velocity_weight * vel[:, j]])
             coef[j] = np.linalg.lstsq(a, b, rcond=None)[0]
         return cls(
             coef=coef, tc=float(tc), ts=float(ts), t_min=float(t.min()), t_max=float(t.max())
@@ -228,14 +276,38 @@ def _poly(coef, n, u):
 
 
 @numba.njit(cache=True, inline="always")
-def _srgr(cc_t, cc_sr0, cc_gr0, cc_srgr, sr, t):
-    """Ground range (m) at slant range ``sr`` and azimuth time ``t``, blending entries."""
+def _ground_range_one(srgr, grsr, sr0, gr0, sr):
+    """Ground range (m) of slant range ``sr`` under one coordinate-conversion entry: the
+    root of ``grsr(gr - gr0) = sr`` by Newton's method, started from ``srgr(sr - sr0)``.
+
+    grsr, not srgr, defines the mapping: it reproduces the geolocation grid's slant-range
+    times to millimetres on every processor version, while the srgr polynomials of IPF 2.36
+    miss it by up to 4 px (module docstring). Two Newton steps reach 1e-9 m from srgr's
+    start (grsr is nearly linear: c2 ~ 5e-7 /m against c1 ~ 0.5)."""
+    g = _poly(srgr, srgr.size, sr - sr0) + gr0
+    n = grsr.size
+    for _ in range(6):
+        u = g - gr0
+        f = grsr[n - 1]
+        d = 0.0
+        for k in range(n - 2, -1, -1):
+            d = d * u + f
+            f = f * u + grsr[k]
+        step = (f - sr) / d
+        g -= step
+        if abs(step) < 1e-7:
+            break
+    return g
+
+
+@numba.njit(cache=True, inline="always")
+def _nearest_entry(cc_t, t):
+    """Index of the coordinate-conversion entry nearest in time to ``t`` (s)."""
     n = cc_t.size
-    ncoef = cc_srgr.shape[1]
     if n == 1 or t <= cc_t[0]:
-        return _poly(cc_srgr[0], ncoef, sr - cc_sr0[0]) + cc_gr0[0]
+        return 0
     if t >= cc_t[n - 1]:
-        return _poly(cc_srgr[n - 1], ncoef, sr - cc_sr0[n - 1]) + cc_gr0[n - 1]
+        return n - 1
     lo = 0
     hi = n - 1
     while hi - lo > 1:
@@ -244,10 +316,33 @@ def _srgr(cc_t, cc_sr0, cc_gr0, cc_srgr, sr, t):
             lo = mid
         else:
             hi = mid
-    w = (t - cc_t[lo]) / (cc_t[hi] - cc_t[lo])
-    g0 = _poly(cc_srgr[lo], ncoef, sr - cc_sr0[lo]) + cc_gr0[lo]
-    g1 = _poly(cc_srgr[hi], ncoef, sr - cc_sr0[hi]) + cc_gr0[hi]
-    return (1.0 - w) * g0 + w * g1
+    return lo if t - cc_t[lo] <= cc_t[hi] - t else hi
+
+
+@numba.njit(cache=True, inline="always")
+def _srgr(cc_t, cc_sr0, cc_gr0, cc_srgr, cc_grsr, sr, t):
+    """Ground range (m) at slant range ``sr`` and image-line time ``t``: the entry nearest
+    in time (each entry holds for its azimuth block; module docstring)."""
+    i = _nearest_entry(cc_t, t)
+    return _ground_range_one(cc_srgr[i], cc_grsr[i], cc_sr0[i], cc_gr0[i], sr)
+
+
+@numba.njit(cache=True, parallel=True)
+def _range_to_pixel_kernel(cc_t, cc_sr0, cc_gr0, cc_srgr, cc_grsr, t_first, dt, spacing, line, rng):
+    """In place: one-way slant range ``rng`` (m) at fractional GRD ``line`` -> GRD pixel
+    (NaN stays NaN)."""
+    for i in numba.prange(rng.size):
+        ln = line[i]
+        r = rng[i]
+        if ln != ln or r != r:
+            continue
+        rng[i] = _srgr(cc_t, cc_sr0, cc_gr0, cc_srgr, cc_grsr, r, t_first + ln * dt) / spacing
+
+
+@numba.njit(cache=True, parallel=True)
+def _ground_range_many(cc_t, cc_sr0, cc_gr0, cc_srgr, cc_grsr, sr, t, out):
+    for i in numba.prange(sr.size):
+        out[i] = _srgr(cc_t, cc_sr0, cc_gr0, cc_srgr, cc_grsr, sr[i], t[i])
 
 
 @numba.njit(cache=True, parallel=True)
@@ -266,6 +361,7 @@ def _ground_to_radar_kernel(
     cc_sr0,
     cc_gr0,
     cc_srgr,
+    cc_grsr,
     tau_ref,
     line,
     pixel,
@@ -275,12 +371,12 @@ def _ground_to_radar_kernel(
     for i in numba.prange(x.size):
         res = np.empty((3, 3))
         t, r = _zero_doppler_point(coef, tc, ts, x[i], y[i], z[i], t_guess, res)
-        gr = _srgr(cc_t, cc_sr0, cc_gr0, cc_srgr, r, t)
         t_line = t
         if tau_ref > 0.0:
             # bistatic delay: the GRD line of a target is offset by half the difference of
             # its two-way range time from the reference (mid-swath) range time
             t_line = t - 0.5 * (2.0 * r / 299792458.0 - tau_ref)
+        gr = _srgr(cc_t, cc_sr0, cc_gr0, cc_srgr, cc_grsr, r, t_line)
         line[i] = (t_line - t_first) / dt
         pixel[i] = gr / spacing
         t_out[i] = t
@@ -330,6 +426,159 @@ class GcpGrid:
     incidence_angle: np.ndarray  # degrees
 
 
+def cover_with_gcp_rows(
+    cc: CoordinateConversion,
+    gcps: GcpGrid,
+    azimuth_time_interval: float,
+    range_pixel_spacing: float,
+) -> CoordinateConversion:
+    """``cc`` plus an entry for every azimuth block the annotation leaves out that holds a
+    geolocation-grid row, fitted to that row's (pixel, slant range time) pairs.
+
+    Each entry holds for the block of lines within half an entry spacing of its time. IPF
+    2.36 annotates entries from 0.68 s before the first line to 0.68 s before the last
+    (2015-02-22: the last 117 lines lie in a block without an entry, where the last entry
+    misses the last GCP row by up to 2.3 px). The GCP row's points span the swath, so a fit
+    of the annotation's own degree reproduces an annotated entry to < 0.05 px. Without
+    such a row, ``cc`` as is."""
+    if len(cc.time) < 2 or len(gcps.line) == 0:
+        return cc
+    step = float(np.median(np.diff(cc.time)))
+    t_row = gcps.line * azimuth_time_interval  # line times (first line at 0)
+    k = np.round((t_row - cc.time[0]) / step)
+    block = cc.time[0] + k * step
+    outside = (k < 0) | (k > len(cc.time) - 1)
+    if not outside.any():
+        return cc
+    entries = [cc.time, cc.sr0, cc.gr0, cc.srgr, cc.grsr]
+    extra: list[list] = [[], [], [], [], []]
+    deg = cc.grsr.shape[1] - 1
+    for b in np.unique(block[outside]):
+        sel = outside & (block == b)
+        gr = gcps.pixel[sel] * range_pixel_spacing
+        if len(np.unique(gr)) <= deg:
+            continue
+        sr = gcps.slant_range_time[sel] * SPEED_OF_LIGHT / 2
+        grsr = np.polynomial.Polynomial.fit(gr, sr, deg).convert().coef
+        sr0 = float(np.polynomial.polynomial.polyval(0.0, grsr))
+        srgr = np.polynomial.Polynomial.fit(sr - sr0, gr, deg).convert().coef
+        for lst, v in zip(extra, (b, sr0, 0.0, srgr, grsr)):
+            lst.append(v)
+        log.info(
+            "coordinate conversion: block at %+.3f s has no annotated entry; fitted to its "
+            "%d geolocation grid points",
+            b,
+            int(sel.sum()),
+        )
+    if not extra[0]:
+        return cc
+    merged = [np.concatenate([e, np.asarray(x)]) for e, x in zip(entries, extra)]
+    order = np.argsort(merged[0])
+    return CoordinateConversion(*(m[order] for m in merged))
+
+
+def retag_rounded_state_vector_times(
+    times: np.ndarray, epoch: np.datetime64
+) -> tuple[np.ndarray, float]:
+    """Annotated state-vector times put back on the product's line-time grid where the
+    annotation rounded them to the millisecond (IPF 2.36); returns (times, seconds taken off).
+
+    IPF 2.36 annotates state vectors every second at ``first line time + k s`` but writes
+    their times rounded to whole milliseconds (2015-02-22: vectors at ``.055000``, first
+    line at ``.054739``): taken literally, the orbit runs 0.261 ms (1.98 m, 0.17 lines)
+    ahead of the image and of the geolocation grid. The times are re-tagged when all of
+    them are whole milliseconds, sit at whole seconds from the first line time to within the
+    rounding (0.5 ms) by one common offset, and that offset is not zero. Later processors
+    write microsecond times on their own grid (10 s apart): never re-tagged."""
+    times = np.asarray(times, dtype="datetime64[ns]")
+    ns = times.astype(np.int64)
+    if len(times) < 2 or np.any(ns % 1_000_000):
+        return times, 0.0
+    off = (times - epoch) / np.timedelta64(1, "ns") * 1e-9
+    frac = off - np.round(off)
+    d = float(np.median(frac))
+    if np.ptp(frac) > 2e-6 or not 1e-6 < abs(d) <= 5e-4:
+        return times, 0.0
+    shift = np.timedelta64(int(round(d * 1e9)), "ns")
+    log.info(
+        "annotation orbit: state-vector times rounded to the millisecond (IPF 2.36); "
+        "re-tagged by %.3f ms onto the line-time grid",
+        -d * 1e3,
+    )
+    return times - shift, d
+
+
+@dataclass(frozen=True)
+class GcpResiduals:
+    """The geometry model against the annotation's geolocation grid: model minus GCP
+    (line, pixel) of every GCP's lon/lat/height, as bias (mean) and standard deviation in
+    azimuth and range, in pixels and metres (pixel spacings of the product)."""
+
+    n: int
+    azimuth_bias_px: float
+    azimuth_std_px: float
+    range_bias_px: float
+    range_std_px: float
+    azimuth_spacing_m: float
+    range_spacing_m: float
+    max_px: float  # the largest |(d_line, d_pixel)| of any GCP
+
+    @property
+    def azimuth_bias_m(self) -> float:
+        return self.azimuth_bias_px * self.azimuth_spacing_m
+
+    @property
+    def azimuth_std_m(self) -> float:
+        return self.azimuth_std_px * self.azimuth_spacing_m
+
+    @property
+    def range_bias_m(self) -> float:
+        return self.range_bias_px * self.range_spacing_m
+
+    @property
+    def range_std_m(self) -> float:
+        return self.range_std_px * self.range_spacing_m
+
+    @property
+    def rms_px(self) -> float:
+        """Root mean square of the residual length (bias and spread of both axes), px."""
+        return float(
+            np.sqrt(
+                self.azimuth_bias_px**2
+                + self.azimuth_std_px**2
+                + self.range_bias_px**2
+                + self.range_std_px**2
+            )
+        )
+
+    def tags(self) -> dict[str, str]:
+        """GeoTIFF metadata tags (``GCP_RESIDUAL_*``)."""
+        vals = {
+            "AZIMUTH_BIAS_PX": self.azimuth_bias_px,
+            "AZIMUTH_STD_PX": self.azimuth_std_px,
+            "RANGE_BIAS_PX": self.range_bias_px,
+            "RANGE_STD_PX": self.range_std_px,
+            "AZIMUTH_BIAS_M": self.azimuth_bias_m,
+            "AZIMUTH_STD_M": self.azimuth_std_m,
+            "RANGE_BIAS_M": self.range_bias_m,
+            "RANGE_STD_M": self.range_std_m,
+            "RMS_PX": self.rms_px,
+            "MAX_PX": self.max_px,
+        }
+        out = {f"GCP_RESIDUAL_{k}": f"{v:.4f}" for k, v in vals.items()}
+        out["GCP_RESIDUAL_N"] = str(self.n)
+        return out
+
+    def summary(self) -> str:
+        return (
+            f"azimuth {self.azimuth_bias_px:+.3f} +- {self.azimuth_std_px:.3f} px "
+            f"({self.azimuth_bias_m:+.2f} +- {self.azimuth_std_m:.2f} m), range "
+            f"{self.range_bias_px:+.3f} +- {self.range_std_px:.3f} px ({self.range_bias_m:+.2f} "
+            f"+- {self.range_std_m:.2f} m), rms {self.rms_px:.3f} px, worst {self.max_px:.3f} px "
+            f"over {self.n} GCPs"
+        )
+
+
 # ---------------------------------------------------------------------------------------
 # The geometry
 # ---------------------------------------------------------------------------------------
@@ -357,7 +606,9 @@ class RadarGeometry:
     coordinate_conversion: CoordinateConversion
     gcps: GcpGrid
     bistatic_reference_time: float = 0.0  # two-way s; 0 = no bistatic line offset
+    orbit_time_correction: float = 0.0  # s taken off annotated state-vector times (IPF 2.36)
     orbit_source: str = "annotation"
+    orbit_file: str = ""  # the EOF file's name when the orbit comes from one
     orbit: OrbitPolynomial = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -383,8 +634,11 @@ class RadarGeometry:
         orbits = root.findall("generalAnnotation/orbitList/orbit")
         if not orbits:
             raise InputError("annotation: generalAnnotation/orbitList holds no orbit state vectors")
+        sv_time, retag = retag_rounded_state_vector_times(
+            np.array([_dt64(o.findtext("time")) for o in orbits]), epoch
+        )
         sv = StateVectors(
-            time=np.array([_dt64(o.findtext("time")) for o in orbits]),
+            time=sv_time,
             position=np.array(
                 [[float(o.findtext(f"position/{c}")) for c in "xyz"] for o in orbits]
             ),
@@ -419,6 +673,12 @@ class RadarGeometry:
             slant_range_time=np.array([float(p.findtext("slantRangeTime")) for p in pts]),
             incidence_angle=np.array([float(p.findtext("incidenceAngle")) for p in pts]),
         )
+        cc = cover_with_gcp_rows(
+            cc,
+            gcps,
+            float(_text(root, f"{info}/azimuthTimeInterval")),
+            float(_text(root, f"{info}/rangePixelSpacing")),
+        )
         # IPF applies a bistatic delay correction to GRD lines: the line of a target is its
         # zero-Doppler time minus (tau - tau_ref) / 2 (tau = two-way slant range time), so
         # the GCPs' azimuth times drift by +-0.15 lines across the swath. tau_ref (about the
@@ -430,6 +690,7 @@ class RadarGeometry:
             tau_ref = float(np.median(gcps.slant_range_time - 2.0 * (gcps.azimuth_time - t_line)))
         return cls(
             bistatic_reference_time=tau_ref,
+            orbit_time_correction=retag,
             epoch=epoch,
             first_line_time=0.0,
             last_line_time=last,
@@ -466,14 +727,23 @@ class RadarGeometry:
             )
         return OrbitPolynomial.fit(t[keep], sv.position[keep], sv.velocity[keep])
 
-    def with_orbit(self, state_vectors: StateVectors, source: str) -> RadarGeometry:
-        """A copy using other state vectors (e.g. POEORB), recording ``orbit_source``."""
-        return replace(self, state_vectors=state_vectors, orbit_source=source)
+    def with_orbit(
+        self, state_vectors: StateVectors, source: str, orbit_file: str = ""
+    ) -> RadarGeometry:
+        """A copy using other state vectors (e.g. POEORB), recording ``orbit_source`` and
+        the ``orbit_file`` name (the annotation's time re-tagging no longer applies)."""
+        return replace(
+            self,
+            state_vectors=state_vectors,
+            orbit_source=source,
+            orbit_file=orbit_file,
+            orbit_time_correction=0.0,
+        )
 
     def with_orbit_file(self, path: str | Path) -> RadarGeometry:
         """A copy using the state vectors of an ESA EOF orbit file (POEORB/RESORB)."""
         sv, kind = read_eof(path)
-        return self.with_orbit(sv, kind)
+        return self.with_orbit(sv, kind, Path(path).name)
 
     # -- derived quantities ------------------------------------------------------------
     @property
@@ -501,7 +771,7 @@ class RadarGeometry:
 
     def _cc_arrays(self):
         cc = self.coordinate_conversion
-        return cc.time, cc.sr0, cc.gr0, cc.srgr
+        return cc.time, cc.sr0, cc.gr0, cc.srgr, cc.grsr
 
     # -- forward model -----------------------------------------------------------------
     def ground_to_radar(
@@ -553,6 +823,27 @@ class RadarGeometry:
             out = out + (t.reshape(shape), r.reshape(shape))
         return out
 
+    def gcp_residuals(self) -> GcpResiduals:
+        """This model against the annotation's geolocation grid: every GCP's lon/lat/height
+        through :meth:`ground_to_radar`, minus its annotated (line, pixel). The GCPs are
+        ESA's statement of where each ground point lies in the image, so this measures the
+        model (orbit, timing, range conversion), not the terrain."""
+        g = self.gcps
+        if len(g.line) == 0:
+            raise InputError("annotation: the geolocation grid holds no GCPs to check against")
+        line, pixel = self.ground_to_radar(*lonlat_h_to_ecef(g.lon, g.lat, g.height))
+        dl, dp = line - g.line, pixel - g.pixel
+        return GcpResiduals(
+            n=int(len(dl)),
+            azimuth_bias_px=float(np.mean(dl)),
+            azimuth_std_px=float(np.std(dl)),
+            range_bias_px=float(np.mean(dp)),
+            range_std_px=float(np.std(dp)),
+            azimuth_spacing_m=float(self.azimuth_pixel_spacing),
+            range_spacing_m=float(self.range_pixel_spacing),
+            max_px=float(np.max(np.hypot(dl, dp))),
+        )
+
     def lonlat_to_radar(
         self, lon: np.ndarray, lat: np.ndarray, height: np.ndarray | float
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -560,20 +851,59 @@ class RadarGeometry:
         return self.ground_to_radar(*lonlat_h_to_ecef(lon, lat, height))
 
     def slant_range_to_ground_range(self, sr: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """One-way slant range (m) at azimuth time t (s) -> ground range (m)."""
+        """One-way slant range (m) at azimuth time t (s) -> ground range (m): the inverse
+        of the grsr polynomials (the forward model's conversion, see the module docstring)."""
         sr = np.asarray(sr, dtype=np.float64)
-        t = np.broadcast_to(np.asarray(t, dtype=np.float64), sr.shape)
-        cc = self.coordinate_conversion
-        return _blend_poly(cc.time, cc.srgr, cc.sr0, cc.gr0, sr, t, offset_is_input=True)
+        shape = np.broadcast_shapes(sr.shape, np.shape(t))
+        srf = np.ascontiguousarray(np.broadcast_to(sr, shape)).reshape(-1)
+        tf = np.ascontiguousarray(np.broadcast_to(np.asarray(t, dtype=np.float64), shape)).reshape(
+            -1
+        )
+        out = np.empty(srf.size)
+        _ground_range_many(*self._cc_arrays(), srf, tf, out)
+        return out.reshape(shape)
 
     def ground_range_to_slant_range(self, gr: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """Ground range (m) at azimuth time t (s) -> one-way slant range (m) (grsr)."""
+        """Ground range (m) at image-line time t (s) -> one-way slant range (m): the grsr
+        polynomial of the entry nearest in time."""
         gr = np.asarray(gr, dtype=np.float64)
-        t = np.broadcast_to(np.asarray(t, dtype=np.float64), gr.shape)
+        t = np.asarray(t, dtype=np.float64)
+        shape = np.broadcast_shapes(gr.shape, t.shape)
         cc = self.coordinate_conversion
-        return _blend_poly(
-            cc.time, cc.grsr, cc.gr0, np.zeros_like(cc.gr0), gr, t, offset_is_input=True
+        i = _nearest_index(cc.time, np.broadcast_to(t, shape))
+        c = cc.grsr[i]  # (..., k)
+        u = np.broadcast_to(gr, shape) - cc.gr0[i]
+        acc = np.zeros(shape)
+        for k in range(c.shape[-1] - 1, -1, -1):
+            acc = acc * u + c[..., k]
+        return acc
+
+    def slant_range_to_pixel(
+        self, line: np.ndarray, slant_range: np.ndarray, in_place: bool = False
+    ) -> np.ndarray:
+        """GRD pixel of one-way ``slant_range`` (m) on fractional GRD ``line`` (the
+        coordinate-conversion entry of the line's azimuth block); NaN stays NaN. Smooth
+        quantities (line, slant range) interpolate; the pixel can jump between blocks.
+        ``in_place``: overwrite ``slant_range`` (a C-contiguous float64 array of the shape
+        of ``line``) with the pixels and return it."""
+        line = np.asarray(line, dtype=np.float64)
+        shape = np.broadcast_shapes(line.shape, np.shape(slant_range))
+        ln = np.ascontiguousarray(np.broadcast_to(line, shape)).reshape(-1)
+        if in_place:
+            out = slant_range.reshape(-1)  # a view for a C-contiguous array
+            if not np.shares_memory(out, slant_range) or out.dtype != np.float64:
+                raise ValueError("in_place needs a C-contiguous float64 slant_range array")
+        else:
+            out = np.array(np.broadcast_to(slant_range, shape), dtype=np.float64).reshape(-1)
+        _range_to_pixel_kernel(
+            *self._cc_arrays(),
+            self.first_line_time,
+            self.azimuth_time_interval,
+            self.range_pixel_spacing,
+            ln,
+            out,
         )
+        return out.reshape(shape)
 
     # -- inverse model -----------------------------------------------------------------
     def radar_to_ground(
@@ -585,8 +915,12 @@ class RadarGeometry:
     ) -> tuple[np.ndarray, np.ndarray]:
         """GRD (line, pixel) at ellipsoidal ``height`` (m) -> (lon, lat) degrees.
 
-        Starts from the GCP grid (interpolated) and refines with Newton steps on the
-        forward model (finite-difference Jacobian in lon/lat) until within ``tol_px``.
+        The line gives the image time and so the coordinate-conversion entry, the pixel the
+        slant range through that entry's grsr polynomial, both give the zero-Doppler time
+        (bistatic offset); the ground point is where that range sphere meets the zero-Doppler
+        plane at ``height``: Newton steps in lon/lat (finite-difference Jacobian) from the
+        GCP grid, on residuals that are smooth across azimuth blocks, until both are within
+        ``tol_px`` pixels.
         """
         line = np.asarray(line, dtype=np.float64)
         pixel = np.asarray(pixel, dtype=np.float64)
@@ -594,22 +928,32 @@ class RadarGeometry:
         line = np.broadcast_to(line, shape).reshape(-1)
         pixel = np.broadcast_to(pixel, shape).reshape(-1)
         h = np.broadcast_to(np.asarray(height, dtype=np.float64), shape).reshape(-1)
+        t_line = self.line_time(line)
+        sr = self.ground_range_to_slant_range(pixel * self.range_pixel_spacing, t_line)
+        t = t_line
+        if self.bistatic_reference_time > 0.0:
+            t = t_line + 0.5 * (2.0 * sr / SPEED_OF_LIGHT - self.bistatic_reference_time)
+        s_pos, s_vel, _ = self.orbit.evaluate(t)
+        v_hat = s_vel / np.linalg.norm(s_vel, axis=-1, keepdims=True)
+
+        def residual(lo: np.ndarray, la: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            d = np.stack(lonlat_h_to_ecef(lo, la, h), axis=-1) - s_pos
+            return (d * v_hat).sum(-1), np.linalg.norm(d, axis=-1) - sr  # metres
+
         lon, lat = self._gcp_interp(line, pixel)
+        tol_m = tol_px * min(self.range_pixel_spacing, self.azimuth_pixel_spacing) * 0.5
         d = 1e-4  # degrees for the finite differences (~10 m)
         for _ in range(10):
-            l0, p0 = self.lonlat_to_radar(lon, lat, h)
-            l1, p1 = self.lonlat_to_radar(lon + d, lat, h)
-            l2, p2 = self.lonlat_to_radar(lon, lat + d, h)
-            j11, j12 = (l1 - l0) / d, (l2 - l0) / d
-            j21, j22 = (p1 - p0) / d, (p2 - p0) / d
-            det = j11 * j22 - j12 * j21
-            rl, rp = line - l0, pixel - p0
-            dlon = (j22 * rl - j12 * rp) / det
-            dlat = (-j21 * rl + j11 * rp) / det
-            lon = lon + dlon
-            lat = lat + dlat
-            if np.all(np.hypot(rl, rp) < tol_px):
+            f1, f2 = residual(lon, lat)
+            if np.all(np.hypot(f1, f2) < tol_m):
                 break
+            a1, a2 = residual(lon + d, lat)
+            b1, b2 = residual(lon, lat + d)
+            j11, j12 = (a1 - f1) / d, (b1 - f1) / d
+            j21, j22 = (a2 - f2) / d, (b2 - f2) / d
+            det = j11 * j22 - j12 * j21
+            lon = lon - (j22 * f1 - j12 * f2) / det
+            lat = lat - (-j21 * f1 + j11 * f2) / det
         return lon.reshape(shape), lat.reshape(shape)
 
     def _gcp_interp(self, line: np.ndarray, pixel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -650,23 +994,15 @@ class RadarGeometry:
         return out.reshape(np.shape(line))
 
 
-def _blend_poly(times, coefs, in0, out0, v, t, offset_is_input=True):
-    """Evaluate polynomials ``out0 + sum c_i (v - in0)^i`` blended linearly in time."""
+def _nearest_index(times: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Index of the entry of sorted ``times`` nearest to each ``t`` (NumPy twin of
+    :func:`_nearest_entry`)."""
     n = len(times)
-    if n == 1:
-        return out0[0] + np.polynomial.polynomial.polyval(v - in0[0], coefs[0])
-    hi = np.clip(np.searchsorted(times, t, side="right"), 1, n - 1)
+    hi = np.clip(np.searchsorted(times, t, side="right"), 1, max(n - 1, 1))
     lo = hi - 1
-    w = np.clip((t - times[lo]) / (times[hi] - times[lo]), 0.0, 1.0)
-    res = np.zeros(v.shape)
-    for idx, weight in ((lo, 1.0 - w), (hi, w)):
-        c = coefs[idx]  # (..., k)
-        u = v - in0[idx]
-        acc = np.zeros(v.shape)
-        for k in range(c.shape[-1] - 1, -1, -1):
-            acc = acc * u + c[..., k]
-        res += weight * (acc + out0[idx])
-    return res
+    if n == 1:
+        return np.zeros(np.shape(t), dtype=np.intp)
+    return np.where(t - times[lo] <= times[hi] - t, lo, hi)
 
 
 # ---------------------------------------------------------------------------------------
@@ -764,6 +1100,7 @@ def apply_orbit_dir(geom: RadarGeometry, orbit_dir: str | Path | None) -> RadarG
 
 __all__: Sequence[str] = (
     "RadarGeometry",
+    "GcpResiduals",
     "StateVectors",
     "OrbitPolynomial",
     "lonlat_h_to_ecef",

@@ -13,6 +13,12 @@ The chain (SNAP operator names in brackets), all in radar geometry until the las
    [Terrain-Correction] plus the layover/shadow mask;
 7. dB [LinearToFromdB].
 
+Every run first checks its geometry model against the annotation's GCPs
+(:func:`check_geolocation`): the residuals (azimuth and range, bias and standard
+deviation, pixels and metres) go to the log and to the output's ``GCP_RESIDUAL_*`` tags; a
+residual above 0.5 px RMS is warned about, above ``--max-gcp-residual-px`` (default 2) it
+is an error naming the product, before any image is read or written.
+
 Outputs (``docs/architecture.md``, "Preprocessed scene"): a float32 COG with one band per
 polarisation (VV, VH), NaN nodata and provenance tags, and ``<stem>.mask.tif`` (uint8: 0 no
 data, 1 valid, +2 layover, +4 shadow). Nothing is written when any input check fails.
@@ -57,7 +63,7 @@ from . import speckle
 from .calibration import LazyBorderLimits, calibrate_window
 from .dem import Dem, check_void, read_dem
 from .geocoding import MASK_NODATA, GeocodingLUT
-from .geometry import RadarGeometry, apply_orbit_dir
+from .geometry import GcpResiduals, RadarGeometry, apply_orbit_dir
 from .grid import Grid, area_grid
 from .safe import POL_ORDER, Product, check_measurements, open_product, validate_product
 from .window import PixelWindow
@@ -105,6 +111,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "warned about and recorded in the DEM_VOID_FRACTION tag; more is an error",
     )
     parser.add_argument(
+        "--max-gcp-residual-px",
+        type=float,
+        default=MAX_GCP_RESIDUAL_PX,
+        help="geolocation self-check: the largest RMS residual (px) of the geometry model "
+        f"against the annotation's GCPs (default {MAX_GCP_RESIDUAL_PX}); above "
+        f"{GCP_RESIDUAL_WARN_PX} px is warned about, above this limit is an error",
+    )
+    parser.add_argument(
         "--polarisations",
         default=None,
         help="comma-separated polarisations to process, e.g. VV or VV,VH "
@@ -117,6 +131,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip the MD5 check of the measurements against the manifest (saves a full read "
         "of each; the product type, name and file size checks still run)",
     )
+
+
+GCP_RESIDUAL_WARN_PX = 0.5
+"""GCP residual (RMS, px) above which a run warns: the model should meet the GCPs to ~0.01 px."""
+
+MAX_GCP_RESIDUAL_PX = 2.0
+"""Default limit of the GCP residual (RMS, px) above which preprocessing stops."""
 
 
 def parse_polarisations(text: str | None) -> list[str] | None:
@@ -172,6 +193,35 @@ def open_checked_product(
             )
     check_measurements(product, pols, verify_checksums=verify_checksums)
     return product, pols
+
+
+def check_geolocation(
+    geom: RadarGeometry, product_path: str | Path, max_residual_px: float
+) -> GcpResiduals:
+    """The geolocation self-check of every run: the geometry model (orbit, timing, range
+    conversion) against the annotation's GCPs (:meth:`RadarGeometry.gcp_residuals`),
+    logged; a warning above :data:`GCP_RESIDUAL_WARN_PX` and an
+    :class:`~sarssl.errors.InputError` naming the product above ``max_residual_px`` (RMS
+    of the residual length over the GCPs, pixels)."""
+    res = geom.gcp_residuals()
+    log.info("geolocation self-check of %s against its GCPs: %s", product_path, res.summary())
+    if not res.rms_px <= max_residual_px:  # NaN fails too
+        raise InputError(
+            f"product {product_path}: the geometry model misses the annotation's geolocation "
+            f"grid by {res.rms_px:.2f} px RMS, above the limit of {max_residual_px:g} px "
+            f"(--max-gcp-residual-px / preprocess.max_gcp_residual_px): {res.summary()}; "
+            "the annotation's orbit, timing or slant/ground range conversion is inconsistent "
+            "with its own GCPs (or the orbit file does not belong to this product)"
+        )
+    if res.rms_px > GCP_RESIDUAL_WARN_PX:
+        log.warning(
+            "product %s: geolocation self-check %.2f px RMS against the GCPs (above %.1f px): %s",
+            product_path,
+            res.rms_px,
+            GCP_RESIDUAL_WARN_PX,
+            res.summary(),
+        )
+    return res
 
 
 def area_to_process(
@@ -456,15 +506,18 @@ def scene_tags(
     speckle_filter: str,
     speckle_window: int,
     units: str,
+    residuals: GcpResiduals | None = None,
 ) -> dict:
-    """The provenance tags of the preprocessed scene (``docs/architecture.md``)."""
+    """The provenance tags of the preprocessed scene (``docs/architecture.md``), with the
+    geolocation self-check's ``GCP_RESIDUAL_*`` when ``residuals`` are given."""
     window = "" if speckle_filter == "none" else f" {speckle_window}x{speckle_window}"
-    return {
+    tags = {
         "PRODUCT_ID": product.id,
         "ACQUISITION_START": str(np.datetime_as_string(product.start_time, unit="us")) + "Z",
         "PASS": product.pass_direction,
         "RELATIVE_ORBIT": product.relative_orbit,
         "ORBIT_SOURCE": geom.orbit_source,
+        "ORBIT_FILE": geom.orbit_file or "none (annotation state vectors)",
         "CALIBRATION": "gamma0" if terrain_flattening else calibration,
         "TERRAIN_FLATTENING": str(bool(terrain_flattening)).lower(),
         "SPECKLE_FILTER": f"{speckle_filter}{window}",
@@ -476,6 +529,9 @@ def scene_tags(
         "GEOID": dem.geoid,
         "DEM_VOID_FRACTION": f"{dem.void_fraction:.6f}",
     }
+    if residuals is not None:
+        tags.update(residuals.tags())
+    return tags
 
 
 def geocoded_tiles(
@@ -627,11 +683,13 @@ def preprocess(
     polarisations: list[str] | None = None,
     verify_checksums: bool = True,
     max_dem_void: float = 0.05,
+    max_gcp_residual_px: float = MAX_GCP_RESIDUAL_PX,
 ) -> dict:
-    """Run the Python chain; returns a small summary (timings, sizes).
+    """Run the Python chain; returns a small summary (timings, sizes, GCP residuals).
 
     The product is validated and its measurements checked against the manifest first
-    (``verify_checksums=False`` skips only their MD5).
+    (``verify_checksums=False`` skips only their MD5), and the geometry model against the
+    annotation's GCPs (:func:`check_geolocation`, limit ``max_gcp_residual_px``).
 
     The output grid is processed in ``tile`` x ``tile`` tiles (:class:`TilePlan`). For each
     tile the LUT is computed on the tile plus a margin (slopes, shadow, flattening see their
@@ -646,6 +704,7 @@ def preprocess(
     phases = Phases()
     product, pols = open_checked_product(product_path, polarisations, verify_checksums)
     geom = apply_orbit_dir(product.annotation(pols[0]).geometry, orbit_dir)
+    residuals = check_geolocation(geom, product_path, max_gcp_residual_px)
     aoi = area_to_process(product, product_path, aoi)
     grid = area_grid(aoi, resolution, crs)
     dem = read_area_dem(dem_path, grid, aoi, max_dem_void)
@@ -674,6 +733,7 @@ def preprocess(
         speckle_filter,
         speckle_window,
         units,
+        residuals,
     )
     # closing the tile generator on any error closes its progress bar before the error
     # is printed (the bar would otherwise share the error's line)
@@ -696,6 +756,7 @@ def preprocess(
         radiometry.border_pixels_read,
         time.perf_counter() - t_start,
     )
+    summary["gcp_residuals"] = residuals.tags()
     total = summary["seconds_total"]
     log.info(
         "preprocess phases (s): %s; total %.1f s, %.1f output Mpx/s per band",
@@ -764,5 +825,12 @@ def run(args: argparse.Namespace) -> int:
             )
         snap.preprocess_snap(args.product, args.dem, args.out, **kwargs)
     else:
-        preprocess(args.product, args.dem, args.out, max_dem_void=args.max_dem_void, **kwargs)
+        preprocess(
+            args.product,
+            args.dem,
+            args.out,
+            max_dem_void=args.max_dem_void,
+            max_gcp_residual_px=getattr(args, "max_gcp_residual_px", MAX_GCP_RESIDUAL_PX),
+            **kwargs,
+        )
     return 0

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.loaders import BatchLoader, ChipBatches
+from ..data.loaders import BatchLoader, ChipBatches, decode_batch
 from ..data.normalize import Normalize
 from ..data.store import ChipStore
 from ..engine import SeededBatchOrder
@@ -59,7 +59,9 @@ class PretrainBatches:
     rank, world size) and a resumed run simply plans from its checkpoint step. Sample
     ``i`` is row ``i - offsets[k]`` of the sorted train+val rows of store ``k``; reading is
     ChipBatches' ``pread`` of contiguous row runs into reused buffers, and the images stay
-    raw float16 dB (normalise them with :class:`~sarssl.data.normalize.Normalize`).
+    raw: float16 dB or the codes of compact stores (decode them with
+    :func:`~sarssl.data.loaders.decode_batch` and :attr:`codec`, normalise them with
+    :class:`~sarssl.data.normalize.Normalize`, as :func:`image_stream` does on the device).
     """
 
     def __init__(self, store_dirs: list[str], splits: tuple[str, ...] = ("train", "val")):
@@ -70,7 +72,7 @@ class PretrainBatches:
             self.stores.append(ChipBatches(store, rows, batch_size=1, shuffle=False, labels=False))
             self.rows.append(rows)
             sizes.add(store.chip_size)
-            dtypes.add(np.dtype(store.x.dtype).str)
+            dtypes.add(np.dtype(store.stored("x").dtype).str)
         if not self.stores:
             raise SarsslError(f"no {'/'.join(splits)} chips in {store_dirs}")
         if len(sizes) != 1 or len(dtypes) != 1:
@@ -78,6 +80,15 @@ class PretrainBatches:
                 f"chip stores {store_dirs} differ in chip size {sorted(sizes)} "
                 f"or dtype {sorted(dtypes)}"
             )
+        self.codec = self.stores[0].codec
+        """the stores' common quantisation (None: float16 stores)"""
+        for b in self.stores[1:]:
+            if self.codec is not None and not self.codec.same_as(b.codec):
+                raise SarsslError(
+                    f"chip stores {self.stores[0].store.path} and {b.store.path} quantise dB "
+                    "with different offsets/scales (store.json quantisation); rebuild them with "
+                    "the same sarssl chips --dtype"
+                )
         self.chip_size = sizes.pop()
         self.offsets = np.cumsum([0] + [r.size for r in self.rows])
         self.epoch = 0
@@ -154,19 +165,31 @@ def image_stream(
     cfg: dict[str, Any],
 ) -> Iterator[torch.Tensor]:
     """Iterator over this rank's normalised (B, C, S, S) float32 micro-batches on ``device``
-    for optimiser steps ``start .. end - 1`` (NaN / no data -> 0, the one normalisation);
-    ``cfg`` may set ``loader_threads`` and ``prefetch`` (default 2 each)."""
+    for optimiser steps ``start .. end - 1`` (NaN / no data -> 0, the one normalisation).
+
+    The raw batches (float16 dB or compact codes) are copied to ``device`` and decoded +
+    normalised there one micro-batch ahead of the consumer, on a side CUDA stream
+    (:class:`~sarssl.data.loaders.BatchLoader` staging), so the copy overlaps compute.
+    ``cfg`` may set ``loader_threads`` and ``prefetch`` (default 2 each) and ``overlap``
+    (default True; False stages each batch when it is asked for: same values).
+    """
     cuda = device.type == "cuda"
     data.plan(order, start, end)
     norm = Normalize(mean_db, std_db).to(device)
+    codec = data.codec
+
+    def prepare(batch: dict[str, Any]) -> torch.Tensor:
+        return norm(decode_batch(batch["x"], codec))
+
     loader = BatchLoader(
         data,
         threads=max(1, int(cfg.get("loader_threads") or 2)),
         prefetch=max(1, int(cfg.get("prefetch") or 2)),
         pin_memory=cuda,
         device=device if cuda else None,
+        transform=prepare,
+        overlap=bool(cfg.get("overlap", True)),
     )
-    for batch in loader:
-        # on the host the buffer is reused after ``prefetch`` more batches: Normalize
-        # writes a fresh tensor, so nothing downstream aliases it
-        yield norm(batch["x"])
+    # the staged tensors are fresh (Normalize writes a new one), so nothing downstream
+    # aliases the reused host buffers
+    yield from loader

@@ -10,6 +10,14 @@ linear warm-up) and the student distribution over all (teacher crop, other stude
 pairs. The centre is an EMA of the teacher outputs; the teacher momentum follows a cosine
 from its base value to 1. Sizes, temperatures and momenta: :class:`DINOConfig`.
 
+Optimisation as in the reference (facebookresearch/dino ``main_dino.py``): the weight decay
+of the decayed parameters follows a cosine from ``weight_decay`` (0.04) to
+``weight_decay_end`` (0.4) over the run; each parameter's gradient norm is clipped to
+``clip_grad`` (3.0) separately (``utils.clip_gradients``), not the global norm; the
+prototype layer gets no update during the first ``freeze_last_layer`` epoch(s). The
+teacher is never trained by gradients and always runs in eval mode (no drop-path or
+dropout on the targets), whatever mode the model is put in.
+
 Augmentations are SAR-sensible only (no colour jitter, solarisation or grayscale, which
 have no meaning for backscatter): random resized crops, flips, 90-degree rotations (the
 map has no preferred orientation at 10 m; note they change the apparent look direction,
@@ -29,7 +37,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -37,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..vocabulary import CHANNELS, SEASONS
-from .method import Method, OptimConfig, Step
+from .method import Method, OptimConfig, Step, cosine_schedule, decayed_groups
 
 N_GLOBAL = 2
 """Global crops per image: the teacher's views (the DINO recipe)."""
@@ -50,12 +58,16 @@ class DINOConfig(OptimConfig):
     The teacher temperature warms up linearly from ``warmup_teacher_temp`` to
     ``teacher_temp`` over ``warmup_teacher_temp_epochs`` epochs (equal temperatures: no
     warm-up); the teacher momentum follows a cosine from ``momentum_teacher`` to 1; the
-    prototype layer is frozen during the first ``freeze_last_layer`` epochs.
+    prototype layer is frozen during the first ``freeze_last_layer`` epochs; the weight
+    decay follows a cosine from ``weight_decay`` to ``weight_decay_end``; ``clip_grad``
+    bounds each parameter's gradient norm. ``local_crops``: 8, the reference
+    ``main_dino.py`` default (its released ViT-S/16 runs used 10).
     """
 
     lr: float = 5e-4
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
     clip_grad: float = 3.0
     head_hidden_dim: int = 256
     head_bottleneck_dim: int = 64
@@ -66,7 +78,7 @@ class DINOConfig(OptimConfig):
     student_temp: float = 0.1
     center_momentum: float = 0.9
     momentum_teacher: float = 0.996
-    local_crops: int = 2
+    local_crops: int = 8
     freeze_last_layer: int = 1
     global_scale: tuple[float, float] = (0.4, 1.0)
     local_scale: tuple[float, float] = (0.05, 0.4)
@@ -246,6 +258,7 @@ class DINO(nn.Module):
         self.teacher = copy.deepcopy(self.student)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
+        self.teacher.eval()
         self.n_global = n_global
         self.criterion = DINOLoss(
             head_out_dim,
@@ -256,6 +269,13 @@ class DINO(nn.Module):
             warmup_teacher_temp_epochs,
             center_momentum,
         )
+
+    def train(self, mode: bool = True) -> DINO:
+        """Put the student (and the loss) in ``mode``; the teacher stays in eval mode: it is
+        never trained by gradients, and its targets must not see drop-path or dropout."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
 
     @property
     def encoder(self) -> nn.Module:
@@ -276,6 +296,18 @@ class DINO(nn.Module):
         """teacher <- m * teacher + (1 - m) * student, parameter by parameter."""
         for ps, pt in zip(self.student.parameters(), self.teacher.parameters()):
             pt.mul_(momentum).add_(ps.detach(), alpha=1 - momentum)
+
+
+@torch.no_grad()
+def clip_per_parameter(parameters: Iterable[nn.Parameter], max_norm: float) -> None:
+    """Scale each parameter's gradient so that its L2 norm is at most ``max_norm``,
+    separately per parameter (the DINO reference's ``utils.clip_gradients``: factor
+    ``max_norm / (norm + 1e-6)`` when below 1); parameters without a gradient are skipped."""
+    for p in parameters:
+        if p.grad is None:
+            continue
+        norm = torch.linalg.vector_norm(p.grad.detach().float())
+        p.grad.mul_((max_norm / (norm + 1e-6)).clamp(max=1.0).to(p.grad.dtype))
 
 
 # --------------------------------------------------------------------------------------
@@ -470,9 +502,10 @@ class MultiCropAugment:
 
 class DINOMethod(Method):
     """DINO as a pretraining method: multi-crop augmentation of each micro-batch (its own
-    generator per rank and micro-step), last-layer freezing during the first epochs, the
-    EMA teacher update after every optimiser step, the teacher's collapse diagnostics in
-    the metrics; the teacher backbone is exported."""
+    generator per rank and micro-step), the cosine weight-decay schedule of the decayed
+    parameter groups, per-parameter gradient clipping, last-layer freezing during the first
+    epochs, the EMA teacher update after every optimiser step, the teacher's collapse
+    diagnostics and the weight decay in the metrics; the teacher backbone is exported."""
 
     name = "dino"
     Config = DINOConfig
@@ -501,6 +534,7 @@ class DINOMethod(Method):
             speckle_p=c.speckle_p,
             channel_drop_p=c.channel_drop_p,
         )
+        self.weight_decay = c.weight_decay  # of the last step (begin_step sets it)
         return model
 
     @property
@@ -513,6 +547,20 @@ class DINOMethod(Method):
         crops = self.augment(images, step.rank_generator(micro))
         return self.model(crops, step.epoch, student=trainable)
 
+    def begin_step(self, step: Step) -> None:
+        """The weight decay of this step (cosine ``weight_decay`` -> ``weight_decay_end``)
+        on the decayed parameter groups; the others keep 0."""
+        c = self.config
+        self.weight_decay = cosine_schedule(
+            c.weight_decay, c.weight_decay_end, step.index, step.total
+        )
+        for group in decayed_groups(step.optimizer, self.trainable):
+            group["weight_decay"] = self.weight_decay
+
+    def clip_gradients(self, max_norm: float) -> None:
+        """Per-parameter clipping, as the reference (not the global norm)."""
+        clip_per_parameter(self.trainable.parameters(), max_norm)
+
     def before_optimizer_step(self, step: Step) -> None:
         if step.epoch < self.config.freeze_last_layer:
             self.model.student.head.last_layer.weight.grad = None
@@ -523,4 +571,7 @@ class DINOMethod(Method):
         )
 
     def diagnostics(self) -> dict[str, float]:
-        return getattr(self.model.criterion, "last_diagnostics", {})
+        return {
+            **getattr(self.model.criterion, "last_diagnostics", {}),
+            "weight_decay": self.weight_decay,
+        }

@@ -3,12 +3,21 @@ for 12-channel SAR chips, written around a timm ``VisionTransformer`` encoder.
 
 The image is cut into ``P x P`` patches; a random ``mask_ratio`` of them is hidden
 per sample; the encoder (the ViT's own ``patch_embed``, ``pos_embed``, ``blocks`` and
-``norm``) sees only the visible patches plus the class token; a light decoder (fixed 2-D
+``norm``) sees only the visible patches plus the class token: only the visible patches
+are embedded (the patch embedding is a linear map of each patch's pixels, applied to the
+kept ones). As in the reference MAE, the encoder's position embedding is the **fixed** 2-D
+sine-cosine one (:func:`sincos_pos_embed_2d`, class token 0), written into the timm ViT's
+``pos_embed`` and frozen (``requires_grad=False``): it is exported with the encoder, so
+fine-tuning and plain timm load it like any weights. A light decoder (fixed 2-D
 sine-cosine position embedding, ``decoder_depth`` transformer blocks of width
-``decoder_dim``) fills in mask tokens and predicts every pixel of every patch, all 12
+``decoder_dim``) fills in mask tokens and predicts the pixels of the patches, all 12
 channels. The loss is the mean squared error on the *masked* patches only, in the
 normalised input domain (``(x - mean) / std`` per channel, so each channel weighs alike);
 ``norm_pix_loss`` additionally standardises each target patch (the MAE paper's variant).
+In training the prediction head runs on the masked tokens only and the squared error is
+computed from one float32 difference of the masked patches (no full-size float32 copies
+of the prediction); ``forward(..., pred_all=True)`` (the default, used by the
+reconstruction figure) also predicts the visible patches.
 
 The masking noise can be supplied by the caller (``noise``), which :class:`MAEMethod`
 uses to make the masks a function of (seed, step, sample) only: identical with or
@@ -112,15 +121,33 @@ def random_masking(
         noise = torch.rand(
             b, n, generator=generator, device="cpu" if generator is None else generator.device
         )
-    noise = noise.to(x.device)
+    ids_restore, ids_keep, mask = masking_order(b, n, keep, x.device, noise)
+    x_vis = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, d))
+    return x_vis, mask, ids_restore
+
+
+def masking_order(
+    b: int,
+    n: int,
+    keep: int,
+    device: torch.device,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids_restore (B, L), ids_keep (B, keep), mask (B, L), 1 = masked) of the MAE
+    shuffle: patches sorted by ``noise`` (B, L) (drawn with ``generator`` when None),
+    the first ``keep`` visible."""
+    if noise is None:
+        noise = torch.rand(
+            b, n, generator=generator, device="cpu" if generator is None else generator.device
+        )
+    noise = noise.to(device, non_blocking=True)
     ids_shuffle = torch.argsort(noise, dim=1, stable=True)
     ids_restore = torch.argsort(ids_shuffle, dim=1, stable=True)
-    ids_keep = ids_shuffle[:, :keep]
-    x_vis = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, d))
-    mask = torch.ones(b, n, device=x.device)
+    mask = torch.ones(b, n, device=device)
     mask[:, :keep] = 0
     mask = torch.gather(mask, 1, ids_restore)
-    return x_vis, mask, ids_restore
+    return ids_restore, ids_shuffle[:, :keep], mask
 
 
 class MaskedAutoencoder(nn.Module):
@@ -170,6 +197,20 @@ class MaskedAutoencoder(nn.Module):
         self.decoder_pred = nn.Linear(decoder_dim, self.patch_size**2 * self.in_chans)
         self.num_patches = n
         self.init_decoder()
+        self.fix_pos_embed()
+
+    def fix_pos_embed(self) -> None:
+        """The encoder's position embedding := the fixed 2-D sin-cos one, frozen (MAE)."""
+        enc = self.encoder
+        fixed = sincos_pos_embed_2d(enc.embed_dim, self.grid, cls_token=True)
+        if tuple(enc.pos_embed.shape) != tuple(fixed.shape):
+            raise ValueError(
+                f"MAE: encoder pos_embed {tuple(enc.pos_embed.shape)} is not "
+                f"{tuple(fixed.shape)} (one class token and a {self.grid} patch grid)"
+            )
+        with torch.no_grad():
+            enc.pos_embed.copy_(fixed)
+        enc.pos_embed.requires_grad_(False)
 
     def init_decoder(self) -> None:
         """The MAE reference's initialisation of the decoder: normal mask token, Xavier
@@ -190,21 +231,34 @@ class MaskedAutoencoder(nn.Module):
                 nn.init.zeros_(m.bias)
 
     # -- encoder ---------------------------------------------------------------------
-    def _embed(self, imgs: torch.Tensor) -> torch.Tensor:
-        x = self.encoder.patch_embed(imgs)
-        if x.dim() == 4:  # dynamic_img_size ViTs return NHWC
-            x = x.flatten(1, 2)
-        return x
+    def embed_patches(self, patches: torch.Tensor) -> torch.Tensor:
+        """The ViT's patch embedding of patchified pixels ``(B, K, P*P*C)`` (any subset of
+        the patches, :func:`patchify` order): the convolution with stride = kernel = P is
+        this linear map of each patch, so only the given patches are computed."""
+        pe = self.encoder.patch_embed
+        w = pe.proj.weight  # (D, C, P, P) -> (D, P*P*C) in patchify's (row, col, channel) order
+        x = nn.functional.linear(patches, w.permute(0, 2, 3, 1).flatten(1), pe.proj.bias)
+        return pe.norm(x)
 
     def forward_encoder(
         self,
         imgs: torch.Tensor,
         noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        patches: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(latent of the class token + visible patches, mask, ids_restore); ``patches``:
+        ``patchify(imgs)`` when the caller has it already."""
         enc = self.encoder
-        x = self._embed(imgs) + enc.pos_embed[:, 1:, :]
-        x, mask, ids_restore = random_masking(x, self.mask_ratio, noise, generator)
+        if patches is None:
+            patches = patchify(imgs, self.patch_size)
+        b, n, _ = patches.shape
+        keep = int(n * (1 - self.mask_ratio))
+        ids_restore, ids_keep, mask = masking_order(b, n, keep, patches.device, noise, generator)
+        visible = torch.gather(patches, 1, ids_keep.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))
+        pos = enc.pos_embed[:, 1:, :].expand(b, -1, -1)
+        pos = torch.gather(pos, 1, ids_keep.unsqueeze(-1).expand(-1, -1, pos.shape[-1]))
+        x = self.embed_patches(visible) + pos
         cls = (enc.cls_token + enc.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
         x = torch.cat([cls, x], dim=1)
         x = enc.norm_pre(x)
@@ -213,7 +267,11 @@ class MaskedAutoencoder(nn.Module):
         return enc.norm(x), mask, ids_restore
 
     # -- decoder ---------------------------------------------------------------------
-    def forward_decoder(self, x: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+    def forward_decoder(
+        self, x: torch.Tensor, ids_restore: torch.Tensor, ids_masked: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Predicted pixels of every patch ``(B, L, P*P*C)``, or with ``ids_masked``
+        ``(B, M)`` of those patches only (the prediction head runs on them alone)."""
         x = self.decoder_embed(x)
         b, n_vis, d = x.shape
         n = ids_restore.shape[1]
@@ -222,28 +280,56 @@ class MaskedAutoencoder(nn.Module):
         x = torch.cat([x[:, :1], tokens], dim=1) + self.decoder_pos_embed
         for blk in self.decoder_blocks:
             x = blk(x)
-        x = self.decoder_pred(self.decoder_norm(x))
-        return x[:, 1:]
+        x = x[:, 1:]
+        if ids_masked is not None:
+            x = torch.gather(x, 1, ids_masked.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        return self.decoder_pred(self.decoder_norm(x))
+
+    def target(self, patches: torch.Tensor) -> torch.Tensor:
+        """The reconstruction target of patchified pixels (standardised per patch with
+        ``norm_pix_loss``)."""
+        if not self.norm_pix_loss:
+            return patches
+        mean = patches.mean(dim=-1, keepdim=True)
+        var = patches.var(dim=-1, keepdim=True)
+        return (patches - mean) / (var + 1e-6) ** 0.5
 
     def loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean squared error per patch, averaged over the masked patches only."""
-        target = patchify(imgs, self.patch_size)
-        if self.norm_pix_loss:
-            mean = target.mean(dim=-1, keepdim=True)
-            var = target.var(dim=-1, keepdim=True)
-            target = (target - mean) / (var + 1e-6) ** 0.5
+        """Mean squared error per patch, averaged over the masked patches only (``pred``
+        of every patch; the reference formula, see :meth:`masked_loss` for training)."""
+        target = self.target(patchify(imgs, self.patch_size))
         per_patch = ((pred.float() - target.float()) ** 2).mean(dim=-1)
         return (per_patch * mask).sum() / mask.sum()
+
+    @staticmethod
+    def masked_loss(pred_masked: torch.Tensor, target_masked: torch.Tensor) -> torch.Tensor:
+        """:meth:`loss` from the masked patches alone (every sample masks as many):
+        ``mean over patches of mean((pred - target)**2)``, from one float32 difference."""
+        diff = pred_masked.float() - target_masked.float()  # one temporary (a no-op cast in fp32)
+        per_patch = torch.linalg.vector_norm(diff, dim=-1) ** 2 / diff.shape[-1]
+        return per_patch.mean()
 
     def forward(
         self,
         imgs: torch.Tensor,
         noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        latent, mask, ids_restore = self.forward_encoder(imgs, noise, generator)
+        pred_all: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(loss, prediction of every patch or None when not ``pred_all``, mask)."""
+        patches = patchify(imgs, self.patch_size)
+        latent, mask, ids_restore = self.forward_encoder(imgs, noise, generator, patches)
+        keep = latent.shape[1] - 1
+        ids_masked = torch.argsort(ids_restore, dim=1, stable=True)[:, keep:]
+        target = self.target(
+            torch.gather(patches, 1, ids_masked.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))
+        )
+        if not pred_all:
+            pred_masked = self.forward_decoder(latent, ids_restore, ids_masked)
+            return self.masked_loss(pred_masked, target), None, mask
         pred = self.forward_decoder(latent, ids_restore)
-        return self.loss(imgs, pred, mask), pred, mask
+        pred_masked = torch.gather(pred, 1, ids_masked.unsqueeze(-1).expand(-1, -1, pred.shape[-1]))
+        return self.masked_loss(pred_masked, target), pred, mask
 
     @torch.no_grad()
     def reconstruct(
@@ -277,11 +363,14 @@ class MAEMethod(Method):
         )
 
     def begin_step(self, step: Step) -> None:
-        self.noise = torch.rand(
-            step.global_batch, self.model.num_patches, generator=step.generator()
-        )
+        # drawn on the CPU (the same masks on every device); moved without blocking the host
+        noise = torch.rand(step.global_batch, self.model.num_patches, generator=step.generator())
+        device = self.model.mask_token.device
+        if device.type == "cuda":
+            noise = noise.pin_memory().to(device, non_blocking=True)
+        self.noise = noise
 
     def loss(
         self, images: torch.Tensor, step: Step, micro: int, trainable: nn.Module
     ) -> torch.Tensor:
-        return trainable(images, noise=self.noise[step.positions(micro)])[0]
+        return trainable(images, noise=self.noise[step.positions(micro)], pred_all=False)[0]

@@ -8,7 +8,7 @@ optimiser step; the training loop (:mod:`sarssl.selfsup.pretrain`) knows no meth
     for micro in range(accum_steps):              # (under autocast)
         loss = method.loss(images, step, micro, trainable)
         backward(loss / accum_steps)
-    clip gradients
+    method.clip_gradients(clip_grad)              # if clip_grad > 0 (unscaled gradients)
     method.before_optimizer_step(step)            # e.g. freeze the last layer
     optimiser step
     method.after_optimizer_step(step)             # e.g. EMA teacher update
@@ -22,6 +22,7 @@ Every default lives in one frozen dataclass per method (a subclass of
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from typing import Any, ClassVar, Self
 import torch
 from torch import nn
 
-from ..engine import SeededBatchOrder, step_generator
+from ..engine import SeededBatchOrder, param_groups, step_generator
 from ..errors import SarsslError
 
 
@@ -216,6 +217,13 @@ class Method:
     def begin_step(self, step: Step) -> None:
         """Before the micro-batches of optimiser step ``step``."""
 
+    def clip_gradients(self, max_norm: float) -> None:
+        """Clip the (unscaled) gradients of :attr:`trainable` after backward; called only
+        when the config's ``clip_grad`` > 0. By default the global norm over all parameters
+        is clipped to ``max_norm``; a method whose recipe clips otherwise overrides it (DINO
+        clips each parameter's norm)."""
+        torch.nn.utils.clip_grad_norm_(self.trainable.parameters(), max_norm)
+
     def before_optimizer_step(self, step: Step) -> None:
         """After backward and gradient clipping, before the optimiser step."""
 
@@ -225,3 +233,38 @@ class Method:
     def diagnostics(self) -> dict[str, float]:
         """Extra values for the metrics line of the last step."""
         return {}
+
+
+# --------------------------------------------------------------------------------------
+# helpers of per-step schedules
+# --------------------------------------------------------------------------------------
+def cosine_schedule(start: float, end: float, index: int, total: int) -> float:
+    """Half cosine from ``start`` (step 0) towards ``end`` over ``total`` steps, the DINO
+    reference's ``cosine_scheduler`` without warm-up: ``end + (start - end) (1 + cos(pi
+    index / total)) / 2`` (step ``total`` would reach ``end``; the last step is just short
+    of it, as in the reference)."""
+    if total <= 0:
+        return float(start)
+    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * index / total))
+
+
+def decayed_groups(optimizer: torch.optim.Optimizer, module: nn.Module) -> list[dict[str, Any]]:
+    """The parameter groups of ``optimizer`` that hold weight-decayed parameters of
+    ``module``, by the rule of :func:`sarssl.engine.param_groups` (no decay on 1-D
+    parameters and position embeddings/tokens), whatever their current weight decay: a
+    schedule sets these groups' ``weight_decay`` and leaves the others at 0. A group that
+    mixes both kinds is an error."""
+    decayed = {
+        id(p) for g in param_groups(module, 1.0) if g["weight_decay"] > 0 for p in g["params"]
+    }
+    out = []
+    for group in optimizer.param_groups:
+        kinds = {id(p) in decayed for p in group["params"]}
+        if len(kinds) > 1:
+            raise SarsslError(
+                "optimizer: a parameter group mixes decayed and non-decayed parameters; "
+                "a weight-decay schedule cannot tell them apart"
+            )
+        if kinds == {True}:
+            out.append(group)
+    return out

@@ -76,7 +76,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +201,8 @@ class Run:
     optimizer: torch.optim.Optimizer
     schedule: WarmupCosine
     scaler: torch.amp.GradScaler
+    runtime: Runtime | None = None
+    """the device-dependent settings (:func:`resolve_runtime`)"""
     forward: nn.Module | None = None
     """the trainable module as the loss calls it (DDP-wrapped, compiled)"""
 
@@ -245,7 +247,14 @@ class Run:
 def plan_steps(
     config: OptimConfig, n: int, seed: int, rank: int, world: int, max_steps: int | None
 ) -> tuple[SeededBatchOrder, int, int]:
-    """(data order, optimiser steps, warm-up steps) for ``n`` images."""
+    """(data order, optimiser steps, warm-up steps) for ``n`` images.
+
+    ``config.batch_size`` is the **global** batch: the images of one optimiser step over
+    all ``world`` processes and ``accum_steps`` micro-steps together. Each process reads
+    ``batch_size / (world * accum_steps)`` images per micro-step (``order.micro``), so N
+    processes perform exactly the update of one process with the same ``batch_size`` (and
+    the same lr: adding GPUs needs no lr change; raising ``batch_size`` does, e.g. the
+    linear rule lr x new/old)."""
     accum = config.accum_steps
     global_batch = config.batch_size
     if n < global_batch:
@@ -266,6 +275,82 @@ def plan_steps(
     return order, total, warmup
 
 
+@dataclass(frozen=True)
+class Runtime:
+    """How a run uses its device: everything that depends on CPU vs CUDA, resolved in one
+    place (:func:`resolve_runtime`) and recorded in ``run.json`` (``runtime``). None of it
+    changes the recipe (batch size, lr, steps, data order, masks): on the CPU the defaults
+    are the bit-reproducible ones of before; on CUDA the fast ones."""
+
+    device: str
+    dtype: str
+    """autocast precision: ``auto`` = bf16 on CUDA, fp32 on CPU"""
+    deterministic: bool
+    """deterministic kernels (``auto``: yes on CPU; on CUDA no: cuDNN autotuning and TF32
+    matmuls, the fast non-deterministic kernels)"""
+    compile: bool
+    """``torch.compile`` the trained module (``auto``: the method's ``compile`` on CPU,
+    yes on CUDA)"""
+    fused_adamw: bool
+    """AdamW's fused CUDA kernel (CUDA only)"""
+    loader_threads: int
+    """reader threads (``0`` = auto: 2 on CPU, ``min(8, cores)`` on CUDA)"""
+    sync_every: int
+    """optimiser steps between host synchronisations (loss read back, preemption flags
+    gathered): the method's ``log_every``"""
+    overlap: bool
+    """input batches copied and normalised one step ahead (on a side CUDA stream)"""
+
+
+def _tristate(value: Any, where: str) -> bool | None:
+    """``auto``/None -> None, else a bool (``true``/``false``/``on``/``off``/``1``/``0``)."""
+    if value is None or value == "auto":
+        return None
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "on", "1", "yes"):
+        return True
+    if text in ("false", "off", "0", "no"):
+        return False
+    raise SarsslError(f"{where}={value!r}: expected auto, true or false")
+
+
+def resolve_runtime(config: OptimConfig, device: torch.device, cfg: Mapping[str, Any]) -> Runtime:
+    """The :class:`Runtime` of a run of ``config`` on ``device``, with ``cfg``'s
+    ``deterministic``, ``compile`` (each ``auto``/true/false) and ``loader_threads``
+    (0 = auto) overrides. The one place where CPU and CUDA defaults differ."""
+    import os
+
+    cuda = device.type == "cuda"
+    deterministic = _tristate(cfg.get("deterministic"), "deterministic")
+    compile_ = _tristate(cfg.get("compile"), "compile")
+    threads = int(cfg.get("loader_threads") or 0)
+    if threads <= 0:
+        threads = max(2, min(8, os.cpu_count() or 2)) if cuda else 2
+    return Runtime(
+        device=str(device),
+        dtype=resolve_dtype(config.dtype, device),
+        deterministic=(not cuda) if deterministic is None else deterministic,
+        compile=(cuda or config.compile) if compile_ is None else compile_,
+        fused_adamw=cuda,
+        loader_threads=threads,
+        sync_every=int(config.log_every),
+        overlap=bool(cfg.get("overlap", True)),
+    )
+
+
+def apply_runtime(runtime: Runtime) -> None:
+    """Set torch's global kernel choices for ``runtime`` (deterministic or fast)."""
+    torch.use_deterministic_algorithms(runtime.deterministic, warn_only=True)
+    if torch.backends.cudnn.is_available():
+        torch.backends.cudnn.benchmark = not runtime.deterministic
+    if runtime.device.startswith("cuda"):
+        fast = not runtime.deterministic
+        torch.backends.cuda.matmul.allow_tf32 = fast
+        torch.backends.cudnn.allow_tf32 = fast
+
+
 def environment(cfg: dict[str, Any]) -> tuple[torch.device, int, int]:
     """(device, rank, world size) of this process, with its torch threads and every seed set."""
     device = resolve_device(cfg.get("device", "auto"))
@@ -277,12 +362,15 @@ def environment(cfg: dict[str, Any]) -> tuple[torch.device, int, int]:
 
 
 def optimisation(
-    method: Method, warmup: int, total: int, dtype: str
+    method: Method, warmup: int, total: int, dtype: str, fused: bool = False
 ) -> tuple[torch.optim.Optimizer, WarmupCosine, torch.amp.GradScaler]:
-    """AdamW over the method's trainable parameters, its lr schedule and loss scaler."""
+    """AdamW over the method's trainable parameters (``fused``: the fused CUDA kernel),
+    its lr schedule and loss scaler."""
     c = method.config
     groups = param_groups(method.trainable, c.weight_decay)
-    optimizer = torch.optim.AdamW(groups, lr=c.lr, betas=c.betas)
+    optimizer = torch.optim.AdamW(
+        groups, lr=c.lr, betas=c.betas, **({"fused": True} if fused else {})
+    )
     schedule = WarmupCosine(c.lr, warmup, total, c.min_lr_ratio)
     return optimizer, schedule, torch.amp.GradScaler("cuda", enabled=dtype == "fp16")
 
@@ -294,7 +382,9 @@ def prepare(cfg: dict[str, Any]) -> tuple[Run, PretrainBatches, np.ndarray, np.n
     cls = method_class(cfg["method"])
     config = cls.Config.from_hparams(cfg["hparams"])
     device, rank, world = environment(cfg)
-    dtype = resolve_dtype(config.dtype, device)
+    runtime = resolve_runtime(config, device, cfg)
+    apply_runtime(runtime)
+    dtype = runtime.dtype
     data = PretrainBatches(cfg["chips_dirs"])
     mean_db, std_db = load_stats(cfg["stats"])
     order, total, warmup = plan_steps(
@@ -304,11 +394,12 @@ def prepare(cfg: dict[str, Any]) -> tuple[Run, PretrainBatches, np.ndarray, np.n
     sizes = dict(
         world_size=world, n_images=data.n, total_steps=total, global_batch=order.global_batch
     )
-    cfg.update(sizes, device=str(device), dtype=dtype, data_digest=digest)
+    cfg.update(sizes, device=str(device), dtype=dtype, data_digest=digest, runtime=asdict(runtime))
     method = cls(cfg["hparams"], data.chip_size, std_db.tolist())
     method.model.to(device)
-    training = optimisation(method, warmup, total, dtype)
+    training = optimisation(method, warmup, total, dtype, fused=runtime.fused_adamw)
     run = Run(cfg, method, order, total, device, dtype, rank, world, fingerprint(cfg), *training)
+    run.runtime = runtime
     if run.is_main:
         log.info("%s", run)
     return run, data, mean_db, std_db
@@ -321,7 +412,7 @@ def distribute(run: Run) -> nn.Module:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         forward = DDP(forward, device_ids=[run.device.index] if run.device.type == "cuda" else None)
-    if run.method.config.compile:
+    if run.runtime.compile if run.runtime is not None else run.method.config.compile:
         forward = torch.compile(forward)
     return forward
 
@@ -412,6 +503,7 @@ class StepLog:
         ) ** 2
         self.data_time = 0.0  # whole run
         self.wait = self.elapsed = 0.0  # since the last line
+        self.images = 0  # since the last line
         self.last_loss = float("nan")
 
     @property
@@ -422,22 +514,26 @@ class StepLog:
         self.data_time += seconds
         self.wait += seconds
 
-    def step(self, step: Step, loss: float, lr: float, seconds: float) -> None:
-        """Record optimiser step ``step`` (its mean loss, lr and duration)."""
+    def step(self, step: Step, loss: float, lr: float, seconds: float, steps: int = 1) -> None:
+        """Record optimiser step ``step`` (its mean loss and lr), read back at a host
+        synchronisation that closes ``steps`` steps taking ``seconds`` together."""
         done, batch = step.index + 1, step.global_batch
         self.last_loss = loss
         self.elapsed += seconds
+        self.images += batch * steps
         if self.metrics is not None and (
             done % self.run.method.config.log_every == 0 or done == step.total
         ):
+            rate = self.images / max(self.elapsed, 1e-12)
             self.metrics.write(
                 {
                     "step": done,
                     "epoch": step.epoch,
                     "loss": loss,
                     "lr": lr,
-                    "images_per_s": batch / seconds,
-                    "tokens_per_s": batch * self.tokens / seconds,
+                    # since the last line (timed between host synchronisations)
+                    "images_per_s": rate,
+                    "tokens_per_s": rate * self.tokens,
                     # time spent waiting for input batches / step time, since the last line
                     "data_wait_s": self.wait,
                     "data_share": self.wait / max(self.elapsed, 1e-12),
@@ -445,7 +541,8 @@ class StepLog:
                 }
             )
             self.wait = self.elapsed = 0.0
-        self.progress.update(1)
+            self.images = 0
+        self.progress.update(steps)
         self.progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
 
     def close(self) -> None:
@@ -482,7 +579,7 @@ def optimizer_step(
         loss_sum += loss.detach().float() / accum
     if method.config.clip_grad > 0:
         run.scaler.unscale_(run.optimizer)
-        torch.nn.utils.clip_grad_norm_(method.trainable.parameters(), method.config.clip_grad)
+        method.clip_gradients(method.config.clip_grad)  # global norm, or the method's rule
     method.before_optimizer_step(step)
     run.scaler.step(run.optimizer)
     run.scaler.update()
@@ -508,24 +605,46 @@ def train_loop(
     checkpoints: Checkpoints,
 ) -> int:
     """Optimiser steps ``start .. total - 1``, checkpointing every ``checkpoint_every`` steps,
-    on SIGUSR1/SIGTERM and at ``stop_after_steps``; 143 after SIGTERM, else 0."""
+    on SIGUSR1/SIGTERM and at ``stop_after_steps``; 143 after SIGTERM, else 0.
+
+    No host synchronisation in the steady state: the loss stays on the device and is read
+    back (with the preemption flags of every rank) only every ``sync_every`` steps
+    (the method's ``log_every``), at the last step and at checkpoint steps; a divergence
+    is therefore caught at the next such step. In a single process a signal is acted on
+    after the current step (its flag is a host value, reading it costs nothing); under DDP
+    at the next synchronisation, where every rank learns it at the same step."""
     every = int(run.cfg.get("checkpoint_every") or 0)
     stop_after = run.cfg.get("stop_after_steps")
+    sync_every = run.runtime.sync_every if run.runtime is not None else 1
     with PreemptionFlags() as flags:
+        t_sync, since = time.perf_counter(), 0
         for index in range(start, run.total):
-            t0 = time.perf_counter()
             step = Step(index, run.total, run.order, run.optimizer)
             lr = run.schedule.apply(run.optimizer, index)
-            loss, save, stop = gather(run, optimizer_step(run, step, batches, steplog), flags)
+            loss_t = optimizer_step(run, step, batches, steplog)
+            done, since = index + 1, since + 1
+            checkpoint_due = bool(every) and done % every == 0
+            stop_due = stop_after is not None and int(stop_after) <= done < run.total
+            signalled = run.world == 1 and (flags.save or flags.stop)
+            if not (
+                done % sync_every == 0
+                or done == run.total
+                or checkpoint_due
+                or stop_due
+                or signalled
+            ):
+                continue
+            loss, save, stop = gather(run, loss_t, flags)
             if not np.isfinite(loss):
                 raise SarsslError(
-                    f"{run.method.name} pretraining diverged at step {index} (loss {loss}); "
+                    f"{run.method.name} pretraining diverged by step {index} (loss {loss}); "
                     "lower the lr"
                 )
-            steplog.step(step, loss, lr, time.perf_counter() - t0)
-            done = index + 1
-            stop_now = stop or (stop_after is not None and int(stop_after) <= done < run.total)
-            if done < run.total and ((every and done % every == 0) or save or stop_now):
+            now = time.perf_counter()
+            steplog.step(step, loss, lr, now - t_sync, since)
+            t_sync, since = now, 0
+            stop_now = stop or stop_due
+            if done < run.total and (checkpoint_due or save or stop_now):
                 checkpoints.save(checkpoints.resume_path, done, steplog.lines)
                 flags.save = False
             if stop_now:
@@ -582,7 +701,11 @@ def train(cfg: dict[str, Any]) -> int:
     start, history = checkpoints.resume()
     Path(cfg["out_dir"]).mkdir(parents=True, exist_ok=True)
     run.forward = distribute(run)
-    batches = image_stream(data, run.order, start, run.total, run.device, mean_db, std_db, cfg)
+    stream_cfg = {**cfg, "loader_threads": run.runtime.loader_threads}
+    stream_cfg["overlap"] = run.runtime.overlap
+    batches = image_stream(
+        data, run.order, start, run.total, run.device, mean_db, std_db, stream_cfg
+    )
     steplog = StepLog(run, start, history)
     run.method.trainable.train()
     t_train = time.time()
@@ -642,7 +765,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-steps", type=int, default=None, help="cap the number of optimiser steps (tests)"
     )
     parser.add_argument(
-        "--loader-threads", type=int, default=2, help="reader threads of the batch loader"
+        "--loader-threads",
+        type=int,
+        default=0,
+        help="reader threads of the batch loader (0 = auto: 2 on CPU, min(8, cores) on CUDA)",
+    )
+    parser.add_argument(
+        "--deterministic",
+        choices=["auto", "true", "false"],
+        default="auto",
+        help="deterministic kernels (auto: yes on CPU, no on CUDA: cuDNN autotuning, TF32)",
+    )
+    parser.add_argument(
+        "--compile",
+        choices=["auto", "true", "false"],
+        default="auto",
+        help="torch.compile the trained module (auto: the hyper-parameter compile on CPU, "
+        "yes on CUDA)",
+    )
+    parser.add_argument(
+        "--no-overlap",
+        dest="overlap",
+        action="store_false",
+        help="stage each input batch when it is needed instead of one step ahead (debugging)",
     )
     parser.add_argument(
         "--threads", type=int, default=0, help="torch CPU threads (0 = torch default)"
@@ -692,6 +837,9 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device,
         "max_steps": args.max_steps,
         "loader_threads": args.loader_threads,
+        "deterministic": args.deterministic,
+        "compile": args.compile,
+        "overlap": args.overlap,
         "threads": args.threads,
         "checkpoint_every": args.checkpoint_every,
         "stop_after_steps": args.stop_after_steps,
