@@ -160,6 +160,16 @@ def warm_page_cache(store: Path) -> None:
 # --------------------------------------------------------------------------------------
 # the benchmark
 # --------------------------------------------------------------------------------------
+class NoCheckpoints:
+    """Stands in for :class:`sarssl.selfsup.pretrain.Checkpoints`: the timed phases end
+    at ``stop_after_steps`` without writing a checkpoint into the timing."""
+
+    resume_path = Path(os.devnull)
+
+    def save(self, path: Path, step: int, metrics: list[str]) -> None:
+        pass
+
+
 def count_flops(run, data, mean, std) -> int:
     """FLOPs of one eager training step (forward + backward, this rank's micro-batches)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -219,7 +229,7 @@ def bench(method: str, args: argparse.Namespace, root: Path) -> list[dict]:
     run, data, mean, std = P.prepare(cfg)
     Path(cfg["out_dir"]).mkdir(parents=True, exist_ok=True)
     flops_per_step = count_flops(run, data, mean, std)
-    checkpoints = P.Checkpoints(run)
+    checkpoints = NoCheckpoints()  # the phases stop like a preempted run, without writing
     run.forward = P.distribute(run)
     stream_cfg = {**cfg, "loader_threads": run.runtime.loader_threads}
     stream_cfg["overlap"] = run.runtime.overlap

@@ -56,11 +56,13 @@ def test_defaults_are_filled_in():
     assert cfg["pretrain"]["backbone"]["patch_size"] == 8
     assert cfg["pretrain"]["mae"]["mask_ratio"] == 0.75
     assert cfg["pretrain"]["dino"]["teacher_temp"] == 0.04
-    assert cfg["finetune"]["inits"] == ["scratch", "mae", "dino"]
-    # the study's matrix by default: 6 label fractions x 3 seeds x both protocols and tasks
+    # the study's inits with both controls (U-Net, per-pixel) by default
+    assert cfg["finetune"]["inits"] == ["scratch", "mae", "dino", "unet", "pixel"]
+    assert cfg["finetune"]["protocols"] == ["finetune", "linear", "knn"]
+    assert cfg["finetune"]["layer_decay"] == 0.75 and cfg["finetune"]["lr_search"] == "each_run"
+    # the study's matrix by default: 6 label fractions x 3 seeds x every protocol and task
     assert cfg["finetune"]["fractions"] == [0.01, 0.05, 0.1, 0.25, 0.5, 1.0]
     assert cfg["finetune"]["seeds"] == [0, 1, 2]
-    assert cfg["finetune"]["protocols"] == ["finetune", "linear"]
     assert cfg["finetune"]["tasks"] == ["landcover", "treecover"]
 
 
@@ -101,7 +103,8 @@ def test_external_encoder_init_plans_runs(tmp_path, demo_config, write_config):
     res = run_snakemake(tmp_path, write_config(demo_config), "--dry-run", "--cores", "1", "-p")
     assert res.returncode == 0, res.stderr + res.stdout
     counts = job_counts(res.stdout)
-    assert counts["finetune"] == 48  # 2 tasks x 2 inits x 2 protocols x 2 areas x 3 fractions
+    # one job per task x init x protocol x area (each runs every fraction x seed)
+    assert counts["finetune"] == 2 * 2 * 3 * 2  # tasks x inits x protocols x areas
     assert counts["pretrain"] == 2  # pretrain.methods are still targets of rule all
     assert f"--init {encoder} --pretrain-area external" in res.stdout
 
@@ -113,9 +116,9 @@ def test_demo_config_dry_run_expands_the_study(tmp_path):
     res = run_snakemake(tmp_path, DEMO_CONFIG, "--dry-run", "--cores", "1", "--printshellcmds")
     assert res.returncode == 0, res.stderr + res.stdout
     counts = job_counts(res.stdout)
-    # 2 tasks x 2 areas x 3 fractions x 1 seed
-    # x (3 ViT inits x 2 protocols + the U-Net, fine-tuned only)
-    assert counts["finetune"] == 2 * 2 * 3 * (3 * 2 + 1)
+    # one job per task x area x (3 ViT inits x 3 protocols + the U-Net, fine-tuned only,
+    # + the per-pixel control, linear only); each runs 3 fractions x 2 seeds
+    assert counts["finetune"] == 2 * 2 * (3 * 3 + 1 + 1)
     assert counts["pretrain"] == 2
     assert counts["simulate"] == counts["catalogue"] == counts["chips"] == 2
     assert counts["stats"] == counts["tables"] == counts["plot_learning_curves"] == 1
@@ -129,8 +132,11 @@ def test_demo_config_dry_run_expands_the_study(tmp_path):
         r"--init mae --encoder results/pretrain/mae/encoder.safetensors --pretrain-area rome", out
     )
     assert "results/finetune/treecover/dino/linear/chimoio/f0.05_s0/metrics.json" in out
-    assert "results/finetune/landcover/unet/finetune/rome/f0.05_s0/metrics.json" in out
-    assert "unet/linear" not in out
+    assert "results/finetune/landcover/unet/finetune/rome/f0.05_s1/metrics.json" in out
+    assert "results/finetune/landcover/pixel/linear/rome/f1.0_s0/metrics.json" in out
+    assert "--fraction 0.05,0.25,1.0 --seed 0,1" in out
+    assert "unet/linear" not in out and "pixel/finetune" not in out
+    assert "sarssl fractions" in out and "--seeds 0,1" in out
     # hyper-parameters from config reach the training commands as JSON
     assert '"mask_ratio": 0.75' in out and '"img_size": 64' in out
 

@@ -77,3 +77,32 @@ def test_metric_names_are_the_vocabulary_class_names():
         "iou_mangroves",
         "iou_moss_lichen",
     ]
+
+
+def test_confusion_matches_torchmetrics_and_stays_small_in_deterministic_mode():
+    """The bincount confusion equals torchmetrics' (an independent implementation), with
+    ignored pixels left out, and deterministic mode does not change it."""
+    import torch
+    from torchmetrics.classification import MulticlassConfusionMatrix
+
+    from sarssl.downstream.evaluation import SegmentationMeter
+
+    g = torch.Generator().manual_seed(0)
+    pred = torch.randint(0, 11, (3, 32, 32), generator=g)
+    target = torch.randint(0, 11, (3, 32, 32), generator=g)
+    target[:, :4] = 255
+    ref = MulticlassConfusionMatrix(num_classes=11, ignore_index=255)(
+        pred.flatten(), target.flatten()
+    )
+    meter = SegmentationMeter()
+    meter.update(pred[:2], target[:2])
+    meter.update(pred[2:].to(torch.uint8), target[2:].to(torch.uint8))
+    assert torch.equal(meter.confusion, ref.long())
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        again = SegmentationMeter()
+        again.update(pred, target)
+        assert torch.equal(again.confusion, ref.long())
+    finally:
+        torch.use_deterministic_algorithms(was)

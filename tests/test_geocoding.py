@@ -91,6 +91,42 @@ def test_lut_interpolation_matches_exact_model():
     print(f"LUT {grid.shape}: {elapsed:.2f}s")
 
 
+def test_lut_is_exact_across_an_azimuth_block_boundary():
+    """Each coordinate-conversion entry holds for its 1 s azimuth block, so the GRD pixel
+    of a ground point jumps where blocks meet (here ~13 px, far range of the 2021-04-01
+    product); the LUT interpolates (line, slant range), which are smooth, and converts
+    per pixel, so it follows the jump instead of smearing it over a node cell."""
+    geom = _geom("s1b-iw-g0210401")
+    cc = geom.coordinate_conversion
+    far = 22000.0
+    jumps = [
+        abs(
+            geom.slant_range_to_pixel(np.array(b - 0.5), np.array(r))
+            - geom.slant_range_to_pixel(np.array(b + 0.5), np.array(r))
+        )
+        for b, r in (
+            (
+                0.5 * (cc.time[k] + cc.time[k + 1]) / geom.azimuth_time_interval,
+                geom.ground_range_to_slant_range(np.array(far * 10.0), np.array(cc.time[k])),
+            )
+            for k in range(2, len(cc.time) - 3)
+        )
+    ]
+    k = 2 + int(np.argmax(jumps))
+    edge = 0.5 * (cc.time[k] + cc.time[k + 1]) / geom.azimuth_time_interval
+    assert max(jumps) > 5.0
+    lon, lat = geom.radar_to_ground(np.array([edge]), np.array([far]), 0.0)
+    bbox = (lon[0] - 0.01, lat[0] - 0.008, lon[0] + 0.01, lat[0] + 0.008)
+    grid = area_grid(bbox, 10.0)
+    lut = GeocodingLUT.compute(geom, grid, constant_dem(bbox, 0.0))
+    el, ep = lut.exact(geom)
+    assert np.nanmin(el) < edge - 20 and np.nanmax(el) > edge + 20  # the boundary crosses
+    assert np.nanmax(np.abs(el - lut.line)) < 0.01
+    off_edge = np.abs(el - edge) > 0.02  # the LUT's line may put a pixel in the other block
+    assert np.nanmax(np.abs(ep - lut.pixel)[off_edge]) < 0.01
+    assert np.nanmax(np.abs(np.diff(ep, axis=0))) > 5.0  # the jump (10 m rows: ~1 px else)
+
+
 def test_dem_vertical_datum_and_coverage():
     import rasterio
     from pyproj import CRS

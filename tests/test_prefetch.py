@@ -170,3 +170,28 @@ def test_batch_size_is_the_global_batch_under_ddp():
             assert sorted(got.tolist()) == sorted(one.global_indices(step).tolist())
     with pytest.raises(Exception, match="divisible"):
         plan_steps(MAEConfig(batch_size=6), 100, 0, 0, 4, None)
+
+
+def test_pretrain_benchmark_runs_the_workflow_loop_on_cpu(tmp_path, capsys, monkeypatch):
+    """benchmarks/pretrain.py (the one command for a GPU) runs on the CPU: cold and warm
+    phases of the real loop on a compact store, MFU n/a without a peak."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pretrain.py"
+    spec = importlib.util.spec_from_file_location("bench_pretrain_cpu", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    argv = ["pretrain.py", "--device", "cpu", "--tiny", "--method", "mae", "--steps", "2"]
+    argv += ["--warmup", "1", "--store-dtype", "uint8", "--tmp-dir", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    mod.main()
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["phase"] for r in rows] == ["cold", "warm"]
+    for r in rows:
+        assert r["device"] == "cpu" and r["mfu"] == "n/a" and r["images_per_s"] > 0
+        assert 0 <= r["loader_share"] <= 1 and r["gflops_per_image"] > 0
+        assert r["store_dtype"] == "uint8" and r["bytes_per_chip"] == 12 * 64 * 64
+        assert r["runtime"]["deterministic"] and r["runtime"]["sync_every"] == 10
+    assert mod.peak_tflops("NVIDIA H200") == 989.0 and mod.peak_tflops("NVIDIA A100") == 312.0

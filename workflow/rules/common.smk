@@ -886,6 +886,23 @@ def table_targets():
     return out
 
 
+def training_curve_runs():
+    """run.json of the runs that searched the learning rate: with ``lr_search:
+    reference_run`` each job's run with the most labels and the first seed, else (every
+    run searches) the same runs, one per job, to keep the figure readable."""
+    ft = config["finetune"]
+    fraction = fraction_key(max(float(f) for f in ft["fractions"]))
+    return [
+        f"results/finetune/{task}/{init_label(init)}/{protocol}/{area}/"
+        f"f{fraction}_s{ft['seeds'][0]}/run.json"
+        for task in ft["tasks"]
+        for init in ft["inits"]
+        for protocol in init_protocols(init, ft["protocols"])
+        if protocol != "knn"
+        for area in ft["areas"]
+    ]
+
+
 def figure_targets():
     """Every figure of the study (PNG; each rule writes the PDF beside it)."""
     methods = config["pretrain"]["methods"]
@@ -893,6 +910,7 @@ def figure_targets():
     figs = [
         "results/figures/data_statistics.png",
         "results/figures/learning_curves.png",
+        "results/figures/training_curves.png",
     ]
     figs += expand(
         "results/figures/{area}/{name}.png",

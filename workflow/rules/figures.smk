@@ -322,3 +322,28 @@ rule plot_label_efficiency:
     shell:
         "sarssl plot label-efficiency --efficiency {input.efficiency:q}"
         " --dpi {params.dpi:q} --out {output.png:q} > {log:q} 2>&1"
+
+
+rule plot_training_curves:
+    """Validation score vs optimiser step of every learning rate tried by the runs that
+    searched it (convergence and lr selection of the fine-tuning)."""
+    input:
+        runs=training_curve_runs(),
+    output:
+        png=report(
+            "results/figures/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Fine-tuning",
+            labels={"area": "all", "figure": "training curves"},
+        ),
+        pdf="results/figures/training_curves.pdf",
+    log:
+        "logs/figures/training_curves.log",
+    conda:
+        "../envs/plot.yaml"
+    threads: 1
+    params:
+        dpi=figure_dpi(),
+    shell:
+        "sarssl plot training-curves --runs {input.runs:q} --dpi {params.dpi:q}"
+        " --out {output.png:q} > {log:q} 2>&1"

@@ -419,21 +419,27 @@ class Stager:
         if self.stream is not None:  # e.g. statistics the transform uses, moved just before
             self.stream.wait_stream(torch.cuda.current_stream(self.device))
 
-    def _move(self, batch: dict[str, Any]) -> Any:
-        if self.device is not None:
-            batch = {k: t.to(self.device, non_blocking=True) for k, t in batch.items()}
+    def _copy(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if self.device is None:
+            return batch
+        return {k: t.to(self.device, non_blocking=True) for k, t in batch.items()}
+
+    def _transform(self, batch: dict[str, Any]) -> Any:
         return self.transform(batch) if self.transform is not None else batch
 
     def stage(self, batch: dict[str, Any], slot: int, host_events: list[Any]) -> tuple[Any, Any]:
         if self.stream is None:
-            return self._move(batch), None
+            return self._transform(self._copy(batch)), None
         import torch
 
         with torch.cuda.stream(self.stream):
-            out = self._move(batch)
+            moved = self._copy(batch)
+            copied = torch.cuda.Event()
+            copied.record(self.stream)
+            out = self._transform(moved)
             done = torch.cuda.Event()
             done.record(self.stream)
-        host_events[slot] = done  # the host buffer may be refilled once this has passed
+        host_events[slot] = copied  # the host buffer may be refilled once this has passed
         return out, done
 
     def ready(self, staged: tuple[Any, Any]) -> Any:

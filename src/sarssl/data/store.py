@@ -196,9 +196,9 @@ class XCodec:
     the decode (``<= 2**-24 * max(|lo_c|, |hi_c|) * 2``, about 5e-6 dB for 45 dB);
     values outside the range are clipped to its ends. With the default 60 dB ranges:
     uint8 step 0.236 dB (bound 0.118 dB), uint16 step 0.000916 dB (bound 0.00046 dB,
-    finer than float16's ``2**(floor(log2|x|) - 11)`` for ``|x| >= 1`` dB). The decode is the same float32 arithmetic in
-    NumPy (:meth:`decode`) and torch (:meth:`decode_torch`, on any device), so both give
-    bit-identical values.
+    finer than float16's ``2**(floor(log2|x|) - 11)`` for ``|x| >= 1`` dB). The decode is
+    the same float32 arithmetic in NumPy (:meth:`decode`) and torch (:meth:`decode_torch`,
+    on any device), so both give bit-identical values.
     """
 
     def __init__(self, dtype: str, offset: Sequence[float], scale: Sequence[float]) -> None:

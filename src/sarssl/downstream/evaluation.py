@@ -1,4 +1,4 @@
-"""Evaluation metrics for the two downstream tasks (torchmetrics-based).
+"""Evaluation metrics for the two downstream tasks.
 
 Land cover (segmentation, 11 ESA WorldCover classes, 255 = ignore):
 
@@ -10,7 +10,14 @@ Land cover (segmentation, 11 ESA WorldCover classes, 255 = ignore):
 - overall accuracy = correctly classified labelled pixels / labelled pixels.
 
 Tree cover (chip-level regression, percent): RMSE, MAE and the coefficient of
-determination R2 = 1 - SS_res / SS_tot. Chips with an unknown (NaN) target are skipped.
+determination R2 = 1 - SS_res / SS_tot (torchmetrics). Chips with an unknown (NaN) target
+are skipped.
+
+The confusion matrix is one ``torch.bincount`` on the CPU rather than torchmetrics'
+``MulticlassConfusionMatrix``: under deterministic algorithms (every seeded run here)
+torchmetrics replaces ``bincount`` by a pixels x classes^2 comparison matrix, about 4 GB
+for ten 448-px chips, while the CPU ``bincount`` is deterministic already and needs
+8 bytes a pixel.
 """
 
 from __future__ import annotations
@@ -27,23 +34,27 @@ class SegmentationMeter:
     """Accumulates a confusion matrix over batches; :meth:`compute` returns the scores."""
 
     def __init__(self, num_classes: int = N_LANDCOVER_CLASSES, ignore_index: int = IGNORE_INDEX):
-        from torchmetrics.classification import MulticlassConfusionMatrix
-
         self.num_classes = num_classes
-        self.metric = MulticlassConfusionMatrix(num_classes=num_classes, ignore_index=ignore_index)
+        self.ignore_index = ignore_index
+        self.counts = torch.zeros(num_classes * num_classes, dtype=torch.int64)
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """``pred``: class map (B, H, W) or logits (B, C, H, W); ``target`` (B, H, W)."""
         if pred.dim() == target.dim() + 1:
             pred = pred.argmax(dim=1)
-        self.metric.update(
-            pred.detach().to("cpu").long().flatten(), target.detach().to("cpu").long().flatten()
-        )
+        c = self.num_classes
+        pred = pred.detach().to("cpu").flatten().long()
+        target = target.detach().to("cpu").flatten().long()
+        keep = target != self.ignore_index
+        pred, target = pred[keep], target[keep]
+        if ((target < 0) | (target >= c) | (pred < 0) | (pred >= c)).any():
+            raise ValueError(f"class indices must lie in [0, {c}) (or be {self.ignore_index})")
+        self.counts += torch.bincount(target * c + pred, minlength=c * c)
 
     @property
     def confusion(self) -> torch.Tensor:
         """(C, C) counts, rows = target class, columns = predicted class."""
-        return self.metric.compute()
+        return self.counts.reshape(self.num_classes, self.num_classes).clone()
 
     def compute(self) -> dict[str, Any]:
         return scores_from_confusion(self.confusion)

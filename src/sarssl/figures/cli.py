@@ -18,6 +18,7 @@ from . import (  # noqa: F401  (importing a figure module registers its figures)
     qa,
     qualitative,
     reconstruction,
+    training,
 )
 from .registry import DPI, FIGURES, publication_style, save_figure
 

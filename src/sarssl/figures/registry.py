@@ -50,6 +50,7 @@ INIT_COLORS: dict[str, str] = {
     "mae": "#1f77b4",  # blue
     "dino": "#ff7f0e",  # orange
     "unet": "#2ca02c",  # green
+    "pixel": "#000000",  # black: the per-pixel control
 }
 #: Colours for other initialisations (checkpoint names), chosen from the name's CRC32 so a
 #: given name always gets the same colour whatever else is plotted.

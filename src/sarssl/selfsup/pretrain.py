@@ -27,6 +27,16 @@ uninterrupted run on CPU; under DDP each rank takes its slice of the same global
 and masks, so N
 processes perform the same update as one process with the same global batch.
 
+Device. What depends on CPU vs CUDA is resolved once, by :func:`resolve_runtime`, and
+recorded as ``runtime`` in ``run.json``: on the CPU deterministic fp32 kernels without
+compilation (bit-reproducible, as the tests need); on CUDA bf16 autocast, ``torch.compile``,
+fused AdamW, cuDNN autotuning and TF32 (``--deterministic true`` keeps deterministic
+kernels) and more loader threads. The recipe (batch size, lr, steps, data order, masks)
+never depends on the device: ``batch_size`` is the global batch of an optimiser step
+(:func:`plan_steps`). The input batches are staged one micro-step ahead (copied, decoded
+and normalised on a side CUDA stream, :func:`~sarssl.selfsup.batches.image_stream`), and
+the host synchronises with the device only every ``log_every`` steps (:func:`train_loop`).
+
 Checkpoints hold only tensors and plain values (no pickled objects): every one is read
 with ``torch.load(..., weights_only=True)`` and a file that needs more is refused.
 
@@ -280,7 +290,10 @@ class Runtime:
     """How a run uses its device: everything that depends on CPU vs CUDA, resolved in one
     place (:func:`resolve_runtime`) and recorded in ``run.json`` (``runtime``). None of it
     changes the recipe (batch size, lr, steps, data order, masks): on the CPU the defaults
-    are the bit-reproducible ones of before; on CUDA the fast ones."""
+    are the bit-reproducible ones of before; on CUDA the fast ones. The batch size stays
+    the config's on every device (it sets the lr and the steps): a GPU run sets a
+    GPU-sized ``batch_size`` (and lr) in its config, e.g. 128 for MAE ViT-B/16 at 448 px
+    in bf16 on an 80 GB GPU (what ``benchmarks/pretrain.py --device cuda`` uses)."""
 
     device: str
     dtype: str
