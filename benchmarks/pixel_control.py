@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="write the scores as JSON here")
     args = p.parse_args(argv)
     root = args.workdir / "results" / "chips"
+    if not root.is_dir():
+        print(f"{root}: not a directory (run the workflow's chips rule first)", file=sys.stderr)
+        return 2
     areas = args.areas or sorted(d.name for d in root.iterdir() if (d / "store.json").is_file())
     if not areas:
         print(f"{root}: no chip store", file=sys.stderr)

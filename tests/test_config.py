@@ -294,6 +294,12 @@ def test_missing_external_encoder_stops_the_run(tmp_path, demo_config, write_con
     assert "finetune.inits[1]" in msg and "nowhere/encoder.safetensors" in msg
 
 
+def test_missing_orbit_folder_stops_the_run(tmp_path, demo_config, write_config):
+    demo_config["preprocess"]["orbit_dir"] = "nowhere/orbits"
+    msg = _dry_run_fails(tmp_path, write_config(demo_config))
+    assert "preprocess.orbit_dir" in msg and "nowhere/orbits is not a directory" in msg
+
+
 def test_duplicate_area_name_is_refused(tmp_path, demo_config, write_config):
     """Before: a config naming an area twice silently kept the last one (YAML's rule)."""
     text = write_config(demo_config).read_text()

@@ -122,6 +122,7 @@ def init_protocols(init: str, protocols: Iterable[str]) -> list[str]:
     allowed = INIT_PROTOCOLS.get(init)
     return [p for p in protocols if allowed is None or p in allowed]
 
+
 # --------------------------------------------------------------------------------------
 # land cover: ESA WorldCover 2020 (product user manual v1.0)
 # --------------------------------------------------------------------------------------

@@ -178,6 +178,13 @@ def check_config(cfg):
     for i, init in enumerate(cfg["finetune"]["inits"]):
         if init not in BUILTIN_INITS and not Path(init).is_file():
             config_error(f"finetune.inits[{i}]", f"encoder file {init} does not exist")
+    orbit_dir = cfg["preprocess"].get("orbit_dir")
+    if orbit_dir and not Path(orbit_dir).is_dir():
+        config_error(
+            "preprocess.orbit_dir",
+            f"{orbit_dir} is not a directory (relative paths are relative to the "
+            f"working directory {os.getcwd()})",
+        )
     check_pools(cfg)
 
 
