@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -397,3 +398,62 @@ def test_window_lut_memo_is_keyed_on_contents(product):
     C._WINDOW_CACHE.clear()
     np.testing.assert_array_equal(shifted, calibrate(dn, cal, noise, rows + 2000, cols))
     assert len(C._WINDOW_CACHE) <= C._WINDOW_CACHE_SIZE
+
+
+SHARED_S1 = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "sentinel1"
+# the shared products with calibration LUTs (the ECC8 SAFE ships annotation only)
+CALIBRATED = (
+    "S1A_IW_GRDH_1SDV_20150222T170725_20150222T170750_004739_005DD8_CEAB.zip",
+    "S1A_IW_GRDH_1SDV_20210119T031653_20210119T031718_036201_043ED0_8255.zip",
+    "S1B_IW_GRDH_1SDV_20211223T051122_20211223T051147_030148_039993_5371.SAFE",
+)
+
+
+@pytest.mark.parametrize("name", CALIBRATED)
+def test_calibration_agrees_with_xarray_sentinel(name):
+    """Independent cross-check (issue #16): sarssl's sigma0/beta0/gamma0 of constructed
+    DN equal xarray-sentinel's ``calibrate_intensity`` (its own SAFE reader and xarray's
+    bilinear LUT interpolation) on each shared product with calibration LUTs, in windows at
+    near, mid and far range and across azimuth, to float32 precision."""
+    xrs = pytest.importorskip("xarray_sentinel")
+    import fsspec
+    import xarray as xr
+
+    path = SHARED_S1 / name
+    if path.suffix == ".zip":
+        fs = fsspec.filesystem("zip", fo=str(path))
+        cal_ds = xrs.open_sentinel1_dataset(
+            fs.ls("/", detail=False)[0].strip("/"), fs=fs, group="IW/VV/calibration"
+        )
+    else:
+        cal_ds = xrs.open_sentinel1_dataset(str(path), group="IW/VV/calibration")
+    product = open_product(path)
+    lines, pixels = cal_ds["line"].values, cal_ds["pixel"].values
+    rng = np.random.default_rng(16)
+    checked = 0
+    for fr, fc in ((0.1, 0.05), (0.5, 0.5), (0.85, 0.93)):
+        r0 = int(lines[0] + fr * (lines[-1] - lines[0]))
+        c0 = int(pixels[0] + fc * (pixels[-1] - pixels[0]))
+        rows, cols = np.arange(r0, r0 + 300), np.arange(c0, c0 + 400)
+        dn = rng.integers(20, 900, (rows.size, cols.size)).astype(np.uint16)
+        dn_xr = xr.DataArray(dn.astype(np.float32), coords={"line": rows, "pixel": cols})
+        for ours_kind, theirs_kind in (
+            ("sigma0", "sigmaNought"),
+            ("beta0", "betaNought"),
+            ("gamma0", "gamma"),
+        ):
+            ref = xrs.calibrate_intensity(dn_xr, cal_ds[theirs_kind]).values
+            got = calibrate(
+                dn,
+                product.calibration("VV"),
+                None,
+                rows,
+                cols,
+                target=ours_kind,
+                remove_noise=False,
+                floor_db=None,
+            )
+            rel = np.abs(got / ref - 1)
+            assert np.nanmax(rel) < 2e-5, (name, ours_kind, (fr, fc), np.nanmax(rel))
+            checked += 1
+    assert checked == 9

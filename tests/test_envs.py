@@ -216,3 +216,58 @@ def test_env_provides_every_imported_package(rule: str, env: str, needed: set[st
             continue
         missing.append(f"{name} (conda: {conda})")
     assert not missing, f"rule {rule}: env {env} lacks {missing}"
+
+
+# conda-forge name -> pip name in requirements.txt, where they differ
+PIP_NAME = {"pytorch": "torch"}
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _pip_lock() -> dict[str, str]:
+    out = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        name, sep, version = line.strip().partition("==")
+        if sep and not line.startswith("#"):
+            out[_norm(name)] = version.split("+")[0]  # 2.14.1+cu130 -> 2.14.1
+    return out
+
+
+@pytest.mark.parametrize("env", _env_files(), ids=lambda p: p.name)
+def test_env_versions_equal_the_pip_lock(env: Path) -> None:
+    """Every package pinned in both the env and requirements.txt has one version: the
+    conda runs and the .venv runs use the same code."""
+    lock = _pip_lock()
+    differ = []
+    for name, version in _deps(env).items():
+        pip = _norm(PIP_NAME.get(name, name))
+        if version is not None and pip in lock and lock[pip] != version:
+            differ.append(f"{name}: env {version}, requirements.txt {lock[pip]}")
+    assert not differ, f"{env.name}: {differ}"
+
+
+def test_pin_files_are_current() -> None:
+    """workflow/envs/<env>.linux-64.pin.txt exist and match their env (make_pins.py)."""
+    import subprocess
+
+    res = subprocess.run(
+        [sys.executable, str(ENVS / "make_pins.py"), "--check"], capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr
+    for env in _env_files():
+        pins = (ENVS / f"{env.stem}.linux-64.pin.txt").read_text().splitlines()
+        specs = [line for line in pins if line and not line.startswith("#")]
+        assert specs == [
+            f"conda-forge::{d}" for d in yaml.safe_load(env.read_text())["dependencies"]
+        ]
+
+
+def test_post_deploy_scripts_do_not_depend_on_their_location() -> None:
+    """Snakemake copies X.post-deploy.sh next to the env it creates (.snakemake/conda/ or
+    --conda-prefix): the scripts must install from SARSSL_SOURCE, never relative to
+    themselves (tests/test_deploy.py runs them for real)."""
+    for env in _env_files():
+        script = (ENVS / f"{env.stem}.post-deploy.sh").read_text()
+        assert "SARSSL_SOURCE" in script and "BASH_SOURCE" not in script and "../.." not in script

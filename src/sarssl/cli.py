@@ -23,6 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sarssl.acquire.cli",
         "download real inputs: Sentinel-1 GRD, orbit files, DEM, WorldCover, MOD44B",
     ),
+    "plan": (
+        "sarssl.acquire.plan",
+        "products, gigabytes, jobs and declared GPU-hours of a config, before running it",
+    ),
     "simulate": (
         "sarssl.demo.simulate",
         "synthesise demo Sentinel-1 GRD products with known truth",

@@ -13,6 +13,8 @@
   safetensors (never a pickle) and refuses weights whose patch embedding takes another
   number of input channels than ``encoder.json`` declares, before timm could "adapt" them
   (timm repeats 3-channel filters over 12 channels, or silently re-initialises the layer).
+- :func:`export_timm_dir`: the same encoder in timm's local/Hub folder layout, loadable
+  with ``timm.create_model("local-dir:PATH", pretrained=True)``.
 
 Pretraining (:mod:`sarssl.selfsup`) exports encoders, fine-tuning (:mod:`sarssl.downstream`)
 and the figures load them: this module sits below both.
@@ -153,6 +155,45 @@ def export_encoder(
     json_path = path.with_name("encoder.json")
     write_json(json_path, meta)
     return path, json_path
+
+
+TIMM_DIR = "timm"
+"""Folder beside ``encoder.safetensors`` holding the same encoder in timm's local layout."""
+
+
+def export_timm_dir(
+    backbone: nn.Module,
+    out_dir: str | os.PathLike,
+    *,
+    model_kwargs: dict[str, Any],
+    stats: dict[str, Any],
+    channels: list[str] | tuple[str, ...] = CHANNELS,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """The encoder in timm's own local/Hub layout (``model.safetensors`` + ``config.json``,
+    written by timm's ``save_for_hf``), so that plain timm loads it with
+    ``timm.create_model("local-dir:OUT_DIR", pretrained=True)`` (and the folder can be
+    pushed to the Hugging Face Hub as is). ``config.json`` records the model arguments
+    (12 input channels, image size, no classifier), the normalisation statistics as timm's
+    ``mean``/``std`` (dB, per channel in ``channels`` order) and a ``sarssl`` section
+    (channels, ``extra``). Written atomically (a temporary folder renamed into place)."""
+    from timm.models import save_for_hf
+
+    from .io import atomic_dir
+
+    args = json.loads(json.dumps(model_kwargs))  # plain JSON values, as config.json holds
+    cfg = {
+        "pretrained_cfg": {
+            "mean": list(stats["mean"]),
+            "std": list(stats["std"]),
+            # not the ImageNet weights whose pretrained_cfg the architecture starts from
+            "tag": "sarssl" + (f"_{extra['method']}" if extra and "method" in extra else ""),
+        },
+        "sarssl": {"channels": list(channels), "units": "dB", **(extra or {})},
+    }
+    with atomic_dir(out_dir) as tmp:
+        save_for_hf(backbone, str(tmp), model_config=cfg, model_args=args, safe_serialization=True)
+    return Path(out_dir)
 
 
 def _canonical_safetensors_header(path: Path) -> None:

@@ -17,11 +17,26 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.sourcecache import LocalSourceFile
+
+# This workflow's own checkout (the folder holding pyproject.toml), found from this file's
+# location, not the working directory or the main Snakefile (both differ with --directory
+# or when sarssl is used as a Snakemake module). The conda envs' post-deploy scripts
+# install the package from SARSSL_SOURCE (a user's own value wins: a checkout path or a
+# pip requirement); a remote (e.g. GitHub) module has no local checkout to offer.
+_rules_dir = workflow.current_basedir
+SARSSL_CHECKOUT = (
+    Path(_rules_dir.get_path_or_uri(secret_free=True)).parents[1]
+    if isinstance(_rules_dir, LocalSourceFile)
+    else None
+)
+if SARSSL_CHECKOUT is not None and (SARSSL_CHECKOUT / "pyproject.toml").is_file():
+    os.environ.setdefault("SARSSL_SOURCE", str(SARSSL_CHECKOUT))
 
 # The study's vocabulary has one owner, sarssl.vocabulary (standard library only): found in
 # the environment running Snakemake, else in this checkout's src/.
-if importlib.util.find_spec("sarssl") is None:
-    sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
+if importlib.util.find_spec("sarssl") is None and SARSSL_CHECKOUT is not None:
+    sys.path.insert(0, str(SARSSL_CHECKOUT / "src"))
 from sarssl.vocabulary import (
     BUILTIN_INITS,
     PRETRAIN_METHODS,
@@ -280,7 +295,8 @@ def area_seed(area):
 
 
 def bbox_arg(wildcards):
-    """``W,S,E,N`` of the area for ``--bbox`` / ``--aoi``."""
+    """``W,S,E,N`` of the area for ``--bbox`` / ``--aoi``; pass it as ``--aoi=...``, since
+    argparse reads a value starting with a minus (a west longitude) as an option."""
     return q(",".join(repr(float(v)) for v in area_cfg(wildcards)["bbox"]))
 
 
@@ -350,18 +366,32 @@ def simulate_dem_input(wildcards):
     return [dem] if dem else []
 
 
+DOWNLOAD_FILES = {
+    "dem": "dem.tif",
+    "landcover": "worldcover.tif",
+    "treecover": "treecover.tif",
+}
+"""What workflow/rules/acquire.smk writes per ``source: download`` area, under
+``resources/download/{area}/``."""
+
+
 def _area_file(wildcards, key, truth_name):
     cfg = area_cfg(wildcards)
     if cfg["source"] == "simulate":
         return f"resources/truth/{wildcards.area}/{truth_name}"
+    if cfg["source"] == "download":
+        return f"resources/download/{wildcards.area}/{DOWNLOAD_FILES[key]}"
     return cfg[key]
 
 
 def products_input(wildcards):
-    """The product directory of an area: simulated or the config's ``products``."""
+    """The products of an area: the simulated directory, the config's ``products``, or
+    (``source: download``) every product zip the area's search found."""
     cfg = area_cfg(wildcards)
     if cfg["source"] == "simulate":
         return f"resources/products/{wildcards.area}"
+    if cfg["source"] == "download":
+        return downloaded_products(wildcards)
     return cfg["products"]
 
 
@@ -378,6 +408,184 @@ def treecover_input(wildcards):
 
 
 # --------------------------------------------------------------------------------------
+# `source: download` areas (workflow/rules/acquire.smk)
+# --------------------------------------------------------------------------------------
+
+
+def download_areas():
+    return [a for a, c in config["areas"].items() if c["source"] == "download"]
+
+
+def download_area_pattern():
+    """Regex of the ``source: download`` areas (never matches when there are none)."""
+    names = [re.escape(a) for a in download_areas()]
+    return "|".join(names) if names else "(?!)"
+
+
+def acquire_cfg():
+    """The ``acquire:`` section with every default filled in (also for configs, like
+    config/test.yaml, that replace the workflow config and leave it out)."""
+    acq = dict(
+        provider="asf",
+        orbit_provider="step",
+        max_products=None,
+        worldcover_year=2021,
+        dem_margin=0.01,
+        retries=5,
+    )
+    acq.update(config.get("acquire") or {})
+    acq["urls"] = dict(acq.get("urls") or {})
+    return acq
+
+
+def acquire_url_args(*pairs):
+    """``--option URL`` for each (option, ``acquire.urls`` key) whose URL is set."""
+    urls = acquire_cfg()["urls"]
+    return " ".join(f"{opt} {q(urls[key])}" for opt, key in pairs if urls.get(key))
+
+
+def acquire_common_args():
+    """Options every ``sarssl acquire`` job of the workflow gets."""
+    return f"--retries {q(acquire_cfg()['retries'])} --no-progress"
+
+
+def search_args(wildcards):
+    """Options of ``sarssl acquire sentinel1 --dry-run``: the catalogue's filters over the
+    season windows of ``year`` (the same question ``sarssl catalogue`` asks afterwards).
+    """
+    first, last = acquisition_window(config["year"], config["composite"]["seasons"])
+    cat = config["catalogue"]
+    acq = acquire_cfg()
+    args = [
+        f"--aoi={bbox_arg(wildcards)}",
+        f"--start {first.isoformat()}",
+        f"--end {last.isoformat()}",
+        f"--polarisations {q(','.join(cat['polarisations']))}",
+        f"--orbit-direction {q(cat['orbit_direction'])}",
+        f"--provider {q(acq['provider'])}",
+    ]
+    if cat["relative_orbits"]:
+        orbits = ",".join(str(o) for o in cat["relative_orbits"])
+        args.append(f"--relative-orbits {q(orbits)}")
+    limit = area_cfg(wildcards).get("max_products", acq["max_products"])
+    if limit:
+        args.append(f"--max-products {q(limit)}")
+    args.append(
+        acquire_url_args(
+            ("--search-url", "asf_search"),
+            ("--login-url", "earthdata_login"),
+            ("--catalogue-url", "cdse_catalogue"),
+            ("--download-url", "cdse_download"),
+            ("--token-url", "cdse_token"),
+        )
+    )
+    return " ".join(a for a in args + [acquire_common_args()] if a)
+
+
+def product_download_args():
+    """Options of ``sarssl acquire product`` (login and token endpoints)."""
+    urls = acquire_url_args(
+        ("--login-url", "earthdata_login"),
+        ("--download-url", "cdse_download"),
+        ("--token-url", "cdse_token"),
+    )
+    return f"{urls} {acquire_common_args()}".strip()
+
+
+def search_result(area):
+    """The products (dicts) of an area's search result; re-evaluated after the
+    ``acquire_search`` checkpoint has run (``checkpoints...get`` raises until then)."""
+    path = checkpoints.acquire_search.get(area=area).output.search
+    try:
+        with open(path) as fh:
+            return json.load(fh)["products"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise WorkflowError(
+            f"{path}: unreadable search result ({exc}); delete it to search again"
+        )
+
+
+def downloaded_products(wildcards):
+    """Every product zip of a ``source: download`` area (after its search)."""
+    products = search_result(wildcards.area)
+    if not products:
+        raise WorkflowError(
+            f"resources/download/{wildcards.area}/search.json: the search found no "
+            f"Sentinel-1 IW GRDH product over the bbox in the season windows of "
+            f"{config['year']} with the catalogue filters"
+        )
+    return [
+        f"resources/download/{wildcards.area}/products/{p['id']}.zip" for p in products
+    ]
+
+
+def area_orbit_dir(area):
+    """The orbit folder preprocessing searches for an area: the one the ``acquire_orbits``
+    rule fills for a ``source: download`` area, else ``preprocess.orbit_dir`` (or None).
+    """
+    if config["areas"][area]["source"] == "download":
+        return f"resources/download/{area}/orbits"
+    return config["preprocess"].get("orbit_dir")
+
+
+def acquired_orbits(wildcards):
+    """The orbit list of a ``source: download`` area ([] otherwise): an input of
+    preprocessing, so that scenes wait for their orbit files."""
+    if area_cfg(wildcards)["source"] == "download":
+        return f"resources/download/{wildcards.area}/orbits.tsv"
+    return []
+
+
+def orbit_args(wildcards):
+    """Options of ``sarssl acquire orbits``."""
+    acq = acquire_cfg()
+    args = f"--provider {q(acq['orbit_provider'])} "
+    args += acquire_url_args(
+        ("--base-url", "orbits"),
+        ("--login-url", "earthdata_login"),
+        ("--catalogue-url", "cdse_catalogue"),
+        ("--download-url", "cdse_download"),
+        ("--token-url", "cdse_token"),
+    )
+    return f"{args} {acquire_common_args()}"
+
+
+def dem_download_args(wildcards):
+    """Options of ``sarssl acquire dem`` (GLO-30 tiles kept in resources/download/tiles/)."""
+    args = (
+        f"--aoi={bbox_arg(wildcards)} --margin {q(acquire_cfg()['dem_margin'])}"
+        " --tile-dir resources/download/tiles/dem "
+    )
+    return args + f"{acquire_url_args(('--base-url', 'dem'))} {acquire_common_args()}"
+
+
+def worldcover_download_args(wildcards):
+    """Options of ``sarssl acquire worldcover``."""
+    args = (
+        f"--aoi={bbox_arg(wildcards)} --year {q(acquire_cfg()['worldcover_year'])}"
+        " --tile-dir resources/download/tiles/worldcover "
+    )
+    return (
+        args
+        + f"{acquire_url_args(('--base-url', 'worldcover'))} {acquire_common_args()}"
+    )
+
+
+def treecover_download_args(wildcards):
+    """Options of ``sarssl acquire modis`` (MOD44B of the composite year)."""
+    args = (
+        f"--aoi={bbox_arg(wildcards)} --year {q(config['year'])}"
+        " --tile-dir resources/download/tiles/modis "
+    )
+    args += acquire_url_args(
+        ("--url-template", "modis_template"),
+        ("--base-url", "modis"),
+        ("--login-url", "earthdata_login"),
+    )
+    return f"{args} {acquire_common_args()}"
+
+
+# --------------------------------------------------------------------------------------
 # Catalogue (checkpoint) -> scenes
 # --------------------------------------------------------------------------------------
 
@@ -387,7 +595,7 @@ def catalogue_args(wildcards):
     first, last = acquisition_window(config["year"], config["composite"]["seasons"])
     cat = config["catalogue"]
     args = [
-        f"--aoi {bbox_arg(wildcards)}",
+        f"--aoi={bbox_arg(wildcards)}",
         f"--start {first.isoformat()}",
         f"--end {last.isoformat()}",
         f"--polarisations {q(','.join(cat['polarisations']))}",
@@ -467,11 +675,28 @@ def composite_scenes(wildcards):
     )
 
 
+def preprocess_orbit(wildcards):
+    """Input function of ``preprocess``: what the scene's orbit correction waits for.
+
+    A ``source: download`` area: the orbit list of ``acquire_orbits`` (issue #17,
+    workflow/rules/acquire.smk; :func:`acquired_orbits`), whose folder
+    (:func:`area_orbit_dir`) then holds the POEORB (else RESORB) file of every scene;
+    otherwise ``preprocess.orbit_dir`` when set (a folder the user filled, checked to exist
+    at start-up), else [] (the annotation's orbit). ``sarssl preprocess --orbit-dir``
+    (:func:`preprocess_args`) searches that folder recursively and picks, per scene, the
+    POEORB over the RESORB file whose validity covers the acquisition."""
+    acquired = acquired_orbits(wildcards)
+    if acquired:
+        return acquired
+    return config["preprocess"].get("orbit_dir") or []
+
+
 def preprocess_args(wildcards):
     """Options of ``sarssl preprocess`` from ``preprocess:``."""
     pre = config["preprocess"]
     args = [
-        f"--aoi {bbox_arg(wildcards)}",
+        f"--product {q(pre.get('product', 'sigma0'))}",
+        f"--aoi={bbox_arg(wildcards)}",
         f"--crs {crs_arg(wildcards)}",
         f"--resolution {q(pre['resolution'])}",
         f"--calibration {q(pre['calibration'])}",
@@ -482,8 +707,9 @@ def preprocess_args(wildcards):
         f"--max-dem-void {q(pre['max_dem_void'])}",
         f"--max-gcp-residual-px {q(pre['max_gcp_residual_px'])}",
     ]
-    if pre["orbit_dir"]:
-        args.append(f"--orbit-dir {q(pre['orbit_dir'])}")
+    orbit_dir = area_orbit_dir(wildcards.area)
+    if orbit_dir:
+        args.append(f"--orbit-dir {q(orbit_dir)}")
     if not pre["verify_checksums"]:
         args.append("--no-verify-checksums")
     if pre["terrain_flattening"]:

@@ -11,6 +11,12 @@ Sub-commands::
     sarssl acquire modis --aoi W,S,E,N --year 2021 --out resources/labels/AREA_treecover.tif
         [--version 061] [--url-template URL]
     sarssl acquire geoid --model egm2008|egm96 [--out-dir DIR] [--base-url URL]
+    sarssl acquire product --search SEARCH.json --id PRODUCT_ID --out FILE.zip
+
+``sentinel1 --dry-run --manifest FILE`` writes the search result (every product with its URL,
+size and checksum) without downloading; ``product`` then fetches one product of such a file.
+The workflow uses this pair (workflow/rules/acquire.smk): one search checkpoint per area, one
+resumable download job per product, so an interrupted run refetches only what is missing.
 
 Every sub-command accepts ``--retries``, ``--backoff``, ``--timeout``, ``--jitter-seed`` and
 ``--no-progress``, and base-URL options so mirrors (or a test server) can stand in for the
@@ -190,6 +196,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common(p)
 
     p = sub.add_parser(
+        "product", help="download one product of a search result (sentinel1 --manifest)"
+    )
+    p.add_argument(
+        "--search", required=True, help="search result JSON (sentinel1 --dry-run --manifest)"
+    )
+    p.add_argument("--id", required=True, help="product id (name without .zip)")
+    p.add_argument("--out", required=True, help="product zip to write")
+    p.add_argument(
+        "--login-url", default=f"https://{s1.EARTHDATA_LOGIN_HOST}", help="Earthdata Login server"
+    )
+    p.add_argument("--download-url", default=s1.CDSE_DOWNLOAD_URL, help="CDSE OData download root")
+    p.add_argument("--token-url", default=s1.CDSE_TOKEN_URL, help="CDSE OAuth2 token endpoint")
+    _common(p)
+
+    p = sub.add_parser(
         "geoid", help="EGM2008/EGM96 geoid grid from the PROJ CDN (for offline DEM heights)"
     )
     p.add_argument(
@@ -263,6 +284,8 @@ def run(args: argparse.Namespace) -> int:
         for pid, path in got.items():
             print(f"{pid}\t{path}")
         return 0
+    if target == "product":
+        return _run_product(args)
     if target == "geoid":
         info = geoid_mod.acquire_geoid(
             args.model, make_client(args, "PROJ CDN"), out_dir=args.out_dir, base_url=args.base_url
@@ -342,6 +365,17 @@ def _run_sentinel1(args: argparse.Namespace) -> int:
         print(f"{h.id}\t{h.start}\t{h.pass_direction or '?'}\t{h.relative_orbit}\t{h.size or '?'}")
     print(f"# {len(hits)} product(s), {total / 1e9:.2f} GB", file=sys.stderr)
     if args.dry_run:
+        if args.manifest:
+            write_json(
+                args.manifest,
+                run_record(
+                    {k: v for k, v in vars(args).items() if not k.startswith("_")},
+                    provider=args.provider,
+                    count=len(hits),
+                    total_bytes=total,
+                    products=[h.to_dict() for h in hits],
+                ),
+            )
         return 0
     paths = s1.download_products(client, hits, args.out_dir)
     if args.manifest:
@@ -353,4 +387,45 @@ def _run_sentinel1(args: argparse.Namespace) -> int:
             ),
         )
     log.info("downloaded %d product(s) to %s", len(paths), Path(args.out_dir))
+    return 0
+
+
+def read_search(path: str | Path) -> list[dict]:
+    """The products of a search result written by ``sentinel1 --dry-run --manifest``."""
+    import json
+
+    try:
+        doc = json.loads(Path(path).read_text())
+        products = doc["products"]
+        if not isinstance(products, list):
+            raise TypeError("'products' is not a list")
+        for p in products:
+            for key in ("id", "provider", "url", "filename"):
+                if key not in p:
+                    raise KeyError(key)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SarsslError(
+            f"{path}: not a search result of `sarssl acquire sentinel1 --manifest` ({exc})"
+        ) from exc
+    return products
+
+
+def _run_product(args: argparse.Namespace) -> int:
+    hits = {p["id"]: p for p in read_search(args.search)}
+    try:
+        hit = hits[args.id]
+    except KeyError:
+        raise SarsslError(f"{args.search}: no product {args.id!r} in this search result") from None
+    checksum = tuple(hit["checksum"]) if hit.get("checksum") else None
+    if hit["provider"] == "asf":
+        client = make_client(args, "ASF", s1.asf_auth(_host(args.login_url), [_host(hit["url"])]))
+    elif hit["provider"] == "cdse":
+        client = make_client(args, s1.CDSE.name)
+        client.auth = s1.cdse_auth(client, args.download_url, args.token_url)
+    else:
+        raise SarsslError(f"{args.search}: product {args.id}: unknown provider {hit['provider']!r}")
+    path = client.download(
+        hit["url"], args.out, size=hit.get("size"), checksum=checksum, what=f"product {args.id}"
+    )
+    print(path)
     return 0

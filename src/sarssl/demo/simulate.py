@@ -702,7 +702,7 @@ def build_scene(geom, dem: Dem, grid10: Grid, ext10: Grid, cal, noise) -> Scene:
     h_ref = float(np.median(h))
     X = np.stack(lonlat_h_to_ecef(lon, lat, h), axis=-1)  # (ny, nx, 3)
     del lon, lat, h
-    line, pixel, t, _ = geom.ground_to_radar(
+    line, pixel, t, slant = geom.ground_to_radar(
         X[..., 0], X[..., 1], X[..., 2], return_time_range=True
     )
     sat, _, _ = geom.orbit.evaluate(t)
@@ -750,26 +750,31 @@ def build_scene(geom, dem: Dem, grid10: Grid, ext10: Grid, cal, noise) -> Scene:
     fp = ndimage.binary_fill_holes(ndimage.binary_closing(fp, iterations=2))
     fp = ndimage.binary_dilation(fp, iterations=1)
 
-    # bilinear splat of every lit sample inside the window
+    # bilinear splat of every lit sample inside the window. The two image lines a sample
+    # is shared between can lie in different coordinate-conversion blocks (1 s of azimuth
+    # each, whose slant-to-ground polynomials differ): the sample's column on each line is
+    # its slant range converted with that line's block, as the image itself would place it
     a_ref = geom.range_pixel_spacing * geom.azimuth_pixel_spacing
     lf = line.ravel() - row0
     pf = pixel.ravel() - col0
     keep = lit.ravel() & (lf >= 0) & (pf >= 0) & (lf < hh - 1) & (pf < ww - 1)
-    lf, pf = lf[keep], pf[keep]
+    lf, rs = lf[keep], slant.ravel()[keep]
+    del pf, slant
     a = (area.ravel()[keep] / a_ref).astype(np.float64)
     i0 = np.floor(lf).astype(np.int64)
-    j0 = np.floor(pf).astype(np.int64)
     fl = lf - i0
-    fc = pf - j0
-    base = (i0 * ww + j0).astype(np.int32)
-    idx = [base, base + ww, base + 1, base + ww + 1]
-    wgt = [
-        (a * (1 - fl) * (1 - fc)).astype(np.float32),
-        (a * fl * (1 - fc)).astype(np.float32),
-        (a * (1 - fl) * fc).astype(np.float32),
-        (a * fl * fc).astype(np.float32),
-    ]
-    del lf, pf, fl, fc, i0, j0, a
+    idx, wgt = [], []
+    for di, wl in ((0, 1 - fl), (1, fl)):
+        pcol = geom.slant_range_to_pixel((i0 + di + row0).astype(np.float64), rs) - col0
+        ok = (pcol >= 0) & (pcol < ww - 1)  # NaN compares False
+        pcol = np.where(ok, pcol, 0.0)
+        j0 = np.floor(pcol).astype(np.int64)
+        fc = pcol - j0
+        base = ((i0 + di) * ww + j0).astype(np.int32)
+        wl = np.where(ok, wl, 0.0)
+        idx += [base, base + 1]
+        wgt += [(a * wl * (1 - fc)).astype(np.float32), (a * wl * fc).astype(np.float32)]
+    del lf, rs, fl, fc, i0, j0, a
     cover = np.zeros(hh * ww)
     for i, w in zip(idx, wgt):
         cover += np.bincount(i, weights=w, minlength=hh * ww)

@@ -721,6 +721,9 @@ def finetune(cfg: dict[str, Any]) -> dict[str, Any]:
         test = predictor(data["test"])
     wall = time.time() - t0
     summary = write_outputs(cfg, model, descs[0], data, test, fitted, wall)
+    from ..interop import write_finetune_tensorboard  # TensorBoard, as pretraining logs
+
+    write_finetune_tensorboard(Path(cfg["out_dir"]) / "tensorboard", summary)
     log.info(
         "%s %s %s f=%s seed %s: test %s in %.1f s (lr %s, %d epochs)",
         task,

@@ -20,8 +20,13 @@ residual above 0.5 px RMS is warned about, above ``--max-gcp-residual-px`` (defa
 is an error naming the product, before any image is read or written.
 
 Outputs (``docs/architecture.md``, "Preprocessed scene"): a float32 COG with one band per
-polarisation (VV, VH), NaN nodata and provenance tags, and ``<stem>.mask.tif`` (uint8: 0 no
-data, 1 valid, +2 layover, +4 shadow). Nothing is written when any input check fails.
+polarisation (VV, VH), NaN nodata and provenance tags, ``<stem>.mask.tif`` (uint8: 0 no
+data, 1 valid, +2 layover, +4 shadow) and the scene's STAC Item ``<stem>.json``
+(:mod:`sarssl.sar.stac`). ``--product nrb`` (CEOS-ARD NRB, :mod:`sarssl.sar.nrb`) makes
+terrain-flattened gamma0 in linear power, extends the mask's bits (8 DEM gap, 16 no radar
+data) and adds the sidecar layers ``<stem>.<layer>.tif``. Every COG has band units and
+descriptions, and overviews averaged in linear power (:mod:`sarssl.sar.cog`). Nothing is
+written when any input check fails.
 
 Before any work the product is validated (:func:`sarssl.sar.safe.validate_product`: an IW GRD
 product whose name agrees with its manifest) and each measurement to be read is checked
@@ -58,9 +63,11 @@ from tqdm import tqdm
 from .. import __version__
 from ..errors import InputError, SarsslError
 from ..io import parse_bbox
-from ..rasterio_blocks import BlockWriter, close_all
-from . import speckle
+from ..rasterio_blocks import close_all
+from . import nrb, speckle
+from . import stac as stac_meta
 from .calibration import LazyBorderLimits, calibrate_window
+from .cog import LayerWriter
 from .dem import Dem, check_void, read_dem
 from .geocoding import MASK_NODATA, GeocodingLUT
 from .geometry import GcpResiduals, RadarGeometry, apply_orbit_dir
@@ -87,6 +94,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crs", default=None, help="output CRS (default: UTM zone of the area)")
     parser.add_argument(
         "--resolution", type=float, default=10.0, help="output pixel size in metres (default 10)"
+    )
+    parser.add_argument(
+        "--product",
+        dest="product_mode",
+        choices=nrb.PRODUCTS,
+        default="sigma0",
+        help="sigma0: the backscatter as --calibration/--units say (default); nrb: CEOS-ARD "
+        "Normalised Radar Backscatter: terrain-flattened gamma0 in linear power plus the "
+        "sidecar layers OUT.<layer>.tif (mask, local and ellipsoid incidence angle, "
+        "gamma-to-sigma ratio, NESZ, DEM), overriding --calibration, --terrain-flattening "
+        "and --units",
     )
     parser.add_argument("--calibration", choices=("sigma0", "gamma0", "beta0"), default="sigma0")
     parser.add_argument(
@@ -156,7 +174,19 @@ def parse_polarisations(text: str | None) -> list[str] | None:
 class Phases(dict):
     """Seconds spent in each phase of the chain (the summary's ``phases``)."""
 
-    KEYS = ("border", "enl", "lut", "read_calibrate", "filter", "geocode", "mask", "write", "cog")
+    KEYS = (
+        "border",
+        "enl",
+        "lut",
+        "read_calibrate",
+        "filter",
+        "geocode",
+        "mask",
+        "layers",
+        "write",
+        "cog",
+        "stac",
+    )
 
     def __init__(self) -> None:
         super().__init__((k, 0.0) for k in self.KEYS)
@@ -595,69 +625,128 @@ def _to_db(data: np.ndarray) -> np.ndarray:
         return np.where(data > 0, 10.0 * np.log10(data), np.nan).astype(np.float32)
 
 
+BAND_UNITS = {"db": "dB", "linear": "linear power"}
+"""The unit of the backscatter bands per ``--units``."""
+
+
+def asset_specs(out: Path, pols: list[str], tags: dict, product_mode: str) -> list[dict]:
+    """The COGs of a scene, first the backscatter: path, dtype, units per band, nodata and
+    its meaning, band descriptions, overview resampling, STAC title and roles."""
+    units = tags["UNITS"]
+    flat = " terrain-flattened" if tags["TERRAIN_FLATTENING"] == "true" else ""
+    quantity = tags["CALIBRATION"] + flat
+    specs = [
+        dict(
+            key="backscatter",
+            path=out,
+            dtype="float32",
+            units=[BAND_UNITS[units]] * len(pols),
+            nodata=float("nan"),
+            nodata_meaning="NaN: no data (see the mask)",
+            descriptions=pols,
+            overviews="power_db" if units == "db" else "average",
+            title=f"{quantity} ({BAND_UNITS[units]})",
+            roles=["data", "backscatter"],
+        )
+    ]
+    if product_mode == "nrb":
+        for layer in nrb.LAYERS.values():
+            bands = [f"{layer.name} {p}" for p in pols] if layer.per_polarisation else [layer.name]
+            specs.append(
+                dict(
+                    key=layer.name,
+                    path=nrb.layer_path(out, layer.name),
+                    dtype=layer.dtype,
+                    units=[layer.unit] * len(bands),
+                    nodata=layer.nodata,
+                    nodata_meaning=(
+                        "none: every pixel has a flag" if layer.nodata is None else "NaN: no data"
+                    ),
+                    descriptions=bands,
+                    overviews=layer.overviews,
+                    title=layer.description,
+                    roles=["metadata", "data-mask"] if layer.name == "mask" else ["metadata"],
+                )
+            )
+    else:
+        specs.append(
+            dict(
+                key="mask",
+                path=nrb.layer_path(out, "mask"),
+                dtype="uint8",
+                units=["bit flags"],
+                nodata=None,
+                nodata_meaning=f"none ({nrb.SIGMA0_MASK_MEANING})",
+                descriptions=["mask"],
+                overviews="nearest",
+                title=f"data mask: {nrb.SIGMA0_MASK_MEANING}",
+                roles=["metadata", "data-mask"],
+            )
+        )
+    return specs
+
+
 @contextlib.contextmanager
-def scene_writers(
-    out: Path, grid: Grid, pols: list[str], tags: dict
-) -> Iterator[tuple[BlockWriter, BlockWriter]]:
-    """Block writers of the scene COG and its ``<stem>.mask.tif``: both or neither appear
-    (an error inside the ``with`` block removes them)."""
-    mask_path = out.with_name(out.stem + ".mask.tif")
+def scene_writers(grid: Grid, tags: dict, specs: list[dict]) -> Iterator[dict[str, LayerWriter]]:
+    """Block writers of the scene's COGs (:func:`asset_specs`), keyed as the specs: all
+    or none appear (an error inside the ``with`` block removes them)."""
+    small_tags = {k: tags[k] for k in ("PRODUCT_ID", "SARSSL_VERSION")}
     # GDAL_NUM_THREADS: the measurement windows span many deflate tiles, which GDAL (>= 3.6)
     # then decodes on all cores (~2x faster reads on 2 cores)
-    with (
-        rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"),
-        BlockWriter(
-            out,
-            count=len(pols),
-            height=grid.height,
-            width=grid.width,
-            dtype="float32",
-            crs=grid.crs,
-            transform=grid.transform,
-            nodata=float("nan"),
-            band_names=pols,
-            tags=tags,
-        ) as data_w,
-        BlockWriter(
-            mask_path,
-            count=1,
-            height=grid.height,
-            width=grid.width,
-            dtype="uint8",
-            crs=grid.crs,
-            transform=grid.transform,
-            nodata=None,
-            band_names=["mask"],
-            tags={k: tags[k] for k in ("PRODUCT_ID", "SARSSL_VERSION")},
-        ) as mask_w,
-    ):
-        yield data_w, mask_w
+    with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"), contextlib.ExitStack() as stack:
+        writers = {}
+        for i, spec in enumerate(specs):
+            writers[spec["key"]] = stack.enter_context(
+                LayerWriter(
+                    spec["path"],
+                    count=len(spec["descriptions"]),
+                    height=grid.height,
+                    width=grid.width,
+                    dtype=spec["dtype"],
+                    crs=grid.crs,
+                    transform=grid.transform,
+                    nodata=spec["nodata"],
+                    band_names=spec["descriptions"],
+                    tags=tags if i == 0 else {**small_tags, "LAYER": spec["key"]},
+                    units=spec["units"],
+                    overviews=spec["overviews"],
+                    nodata_meaning=spec["nodata_meaning"],
+                )
+            )
+        yield writers
 
 
 def write_scene(
     out: Path,
     plan: TilePlan,
-    pols: list[str],
     tags: dict,
+    specs: list[dict],
     tiles: Iterable[tuple[TileLUT, np.ndarray, np.ndarray]],
     phases: Phases,
     empty: str,
+    layers=None,
 ) -> tuple[int, int]:
-    """Write the geocoded ``tiles`` block by block and publish the two COGs; returns
-    (valid output pixels, radar pixels processed). Without any valid pixel nothing is
-    written and the error is an :class:`~sarssl.errors.InputError` saying ``empty``."""
+    """Write the geocoded ``tiles`` block by block and publish the COGs of ``specs``;
+    ``layers(tile_lut, mask)`` gives the sidecar layers of a tile (NRB mode; their mask
+    replaces the geocoding mask). Returns (valid output pixels, radar pixels processed).
+    Without any valid pixel nothing is written and the error is an
+    :class:`~sarssl.errors.InputError` saying ``empty``."""
     n_valid = radar_px = 0
-    with scene_writers(out, plan.grid, pols, tags) as writers:
+    with scene_writers(plan.grid, tags, specs) as writers:
         for tl, data, mask in tiles:
             radar_px += tl.radar.height * tl.radar.width
             n_valid += int(np.count_nonzero(mask))
+            blocks = {"backscatter": data, "mask": mask}
+            if layers is not None:
+                with phases.timing("layers"):
+                    blocks.update(layers(tl, mask))
             with phases.timing("write"):
-                writers[0].write(data, tl.tile.row_off, tl.tile.col_off)
-                writers[1].write(mask, tl.tile.row_off, tl.tile.col_off)
+                for key, block in blocks.items():
+                    writers[key].write(block, tl.tile.row_off, tl.tile.col_off)
         if n_valid == 0:
             raise InputError(empty)
         with phases.timing("cog"):
-            close_all(writers)  # both COG translations at once (the exit is then a no-op)
+            close_all(list(writers.values()))  # all COG translations at once
     return n_valid, radar_px
 
 
@@ -684,6 +773,7 @@ def preprocess(
     verify_checksums: bool = True,
     max_dem_void: float = 0.05,
     max_gcp_residual_px: float = MAX_GCP_RESIDUAL_PX,
+    product_mode: str = "sigma0",
 ) -> dict:
     """Run the Python chain; returns a small summary (timings, sizes, GCP residuals).
 
@@ -699,7 +789,22 @@ def preprocess(
     (:func:`write_scene`), so memory stays bounded by one tile whatever the scene size. The
     speckle filter's ENL is estimated once per polarisation (on the central tile's window)
     so tiles match (:func:`estimate_enls`).
+
+    ``product_mode="nrb"`` (:mod:`sarssl.sar.nrb`) makes terrain-flattened gamma0 in
+    linear power and the sidecar layers; every run writes the scene's STAC Item
+    ``OUT.json`` (:mod:`sarssl.sar.stac`) after its COGs.
     """
+    if product_mode not in nrb.PRODUCTS:
+        raise SarsslError(f"--product {product_mode!r}: expected one of {', '.join(nrb.PRODUCTS)}")
+    if product_mode == "nrb":
+        if (calibration, terrain_flattening, units) != ("gamma0", True, "linear"):
+            log.info(
+                "--product nrb: terrain-flattened gamma0 in linear power (not %s%s, %s)",
+                calibration,
+                " flattened" if terrain_flattening else "",
+                units,
+            )
+        calibration, terrain_flattening, units = "gamma0", True, "linear"
     t_start = time.perf_counter()
     phases = Phases()
     product, pols = open_checked_product(product_path, polarisations, verify_checksums)
@@ -735,18 +840,36 @@ def preprocess(
         units,
         residuals,
     )
+    layers = None
+    if product_mode == "nrb":
+        tags.update(nrb.nrb_tags(product, geom, pols, radiometry.enls, speckle_filter, resolution))
+
+        def layers(tl: TileLUT, mask: np.ndarray) -> dict[str, np.ndarray]:
+            return nrb.tile_layers(tl, product, pols, mask)
+    else:
+        tags["PRODUCT_MODE"] = "sigma0"
+    specs = asset_specs(Path(out), pols, tags, product_mode)
     # closing the tile generator on any error closes its progress bar before the error
     # is printed (the bar would otherwise share the error's line)
     with contextlib.closing(tiles):
         n_valid, radar_px = write_scene(
             Path(out),
             plan,
-            pols,
             tags,
+            specs,
             tiles,
             phases,
             empty=f"product {product_path}: no valid data over the area {aoi} (all no data)",
+            layers=layers,
         )
+    with phases.timing("stac"):
+        try:
+            item = stac_meta.scene_item(out, grid, tags, pols, product, specs)
+            stac_meta.write_item(item, stac_meta.item_path(out))
+        except BaseException:
+            for spec in specs:  # the scene is published with its Item or not at all
+                Path(spec["path"]).unlink(missing_ok=True)
+            raise
     summary = run_summary(
         plan,
         pols,
@@ -757,6 +880,8 @@ def preprocess(
         time.perf_counter() - t_start,
     )
     summary["gcp_residuals"] = residuals.tags()
+    summary["product"] = product_mode
+    summary["outputs"] = [str(spec["path"]) for spec in specs] + [str(stac_meta.item_path(out))]
     total = summary["seconds_total"]
     log.info(
         "preprocess phases (s): %s; total %.1f s, %.1f output Mpx/s per band",
@@ -816,6 +941,12 @@ def run(args: argparse.Namespace) -> int:
         polarisations=parse_polarisations(args.polarisations),
         verify_checksums=getattr(args, "verify_checksums", True),
     )
+    product_mode = getattr(args, "product_mode", "sigma0")
+    if backend == "snap" and product_mode == "nrb":
+        raise SarsslError(
+            "--product nrb: the CEOS-ARD NRB layers are made by the Python chain only "
+            "(use --backend python or auto without SNAP)"
+        )
     if backend == "snap":
         if aoi is not None:  # the same DEM checks (units, holes) as the Python chain
             from .dem import check_void, read_dem
@@ -831,6 +962,7 @@ def run(args: argparse.Namespace) -> int:
             args.out,
             max_dem_void=args.max_dem_void,
             max_gcp_residual_px=getattr(args, "max_gcp_residual_px", MAX_GCP_RESIDUAL_PX),
+            product_mode=product_mode,
             **kwargs,
         )
     return 0

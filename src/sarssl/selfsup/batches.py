@@ -27,11 +27,44 @@ from ..vocabulary import CHANNELS
 log = logging.getLogger(__name__)
 
 
+def away_from_test(store: ChipStore, rows: np.ndarray) -> np.ndarray:
+    """The ``rows`` whose chips lie at least one chip side (on the ground) from every
+    TEST chip of the same store: a pretraining area that is also a fine-tuning area gives
+    pretraining nothing that touches, borders or neighbours a test band (the test chips
+    stay unseen, and so do their immediate surroundings, which would leak texture across
+    the band edge). Distances are between the chips' footprints (``x0, y0, x1, y1`` of the
+    index, in the store's CRS), found with a shapely STRtree ``dwithin`` query."""
+    import shapely
+
+    index = store.index.set_index("row")
+    test = index[index["split"] == "test"]
+    if test.empty or rows.size == 0:
+        return rows
+    side = float((test["x1"] - test["x0"]).iloc[0])
+    cand = index.loc[rows]
+    tree = shapely.STRtree(shapely.box(test["x0"], test["y0"], test["x1"], test["y1"]))
+    boxes = shapely.box(cand["x0"], cand["y0"], cand["x1"], cand["y1"])
+    # dwithin is inclusive: a chip exactly one side away is excluded too (strictly beyond
+    # one chip of separation is kept), hence the tiny shrink
+    near, _ = tree.query(boxes, predicate="dwithin", distance=side * (1 - 1e-9))
+    keep = np.ones(rows.size, dtype=bool)
+    keep[np.unique(near)] = False
+    if (~keep).any():
+        log.info(
+            "%s: %d of %d pretraining chips within one chip of a test chip left out",
+            store.path,
+            int((~keep).sum()),
+            rows.size,
+        )
+    return rows[keep]
+
+
 def pretrain_rows(
     store_dirs: list[str], splits: tuple[str, ...]
 ) -> list[tuple[ChipStore, np.ndarray]]:
-    """(store, sorted rows of ``splits``) for each chip store that has such chips; stores
-    whose channel order differs from :data:`sarssl.CHANNELS` are refused."""
+    """(store, sorted rows of ``splits``) for each chip store that has such chips, less
+    those within one chip of a test chip (:func:`away_from_test`); stores whose channel
+    order differs from :data:`sarssl.CHANNELS` are refused."""
     out = []
     for d in store_dirs:
         store = ChipStore(d)
@@ -40,6 +73,7 @@ def pretrain_rows(
                 f"chip store {d}: channels {store.channels} differ from {list(CHANNELS)}"
             )
         rows = np.sort(np.concatenate([store.rows(s) for s in splits]))
+        rows = away_from_test(store, rows)
         if rows.size == 0:
             log.warning("chip store %s has no %s chips", d, "/".join(splits))
             continue

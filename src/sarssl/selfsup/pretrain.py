@@ -673,22 +673,29 @@ def train_loop(
 
 def export(run: Run, steplog: StepLog, start: int, wall: float, train_time: float) -> None:
     """``encoder.safetensors`` + ``encoder.json`` and ``run.json`` of a finished run."""
-    from ..encoders import export_encoder
+    from ..encoders import TIMM_DIR, export_encoder, export_timm_dir
 
     cfg, out_dir = run.cfg, Path(run.cfg["out_dir"])
+    stats = json.loads(Path(cfg["stats"]).read_text())
+    extra = {"seed": int(cfg["seed"]), "steps": run.total}
     export_encoder(
         run.method.encoder,
         out_dir / "encoder.safetensors",
         model_name=run.method.timm_name,
         model_kwargs=run.method.timm_kwargs,
         method=run.method.name,
-        stats=json.loads(Path(cfg["stats"]).read_text()),
+        stats=stats,
         channels=list(CHANNELS),
-        extra={
-            "seed": int(cfg["seed"]),
-            "steps": run.total,
-            "chips_dirs": [str(d) for d in cfg["chips_dirs"]],
-        },
+        extra={**extra, "chips_dirs": [str(d) for d in cfg["chips_dirs"]]},
+    )
+    # the same encoder in timm's local layout: timm.create_model("local-dir:<out>/timm")
+    export_timm_dir(
+        run.method.encoder,
+        out_dir / TIMM_DIR,
+        model_kwargs=run.method.timm_kwargs,
+        stats=stats,
+        channels=list(CHANNELS),
+        extra={**extra, "method": run.method.name},
     )
     write_json(
         out_dir / "run.json",
