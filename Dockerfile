@@ -1,13 +1,13 @@
 FROM condaforge/miniforge3:latest
 LABEL io.github.snakemake.containerized="true"
-LABEL io.github.snakemake.conda_env_hash="54422f16d5a1fb2c1f90b5b8a765bcfba86f7904db75ece2e21059d64ecbf978"
+LABEL io.github.snakemake.conda_env_hash="781f5b80df7d5dacdebdcf26ce716e58c43ff9f989716eb52c4d85e14e469b00"
 # >>> sarssl
 # Container image of the workflow's conda envs, for `snakemake --sdm conda apptainer`
 # (or docker) on machines where building conda envs is slow or impossible.
 # Everything outside the sarssl markers is the output of Snakemake itself,
 #   snakemake --configfile config/test.yaml --replace-workflow-config --containerize
-# run from the repository root (the /conda-envs/<hash> paths are the hashes Snakemake
-# looks for; tests/test_deploy.py regenerates it and fails when this file is stale).
+# (the /conda-envs/<hash> paths are the hashes Snakemake looks for). Regenerate after
+# changing an env: python workflow/envs/make_dockerfile.py (tests/test_deploy.py checks).
 # Build (needs docker; not built by the project's tests):
 #   docker build -t sarssl:0.1.0 .
 #   apptainer build sarssl.sif docker-daemon://sarssl:0.1.0     # for Apptainer
@@ -16,7 +16,7 @@ ENV CONDA_OVERRIDE_CUDA=13.0
 # <<< sarssl
 # Conda environment:
 #   source: workflow/envs/geo.yaml
-#   prefix: /conda-envs/53e9801dacedd27c4e2dfa4b677a21f1
+#   prefix: /conda-envs/7bb97cd435949ff3ae7f581b23f2a7b0
 #   # Geospatial stages: simulate, catalogue, preprocess, composite, chips, stats.
 #   # conda-forge only, pinned to the versions the project is tested with (requirements.txt).
 #   # The sarssl package itself is installed from this checkout by geo.post-deploy.sh.
@@ -39,10 +39,11 @@ ENV CONDA_OVERRIDE_CUDA=13.0
 #     - lxml=6.1.3
 #     - pyyaml=6.0.3
 #     - jsonschema=4.26.0
+#     - pystac=1.15.2
 #     - tqdm=4.70.1
 #     - matplotlib=3.11.2
-RUN mkdir -p /conda-envs/53e9801dacedd27c4e2dfa4b677a21f1
-COPY workflow/envs/geo.yaml /conda-envs/53e9801dacedd27c4e2dfa4b677a21f1/environment.yaml
+RUN mkdir -p /conda-envs/7bb97cd435949ff3ae7f581b23f2a7b0
+COPY workflow/envs/geo.yaml /conda-envs/7bb97cd435949ff3ae7f581b23f2a7b0/environment.yaml
 # Conda environment:
 #   source: workflow/envs/plot.yaml
 #   prefix: /conda-envs/1befd4119d96f58e790bbcf34e5927a5
@@ -114,7 +115,7 @@ COPY workflow/envs/plot.yaml /conda-envs/1befd4119d96f58e790bbcf34e5927a5/enviro
 RUN mkdir -p /conda-envs/51dd4d779515615922d87b4e2f1ef38e
 COPY workflow/envs/torch.yaml /conda-envs/51dd4d779515615922d87b4e2f1ef38e/environment.yaml
 
-RUN conda env create --prefix /conda-envs/53e9801dacedd27c4e2dfa4b677a21f1 --file /conda-envs/53e9801dacedd27c4e2dfa4b677a21f1/environment.yaml && \
+RUN conda env create --prefix /conda-envs/7bb97cd435949ff3ae7f581b23f2a7b0 --file /conda-envs/7bb97cd435949ff3ae7f581b23f2a7b0/environment.yaml && \
     conda env create --prefix /conda-envs/1befd4119d96f58e790bbcf34e5927a5 --file /conda-envs/1befd4119d96f58e790bbcf34e5927a5/environment.yaml && \
     conda env create --prefix /conda-envs/51dd4d779515615922d87b4e2f1ef38e --file /conda-envs/51dd4d779515615922d87b4e2f1ef38e/environment.yaml && \
     conda clean --all -y

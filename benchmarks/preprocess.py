@@ -14,7 +14,9 @@
    the UTM grid corners): smooth random relief 0..~1500 m in EPSG:4326 + EGM96 heights
    (EPSG:4326+5773).
 2. Times ``sarssl preprocess`` (Refined Lee 7x7, sigma0 dB, 10 m UTM, whole footprint) in
-   a subprocess and reads its peak RSS with ``resource.getrusage(RUSAGE_CHILDREN)``.
+   a subprocess and reads its peak RSS with ``resource.getrusage(RUSAGE_CHILDREN)``; with
+   ``--products sigma0,nrb`` also the CEOS-ARD NRB mode (``--product nrb``: flattened
+   gamma0 in linear power and the six sidecar layers) on the same scene.
 3. Runs sarsen's ``terrain_correction`` (``pip install -e .[bench]``; VV only, as sarsen
    geocodes one measurement per run) and ``sarssl preprocess --polarisations VV
    --speckle-filter none --units linear`` (the same work) on the same DEM window of
@@ -220,6 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-full", action="store_true", help="skip the full-scene run")
     p.add_argument("--skip-sarsen", action="store_true", help="skip the sarsen comparison")
     p.add_argument(
+        "--products",
+        default="sigma0",
+        help="comma-separated `--product` modes of the full-scene run: sigma0 (dB, the "
+        "default), nrb (CEOS-ARD NRB: flattened gamma0 + sidecar layers), e.g. sigma0,nrb",
+    )
+    p.add_argument(
         "--sarsen-size",
         type=int,
         default=3000,
@@ -247,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     exe = [sys.executable, "-m", "sarssl.cli"]
-    if not args.skip_full:
-        out = args.cache / "out" / "full.tif"
+    for mode in [] if args.skip_full else args.products.split(","):
+        out = args.cache / "out" / f"full_{mode}.tif"
         out.parent.mkdir(exist_ok=True)
         res = timed(
             [
@@ -263,10 +271,11 @@ def main(argv: list[str] | None = None) -> int:
                 "refined_lee",
                 "--resolution",
                 "10",
+                *(["--product", mode] if mode != "sigma0" else []),
             ]
         )
         grid_mpx, valid_mpx = output_mpx(out)
-        rows.append(("sarssl full scene, refined_lee", res, grid_mpx, valid_mpx))
+        rows.append((f"sarssl full scene, refined_lee, {mode}", res, grid_mpx, valid_mpx))
         print("full scene:", rows[-1], flush=True)
     if not args.skip_sarsen:
         rows += compare_sarsen(args.cache, safe, dem, args.sarsen_size, args.repeats)

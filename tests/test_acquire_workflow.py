@@ -16,6 +16,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import zipfile
 from pathlib import Path
 
@@ -178,10 +179,13 @@ def world(tmp_path_factory):
     return {"files": files, "features": features, "orbits": orbits, "tiles": tiles}
 
 
-def serve_world(server, world, *, drop=None):
+def serve_world(server, world, *, drop=None, hold=None):
     """Routes of every service on ``server``; ``drop`` (a set of product ids) cuts those
-    downloads off half-way through each response."""
+    downloads off a quarter of the way through each response; ``hold`` (product id ->
+    threading.Event) sends three quarters of a fresh download and then stalls until the
+    event is set (a transfer in flight when the run is killed)."""
     drop = drop if drop is not None else set()
+    hold = hold if hold is not None else {}
     state = {"searches": 0}
 
     @server.route("GET", "/services/search/param")
@@ -205,6 +209,14 @@ def serve_world(server, world, *, drop=None):
                 send_bytes(h, b"", status=302, headers={"Location": loc})
             elif pid in drop:
                 send_file(h, data, drop_after=len(data) // 4)
+            elif pid in hold and not hold[pid].is_set() and not h.headers.get("Range"):
+                h.send_response(200)
+                h.send_header("Content-Length", str(len(data)))
+                h.end_headers()
+                h.wfile.write(data[: 3 * len(data) // 4])
+                h.wfile.flush()
+                hold[pid].wait(120)
+                h.close_connection = True
             else:
                 send_file(h, data)
 
@@ -472,3 +484,160 @@ def test_search_manifest_then_product_download_and_bad_credentials(
     argv[4] = "S1A_IW_GRDH_1SDV_NOT_SEARCHED"
     with pytest.raises(SarsslError, match="no product 'S1A_IW_GRDH_1SDV_NOT_SEARCHED'"):
         _acquire(argv + common)
+
+
+def test_killed_run_resumes_only_the_missing_bytes(server, world, tmp_path, credentials):
+    """Snakemake and its jobs killed while a product is in flight: the rerun keeps the
+    finished products and continues the cut one from the bytes on disk."""
+    import os
+    import signal
+    import time
+
+    from conftest import SNAKEFILE, snakemake_executable
+
+    pids = sorted(world["files"])
+    slow = pids[-1]
+    gate = threading.Event()
+    serve_world(server, world, hold={slow: gate})
+    cfg = download_config(server, tmp_path)
+    products = tmp_path / "resources" / "download" / AREA / "products"
+    targets = [str(products.relative_to(tmp_path) / f"{pid}.zip") for pid in pids]
+    cmd = [snakemake_executable(), "--snakefile", str(SNAKEFILE), "--directory",
+           str(tmp_path), "--cores", "2", "--configfile", str(cfg),
+           "--replace-workflow-config", *targets]  # fmt: skip
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    part = products / f"{slow}.zip.part"
+    try:
+        deadline = time.monotonic() + 300
+        while not (part.exists() and part.stat().st_size > 0):  # the first 1 MiB chunk is in
+            assert proc.poll() is None and time.monotonic() < deadline, "no transfer in flight"
+            time.sleep(0.2)
+        os.killpg(
+            proc.pid, signal.SIGTERM
+        )  # the whole run (as a scheduler does): snakemake and its jobs
+        proc.wait(30)
+    finally:
+        gate.set()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+    assert not (products / f"{slow}.zip").exists()
+    have = part.stat().st_size
+    done = {pid for pid in pids if (products / f"{pid}.zip").exists()}
+    before = {pid: len(_product_requests(server, pid)) for pid in pids}
+
+    again = run_snakemake(tmp_path, cfg, "--cores", "2", *targets, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for pid in pids:
+        assert (products / f"{pid}.zip").read_bytes() == world["files"][pid]
+    fetched = {pid for pid in pids if len(_product_requests(server, pid)) > before[pid]}
+    assert slow in fetched and not (fetched & done)  # nothing finished is fetched again
+    assert _product_requests(server, slow)[before[slow]]["headers"].get("Range") == (
+        f"bytes={have}-"
+    )
+
+
+def test_cdse_search_pages_then_product_with_expired_token(
+    server, world, tmp_path, monkeypatch, capsys
+):
+    """acquire.provider: cdse. The search follows OData's @odata.nextLink pages into the
+    search result; `product` gets a bearer token, and when the data host rejects it as
+    expired, fetches a new one and retries once."""
+    from urllib.parse import parse_qs
+
+    for var in ("CDSE_TOKEN", "EARTHDATA_USERNAME", "EARTHDATA_PASSWORD", "EARTHDATA_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no.netrc"))
+    monkeypatch.setenv("CDSE_USERNAME", "carol")
+    monkeypatch.setenv("CDSE_PASSWORD", "pw")
+    pids = sorted(world["files"])
+    uuid = {pid: f"{i:08d}-aaaa-bbbb" for i, pid in enumerate(pids)}
+    tokens, seen = [], []
+
+    @server.route("POST", "/token")
+    def _(h, q, b):
+        form = parse_qs(b.decode())
+        if form.get("username") == ["carol"] and form.get("password") == ["pw"]:
+            tokens.append(f"tok{len(tokens) + 1}")
+            send_json(h, {"access_token": tokens[-1], "expires_in": 600})
+        else:
+            send_json(h, {"error": "invalid_grant"}, status=401)
+
+    def item(pid):
+        props = next(
+            f["properties"] for f in world["features"] if f["properties"]["sceneName"] == pid
+        )
+        return {
+            "Id": uuid[pid],
+            "Name": f"{pid}.SAFE",
+            "ContentLength": props["bytes"],
+            "Checksum": [{"Value": props["md5sum"], "Algorithm": "MD5"}],
+            "ContentDate": {"Start": props["startTime"], "End": props["stopTime"]},
+            "Footprint": "geography'SRID=4326;POLYGON ((33 -19, 35 -19, 35 -17, 33 -17, 33 -19))'",
+            "Attributes": [
+                {"Name": "orbitDirection", "Value": props["flightDirection"]},
+                {"Name": "relativeOrbitNumber", "Value": props["pathNumber"]},
+            ],
+        }
+
+    @server.route("GET", "/odata/v1/Products")
+    def _(h, q, b):
+        page = int(q.get("page", ["1"])[0])
+        doc = {"value": [item(pid) for pid in pids[2 * (page - 1) : 2 * page]]}
+        if 2 * page < len(pids):
+            doc["@odata.nextLink"] = server.url(f"/odata/v1/Products?page={page + 1}")
+        send_json(h, doc)
+
+    for pid in pids:
+
+        def serve(h, q, b, data=world["files"][pid]):
+            seen.append(h.headers.get("Authorization"))
+            if len(seen) == 1:
+                send_json(h, {"detail": "Expired signature!"}, status=401)
+            elif h.headers.get("Authorization") in {f"Bearer {t}" for t in tokens}:
+                send_file(h, data)
+            else:
+                send_json(h, {"detail": "Not authenticated"}, status=401)
+
+        server.routes[("GET", f"/dl/Products({uuid[pid]})/$value")] = serve
+
+    urls = ["--download-url", server.url("/dl"), "--token-url", server.url("/token")]
+    common = ["--backoff", "0", "--no-progress"]
+    search = tmp_path / "search.json"
+    assert (
+        _acquire(
+            [
+                "sentinel1",
+                f"--aoi={','.join(map(str, BBOX))}",
+                "--start",
+                "2020-12-01",
+                "--end",
+                "2021-11-30",
+                "--out-dir",
+                str(tmp_path / "p"),
+                "--provider",
+                "cdse",
+                "--catalogue-url",
+                server.url("/odata/v1"),
+                "--dry-run",
+                "--manifest",
+                str(search),
+                *urls,
+                *common,
+            ]
+        )  # fmt: skip
+        == 0
+    )
+    assert len(server.requests("/odata/v1/Products")) == (len(pids) + 1) // 2  # every page
+    assert [p["id"] for p in json.loads(search.read_text())["products"]] == pids
+    assert not tokens  # searching needs no login
+    out = tmp_path / "one.zip"
+    argv = ["product", "--search", str(search), "--id", pids[-1], "--out", str(out)]
+    assert _acquire(argv + urls + common) == 0
+    assert out.read_bytes() == world["files"][pids[-1]]
+    assert tokens == ["tok1", "tok2"] and seen == ["Bearer tok1", "Bearer tok2"]

@@ -15,6 +15,7 @@ import yaml
 from snakemake.utils import validate
 
 from conftest import DEMO_CONFIG, ROOT, TEST_CONFIG, run_snakemake
+from sarssl.vocabulary import init_protocols
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -117,10 +118,13 @@ def test_demo_config_dry_run_expands_the_study(tmp_path):
     assert res.returncode == 0, res.stderr + res.stdout
     counts = job_counts(res.stdout)
     # one job per task x area x (3 ViT inits x 3 protocols + the U-Net, fine-tuned only,
-    # + the per-pixel control, linear only); each runs 3 fractions x 2 seeds
+    # + the per-pixel control, linear only); each runs 2 fractions x 2 seeds
     assert counts["finetune"] == 2 * 2 * (3 * 3 + 1 + 1)
     assert counts["pretrain"] == 2
-    assert counts["simulate"] == counts["catalogue"] == counts["chips"] == 2
+    # rome, chimoio (labelled) and sabina (the unlabelled pretraining pool)
+    assert counts["simulate"] == 2 and counts["simulate_unlabelled"] == 1
+    assert counts["catalogue"] == counts["chips"] == 3
+    assert counts["fractions"] == 2  # label subsets: fine-tuning areas only
     assert counts["stats"] == counts["tables"] == counts["plot_learning_curves"] == 1
     out = res.stdout
     # season windows of year 2021 -> catalogue dates; filters from config
@@ -129,12 +133,14 @@ def test_demo_config_dry_run_expands_the_study(tmp_path):
     # scratch runs do not load an encoder; MAE runs do, with the pretraining area recorded
     assert re.search(r"--init scratch --pretrain-area none", out)
     assert re.search(
-        r"--init mae --encoder results/pretrain/mae/encoder.safetensors --pretrain-area rome", out
+        r"--init mae --encoder results/pretrain/mae/encoder.safetensors"
+        r" --pretrain-area rome\+sabina",
+        out,
     )
     assert "results/finetune/treecover/dino/linear/chimoio/f0.05_s0/metrics.json" in out
     assert "results/finetune/landcover/unet/finetune/rome/f0.05_s1/metrics.json" in out
     assert "results/finetune/landcover/pixel/linear/rome/f1.0_s0/metrics.json" in out
-    assert "--fraction 0.05,0.25,1.0 --seed 0,1" in out
+    assert "--fraction 0.05,1.0 --seed 0,1" in out
     assert "unet/linear" not in out and "pixel/finetune" not in out
     assert "sarssl fractions" in out and "--seeds 0,1" in out
     # hyper-parameters from config reach the training commands as JSON
@@ -157,23 +163,16 @@ def test_matrix_config_expands_the_full_default_matrix(tmp_path, demo_config, wr
     cfg = copy.deepcopy(demo_config)
     cfg["finetune"].update(matrix["finetune"])
     counts, runs = planned(cfg, "matrix.yaml")
-    assert "unet" in cfg["finetune"]["inits"]  # the demo's U-Net baseline: fine-tuned, never probed
-    vit = {r for r in runs if r[1] != "unet"}
-    unet = runs - vit
-    assert (
-        len(vit) == 2 * 3 * 2 * 6 * 3 * 2
-    )  # tasks x inits x protocols x fractions x seeds x areas
-    assert len(unet) == 2 * 6 * 3 * 2 and {r[2] for r in unet} == {"finetune"}
-    assert counts["finetune"] == len(runs)
-    assert {r[0] for r in runs} == {"landcover", "treecover"} and {r[1] for r in vit} == {
-        "scratch",
-        "mae",
-        "dino",
-    }
-    assert {r[2] for r in runs} == {"finetune", "linear"} and {r[3] for r in runs} == {
-        "rome",
-        "chimoio",
-    }
+    ft = cfg["finetune"]
+    pairs = {(i, p) for i in ft["inits"] for p in init_protocols(i, ft["protocols"])}
+    assert ("unet", "finetune") in pairs and ("pixel", "linear") in pairs
+    assert ("unet", "linear") not in pairs and ("pixel", "finetune") not in pairs
+    # every (task, init, protocol, area) x fraction x seed once
+    assert len(runs) == 2 * len(pairs) * 6 * 3 * 2
+    assert {(r[1], r[2]) for r in runs} == pairs
+    assert counts["finetune"] == 2 * len(pairs) * 2  # one job per task x pair x area
+    assert {r[0] for r in runs} == {"landcover", "treecover"}
+    assert {r[3] for r in runs} == {"rome", "chimoio"}
     assert {r[4] for r in runs} == {"0.01", "0.05", "0.1", "0.25", "0.5", "1.0"}
     assert {r[5] for r in runs} == {"0", "1", "2"}
     # leaving fractions, seeds and protocols to the schema defaults plans the same runs
@@ -257,7 +256,7 @@ def _directory_area(tmp_path: Path) -> dict:
     for name in ("dem.tif", "landcover.tif", "treecover.tif"):
         (data / name).write_bytes(b"")
     return {
-        "bbox": [12.46, 41.96, 12.54, 42.04],
+        "bbox": [13.46, 42.96, 13.54, 43.04],  # 100 km from the pretraining areas
         "source": "directory",
         "products": str(data / "products"),
         "dem": str(data / "dem.tif"),
@@ -272,7 +271,8 @@ def test_directory_area_with_existing_inputs_plans(tmp_path, demo_config, write_
     res = run_snakemake(tmp_path, write_config(demo_config), "--dry-run", "--cores", "1", "-p")
     assert res.returncode == 0, res.stderr + res.stdout
     counts = job_counts(res.stdout)
-    assert counts["simulate"] == 1  # only rome (pretraining) is simulated
+    # only the pretraining areas are simulated: rome (labelled) and sabina (unlabelled)
+    assert counts["simulate"] == 1 and counts["simulate_unlabelled"] == 1
     assert f"sarssl catalogue {tmp_path / 'data' / 'products'}" in res.stdout
 
 

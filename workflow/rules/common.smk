@@ -521,7 +521,7 @@ def downloaded_products(wildcards):
 
 def area_orbit_dir(area):
     """The orbit folder preprocessing searches for an area: the one the ``acquire_orbits``
-    rule fills for a ``source: download`` area, else ``preprocess.orbit_dir`` (or None).
+    job fills for a ``source: download`` area, else ``preprocess.orbit_dir`` (or None).
     """
     if config["areas"][area]["source"] == "download":
         return f"resources/download/{area}/orbits"
@@ -805,6 +805,31 @@ def pretraining_runs_arg():
     """``METHOD=DIR ...`` of the pretraining-curves figure (every configured method)."""
     return " ".join(
         q(f"{m}=results/pretrain/{m}") for m in config["pretrain"]["methods"]
+    )
+
+
+def knn_probe_area():
+    """The labelled area of the pretraining figure's k-NN probe over pretraining steps: the
+    first fine-tuning area that is also pretrained on (in-region), else the first one."""
+    ft, pre = config["finetune"]["areas"], config["pretrain"]["areas"]
+    return next((a for a in ft if a in pre), ft[0])
+
+
+def knn_probe_inputs():
+    """Chip store (+ stats) of the k-NN probe, when snapshots are taken."""
+    if not int(config["pretrain"]["snapshot_every"]):
+        return []
+    store = expand(f"results/chips/{knn_probe_area()}/{{file}}", file=CHIP_FILES)
+    return store + ["results/chips/stats.json"]
+
+
+def knn_probe_args():
+    """``--knn-chips-dir DIR --stats FILE`` of the pretraining figure (or nothing)."""
+    if not int(config["pretrain"]["snapshot_every"]):
+        return ""
+    return (
+        f"--knn-chips-dir {q('results/chips/' + knn_probe_area())}"
+        " --stats results/chips/stats.json"
     )
 
 

@@ -128,6 +128,10 @@ rule plot_pretraining_curves:
         runs=expand(
             "results/pretrain/{method}/run.json", method=config["pretrain"]["methods"]
         ),
+        snapshots=expand(
+            "results/pretrain/{method}/snapshots", method=config["pretrain"]["methods"]
+        ),
+        knn=knn_probe_inputs(),
     output:
         png=report(
             "results/figures/pretraining_curves.png",
@@ -144,9 +148,10 @@ rule plot_pretraining_curves:
     threads: 1
     params:
         runs=pretraining_runs_arg(),
+        knn=knn_probe_args(),
         dpi=figure_dpi(),
     shell:
-        "sarssl plot pretraining-curves --run {params.runs} --dpi {params.dpi:q}"
+        "sarssl plot pretraining-curves --run {params.runs} {params.knn} --dpi {params.dpi:q}"
         " --out {output.png:q} > {log:q} 2>&1"
 
 

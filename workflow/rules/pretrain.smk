@@ -15,6 +15,7 @@ rule pretrain:
         checkpoint="results/pretrain/{method}/checkpoint.pt",
         metrics="results/pretrain/{method}/metrics.jsonl",
         run="results/pretrain/{method}/run.json",
+        snapshots=directory("results/pretrain/{method}/snapshots"),
     log:
         "logs/pretrain/{method}.log",
     benchmark:
@@ -32,6 +33,7 @@ rule pretrain:
         out_dir=out_dir,
         launcher=pretrain_launcher,
         checkpoint_every=config["pretrain"]["checkpoint_every"],
+        snapshot_every=config["pretrain"]["snapshot_every"],
         deterministic=str(config["pretrain"]["deterministic"]).lower(),
         resume_dir=resume_dir,
     shell:
@@ -39,4 +41,5 @@ rule pretrain:
         " {params.chips_dirs} --stats {input.stats:q} --hparams {params.hparams}"
         " --seed {params.seed:q} --out-dir {params.out_dir:q}"
         " --checkpoint-every {params.checkpoint_every:q} --deterministic {params.deterministic:q}"
+        " --snapshot-every {params.snapshot_every:q}"
         " --resume-dir {params.resume_dir:q} > {log:q} 2>&1"

@@ -98,6 +98,7 @@ class Scene:
     vv_band: int  # 1-based
     vh_band: int
     linear: bool
+    product: str = "sigma0: sigma0"  # what preprocessing made (scene_product)
 
 
 def read_scene_header(path: str | os.PathLike) -> tuple[Scene, Any]:
@@ -129,7 +130,32 @@ def read_scene_header(path: str | os.PathLike) -> tuple[Scene, Any]:
         if units not in ("db", "linear"):
             raise InputError(f"{path}: UNITS tag {units!r} is neither 'db' nor 'linear'")
         grid = (src.crs, src.transform, src.width, src.height)
-    return Scene(path, time, tags.get("PRODUCT_ID", path.stem), vv, vh, units == "linear"), grid
+    pid = tags.get("PRODUCT_ID", path.stem)
+    scene = Scene(path, time, pid, vv, vh, units == "linear", scene_product(tags))
+    return scene, grid
+
+
+def scene_product(tags: Mapping[str, str]) -> str:
+    """Which product a preprocessed scene is, from its tags: ``"<mode>: <backscatter>"``,
+    e.g. ``"sigma0: sigma0"`` (the study's default) or ``"nrb: gamma0 terrain-flattened"``
+    (CEOS-ARD NRB, ``sarssl preprocess --product nrb``); scenes from before the product
+    modes count as sigma0 mode."""
+    flat = " terrain-flattened" if tags.get("TERRAIN_FLATTENING", "false") == "true" else ""
+    return f"{tags.get('PRODUCT_MODE', 'sigma0')}: {tags.get('CALIBRATION', 'sigma0')}{flat}"
+
+
+def _check_products(headers: Sequence[tuple[Scene, Any]]) -> str:
+    """The one product of all scenes (a composite of sigma0 and gamma0 scenes would mix
+    quantities): an :class:`~sarssl.errors.InputError` naming a scene of each otherwise."""
+    first: dict[str, Path] = {}
+    for scene, _ in headers:
+        first.setdefault(scene.product, scene.path)
+    if len(first) > 1:
+        raise InputError(
+            "scenes of different products cannot be composited together: "
+            + "; ".join(f"{prod} (e.g. {path})" for prod, path in first.items())
+        )
+    return next(iter(first))
 
 
 def _same_grid(a: tuple, b: tuple) -> bool:
@@ -348,7 +374,14 @@ def _composite_tags(
         "SCENES": json.dumps({s: [x.product_id for x in lst] for s, lst in by_season.items()}),
         "EMPTY_SEASONS": json.dumps(empty),
         "UNITS": "db",
+        "SCENE_PRODUCT": scene_product_of(by_season),
     }
+
+
+def scene_product_of(by_season: Mapping[str, list[Scene]]) -> str:
+    """The product of the composited scenes (:func:`scene_product`; checked to be one)."""
+    products = sorted({x.product for lst in by_season.values() for x in lst})
+    return products[0] if len(products) == 1 else ", ".join(products)
 
 
 def _open_writers(
@@ -509,6 +542,7 @@ def composite(
     windows = season_windows(year, seasons)
     headers = [read_scene_header(p) for p in scenes]
     _check_grids(headers)
+    _check_products(headers)
     by_season, ignored = group_by_season(headers, windows, year)
     empty = _check_seasons(by_season, windows, year, out, len(scenes), min_scenes_per_season)
     crs, transform, width, height = headers[0][1]

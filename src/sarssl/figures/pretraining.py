@@ -9,8 +9,12 @@ per-image teacher distributions and the entropy of their batch mean, against ``l
 ``head_out_dim`` prototypes). Uniform collapse: both approach ``ln K``; one-prototype
 collapse: both approach 0; healthy: low per-image, high marginal entropy.
 
-A k-NN probe over pretraining steps would need encoder snapshots during training; the loop
-keeps only its latest resume checkpoint, so the figure shows the logged curves only.
+With ``--knn-chips-dir`` (a labelled chip store) a last panel shows a k-NN probe over
+pretraining steps: every encoder snapshot the loop exported (``--snapshot-every``:
+``snapshots/stepNNNNNN/encoder.safetensors``, step 0 = the random initialisation) labels
+the store's VAL chips by k-NN label transfer from its TRAIN chips
+(:mod:`sarssl.downstream.knn`, k = 10, land-cover mIoU). Nothing is trained, so the curve
+shows what pretraining alone puts into the representation, step by step.
 """
 
 from __future__ import annotations
@@ -70,13 +74,69 @@ def late_change(loss: np.ndarray) -> float:
     return float((smooth[-1] - smooth[-k - 1]) / abs(smooth[-k - 1]))
 
 
+KNN_K = 10
+
+
+def knn_over_steps(
+    run_dir: str | Path, chips_dir: str | Path, stats: str | Path
+) -> list[tuple[int, float]]:
+    """(step, val land-cover mIoU of the k-NN probe) for every snapshot of a run."""
+    import torch
+
+    from ..data.loaders import load_chips
+    from ..data.store import ChipStore
+    from ..downstream import knn
+    from ..downstream.evaluation import SegmentationMeter
+    from ..encoders import load_encoder, patch_tokens
+
+    snaps = sorted(Path(run_dir).glob("snapshots/step*/encoder.safetensors"))
+    if not snaps:
+        return []
+    store = ChipStore(chips_dir)
+    st = json.loads(Path(stats).read_text())
+    split = {
+        k: load_chips(store, store.rows(k), arrays=("x", "landcover"), stats=st)
+        for k in ("train", "val")
+    }
+    fallback = knn.majority_class(split["train"]["landcover"])
+    out = []
+    for path in snaps:
+        backbone, _ = load_encoder(path, img_size=store.chip_size)
+        backbone.eval()
+        patch = int(backbone.patch_embed.patch_size[0])
+        with torch.no_grad():
+            feats = {
+                k: torch.cat(
+                    [patch_tokens(backbone, v["image"][i : i + 64]) for i in range(0, len(v), 64)]
+                )
+                for k, v in split.items()
+            }
+        n, t, d = feats["val"].shape
+        bank = knn.KnnBank(
+            feats["train"].reshape(-1, d), knn.token_labels(split["train"]["landcover"], patch)
+        )
+        cls = knn.segment(bank, feats["val"].reshape(n * t, d), KNN_K, fallback)
+        side = int(round(t**0.5))
+        pred = cls.reshape(n, side, side, patch, patch).permute(0, 1, 3, 2, 4)
+        meter = SegmentationMeter()
+        meter.update(pred.reshape(n, side * patch, side * patch), split["val"]["landcover"])
+        out.append((int(path.parent.name.removeprefix("step")), meter.compute()["miou"]))
+    return out
+
+
 @styled
-def pretraining_curves(runs: dict[str, tuple[pd.DataFrame, dict]]) -> Figure:
-    """The figure of ``{method: (metrics table, run config)}`` (see the module docstring)."""
+def pretraining_curves(
+    runs: dict[str, tuple[pd.DataFrame, dict]],
+    knn_curves: dict[str, list[tuple[int, float]]] | None = None,
+    knn_area: str = "",
+) -> Figure:
+    """The figure of ``{method: (metrics table, run config)}`` (see the module docstring),
+    with the k-NN probe curves ``{method: [(step, mIoU)]}`` when given."""
     if not runs:
         raise InputError("pretraining-curves: no run given")
     dino = {m: r for m, r in runs.items() if "teacher_entropy" in r[0].columns}
-    n = len(runs) + len(dino)
+    knn_curves = {m: c for m, c in (knn_curves or {}).items() if c}
+    n = len(runs) + len(dino) + (1 if knn_curves else 0)
     fig = Figure(figsize=(3.2 * n, 2.6), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)[0]
     for ax, (method, (table, _)) in zip(axes, runs.items()):
@@ -108,6 +168,15 @@ def pretraining_curves(runs: dict[str, tuple[pd.DataFrame, dict]]) -> Figure:
         ax.set_xlabel("optimiser step")
         ax.set_ylabel("entropy (nats)")
         ax.legend(loc="best")
+    if knn_curves:
+        ax = axes[-1]
+        for method, curve in knn_curves.items():
+            steps, miou = zip(*curve)
+            ax.plot(steps, miou, "o-", color=init_color(method), label=method, markersize=3)
+        ax.set_title(f"k-NN probe (k = {KNN_K}) on {knn_area or 'val'} chips")
+        ax.set_xlabel("optimiser step (0 = random init)")
+        ax.set_ylabel("val land-cover mIoU")
+        ax.legend(loc="best")
     return fig
 
 
@@ -118,11 +187,23 @@ def _args(p: argparse.ArgumentParser) -> None:
         required=True,
         help="METHOD=DIR: a pretraining output folder (metrics.jsonl, run.json)",
     )
+    p.add_argument(
+        "--knn-chips-dir",
+        default=None,
+        help="labelled chip store for the k-NN probe over the runs' encoder snapshots",
+    )
+    p.add_argument("--stats", default=None, help="stats.json (with --knn-chips-dir)")
 
 
 @register_figure(
     "pretraining-curves", "pretraining loss per step and DINO's collapse diagnostics", _args
 )
 def _build(args: argparse.Namespace) -> Figure:
-    runs = {name: read_run(path) for name, path in parse_named_paths(args.run, "--run").items()}
-    return pretraining_curves(runs)
+    paths = parse_named_paths(args.run, "--run")
+    runs = {name: read_run(path) for name, path in paths.items()}
+    curves = None
+    if args.knn_chips_dir:
+        if not args.stats:
+            raise InputError("--knn-chips-dir needs --stats")
+        curves = {m: knn_over_steps(p, args.knn_chips_dir, args.stats) for m, p in paths.items()}
+    return pretraining_curves(runs, curves, Path(args.knn_chips_dir or "").name)

@@ -24,12 +24,14 @@ temporary's overview levels before the COG translation copies them.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Sequence
 
+import numba
 import numpy as np
 
 from ..io import atomic_path, check_tiff_complete, raise_gdal_write_errors
-from ..rasterio_blocks import BlockWriter, _close_quietly, overview_factors
+from ..rasterio_blocks import BlockWriter, overview_factors
 
 log = logging.getLogger(__name__)
 
@@ -126,33 +128,93 @@ def build_overviews(path, factors: list[int], resampling: str, blocksize: int = 
         for r0 in range(0, H, strip):
             h = min(strip, H - r0)
             with rasterio.open(path) as ds:
-                x = ds.read(window=Window(0, r0, W, h)).astype(np.float64)
-            bad = ~np.isfinite(x) if nodata is None or np.isnan(nodata) else (x == nodata)
-            if db:
-                x = np.power(10.0, x / 10.0)
-            x[bad] = 0.0
-            s, n = x, (~bad).astype(np.float64)
+                x = ds.read(window=Window(0, r0, W, h))
+            nd = np.nan if nodata is None else float(nodata)
+            s, n = _first_level(np.ascontiguousarray(x, dtype=np.float32), nd, db)
+            fill = np.nan if nodata is None or np.isnan(nodata) else float(nodata)
             for k, f in enumerate(factors):
-                s, n = _halve(s), _halve(n)  # sums and counts of 2x2 blocks of the level above
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    mean = s / n
-                    if db:
-                        mean = 10.0 * np.log10(mean)
-                fill = np.nan if nodata is None or np.isnan(nodata) else nodata
-                mean[n == 0] = fill
+                if k:  # sums and counts of 2x2 blocks of the level above
+                    s, n = _halve(s), _halve(n)
                 ov = levels[k]
-                oh = min(mean.shape[1], ov.height - r0 // f)
-                ow = min(mean.shape[2], ov.width)
-                ov.write(mean[:, :oh, :ow].astype(ov.dtypes[0]), window=Window(0, r0 // f, ow, oh))
+                oh = min(s.shape[1], ov.height - r0 // f)
+                ow = min(s.shape[2], ov.width)
+                mean = np.empty((s.shape[0], oh, ow), dtype=np.float32)
+                _mean_kernel(s, n, db, fill, mean)
+                ov.write(mean.astype(ov.dtypes[0], copy=False), window=Window(0, r0 // f, ow, oh))
     finally:
         for ov in levels:
             ov.close()
 
 
+def _close_quietly(ds) -> None:
+    """Close a dataset being discarded: its errors only go to the debug log."""
+    import rasterio
+
+    try:
+        with rasterio.Env():
+            ds.close()
+    except Exception as exc:  # noqa: BLE001 - the file is deleted next
+        log.debug("closing %s: %s", ds.name, exc)
+
+
+def _first_level(x: np.ndarray, nodata: float, db: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Sums (linear power when ``db``) and counts of the valid pixels of each 2 x 2 block
+    of a (bands, h, w) float32 strip: one fused numba pass (the base image is the bulk of
+    the overview work)."""
+    c, h, w = x.shape
+    s = np.zeros((c, (h + 1) // 2, (w + 1) // 2), dtype=np.float64)
+    n = np.zeros_like(s)
+    _first_level_kernel(x, float(nodata), bool(db), s, n)
+    return s, n
+
+
+@numba.njit(cache=True, parallel=True)
+def _first_level_kernel(x, nodata, db, s, n):
+    c, h, w = x.shape
+    nan_nodata = nodata != nodata
+    for i in numba.prange(s.shape[1]):
+        for b in range(c):
+            for r in range(2 * i, min(2 * i + 2, h)):
+                for col in range(w):
+                    v = x[b, r, col]
+                    if v != v or (not nan_nodata and v == nodata) or math.isinf(v):
+                        continue
+                    if db:
+                        v = math.exp(v * 0.23025850929940458)  # 10 ** (v / 10)
+                    s[b, i, col // 2] += v
+                    n[b, i, col // 2] += 1.0
+
+
 def _halve(a: np.ndarray) -> np.ndarray:
-    """Sums of 2 x 2 blocks of a (bands, h, w) array (odd edges padded with zeros, as
-    GDAL's overview of size ceil(n / 2) covers them)."""
+    """Sums of 2 x 2 blocks of a (bands, h, w) array (the odd last row and column sum
+    what there is, as GDAL's overview of size ceil(n / 2) covers them)."""
     c, h, w = a.shape
-    if h % 2 or w % 2:
-        a = np.pad(a, ((0, 0), (0, h % 2), (0, w % 2)))
-    return a.reshape(c, a.shape[1] // 2, 2, a.shape[2] // 2, 2).sum(axis=(2, 4))
+    out = np.zeros((c, (h + 1) // 2, (w + 1) // 2), dtype=a.dtype)
+    _halve_kernel(a, out)
+    return out
+
+
+@numba.njit(cache=True)  # small arrays: threads would cost more
+def _halve_kernel(a, out):
+    c, h, w = a.shape
+    for i in range(out.shape[1]):
+        for b in range(c):
+            for r in range(2 * i, min(2 * i + 2, h)):
+                for col in range(w):
+                    out[b, i, col // 2] += a[b, r, col]
+
+
+@numba.njit(cache=True)  # small arrays: threads would cost more
+def _mean_kernel(s, n, db, fill, out):
+    """``out`` = the mean (``db``: in dB) of each sum/count, ``fill`` where the count is 0
+    (``out`` may be smaller than ``s``: the overview's edge)."""
+    c, h, w = out.shape
+    for i in range(h):
+        for b in range(c):
+            for j in range(w):
+                if n[b, i, j] == 0:
+                    out[b, i, j] = fill
+                elif db:
+                    out[b, i, j] = 10.0 * math.log10(s[b, i, j] / n[b, i, j])
+                else:
+                    out[b, i, j] = s[b, i, j] / n[b, i, j]

@@ -317,6 +317,16 @@ class GeocodingLUT:
         _splat_kernel(self.line - offset[0], self.pixel - offset[1], np.nan_to_num(proj), acc)
         return acc
 
+    def splat(
+        self, values: np.ndarray, shape: tuple[int, int], offset: tuple[int, int] = (0, 0)
+    ) -> np.ndarray:
+        """Per-output-pixel ``values`` summed onto the radar pixels of a window (bilinear
+        splatting at each pixel's radar position; NaN values count as 0): how the facet
+        areas of Small (2011) accumulate."""
+        acc = np.zeros(shape, dtype=np.float64)
+        _splat_kernel(self.line - offset[0], self.pixel - offset[1], np.nan_to_num(values), acc)
+        return acc
+
     def beta_area(
         self, geom: RadarGeometry, shape: tuple[int, int], offset: tuple[int, int] = (0, 0)
     ) -> np.ndarray:

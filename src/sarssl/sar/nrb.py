@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .calibration import calibration_lut, noise_lut
-from .geocoding import MASK_NODATA, GeocodingLUT, _splat_kernel
+from .geocoding import MASK_NODATA, GeocodingLUT
 
 PRODUCTS = ("sigma0", "nrb")
 
@@ -135,12 +135,7 @@ def areas(lut: GeocodingLUT, shape: tuple[int, int], offset: tuple[int, int]) ->
     hx, hy = lut.slopes()
     area = lut.grid.resolution**2 * np.sqrt(1.0 + hx * hx + hy * hy)
     proj = np.clip(area * lut.cos_local_incidence(), 0.0, None)
-    line, pixel = lut.line - offset[0], lut.pixel - offset[1]
-    a_gamma = np.zeros(shape, dtype=np.float64)
-    a_sigma = np.zeros(shape, dtype=np.float64)
-    _splat_kernel(line, pixel, np.nan_to_num(proj), a_gamma)
-    _splat_kernel(line, pixel, np.nan_to_num(area), a_sigma)
-    return a_gamma, a_sigma
+    return lut.splat(proj, shape, offset), lut.splat(area, shape, offset)
 
 
 def tile_layers(tl, product, pols: list[str], mask: np.ndarray) -> dict[str, np.ndarray]:

@@ -262,8 +262,12 @@ def area_collection(folder: str | os.PathLike, area: str) -> Any:
 def write_collection(coll: Any, path: str | os.PathLike) -> None:
     """Write the Collection atomically, its item links relative (the Items stay as they are)."""
     path = Path(path)
-    coll.set_self_href(str(path.resolve()))
-    d = coll.to_dict(include_self_link=False, transform_hrefs=True)
+    d = coll.to_dict(include_self_link=False, transform_hrefs=False)
+    base = path.resolve().parent
+    for link in d["links"]:
+        if link["rel"] == "item":
+            link["href"] = os.path.relpath(Path(link["href"]).resolve(), base)
+    d["links"] = [ln for ln in d["links"] if ln["rel"] not in ("root", "parent")]
     write_json(path, d)
 
 

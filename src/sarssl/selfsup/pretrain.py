@@ -627,6 +627,9 @@ def train_loop(
     after the current step (its flag is a host value, reading it costs nothing); under DDP
     at the next synchronisation, where every rank learns it at the same step."""
     every = int(run.cfg.get("checkpoint_every") or 0)
+    snap_every = int(run.cfg.get("snapshot_every") or 0)
+    if snap_every and start == 0:
+        snapshot(run, 0)
     stop_after = run.cfg.get("stop_after_steps")
     sync_every = run.runtime.sync_every if run.runtime is not None else 1
     with PreemptionFlags() as flags:
@@ -636,6 +639,8 @@ def train_loop(
             lr = run.schedule.apply(run.optimizer, index)
             loss_t = optimizer_step(run, step, batches, steplog)
             done, since = index + 1, since + 1
+            if snap_every and (done % snap_every == 0 or done == run.total):
+                snapshot(run, done)
             checkpoint_due = bool(every) and done % every == 0
             stop_due = stop_after is not None and int(stop_after) <= done < run.total
             signalled = run.world == 1 and (flags.save or flags.stop)
@@ -669,6 +674,35 @@ def train_loop(
                 )
                 return 143 if stop else 0
     return 0
+
+
+SNAPSHOT_DIR = "snapshots"
+"""Folder (in ``--out-dir``) of the encoder snapshots taken every ``--snapshot-every`` steps."""
+
+
+def snapshot(run: Run, step: int) -> None:
+    """The encoder after ``step`` optimiser steps as
+    ``OUT/snapshots/step{step:06d}/encoder.safetensors`` (+ its ``encoder.json``, loadable
+    like the final encoder), by rank 0: what a probe over
+    pretraining steps evaluates (the pretraining figure's k-NN curve). Reading the weights
+    changes nothing in the run (no random draw, no state), so a run with snapshots trains
+    exactly like one without."""
+    from ..encoders import export_encoder
+
+    if not run.is_main:
+        return
+    cfg = run.cfg
+    stats = json.loads(Path(cfg["stats"]).read_text())
+    export_encoder(
+        run.method.encoder,
+        Path(cfg["out_dir"]) / SNAPSHOT_DIR / f"step{step:06d}" / "encoder.safetensors",
+        model_name=run.method.timm_name,
+        model_kwargs=run.method.timm_kwargs,
+        method=run.method.name,
+        stats=stats,
+        channels=list(CHANNELS),
+        extra={"seed": int(cfg["seed"]), "steps": step},
+    )
 
 
 def export(run: Run, steplog: StepLog, start: int, wall: float, train_time: float) -> None:
@@ -819,6 +853,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also checkpoint every N steps (to the resume directory; 0 = never)",
     )
     parser.add_argument(
+        "--snapshot-every",
+        type=int,
+        default=0,
+        help="also export the encoder every N steps (and at steps 0 and the last) to "
+        "OUT_DIR/snapshots/stepNNNNNN/encoder.safetensors, for probes over pretraining "
+        "(0 = never)",
+    )
+    parser.add_argument(
         "--resume-dir",
         default=None,
         metavar="DIR",
@@ -862,6 +904,7 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "overlap": args.overlap,
         "threads": args.threads,
         "checkpoint_every": args.checkpoint_every,
+        "snapshot_every": args.snapshot_every,
         "stop_after_steps": args.stop_after_steps,
         "resume": args.resume,
     }
