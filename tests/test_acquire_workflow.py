@@ -641,3 +641,23 @@ def test_cdse_search_pages_then_product_with_expired_token(
     assert _acquire(argv + urls + common) == 0
     assert out.read_bytes() == world["files"][pids[-1]]
     assert tokens == ["tok1", "tok2"] and seen == ["Bearer tok1", "Bearer tok2"]
+
+
+def test_plan_without_searches_names_them_and_stops_there(tmp_path, capsys):
+    """Offline, before any search: the plan names the areas still to search, counts the
+    jobs up to the search checkpoints and downloads nothing."""
+    import argparse
+
+    from sarssl.acquire import plan as plan_mod
+
+    p = argparse.ArgumentParser()
+    plan_mod.add_arguments(p)
+    args = p.parse_args(
+        ["--configfile", str(ROOT / "config" / "study.yaml"), "--directory", str(tmp_path)]
+    )
+    summary = plan_mod.plan(args)
+    assert summary["searches_missing"] == ["po_valley", "castilla", "bavaria", "lazio", "manica"]
+    assert summary["products"] == 0 and summary["after_catalogue"] == {}
+    assert summary["jobs"]["acquire_search"] == 5 and "acquire_product" not in summary["jobs"]
+    assert "no search result yet for: po_valley" in plan_mod.format_plan(summary)
+    assert not (tmp_path / "resources").exists()

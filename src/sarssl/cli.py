@@ -56,6 +56,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "tables": ("sarssl.downstream.tables", "collect fine-tuning metrics into tidy tables"),
     "plot": ("sarssl.figures.cli", "figures (learning curves and more)"),
+    "slurm-check": (
+        "sarssl.slurm_check",
+        "list the SLURM profile's requests that no partition can satisfy (from sinfo)",
+    ),
 }
 
 

@@ -1,4 +1,4 @@
-"""``python -m sarssl.slurm_check``: which job requests of a SLURM profile no partition can satisfy.
+"""``sarssl slurm-check`` (or ``python -m sarssl.slurm_check``): which job requests of a SLURM profile no partition can satisfy.
 
 Owns the check run before submitting through ``workflow/profiles/slurm`` (or a user's
 copy): a request that no node of its partition can hold (more CPUs, memory, time or GPUs
@@ -259,7 +259,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--sinfo",
-        help=f"recorded output of `{shlex.join(SINFO_COMMAND)}` (default: run sinfo)",
+        help=f"recorded output of `{shlex.join(SINFO_COMMAND)}` (default: run sinfo)".replace(
+            "%", "%%"
+        ),
     )
 
 
@@ -300,9 +302,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m sarssl.slurm_check", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="sarssl slurm-check", description=__doc__.split("\n")[0])
     add_arguments(parser)
     try:
         return run(parser.parse_args(argv))

@@ -144,7 +144,7 @@ rule plot_pretraining_curves:
     log:
         "logs/figures/pretraining_curves.log",
     conda:
-        "../envs/plot.yaml"
+        "../envs/torch.yaml"
     threads: 1
     params:
         runs=pretraining_runs_arg(),

@@ -20,6 +20,10 @@ rule pretrain:
         "logs/pretrain/{method}.log",
     benchmark:
         "benchmarks/pretrain/{method}.tsv"
+    # first in line once its chips exist: it is the DAG's critical path (every pretrained
+    # fine-tuning job waits for it), and a 2-thread job would otherwise wait behind 1-thread
+    # fine-tuning jobs until both cores happen to be free
+    priority: 50
     conda:
         "../envs/torch.yaml"
     threads: 2

@@ -50,6 +50,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run the search checkpoints first (network; downloads nothing)",
     )
+    p.add_argument(
+        "--directory",
+        default=".",
+        help="the run's working directory, where resources/ and results/ are (default .)",
+    )
     p.add_argument("--json", default=None, help="also write the summary as JSON here")
     p.add_argument(
         "--snakemake", default=None, help="snakemake executable (default: beside this Python)"
@@ -140,12 +145,14 @@ def plan(args: argparse.Namespace) -> dict:
     cfg = _load_config(args.configfile)
     snakefile = Path(args.snakefile or _checkout() / "workflow" / "Snakefile")
     profile = Path(args.profile or _checkout() / "workflow" / "profiles" / "default")
-    cwd = Path.cwd()
+    cwd = Path(args.directory).resolve()
+    if not cwd.is_dir():
+        raise SarsslError(f"--directory {args.directory}: not a directory")
     base = _snakemake(args) + [
         "--snakefile",
-        str(snakefile),
+        str(snakefile.resolve()),
         "--configfile",
-        str(args.configfile),
+        str(Path(args.configfile).resolve()),
         "--replace-workflow-config",
         "--cores",
         "1",

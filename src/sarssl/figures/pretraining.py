@@ -146,7 +146,8 @@ def pretraining_curves(
         ax.plot(step, loss, color=colour, alpha=0.3, linewidth=0.6)
         ax.plot(step, running_mean(loss, max(5, len(loss) // 10)), color=colour, label=method)
         change = late_change(loss)
-        ax.set_title(f"{method}: loss, last 20 % of steps {100 * change:+.1f} %")
+        trend = f"last 20 % of steps {100 * change:+.1f} %" if np.isfinite(change) else "too short"
+        ax.set_title(f"{method}: loss, {trend}")
         ax.set_xlabel("optimiser step")
         ax.set_ylabel("training loss")
     for ax, (method, (table, cfg)) in zip(axes[len(runs) :], dino.items()):
