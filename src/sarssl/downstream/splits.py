@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.loaders import ChipTensors, load_chips
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
@@ -69,13 +70,12 @@ def split_rows(store: Any, fraction: float, task: str, seed: int | None) -> dict
     return rows
 
 
-class MemorySplit:
+class MemorySplit(ChipTensors):
     """A split held in memory on the device (``image`` float32 normalised, ``landcover``
-    int64, ``treecover`` chip means, ``features`` once cached)."""
+    int64, ``treecover`` chip means, ``features`` once cached): the chips of
+    :func:`sarssl.data.loaders.load_chips`, plus :meth:`labels`."""
 
     def __init__(self, store: Any, rows: np.ndarray, stats: Mapping[str, Any], device: Any):
-        from ..data.loaders import load_chips
-
         chips = load_chips(
             store,
             rows,
@@ -85,27 +85,12 @@ class MemorySplit:
             chunk=max(1, min(64, len(rows))),  # staging buffer: 64 chips at most
         )
         chips["landcover"] = chips["landcover"].long()
-        self.chips = chips
-        self.rows, self.ids = chips.rows, chips.ids
+        super().__init__(chips.rows, chips.ids, chips.tensors)
         self.feature_device = torch.device(device)
 
-    def __len__(self) -> int:
-        return len(self.chips)
-
-    def __getitem__(self, key: str) -> Any:
-        return self.chips[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.chips[key] = value
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.chips
-
-    def batch(self, idx: Any) -> dict[str, Any]:
-        return self.chips.batch(idx)
-
     def labels(self, idx: Any) -> torch.Tensor:
-        return self.chips["landcover"][torch.as_tensor(idx, device=self.chips["landcover"].device)]
+        lc = self["landcover"]
+        return lc[torch.as_tensor(idx, device=lc.device)]
 
 
 class StreamedSplit:
@@ -133,8 +118,6 @@ class StreamedSplit:
         return key in self.tensors
 
     def _read(self, idx: Any, arrays: tuple[str, ...]) -> dict[str, torch.Tensor]:
-        from ..data.loaders import load_chips
-
         idx = np.asarray(idx, dtype=np.int64)
         uniq, inverse = np.unique(self.rows[idx], return_inverse=True)
         chips = load_chips(
