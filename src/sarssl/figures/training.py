@@ -5,8 +5,9 @@ epoch against optimiser steps, one colour per initialisation (:data:`INIT_COLORS
 the runs that searched the learning rate (the reference runs of ``lr_search:
 reference_run``: most labels, first seed). Every candidate learning rate of ``lr_grid`` is
 drawn; the one selected on the validation split is the thick line (its best epoch
-marked), the others thin. A curve still rising at its last step says the run needs more
-steps; a flat or falling one that the budget was enough.
+marked), the others thin; line style is the protocol's (solid full fine-tuning, dashed
+the linear probe and the per-pixel control). A curve still rising at its last step says
+the run needs more steps; a flat or falling one that the budget was enough.
 
 Input: the ``run.json`` files of those runs (their ``lr_search`` histories, written by
 :func:`sarssl.downstream.finetune.write_outputs`).
@@ -22,7 +23,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from ..errors import InputError
-from .registry import init_color, register_figure, styled
+from .registry import PROTOCOL_LINESTYLES, init_color, register_figure, styled
 
 METRIC = {"landcover": ("miou", "val mIoU"), "treecover": ("rmse", "val RMSE (%)")}
 
@@ -67,6 +68,7 @@ def training_curves(runs: list[dict[str, Any]]) -> Figure:
             ax = axes[i][j]
             for run in (r for r in runs if r["task"] == task and r["area"] == area):
                 color = init_color(run["init"])
+                style = PROTOCOL_LINESTYLES.get(run["protocol"], ":")
                 for cand in run["search"]:
                     hist = [h for h in cand.get("history", []) if h["val"].get(key) is not None]
                     if not hist:
@@ -77,6 +79,7 @@ def training_curves(runs: list[dict[str, Any]]) -> Figure:
                     (line,) = ax.plot(
                         steps,
                         vals,
+                        linestyle=style,
                         color=color,
                         lw=1.6 if chosen else 0.6,
                         alpha=1.0 if chosen else 0.45,

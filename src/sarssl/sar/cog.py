@@ -19,12 +19,17 @@ The overviews are computed from the base image, each level from the previous lev
 and counts (so every level is the exact mean of its base pixels, as GDAL's average), in
 strips (memory: one strip of ``max factor`` x ``blocksize`` rows), and written into the
 temporary's overview levels before the COG translation copies them.
+
+:func:`scene_cogs` lists the COGs of a preprocessed scene (path, dtype, units, nodata and
+its meaning, descriptions, overview resampling, STAC title and roles) for both product
+modes, for the writers and the STAC Item alike.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
 import numba
@@ -32,6 +37,7 @@ import numpy as np
 
 from ..io import atomic_path, check_tiff_complete, raise_gdal_write_errors
 from ..rasterio_blocks import BlockWriter, overview_factors
+from . import nrb
 
 log = logging.getLogger(__name__)
 
@@ -121,29 +127,25 @@ def build_overviews(path, factors: list[int], resampling: str, blocksize: int = 
     db = resampling == "power_db"
     fmax = factors[-1]
     strip = fmax * max(1, blocksize // fmax)  # rows per strip: a multiple of every factor
-    levels = [
-        rasterio.open(path, "r+", overview_level=k) for k in range(len(factors))
-    ]  # level k has factor factors[k] (2**(k+1))
-    try:
+    nd = np.nan if nodata is None else float(nodata)
+    fill = np.nan if nodata is None or np.isnan(nodata) else float(nodata)
+    with rasterio.open(path) as base:
         for r0 in range(0, H, strip):
-            h = min(strip, H - r0)
-            with rasterio.open(path) as ds:
-                x = ds.read(window=Window(0, r0, W, h))
-            nd = np.nan if nodata is None else float(nodata)
+            x = base.read(window=Window(0, r0, W, min(strip, H - r0)))
             s, n = _first_level(np.ascontiguousarray(x, dtype=np.float32), nd, db)
-            fill = np.nan if nodata is None or np.isnan(nodata) else float(nodata)
-            for k, f in enumerate(factors):
+            del x
+            for k, f in enumerate(factors):  # level k has the factor f = 2 ** (k + 1)
                 if k:  # sums and counts of 2x2 blocks of the level above
                     s, n = _halve(s), _halve(n)
-                ov = levels[k]
-                oh = min(s.shape[1], ov.height - r0 // f)
-                ow = min(s.shape[2], ov.width)
-                mean = np.empty((s.shape[0], oh, ow), dtype=np.float32)
-                _mean_kernel(s, n, db, fill, mean)
-                ov.write(mean.astype(ov.dtypes[0], copy=False), window=Window(0, r0 // f, ow, oh))
-    finally:
-        for ov in levels:
-            ov.close()
+                # opened per strip: closing writes the strip's blocks out, so GDAL's block
+                # cache does not fill up with dirty overview blocks (peak memory)
+                with rasterio.open(path, "r+", overview_level=k) as ov:
+                    oh = min(s.shape[1], ov.height - r0 // f)
+                    ow = min(s.shape[2], ov.width)
+                    mean = np.empty((s.shape[0], oh, ow), dtype=np.float32)
+                    _mean_kernel(s, n, db, fill, mean)
+                    win = Window(0, r0 // f, ow, oh)
+                    ov.write(mean.astype(ov.dtypes[0], copy=False), window=win)
 
 
 def _close_quietly(ds) -> None:
@@ -218,3 +220,64 @@ def _mean_kernel(s, n, db, fill, out):
                     out[b, i, j] = 10.0 * math.log10(s[b, i, j] / n[b, i, j])
                 else:
                     out[b, i, j] = s[b, i, j] / n[b, i, j]
+
+
+BAND_UNITS = {"db": "dB", "linear": "linear power"}
+"""The unit of the backscatter bands per ``--units``."""
+
+
+def scene_cogs(out: Path, pols: list[str], tags: dict, product_mode: str) -> list[dict]:
+    """The COGs of a scene, first the backscatter: path, dtype, units per band, nodata and
+    its meaning, band descriptions, overview resampling, STAC title and roles."""
+    units = tags["UNITS"]
+    flat = " terrain-flattened" if tags["TERRAIN_FLATTENING"] == "true" else ""
+    quantity = tags["CALIBRATION"] + flat
+    specs = [
+        dict(
+            key="backscatter",
+            path=out,
+            dtype="float32",
+            units=[BAND_UNITS[units]] * len(pols),
+            nodata=float("nan"),
+            nodata_meaning="NaN: no data (see the mask)",
+            descriptions=pols,
+            overviews="power_db" if units == "db" else "average",
+            title=f"{quantity} ({BAND_UNITS[units]})",
+            roles=["data", "backscatter"],
+        )
+    ]
+    if product_mode == "nrb":
+        for layer in nrb.LAYERS.values():
+            bands = [f"{layer.name} {p}" for p in pols] if layer.per_polarisation else [layer.name]
+            specs.append(
+                dict(
+                    key=layer.name,
+                    path=nrb.layer_path(out, layer.name),
+                    dtype=layer.dtype,
+                    units=[layer.unit] * len(bands),
+                    nodata=layer.nodata,
+                    nodata_meaning=(
+                        "none: every pixel has a flag" if layer.nodata is None else "NaN: no data"
+                    ),
+                    descriptions=bands,
+                    overviews=layer.overviews,
+                    title=layer.description,
+                    roles=["metadata", "data-mask"] if layer.name == "mask" else ["metadata"],
+                )
+            )
+    else:
+        specs.append(
+            dict(
+                key="mask",
+                path=nrb.layer_path(out, "mask"),
+                dtype="uint8",
+                units=["bit flags"],
+                nodata=None,
+                nodata_meaning=f"none ({nrb.SIGMA0_MASK_MEANING})",
+                descriptions=["mask"],
+                overviews="nearest",
+                title=f"data mask: {nrb.SIGMA0_MASK_MEANING}",
+                roles=["metadata", "data-mask"],
+            )
+        )
+    return specs

@@ -67,7 +67,7 @@ from ..rasterio_blocks import close_all
 from . import nrb, speckle
 from . import stac as stac_meta
 from .calibration import LazyBorderLimits, calibrate_window
-from .cog import LayerWriter
+from .cog import LayerWriter, scene_cogs
 from .dem import Dem, check_void, read_dem
 from .geocoding import MASK_NODATA, GeocodingLUT
 from .geometry import GcpResiduals, RadarGeometry, apply_orbit_dir
@@ -625,71 +625,10 @@ def _to_db(data: np.ndarray) -> np.ndarray:
         return np.where(data > 0, 10.0 * np.log10(data), np.nan).astype(np.float32)
 
 
-BAND_UNITS = {"db": "dB", "linear": "linear power"}
-"""The unit of the backscatter bands per ``--units``."""
-
-
-def asset_specs(out: Path, pols: list[str], tags: dict, product_mode: str) -> list[dict]:
-    """The COGs of a scene, first the backscatter: path, dtype, units per band, nodata and
-    its meaning, band descriptions, overview resampling, STAC title and roles."""
-    units = tags["UNITS"]
-    flat = " terrain-flattened" if tags["TERRAIN_FLATTENING"] == "true" else ""
-    quantity = tags["CALIBRATION"] + flat
-    specs = [
-        dict(
-            key="backscatter",
-            path=out,
-            dtype="float32",
-            units=[BAND_UNITS[units]] * len(pols),
-            nodata=float("nan"),
-            nodata_meaning="NaN: no data (see the mask)",
-            descriptions=pols,
-            overviews="power_db" if units == "db" else "average",
-            title=f"{quantity} ({BAND_UNITS[units]})",
-            roles=["data", "backscatter"],
-        )
-    ]
-    if product_mode == "nrb":
-        for layer in nrb.LAYERS.values():
-            bands = [f"{layer.name} {p}" for p in pols] if layer.per_polarisation else [layer.name]
-            specs.append(
-                dict(
-                    key=layer.name,
-                    path=nrb.layer_path(out, layer.name),
-                    dtype=layer.dtype,
-                    units=[layer.unit] * len(bands),
-                    nodata=layer.nodata,
-                    nodata_meaning=(
-                        "none: every pixel has a flag" if layer.nodata is None else "NaN: no data"
-                    ),
-                    descriptions=bands,
-                    overviews=layer.overviews,
-                    title=layer.description,
-                    roles=["metadata", "data-mask"] if layer.name == "mask" else ["metadata"],
-                )
-            )
-    else:
-        specs.append(
-            dict(
-                key="mask",
-                path=nrb.layer_path(out, "mask"),
-                dtype="uint8",
-                units=["bit flags"],
-                nodata=None,
-                nodata_meaning=f"none ({nrb.SIGMA0_MASK_MEANING})",
-                descriptions=["mask"],
-                overviews="nearest",
-                title=f"data mask: {nrb.SIGMA0_MASK_MEANING}",
-                roles=["metadata", "data-mask"],
-            )
-        )
-    return specs
-
-
 @contextlib.contextmanager
 def scene_writers(grid: Grid, tags: dict, specs: list[dict]) -> Iterator[dict[str, LayerWriter]]:
-    """Block writers of the scene's COGs (:func:`asset_specs`), keyed as the specs: all
-    or none appear (an error inside the ``with`` block removes them)."""
+    """Block writers of the scene's COGs (:func:`~sarssl.sar.cog.scene_cogs`), keyed as
+    the specs: all or none appear (an error inside the ``with`` block removes them)."""
     small_tags = {k: tags[k] for k in ("PRODUCT_ID", "SARSSL_VERSION")}
     # GDAL_NUM_THREADS: the measurement windows span many deflate tiles, which GDAL (>= 3.6)
     # then decodes on all cores (~2x faster reads on 2 cores)
@@ -848,7 +787,7 @@ def preprocess(
             return nrb.tile_layers(tl, product, pols, mask)
     else:
         tags["PRODUCT_MODE"] = "sigma0"
-    specs = asset_specs(Path(out), pols, tags, product_mode)
+    specs = scene_cogs(Path(out), pols, tags, product_mode)
     # closing the tile generator on any error closes its progress bar before the error
     # is printed (the bar would otherwise share the error's line)
     with contextlib.closing(tiles):

@@ -269,8 +269,8 @@ def preprocess_snap(product: str | Path, dem: str | Path, out: str | Path, **opt
     )
     # the scene's STAC Item, as the Python chain writes it (the workflow declares it)
     from . import stac as stac_meta
-    from .preprocess import asset_specs
+    from .cog import scene_cogs
 
     tags["PRODUCT_MODE"] = "sigma0"
-    item = stac_meta.scene_item(out, grid, tags, pols, prod, asset_specs(out, pols, tags, "sigma0"))
+    item = stac_meta.scene_item(out, grid, tags, pols, prod, scene_cogs(out, pols, tags, "sigma0"))
     stac_meta.write_item(item, stac_meta.item_path(out))
