@@ -425,7 +425,11 @@ def test_tmpfs_full_sarssl_preprocess(request, tmp_path, small_fs, capsys):
         err = capsys.readouterr().err.strip()
         left = sorted(p.name for p in d.iterdir() if p.name != ".filler")
         if free > 4 * total:
-            assert rc == 0 and left == ["scene.mask.tif", "scene.tif"], (rc, left, err)
+            assert rc == 0 and left == ["scene.json", "scene.mask.tif", "scene.tif"], (
+                rc,
+                left,
+                err,
+            )
             continue
         assert rc == 2, (free, rc, err)
         last = err.splitlines()[-1]

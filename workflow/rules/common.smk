@@ -1203,6 +1203,8 @@ def final_targets():
             "results/pretrain/{method}/encoder.safetensors",
             method=config["pretrain"]["methods"],
         )
+        # a STAC Collection of every area's preprocessed scenes (odc-stac, stackstac)
+        + expand("results/stac/{area}/collection.json", area=list(config["areas"]))
     )
 
 
