@@ -1,11 +1,13 @@
 """STAC metadata of preprocessed scenes (issue #16): Items with the sar, sat, projection,
 processing and raster extensions, an area Collection linking them, and pystac's schema
-validation run offline (core schemas bundled with pystac; extension schemas only from a
-local cache, never fetched)."""
+validation run offline: core schemas bundled with pystac, the official extension schemas
+vendored in sarssl/sar/stac_schemas (every declared extension validated; one without a
+schema is an error), nothing ever fetched."""
 
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +93,10 @@ def test_scene_item_content_and_offline_validation(tmp_path):
     assert lon0 < 12.48 + 1e-3 and lat1 > 42.01 - 1e-3 and lon1 > lon0 and lat1 > lat0
     report = stac.validate(pystac.Item.from_file(str(tmp_path / "a.json")))
     assert any(s.endswith("item.json") for s in report["validated"])
-    assert any("/sar/" in s for s in report["skipped"])  # no network: not fetched
+    # every declared extension is validated against its vendored schema, none skipped
+    assert set(d["stac_extensions"]) == set(EXTENSIONS.values())
+    assert set(EXTENSIONS.values()) <= set(report["validated"])
+    assert report["skipped"] == []
     # a broken Item fails the (offline) core validation
     broken = pystac.Item.from_file(str(tmp_path / "a.json"))
     broken.geometry = {"type": "Polygon", "coordinates": "nowhere"}
@@ -99,31 +104,94 @@ def test_scene_item_content_and_offline_validation(tmp_path):
         stac.validate(broken)
 
 
-def test_cached_extension_schema_is_enforced(tmp_path):
-    """An extension schema found in the local cache is validated against (here a cached
-    schema for the processing extension that demands another level)."""
+EXTENSIONS = {
+    "sar": "https://stac-extensions.github.io/sar/v1.0.0/schema.json",
+    "sat": "https://stac-extensions.github.io/sat/v1.0.0/schema.json",
+    "projection": "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
+    "processing": "https://stac-extensions.github.io/processing/v1.1.0/schema.json",
+    "raster": "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
+}
+
+
+def _del(key):
+    return lambda d: d["properties"].pop(key)
+
+
+def _set(key, value):
+    return lambda d: d["properties"].__setitem__(key, value)
+
+
+def _band(key, value):
+    return lambda d: d["assets"]["backscatter"]["raster:bands"][0].__setitem__(key, value)
+
+
+# one broken field per extension: each is caught by that extension's schema only
+BROKEN = [
+    ("sar", "instrument_mode missing", _del("sar:instrument_mode")),
+    ("sar", "instrument_mode not a string", _set("sar:instrument_mode", 3)),
+    ("sar", "unknown polarisation", _set("sar:polarizations", ["VV", "XX"])),
+    ("sar", "undefined sar: field", _set("sar:incidence", 30.0)),
+    ("sat", "orbit_state", _set("sat:orbit_state", "sideways")),
+    ("sat", "relative_orbit < 1", _set("sat:relative_orbit", 0)),
+    ("projection", "shape of 3", _set("proj:shape", [1, 2, 3])),
+    ("projection", "code not a string", _set("proj:code", 32633)),
+    ("processing", "software not an object", _set("processing:software", "sarssl")),
+    ("raster", "data_type", _band("data_type", "float33")),
+    ("raster", "nodata string", _band("nodata", "none")),
+]
+
+
+@pytest.mark.parametrize("ext,what,breaks", BROKEN, ids=[f"{e}: {w}" for e, w, _ in BROKEN])
+def test_broken_extension_field_fails_naming_the_extension(tmp_path, ext, what, breaks):
+    _item(tmp_path, "a", "2021-12-23T05:11:22.000000Z")
+    d = json.loads((tmp_path / "a.json").read_text())
+    breaks(d)
+    with pytest.raises(pystac.errors.STACValidationError) as err:
+        stac.validate(pystac.Item.from_dict(d))
+    # the message names the extension's schema that the field fails
+    assert f"against schema at {EXTENSIONS[ext]}" in str(err.value)
+
+
+def test_extension_without_a_schema_is_an_error(tmp_path):
+    """Strict by default: an extension with no vendored (or cached) schema fails instead of
+    being skipped or fetched; ``strict=False`` reports it as skipped; a schema in the cache
+    folder (laid out as the URI path) is enforced."""
     item, _ = _item(tmp_path, "a", "2021-12-23T05:11:22.000000Z")
-    cache = tmp_path / "schemas" / "stac-extensions.github.io" / "processing" / "v1.2.0"
+    eo = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
+    item.stac_extensions.append(eo)
+    with pytest.raises(pystac.errors.STACValidationError, match="eo/v1.1.0"):
+        stac.validate(item)
+    assert stac.validate(item, strict=False)["skipped"] == [eo]
+    cache = tmp_path / "schemas" / "stac-extensions.github.io" / "eo" / "v1.1.0"
     cache.mkdir(parents=True)
     schema = {
         "$schema": "http://json-schema.org/draft-07/schema#",
-        "$id": stac.PROCESSING_SCHEMA,
+        "$id": eo,
         "type": "object",
-        "properties": {
-            "properties": {
-                "type": "object",
-                "required": ["processing:level"],
-                "properties": {"processing:level": {"const": "L9"}},
-            }
-        },
+        "properties": {"properties": {"type": "object", "required": ["eo:cloud_cover"]}},
     }
     (cache / "schema.json").write_text(json.dumps(schema))
-    with pytest.raises(pystac.errors.STACValidationError, match="processing"):
+    with pytest.raises(pystac.errors.STACValidationError, match="eo/v1.1.0"):
         stac.validate(item, cache_dir=tmp_path / "schemas")
-    schema["properties"]["properties"]["properties"]["processing:level"]["const"] = "L2"
-    (cache / "schema.json").write_text(json.dumps(schema))
-    report = stac.validate(item, cache_dir=tmp_path / "schemas")
-    assert stac.PROCESSING_SCHEMA in report["validated"]
+    item.properties["eo:cloud_cover"] = 0.0
+    assert eo in stac.validate(item, cache_dir=tmp_path / "schemas")["validated"]
+
+
+def test_vendored_schemas_match_their_uris_and_ship_with_the_package():
+    """Each vendored schema is the one of its URI (the schema's own ``stac_extensions``
+    constraint names it) and pyproject's package-data installs the folder."""
+    schemas = stac.vendored_schemas()
+    assert set(schemas) == set(EXTENSIONS.values())
+    for uri, schema in schemas.items():
+        assert uri in json.dumps(schema["definitions"]["stac_extensions"]), uri
+    root = Path(__file__).resolve().parents[1]
+    data = tomllib.loads((root / "pyproject.toml").read_text())
+    patterns = data["tool"]["setuptools"]["package-data"]["sarssl"]
+    pkg = root / "src" / "sarssl"
+    shipped = {p for pat in patterns for p in pkg.glob(pat) if p.is_file()}
+    for p in stac.SCHEMA_DIR.rglob("*"):
+        if p.is_file():
+            assert p in shipped, f"{p.relative_to(pkg)} is not in pyproject package-data"
 
 
 def test_area_collection_links_the_items(tmp_path):

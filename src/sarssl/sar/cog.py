@@ -27,8 +27,10 @@ modes, for the writers and the STAC Item alike.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -42,6 +44,38 @@ from . import nrb
 log = logging.getLogger(__name__)
 
 OVERVIEW_RESAMPLING = ("power_db", "average", "nearest")
+
+CLOSE_CACHE_BYTES = 256 * 1024**2
+"""GDAL block cache while COGs are closed (overviews, COG translation): see the docstring."""
+
+_cache_lock = threading.Lock()
+_cache_users = 0
+_cache_saved: Any = None
+
+
+@contextlib.contextmanager
+def capped_gdal_cache(nbytes: int = CLOSE_CACHE_BYTES):
+    """GDAL's block cache capped at ``nbytes`` (never raised) inside the block. The cache
+    is process-wide: concurrent users (:func:`sarssl.rasterio_blocks.close_all` closes
+    the layers in threads) share one cap, set by the first and restored by the last."""
+    from rasterio._env import get_gdal_config, set_gdal_config
+
+    global _cache_users, _cache_saved
+    with _cache_lock:
+        if _cache_users == 0:
+            _cache_saved = get_gdal_config("GDAL_CACHEMAX")
+            # GDAL reads values below 100000 as MB
+            saved = None if _cache_saved is None else int(_cache_saved)
+            if saved is None or (saved if saved >= 100000 else saved * 1024**2) > nbytes:
+                set_gdal_config("GDAL_CACHEMAX", int(nbytes))
+        _cache_users += 1
+    try:
+        yield
+    finally:
+        with _cache_lock:
+            _cache_users -= 1
+            if _cache_users == 0 and _cache_saved is not None:
+                set_gdal_config("GDAL_CACHEMAX", _cache_saved)
 
 
 class LayerWriter(BlockWriter):
@@ -82,9 +116,12 @@ class LayerWriter(BlockWriter):
         try:
             opts = {} if self.level is None else {"level": int(self.level)}
             factors = overview_factors(height, width, self.blocksize)
-            with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
+            with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"), contextlib.ExitStack() as cap:
                 with raise_gdal_write_errors(self.path):
                     ds.close()  # flushes the cached blocks
+                    # lowering the cap flushes dirty blocks (any dataset's, e.g. a layer
+                    # not closed yet): here, where a failed write raises
+                    cap.enter_context(capped_gdal_cache())
                     if factors:
                         build_overviews(self._tmp, factors, self.overviews, self.blocksize)
                 check_tiff_complete(self._tmp, self.path)

@@ -8,12 +8,15 @@
 - :func:`area_collection`: the STAC Collection of an area's folder of Items (extent = the
   union of the Items' bboxes and time spans), ``python -m sarssl.sar.stac FOLDER --id AREA``.
 - :func:`validate`: pystac's JSON-schema validation, offline. pystac ships the core STAC
-  schemas (Item, Collection, GeoJSON) and validates them without a network; the extension
-  schemas live on stac-extensions.github.io, which this machine cannot reach, so an
-  extension is validated only when its schema is in a local cache folder
+  schemas (Item, Collection, GeoJSON); the schemas of the five extensions the Items declare
+  are vendored in ``stac_schemas/<ext>/<version>/schema.json`` (the official files served at
+  ``https://stac-extensions.github.io/<ext>/<version>/schema.json``; provenance and licence
+  in ``stac_schemas/README.md``). Every declared extension is validated against its
+  schema; one without a vendored schema is an error (``strict=False`` records it as
+  skipped instead), and no schema is ever fetched (a validation must not hang on, or
+  silently depend on, a network call). More schemas can come from a local folder
   (``SARSSL_STAC_SCHEMAS``, laid out as the URI path:
-  ``stac-extensions.github.io/sar/v1.0.0/schema.json``) and is otherwise reported as
-  skipped (never fetched: a validation must not hang on a network call).
+  ``stac-extensions.github.io/eo/v1.1.0/schema.json``).
 """
 
 from __future__ import annotations
@@ -33,8 +36,13 @@ from ..io import write_json
 
 log = logging.getLogger(__name__)
 
-PROCESSING_SCHEMA = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
+# v1.1.0: the newest processing release whose published schema is vendored (stac_schemas/);
+# the Item uses only its level, lineage, software and facility fields
+PROCESSING_SCHEMA = "https://stac-extensions.github.io/processing/v1.1.0/schema.json"
 SCHEMA_CACHE_ENV = "SARSSL_STAC_SCHEMAS"
+SCHEMA_DIR = Path(__file__).with_name("stac_schemas")
+"""The vendored extension schemas: ``<ext>/<version>/schema.json``."""
+EXTENSION_URI = "https://stac-extensions.github.io/{ext}/{version}/schema.json"
 S1_CENTER_FREQUENCY_GHZ = 5.405
 
 
@@ -174,12 +182,29 @@ def write_item(item: Any, path: str | os.PathLike) -> None:
     write_json(path, item.to_dict(include_self_link=False, transform_hrefs=False))
 
 
+def vendored_schemas(folder: str | os.PathLike = SCHEMA_DIR) -> dict[str, dict]:
+    """``{extension URI: schema}`` of the vendored extension schemas (``folder`` laid out as
+    ``<ext>/<version>/schema.json``)."""
+    out = {}
+    for p in sorted(Path(folder).glob("*/*/schema.json")):
+        uri = EXTENSION_URI.format(ext=p.parent.parent.name, version=p.parent.name)
+        try:
+            out[uri] = json.loads(p.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{p}: not a JSON schema ({exc})") from exc
+    return out
+
+
 class OfflineValidator:
     """pystac's :class:`~pystac.validation.JsonSchemaSTACValidator` that never fetches a
-    schema: the core schemas pystac ships, plus those of a local cache folder
-    (:data:`SCHEMA_CACHE_ENV`); other extensions are recorded in :attr:`skipped`."""
+    schema: the core schemas pystac ships, the vendored extension schemas
+    (:func:`vendored_schemas`) and those of a local folder (``cache_dir`` or
+    :data:`SCHEMA_CACHE_ENV`, laid out as the URI path). An extension (or a ``$ref``) with
+    no schema here raises :class:`pystac.errors.STACValidationError` naming it; with
+    ``strict=False`` an extension without a schema is recorded in :attr:`skipped` instead."""
 
-    def __new__(cls, cache_dir: str | os.PathLike | None = None):
+    def __new__(cls, cache_dir: str | os.PathLike | None = None, strict: bool = True):
+        from pystac.errors import STACValidationError
         from pystac.validation import JsonSchemaSTACValidator
 
         class _Validator(JsonSchemaSTACValidator):
@@ -187,14 +212,29 @@ class OfflineValidator:
                 super().__init__()
                 self.skipped: list[str] = []
                 self.validated: list[str] = []
+                self.schema_cache.update(vendored_schemas())
                 folder = cache_dir or os.environ.get(SCHEMA_CACHE_ENV)
                 if folder:
                     for p in Path(folder).rglob("*.json"):
                         uri = "https://" + p.relative_to(folder).as_posix()
                         self.schema_cache[uri] = json.loads(p.read_text())
 
+            def _get_schema(self, schema_uri: str) -> dict[str, Any]:
+                if schema_uri not in self.schema_cache:  # never fetched
+                    raise STACValidationError(
+                        f"no local JSON schema for {schema_uri} (offline validation: the "
+                        f"vendored ones are in {SCHEMA_DIR}; more can go in "
+                        f"${SCHEMA_CACHE_ENV})"
+                    )
+                return self.schema_cache[schema_uri]
+
             def validate_extension(self, stac_dict, stac_object_type, stac_version, ext, href=None):
                 if ext not in self.schema_cache:
+                    if strict:
+                        raise STACValidationError(
+                            f"{stac_object_type} {stac_dict.get('id')!r}: extension {ext} has "
+                            f"no vendored schema (offline validation; {SCHEMA_DIR})"
+                        )
                     self.skipped.append(ext)
                     return None
                 self.validated.append(ext)
@@ -205,13 +245,17 @@ class OfflineValidator:
         return _Validator()
 
 
-def validate(obj: Any, cache_dir: str | os.PathLike | None = None) -> dict[str, list[str]]:
-    """Validate a pystac object offline (:class:`OfflineValidator`); raises pystac's
-    ``STACValidationError`` on an invalid object. Returns the schemas validated against
-    and the extension schemas skipped (not cached)."""
+def validate(
+    obj: Any, cache_dir: str | os.PathLike | None = None, strict: bool = True
+) -> dict[str, list[str]]:
+    """Validate a pystac object offline (:class:`OfflineValidator`) against the core schema
+    and the schema of every extension it declares; raises pystac's ``STACValidationError``
+    (naming the schema, e.g. ``.../sar/v1.0.0/schema.json``) on an invalid object or, when
+    ``strict``, on an extension without a local schema. Returns the schemas validated
+    against and the extensions skipped (``strict=False`` only)."""
     import pystac
 
-    v = OfflineValidator(cache_dir)
+    v = OfflineValidator(cache_dir, strict=strict)
     validated = pystac.validation.validate(obj, validator=v)
     return {"validated": [s for s in validated if s], "skipped": sorted(set(v.skipped))}
 
