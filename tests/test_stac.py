@@ -214,3 +214,16 @@ def test_area_collection_links_the_items(tmp_path):
     assert sorted(links) == ["../a.json", "../b.json"]
     assert stac.validate(coll)["validated"]
     assert np.isfinite(bbox).all()
+
+
+def test_area_collection_of_a_hostile_folder_name(tmp_path):
+    """A folder named with ';', quotes, '$(...)' and '&' (file names are hostile input):
+    the Items are read as files, not parsed as URLs, and linked relative."""
+    folder = tmp_path / "a b 'q' $(touch PWNED); touch PWNED2 & x"
+    folder.mkdir()
+    _item(folder, "a", "2021-12-23T05:11:22.000000Z")
+    out = folder / "stac" / "collection.json"
+    assert stac.main([str(folder), "--id", "rome", "--out", str(out)]) == 0
+    links = [ln["href"] for ln in json.loads(out.read_text())["links"] if ln["rel"] == "item"]
+    assert links == ["../a.json"]
+    assert not list(tmp_path.rglob("PWNED*"))

@@ -1204,7 +1204,7 @@ def final_targets():
             method=config["pretrain"]["methods"],
         )
         # a STAC Collection of every area's preprocessed scenes (odc-stac, stackstac)
-        + expand("results/stac/{area}/collection.json", area=list(config["areas"]))
+        + expand("results/stac/{area}/collection.json", area=used_areas())
     )
 
 

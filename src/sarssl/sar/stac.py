@@ -265,14 +265,17 @@ def area_collection(folder: str | os.PathLike, area: str) -> Any:
     import pystac
 
     folder = Path(folder)
-    items = []
+    items, paths = [], []
     for p in sorted(folder.glob("*.json")):
         if p.name == "collection.json" or not p.with_suffix(".tif").exists():
             continue
+        # read the JSON here, not with pystac's from_file: pystac parses a path as a URL,
+        # which a folder name with ';', '#' or '?' (any file name is allowed) would break
         try:
-            items.append(pystac.Item.from_file(str(p)))
+            items.append(pystac.Item.from_dict(json.loads(p.read_text())))
         except (ValueError, KeyError, json.JSONDecodeError) as exc:
             raise InputError(f"{p}: not a STAC Item ({exc})") from exc
+        paths.append(p)
     if not items:
         raise InputError(f"{folder}: no scene STAC Item (<scene>.json beside <scene>.tif)")
     bboxes = np.array([it.bbox for it in items])
@@ -298,20 +301,26 @@ def area_collection(folder: str | os.PathLike, area: str) -> Any:
             }
         ),
     )
-    for it in items:
-        coll.add_item(it)
+    coll.extra_fields["sarssl:item_files"] = [str(p) for p in paths]
     return coll
 
 
 def write_collection(coll: Any, path: str | os.PathLike) -> None:
-    """Write the Collection atomically, its item links relative (the Items stay as they are)."""
+    """Write the Collection atomically, one ``item`` link per scene Item, relative to the
+    Collection's folder (the Items stay as they are)."""
     path = Path(path)
     d = coll.to_dict(include_self_link=False, transform_hrefs=False)
+    files = d.pop("sarssl:item_files", [])
     base = path.resolve().parent
-    for link in d["links"]:
-        if link["rel"] == "item":
-            link["href"] = os.path.relpath(Path(link["href"]).resolve(), base)
-    d["links"] = [ln for ln in d["links"] if ln["rel"] not in ("root", "parent")]
+    d["links"] = [ln for ln in d["links"] if ln["rel"] not in ("root", "parent", "item")]
+    d["links"] += [
+        {
+            "rel": "item",
+            "href": os.path.relpath(Path(f).resolve(), base),
+            "type": "application/geo+json",
+        }
+        for f in files
+    ]
     write_json(path, d)
 
 
@@ -327,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     report = validate(coll)
     out = args.out or str(Path(args.folder) / "collection.json")
     write_collection(coll, out)
-    log.info("wrote %s (%d items); validation %s", out, len(list(coll.get_items())), report)
+    n = len(coll.extra_fields.get("sarssl:item_files", []))
+    log.info("wrote %s (%d items); validation %s", out, n, report)
     return 0
 
 

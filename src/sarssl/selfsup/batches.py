@@ -27,10 +27,11 @@ from ..vocabulary import CHANNELS
 log = logging.getLogger(__name__)
 
 
-def away_from_test(store: ChipStore, rows: np.ndarray) -> np.ndarray:
-    """The ``rows`` whose chips lie at least one chip side (on the ground) from every
-    TEST chip of the same store: a pretraining area that is also a fine-tuning area gives
-    pretraining nothing that touches, borders or neighbours a test band (the test chips
+def away_from_test(store: ChipStore, rows: np.ndarray, buffer: float = 1.0) -> np.ndarray:
+    """The ``rows`` whose chips lie at least ``buffer`` chip sides (on the ground) from
+    every TEST chip of the same store (``buffer`` 0: every row): a pretraining area that
+    is also a fine-tuning area gives pretraining nothing that touches, borders or
+    neighbours a test band (the test chips
     stay unseen, and so do their immediate surroundings, which would leak texture across
     the band edge). Distances are between the chips' footprints (``x0, y0, x1, y1`` of the
     index, in the store's CRS), found with a shapely STRtree ``dwithin`` query."""
@@ -38,9 +39,9 @@ def away_from_test(store: ChipStore, rows: np.ndarray) -> np.ndarray:
 
     index = store.index.set_index("row")
     test = index[index["split"] == "test"]
-    if test.empty or rows.size == 0:
+    if test.empty or rows.size == 0 or buffer <= 0:
         return rows
-    side = float((test["x1"] - test["x0"]).iloc[0])
+    side = float((test["x1"] - test["x0"]).iloc[0]) * float(buffer)
     cand = index.loc[rows]
     tree = shapely.STRtree(shapely.box(test["x0"], test["y0"], test["x1"], test["y1"]))
     boxes = shapely.box(cand["x0"], cand["y0"], cand["x1"], cand["y1"])
@@ -60,11 +61,11 @@ def away_from_test(store: ChipStore, rows: np.ndarray) -> np.ndarray:
 
 
 def pretrain_rows(
-    store_dirs: list[str], splits: tuple[str, ...]
+    store_dirs: list[str], splits: tuple[str, ...], buffer: float = 1.0
 ) -> list[tuple[ChipStore, np.ndarray]]:
     """(store, sorted rows of ``splits``) for each chip store that has such chips, less
-    those within one chip of a test chip (:func:`away_from_test`); stores whose channel
-    order differs from :data:`sarssl.CHANNELS` are refused."""
+    those within ``buffer`` chips of a test chip (:func:`away_from_test`); stores whose
+    channel order differs from :data:`sarssl.CHANNELS` are refused."""
     out = []
     for d in store_dirs:
         store = ChipStore(d)
@@ -73,7 +74,7 @@ def pretrain_rows(
                 f"chip store {d}: channels {store.channels} differ from {list(CHANNELS)}"
             )
         rows = np.sort(np.concatenate([store.rows(s) for s in splits]))
-        rows = away_from_test(store, rows)
+        rows = away_from_test(store, rows, buffer)
         if rows.size == 0:
             log.warning("chip store %s has no %s chips", d, "/".join(splits))
             continue
@@ -98,11 +99,16 @@ class PretrainBatches:
     :class:`~sarssl.data.normalize.Normalize`, as :func:`image_stream` does on the device).
     """
 
-    def __init__(self, store_dirs: list[str], splits: tuple[str, ...] = ("train", "val")):
+    def __init__(
+        self,
+        store_dirs: list[str],
+        splits: tuple[str, ...] = ("train", "val"),
+        test_buffer: float = 1.0,
+    ):
         self.stores: list[ChipBatches] = []
         self.rows: list[np.ndarray] = []
         sizes, dtypes = set(), set()
-        for store, rows in pretrain_rows(store_dirs, splits):
+        for store, rows in pretrain_rows(store_dirs, splits, test_buffer):
             self.stores.append(ChipBatches(store, rows, batch_size=1, shuffle=False, labels=False))
             self.rows.append(rows)
             sizes.add(store.chip_size)

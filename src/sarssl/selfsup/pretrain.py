@@ -163,6 +163,7 @@ FINGERPRINT_KEYS = (
     "hparams",
     "seed",
     "chips_dirs",
+    "test_buffer",
     "data_digest",
     "world_size",
     "n_images",
@@ -173,8 +174,16 @@ FINGERPRINT_KEYS = (
 ``total_steps``), ``threads`` or ``device``."""
 
 
+FINGERPRINT_DEFAULTS: dict[str, Any] = {"test_buffer": 1.0}
+"""Values a configuration without the key runs with (the CLI's defaults), so a run
+started from the command line and one from :func:`train` resume each other."""
+
+
 def fingerprint(cfg: dict[str, Any]) -> str:
-    blob = json.dumps({k: cfg.get(k) for k in FINGERPRINT_KEYS}, sort_keys=True, default=str)
+    values = {k: cfg.get(k, FINGERPRINT_DEFAULTS.get(k)) for k in FINGERPRINT_KEYS}
+    if values.get("test_buffer") is not None:
+        values["test_buffer"] = float(values["test_buffer"])
+    blob = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -398,7 +407,7 @@ def prepare(cfg: dict[str, Any]) -> tuple[Run, PretrainBatches, np.ndarray, np.n
     runtime = resolve_runtime(config, device, cfg)
     apply_runtime(runtime)
     dtype = runtime.dtype
-    data = PretrainBatches(cfg["chips_dirs"])
+    data = PretrainBatches(cfg["chips_dirs"], test_buffer=float(cfg.get("test_buffer", 1.0)))
     mean_db, std_db = load_stats(cfg["stats"])
     order, total, warmup = plan_steps(
         config, data.n, int(cfg["seed"]), rank, world, cfg.get("max_steps")
@@ -853,6 +862,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also checkpoint every N steps (to the resume directory; 0 = never)",
     )
     parser.add_argument(
+        "--test-buffer",
+        type=float,
+        default=1.0,
+        metavar="CHIPS",
+        help="leave out of pretraining the chips within CHIPS chip sides of a test chip of "
+        "their store, so an area both pretrained and fine-tuned on never shows pretraining "
+        "its test chips' surroundings (default 1; 0 = every train/val chip)",
+    )
+    parser.add_argument(
         "--snapshot-every",
         type=int,
         default=0,
@@ -905,6 +923,7 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "threads": args.threads,
         "checkpoint_every": args.checkpoint_every,
         "snapshot_every": args.snapshot_every,
+        "test_buffer": args.test_buffer,
         "stop_after_steps": args.stop_after_steps,
         "resume": args.resume,
     }
