@@ -86,7 +86,14 @@ def test_schema_defaults_equal_the_dataclass_fields(section):
 def test_every_registered_method_has_a_schema_section_and_vocabulary_entry():
     from sarssl.vocabulary import PRETRAIN_METHODS
 
-    runtime = {"areas", "methods", "checkpoint_every", "snapshot_every", "deterministic", "backbone"}
+    runtime = {
+        "areas",
+        "methods",
+        "checkpoint_every",
+        "snapshot_every",
+        "deterministic",
+        "backbone",
+    }
     assert set(PRETRAIN) - runtime == set(METHODS)
     assert PRETRAIN["methods"]["items"]["enum"] == list(METHODS) == PRETRAIN["methods"]["default"]
     assert tuple(METHODS) == PRETRAIN_METHODS

@@ -1,4 +1,5 @@
-"""``sarssl slurm-check`` (or ``python -m sarssl.slurm_check``): which job requests of a SLURM profile no partition can satisfy.
+"""``sarssl slurm-check`` (or ``python -m sarssl.slurm_check``): which job requests of a
+SLURM profile no partition can satisfy.
 
 Owns the check run before submitting through ``workflow/profiles/slurm`` (or a user's
 copy): a request that no node of its partition can hold (more CPUs, memory, time or GPUs

@@ -19,11 +19,11 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.sourcecache import LocalSourceFile
 
-# This workflow's own checkout (the folder holding pyproject.toml), found from this file's
-# location, not the working directory or the main Snakefile (both differ with --directory
-# or when sarssl is used as a Snakemake module). The conda envs' post-deploy scripts
-# install the package from SARSSL_SOURCE (a user's own value wins: a checkout path or a
-# pip requirement); a remote (e.g. GitHub) module has no local checkout to offer.
+# The checkout of this workflow (the folder holding pyproject.toml), found from where this
+# file lies, not from the working directory or the main Snakefile (both differ with
+# --directory or when sarssl is used as a Snakemake module). The post-deploy scripts of the
+# conda envs install the package from SARSSL_SOURCE (a value set by the user wins: a
+# checkout path or a pip requirement); a remote (e.g. GitHub) module has no local checkout.
 _rules_dir = workflow.current_basedir
 SARSSL_CHECKOUT = (
     Path(_rules_dir.get_path_or_uri(secret_free=True)).parents[1]
@@ -33,8 +33,8 @@ SARSSL_CHECKOUT = (
 if SARSSL_CHECKOUT is not None and (SARSSL_CHECKOUT / "pyproject.toml").is_file():
     os.environ.setdefault("SARSSL_SOURCE", str(SARSSL_CHECKOUT))
 
-# The study's vocabulary has one owner, sarssl.vocabulary (standard library only): found in
-# the environment running Snakemake, else in this checkout's src/.
+# The vocabulary of the study has one owner, sarssl.vocabulary (standard library only):
+# found in the environment running Snakemake, else in src/ of this checkout.
 if importlib.util.find_spec("sarssl") is None and SARSSL_CHECKOUT is not None:
     sys.path.insert(0, str(SARSSL_CHECKOUT / "src"))
 from sarssl.vocabulary import (
@@ -810,7 +810,8 @@ def pretraining_runs_arg():
 
 def knn_probe_area():
     """The labelled area of the pretraining figure's k-NN probe over pretraining steps: the
-    first fine-tuning area that is also pretrained on (in-region), else the first one."""
+    first fine-tuning area that is also pretrained on (in-region), else the first one.
+    """
     ft, pre = config["finetune"]["areas"], config["pretrain"]["areas"]
     return next((a for a in ft if a in pre), ft[0])
 
@@ -828,7 +829,7 @@ def knn_probe_args():
     if not int(config["pretrain"]["snapshot_every"]):
         return ""
     return (
-        f"--knn-chips-dir {q('results/chips/' + knn_probe_area())}"
+        f"--knn-chips-dir {q(f'results/chips/{knn_probe_area()}')}"
         " --stats results/chips/stats.json"
     )
 
