@@ -49,8 +49,7 @@ from typing import Any, Sequence
 import numba
 import numpy as np
 
-from ..io import atomic_path, check_tiff_complete, raise_gdal_write_errors
-from ..rasterio_blocks import BlockWriter, overview_factors
+from ..rasterio_blocks import BlockWriter
 from . import nrb
 
 log = logging.getLogger(__name__)
@@ -116,47 +115,14 @@ class LayerWriter(BlockWriter):
             self._ds.set_band_unit(i + 1, unit)
         self.overviews = overviews
 
-    def close(self) -> None:
-        """Flush, build the overviews (:func:`build_overviews`), translate to the COG."""
-        import rasterio
-        import rasterio.shutil
-
-        if self._ds is None:
-            return
-        height, width = self._ds.height, self._ds.width
-        ds, self._ds = self._ds, None
-        try:
-            opts = {} if self.level is None else {"level": int(self.level)}
-            factors = overview_factors(height, width, self.blocksize)
-            with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"), contextlib.ExitStack() as cap:
-                with raise_gdal_write_errors(self.path):
-                    ds.close()  # flushes the cached blocks
-                    # lowering the cap flushes dirty blocks (any dataset's, e.g. a layer
-                    # not closed yet): here, where a failed write raises
-                    cap.enter_context(capped_gdal_cache())
-                    if factors:
-                        build_overviews(self._tmp, factors, self.overviews, self.blocksize)
-                check_tiff_complete(self._tmp, self.path)
-                with rasterio.open(self._tmp) as src, atomic_path(self.path, suffix=".tif") as tmp:
-                    with raise_gdal_write_errors(self.path):
-                        rasterio.shutil.copy(
-                            src,
-                            tmp,
-                            driver="COG",
-                            compress=self.compress.upper(),
-                            predictor=str(self.predictor),
-                            blocksize=self.blocksize,
-                            BIGTIFF="IF_SAFER",
-                            NUM_THREADS="ALL_CPUS",
-                            overviews="FORCE_USE_EXISTING" if factors else "NONE",
-                            **opts,
-                        )
-                    check_tiff_complete(tmp, self.path)
-        finally:
-            if not ds.closed:
-                _close_quietly(ds)
-            self._tmp.unlink(missing_ok=True)
-        log.debug("wrote %s", self.path)
+    def build_temp_overviews(self, factors: list[int], keep: contextlib.ExitStack) -> None:
+        """The overviews by :func:`build_overviews` (dB averaged in linear power), with GDAL's
+        block cache capped from here until the COG is written (:func:`capped_gdal_cache`;
+        lowering the cap flushes dirty blocks, any dataset's, e.g. a layer not closed yet:
+        here, where a failed write raises)."""
+        keep.enter_context(capped_gdal_cache())
+        if factors:
+            build_overviews(self._tmp, factors, self.overviews, self.blocksize)
 
 
 def build_overviews(path, factors: list[int], resampling: str, blocksize: int = 512) -> None:
